@@ -1,0 +1,1 @@
+"""Command-line interface. Each concern registers its own commands in its own module."""

@@ -1,0 +1,65 @@
+"""The ``cdcrouter`` entry point.
+
+Every command group lives in its own module and exposes ``register(app)``; this file only wires
+them together and turns :class:`CdcrouterError` into a clean message and exit code (no tracebacks
+for user mistakes).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from cdcrouter import __version__
+from cdcrouter.errors import CdcrouterError
+
+# Modules that add commands to the app. Keep each concern in its own module.
+COMMAND_MODULES = (
+    "cdcrouter.cli.filters_cmds",  # validate, generate, explain, test
+    "cdcrouter.cli.stack_cmds",  # stack fetch|up|down|status|logs
+    "cdcrouter.cli.capture_cmds",  # capture run|status, connector render|deploy|status
+    "cdcrouter.cli.route_cmds",  # topics, schemas, run, deploy, replay, demo, bench
+    "cdcrouter.cli.consumer_cmds",  # consume, dlq
+)
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="cdcrouter",
+        help="Stream PostgreSQL changes to Kafka as business events and route them by YAML rules.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+    @app.callback()
+    def _root() -> None:
+        """Stream PostgreSQL changes to Kafka as business events and route them by YAML rules."""
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+    @app.command()
+    def version() -> None:
+        """Print the cdcrouter version."""
+        typer.echo(__version__)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 1 user error, 2 usage error)."""
+    app = build_app()
+    try:
+        app(args=argv, prog_name="cdcrouter")  # standalone: usage errors exit 2 with a message
+    except CdcrouterError as exc:
+        typer.echo(exc.render(), err=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
