@@ -1,1 +1,23 @@
-"""cdcrouter.config"""
+"""Connection settings shared by every command: the local stack or existing production services."""
+
+from cdcrouter.config.connections import (
+    ConfluentCloudSettings,
+    ConnectSettings,
+    Connections,
+    FlinkSettings,
+    KafkaSettings,
+    PostgresSettings,
+    RegistrySettings,
+    load_connections,
+)
+
+__all__ = [
+    "ConfluentCloudSettings",
+    "ConnectSettings",
+    "Connections",
+    "FlinkSettings",
+    "KafkaSettings",
+    "PostgresSettings",
+    "RegistrySettings",
+    "load_connections",
+]
