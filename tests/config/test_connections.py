@@ -51,7 +51,7 @@ def test_missing_env_reference_is_a_clear_error(tmp_path):
 def test_unknown_key_is_rejected(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("connections:\n  kafka:\n    bootstrap: x\n")
-    with pytest.raises(ConfigError, match="kafka.bootstrap"):
+    with pytest.raises(ConfigError, match=r"kafka\.bootstrap"):
         load_connections(cfg, tmp_path)
 
 

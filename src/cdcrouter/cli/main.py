@@ -33,6 +33,7 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         add_completion=False,
     )
+
     @app.callback()
     def _root() -> None:
         """Stream PostgreSQL changes to Kafka as business events and route them by YAML rules."""

@@ -2,8 +2,8 @@
 
 from cdcrouter.config.connections import (
     ConfluentCloudSettings,
-    ConnectSettings,
     Connections,
+    ConnectSettings,
     FlinkSettings,
     KafkaSettings,
     PostgresSettings,

@@ -207,7 +207,9 @@ def _env_overrides() -> dict[str, Any]:
     return out
 
 
-def load_connections(config_file: str | Path | None = None, state_dir: str | Path | None = None) -> Connections:
+def load_connections(
+    config_file: str | Path | None = None, state_dir: str | Path | None = None
+) -> Connections:
     """Resolve connections from env, config file and the local stack (see the module docstring)."""
     state = Path(state_dir or os.environ.get("CDCROUTER_STATE_DIR", DEFAULT_STATE_DIR))
     data = _stack_defaults(state)
