@@ -1,0 +1,439 @@
+"""``ConsumerApp``: handlers for filtered topics, with commits, retries, a dead-letter topic and metrics.
+
+Delivery contract, in order, for each batch of records:
+
+1. decode (Avro through the registry); an undecodable record goes to the DLQ at once;
+2. run the matching handler, inside the idempotency store's transaction when there is one;
+3. on failure retry with exponential backoff, then produce the record to ``<topic>.<consumer>.dlq``
+   and wait for the broker's acknowledgement;
+4. only then commit the batch's offsets, per partition, synchronously.
+
+A crash anywhere before step 4 redelivers the batch (at-least-once); the idempotency store turns
+that into effectively-once for handlers that write through ``ctx.conn``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from cdcrouter.config import Connections, load_connections
+from cdcrouter.consumer import _dlq, _kafka, _metrics
+from cdcrouter.consumer._errors import ConsumerError, DecodeError, HandlerFailed
+from cdcrouter.consumer._event import Event, Origin
+from cdcrouter.consumer._serde import RegistryClient, decode
+from cdcrouter.consumer._store import IdempotencyStore
+
+log = logging.getLogger("cdcrouter.consumer")
+
+# Test hook: SIGKILL this process after N handled records, right before the offset commit.
+KILL_BEFORE_COMMIT_ENV = "CDCROUTER_TEST_KILL_BEFORE_COMMIT"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a two-argument handler gets besides the event."""
+
+    consumer: str
+    origin: Origin
+    attempt: int
+    conn: Any = None  # the idempotency store's DB connection, inside its transaction (PostgresStore)
+
+
+Handler = Callable[..., Any]
+
+
+class _Record(Protocol):
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class Stats:
+    """Counters of one app (the Prometheus metrics carry the same, labelled by consumer)."""
+
+    processed: int = 0
+    duplicates: int = 0
+    unhandled: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    commits: int = 0
+    last_dead_letter: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def handled(self) -> int:
+        """Records whose fate is settled (what ``max_messages`` counts)."""
+        return self.processed + self.duplicates + self.unhandled + self.dead_lettered
+
+
+_ABORTED = object()
+
+
+def _wants_ctx(fn: Handler) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+class ConsumerApp:
+    """A consumer of one or more filtered topics.
+
+    Args:
+        name: the consumer's identity: default group id, metric label, DLQ topic part, store key.
+        connections: where Kafka, the registry (and PostgreSQL) are; ``load_connections()`` if None.
+        group: the consumer group (default ``name``); instances in one group split the partitions.
+        store: an idempotency store (``PostgresStore``/``MemoryStore``); None processes every delivery.
+        retries: handler retries after the first failure, before dead-lettering.
+        backoff: first retry delay in seconds, doubled per retry up to ``backoff_max``.
+        dlq: dead-letter failed records (True) or stop the app with ``HandlerFailed`` (False).
+        max_batch: records per poll; offsets are committed once per batch.
+        batch_timeout: seconds a poll waits to fill a batch.
+        from_beginning: where a new group starts (earliest, else latest).
+        metrics_port: serve Prometheus ``/metrics`` on 127.0.0.1 at this port.
+        kafka_config: extra librdkafka consumer settings.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        connections: Connections | None = None,
+        *,
+        group: str | None = None,
+        store: IdempotencyStore | None = None,
+        retries: int = 3,
+        backoff: float = 0.5,
+        backoff_max: float = 30.0,
+        dlq: bool = True,
+        max_batch: int = 100,
+        batch_timeout: float = 1.0,
+        from_beginning: bool = True,
+        metrics_port: int | None = None,
+        kafka_config: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = _kafka.check_name("consumer name", name)
+        self.connections = connections or load_connections()
+        self.group = group or name
+        self.store = store
+        self.retries, self.backoff, self.backoff_max = retries, backoff, backoff_max
+        self.dlq = dlq
+        self.max_batch, self.batch_timeout = max_batch, batch_timeout
+        self.from_beginning = from_beginning
+        self.metrics_port = metrics_port
+        self.kafka_config = dict(kafka_config or {})
+        self.stats = Stats()
+        self._handlers: dict[tuple[str, str | None], Handler] = {}
+        self._wants_ctx: dict[Handler, bool] = {}
+        self._stop = threading.Event()
+        self._registry: RegistryClient | None = None
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._pending: dict[tuple[str, int], int] = {}
+        self._kill_after = int(os.environ.get(KILL_BEFORE_COMMIT_ENV, "0") or 0)
+
+    # -- registration -----------------------------------------------------------------------
+
+    def on(self, topic: str, event: str | Iterable[str] | None = None) -> Callable[[Handler], Handler]:
+        """Register a handler for ``topic``, optionally only for the given event name(s).
+
+        A handler takes ``(event)`` or ``(event, ctx)``. A handler for an event name wins over the
+        topic-wide one; events with no handler are counted as unhandled and committed.
+        """
+        _kafka.check_name("topic", topic)
+        names: list[str | None] = [event] if event is None or isinstance(event, str) else list(event)
+
+        def register(fn: Handler) -> Handler:
+            for n in names:
+                if (topic, n) in self._handlers:
+                    raise ConsumerError(
+                        f"{self.name}: two handlers for topic {topic} event {n or '*'}",
+                        hint="merge them or register different event names",
+                    )
+                self._handlers[(topic, n)] = fn
+            self._wants_ctx[fn] = _wants_ctx(fn)
+            return fn
+
+        return register
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted({t for t, _ in self._handlers})
+
+    def dlq_topic(self, topic: str) -> str:
+        return _dlq.dlq_topic(topic, self.name)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run`` to finish the current batch, commit and return (thread- and signal-safe)."""
+        self._stop.set()
+
+    def run(self, timeout: float | None = None, max_messages: int | None = None) -> Stats:
+        """Consume until stopped (SIGTERM/SIGINT/``stop()``), ``timeout`` seconds or ``max_messages``.
+
+        Returns the app's :class:`Stats`. Signal handlers are installed only on the main thread.
+        """
+        if not self._handlers:
+            raise ConsumerError(
+                f"{self.name}: no handlers registered", hint="decorate one with @app.on(topic)"
+            )
+        self._stop.clear()
+        restore = self._install_signals()
+        try:
+            self._open()
+            self._loop(timeout, max_messages)
+        finally:
+            self._close()
+            for sig, previous in restore:
+                signal.signal(sig, previous)
+        return self.stats
+
+    def _install_signals(self) -> list[tuple[int, Any]]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        restore = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            restore.append((sig, signal.getsignal(sig)))
+            signal.signal(sig, lambda *_: self.stop())
+        return restore
+
+    def _open(self) -> None:
+        if self.metrics_port:
+            _metrics.serve(self.metrics_port)
+        self._registry = RegistryClient(self.connections.registry)
+        if self.dlq:
+            for topic in self.topics:
+                _kafka.ensure_topic(self.connections, self.dlq_topic(topic))
+            self._producer = Producer(_kafka.producer_conf(self.connections))
+        conf = _kafka.consumer_conf(
+            self.connections,
+            self.group,
+            **{"auto.offset.reset": "earliest" if self.from_beginning else "latest"},
+            **{"partition.assignment.strategy": "cooperative-sticky"},
+        )
+        conf.update(self.kafka_config)
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._commit()
+            finally:
+                self._consumer.close()  # leaves the group at once: partitions move without a timeout
+                self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._producer = None
+        if self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Revocation happens inside poll, between batches: commit what is done, forget the rest.
+        self._commit(partitions={(p.topic, p.partition) for p in partitions}, consumer=consumer)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self, timeout: float | None, max_messages: int | None) -> None:
+        assert self._consumer is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        start = self.stats.handled
+        while not self._stop.is_set():
+            wait = self.batch_timeout
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+            want = self.max_batch
+            if max_messages is not None:
+                want = min(want, max_messages - (self.stats.handled - start))
+                if want <= 0:
+                    break
+            try:
+                batch = self._consumer.consume(num_messages=want, timeout=wait)
+            except KafkaException as exc:
+                raise ConsumerError(f"{self.name}: consume failed: {exc}") from exc
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise ConsumerError(f"{self.name}: fatal Kafka error: {err}")
+                    log.warning("%s: %s", self.name, err)
+                    continue
+                if self.handle(msg) is _ABORTED:
+                    break
+                self._pending[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[operator]
+            if batch:
+                self._maybe_die()
+                self._commit()
+                self._update_lag()
+
+    def _maybe_die(self) -> None:
+        if self._kill_after and self.stats.handled >= self._kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _commit(
+        self, partitions: set[tuple[str, int]] | None = None, consumer: Consumer | None = None
+    ) -> None:
+        consumer = consumer or self._consumer
+        todo = {tp: off for tp, off in self._pending.items() if partitions is None or tp in partitions}
+        if not todo or consumer is None:
+            return
+        offsets = [TopicPartition(t, p, off) for (t, p), off in todo.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+            self.stats.commits += 1
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not (isinstance(err, KafkaError) and err.code() == KafkaError._NO_OFFSET):
+                # The group moved on (rebalance): the new owner re-reads these records; the
+                # idempotency store, if any, skips them.
+                log.warning("%s: offset commit failed, records will be redelivered: %s", self.name, exc)
+        for tp in todo:
+            self._pending.pop(tp, None)
+
+    def _update_lag(self) -> None:
+        assert self._consumer is not None
+        try:
+            assigned = self._consumer.assignment()
+            positions = self._consumer.position(assigned) if assigned else []
+        except KafkaException:
+            return
+        for tp in positions:
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            if high is None or high < 0 or tp.offset < 0:
+                continue
+            _metrics.LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+
+    # -- one record ---------------------------------------------------------------------------
+
+    def handle(self, msg: _Record, topic: str | None = None) -> object:
+        """Decode, dispatch, retry and dead-letter one record; ``topic`` overrides its topic (replays).
+
+        Returns ``_ABORTED`` when a stop request interrupted the retries (the record is then not
+        committed and will be redelivered), otherwise ``None``.
+        """
+        topic = topic or msg.topic() or ""
+        ts_type, ts = msg.timestamp()
+        key = msg.key()
+        origin = Origin(
+            topic=topic,
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            timestamp=ts if ts_type else None,
+        )
+        try:
+            assert self._registry is not None, "handle() needs an open app (inside run() or replay)"
+            event = Event.from_avro(decode(self._registry, msg.value()), origin)
+        except (DecodeError, KeyError, TypeError) as exc:
+            err = exc if isinstance(exc, DecodeError) else DecodeError(f"not a business event: {exc!r}")
+            self._dead_letter(msg, origin, err, "decode", 0, None)
+            return None
+        fn = self._handlers.get((topic, event.name)) or self._handlers.get((topic, None))
+        if fn is None:
+            self.stats.unhandled += 1
+            _metrics.SKIPPED.labels(self.name, topic).inc()
+            return None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                ran = self._invoke(fn, event, origin, attempt)
+            except Exception as exc:
+                self.stats.failed += 1
+                _metrics.FAILED.labels(self.name, topic).inc()
+                if attempt > self.retries:
+                    log.error("%s: %s failed %d times: %s", self.name, origin, attempt, exc)
+                    self._dead_letter(msg, origin, exc, "handler", attempt, event.uuid)
+                    return None
+                self.stats.retried += 1
+                _metrics.RETRIED.labels(self.name, topic).inc()
+                delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+                log.warning(
+                    "%s: %s attempt %d failed (%s); retry in %.2fs", self.name, origin, attempt, exc, delay
+                )
+                if self._stop.wait(delay):
+                    return _ABORTED
+                continue
+            if ran:
+                self.stats.processed += 1
+                _metrics.PROCESSED.labels(self.name, topic).inc()
+            else:
+                self.stats.duplicates += 1
+                _metrics.DUPLICATES.labels(self.name, topic).inc()
+            return None
+
+    def _invoke(self, fn: Handler, event: Event, origin: Origin, attempt: int) -> bool:
+        with_ctx = self._wants_ctx[fn]
+
+        def work(conn: Any) -> None:
+            if with_ctx:
+                fn(event, Context(consumer=self.name, origin=origin, attempt=attempt, conn=conn))
+            else:
+                fn(event)
+
+        if self.store is None:
+            work(None)
+            return True
+        return self.store.run_once(self.name, event.uuid, work)
+
+    def _dead_letter(
+        self, msg: _Record, origin: Origin, error: BaseException, stage: str, attempts: int, uuid: str | None
+    ) -> None:
+        if not self.dlq or self._producer is None:
+            raise HandlerFailed(
+                f"{self.name}: {origin} failed ({stage}): {type(error).__name__}: {error}",
+                hint="fix the handler or enable the dead-letter topic (dlq=True)",
+            ) from error
+        headers = _dlq.failure_headers(
+            msg.headers(),
+            error=error,
+            stage=stage,
+            topic=origin.topic,
+            partition=origin.partition,
+            offset=origin.offset,
+            timestamp=origin.timestamp,
+            consumer=self.name,
+            group=self.group,
+            attempts=attempts,
+            event_uuid=uuid,
+        )
+        target = self.dlq_topic(origin.topic)
+        failures: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(err)
+
+        self._producer.produce(
+            target, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered
+        )
+        remaining = self._producer.flush(30)
+        if failures or remaining:
+            raise ConsumerError(
+                f"{self.name}: could not write {origin} to dead-letter topic {target}: "
+                f"{failures[0] if failures else 'timed out'}",
+                hint="the record was not committed and will be redelivered; check the broker",
+            )
+        self.stats.dead_lettered += 1
+        self.stats.last_dead_letter = _dlq.header_map(headers)
+        _metrics.DEAD_LETTERED.labels(self.name, origin.topic).inc()

@@ -1,0 +1,67 @@
+"""Dead-letter topics: naming and the headers that say what failed and where it came from.
+
+A dead-lettered record keeps its original key, value and headers byte for byte, so a replay
+re-delivers exactly what the consumer first saw. The ``cdcrouter.dlq.*`` headers carry the error
+and the origin (topic, partition, offset); older ``cdcrouter.dlq.*`` headers from an earlier
+dead-lettering are dropped, so the newest failure is the one described.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterable
+
+H = "cdcrouter.dlq."
+SUFFIX = ".dlq"
+
+Headers = list[tuple[str, bytes]]
+
+
+def dlq_topic(topic: str, consumer: str) -> str:
+    """``<topic>.<consumer>.dlq``: one dead-letter topic per source topic and consumer."""
+    return f"{topic}.{consumer}{SUFFIX}"
+
+
+def failure_headers(
+    original: Iterable[tuple[str, bytes | None]] | None,
+    *,
+    error: BaseException,
+    stage: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp: int | None,
+    consumer: str,
+    group: str,
+    attempts: int,
+    event_uuid: str | None,
+) -> Headers:
+    kept = [(k, v or b"") for k, v in (original or []) if not k.startswith(H)]
+    stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    fields = {
+        "error": f"{type(error).__name__}: {error}"[:2000],
+        "error.type": f"{type(error).__module__}.{type(error).__qualname__}",
+        "error.stack": stack[-4000:],
+        "stage": stage,
+        "topic": topic,
+        "partition": str(partition),
+        "offset": str(offset),
+        "timestamp": "" if timestamp is None else str(timestamp),
+        "consumer": consumer,
+        "group": group,
+        "attempts": str(attempts),
+        "failed_at": str(int(time.time() * 1000)),
+        "event_uuid": event_uuid or "",
+    }
+    return kept + [(H + k, v.encode()) for k, v in fields.items()]
+
+
+def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """The ``cdcrouter.dlq.*`` headers as ``{name-without-prefix: text}``."""
+    return {k[len(H) :]: (v or b"").decode("utf-8", "replace") for k, v in (headers or []) if k.startswith(H)}
+
+
+def strip(headers: Iterable[tuple[str, bytes | None]] | None) -> Headers:
+    """The original record's headers, without ours (what a replay produces)."""
+    return [(k, v or b"") for k, v in (headers or []) if not k.startswith(H)]

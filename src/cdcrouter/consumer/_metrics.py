@@ -1,0 +1,39 @@
+"""Prometheus metrics shared by every ConsumerApp in the process, labelled by consumer.
+
+Module-level collectors on the default registry, so several apps in one process (the demo runs
+three) share one ``/metrics`` endpoint instead of colliding on registration.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+PROCESSED = Counter("cdcrouter_consumer_processed", "Events handled successfully", ["consumer", "topic"])
+DUPLICATES = Counter(
+    "cdcrouter_consumer_duplicates",
+    "Redelivered events skipped by the idempotency store",
+    ["consumer", "topic"],
+)
+SKIPPED = Counter("cdcrouter_consumer_unhandled", "Events with no matching handler", ["consumer", "topic"])
+FAILED = Counter("cdcrouter_consumer_failed", "Handler attempts that raised", ["consumer", "topic"])
+RETRIED = Counter("cdcrouter_consumer_retried", "Handler retries after a failure", ["consumer", "topic"])
+DEAD_LETTERED = Counter(
+    "cdcrouter_consumer_dead_lettered", "Events sent to the dead-letter topic", ["consumer", "topic"]
+)
+LAG = Gauge(
+    "cdcrouter_consumer_lag",
+    "Records behind the partition's high watermark",
+    ["consumer", "topic", "partition"],
+)
+
+_servers: dict[int, object] = {}
+_lock = threading.Lock()
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> None:
+    """Expose ``/metrics`` on ``addr:port`` once per process (a second app on the same port reuses it)."""
+    with _lock:
+        if port not in _servers:
+            _servers[port] = start_http_server(port, addr=addr)
