@@ -197,13 +197,20 @@ class ConsumerApp:
         self._stop.clear()
         restore = self._install_signals()
         try:
-            self._open()
+            self.open()
             self._loop(timeout, max_messages)
         finally:
-            self._close()
+            self.close()
             for sig, previous in restore:
                 signal.signal(sig, previous)
         return self.stats
+
+    def __enter__(self) -> ConsumerApp:
+        self.open(subscribe=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _install_signals(self) -> list[tuple[int, Any]]:
         if threading.current_thread() is not threading.main_thread():
@@ -214,7 +221,8 @@ class ConsumerApp:
             signal.signal(sig, lambda *_: self.stop())
         return restore
 
-    def _open(self) -> None:
+    def open(self, subscribe: bool = True) -> None:
+        """Connect; without ``subscribe`` only the registry and DLQ producer (to call ``handle``)."""
         if self.metrics_port:
             _metrics.serve(self.metrics_port)
         self._registry = RegistryClient(self.connections.registry)
@@ -222,6 +230,8 @@ class ConsumerApp:
             for topic in self.topics:
                 _kafka.ensure_topic(self.connections, self.dlq_topic(topic))
             self._producer = Producer(_kafka.producer_conf(self.connections))
+        if not subscribe:
+            return
         conf = _kafka.consumer_conf(
             self.connections,
             self.group,
@@ -232,7 +242,7 @@ class ConsumerApp:
         self._consumer = Consumer(conf)
         self._consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._consumer is not None:
             try:
                 self._commit()

@@ -1,0 +1,120 @@
+"""Fixtures for the consumer tests: the real stack's connections, unique topics, event producers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable
+from importlib import resources
+from typing import Any
+
+import fastavro
+import pytest
+from confluent_kafka import Producer
+
+from cdcrouter.config import Connections, load_connections
+from cdcrouter.consumer import RegistryClient
+from cdcrouter.consumer._kafka import ensure_topic, producer_conf
+from cdcrouter.consumer._serde import encode
+
+FILTERED_SCHEMA = json.loads(
+    resources.files("cdcrouter.schemas").joinpath("filtered-business-event.avsc").read_text()
+)
+
+
+def _reachable(hostport: str) -> bool:
+    host, _, port = hostport.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def conns(request: pytest.FixtureRequest) -> Connections:
+    """Connections to the shared stack (started by the ``stack`` fixture when it exists)."""
+    with contextlib.suppress(pytest.FixtureLookupError):
+        request.getfixturevalue("stack")
+    connections = load_connections()
+    if not _reachable(connections.kafka.bootstrap_servers):
+        message = f"Kafka at {connections.kafka.bootstrap_servers} is not reachable"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message + " (cdcrouter stack up)")
+    return connections
+
+
+@pytest.fixture
+def topic(conns: Connections) -> Callable[..., str]:
+    """Create a unique topic: ``topic(partitions=3)``."""
+
+    def make(partitions: int = 3, prefix: str = "t-consumer") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        ensure_topic(conns, name, partitions)
+        return name
+
+    return make
+
+
+def event(name: str, entity_id: str, attrs: dict[str, str | None] | None = None, **kw: Any) -> dict[str, Any]:
+    """A FilteredBusinessEvent record (defaults fill the rest)."""
+    return {
+        "eventHeader": {
+            "uuid": kw.get("uuid") or str(uuid.uuid4()),
+            "eventName": name,
+            "createdDate": 1_700_000_000_000,
+            "savedDate": 1_700_000_000_001,
+            "eventType": None,
+        },
+        "eventBody": {
+            "entities": [
+                {
+                    "entityType": kw.get("entity_type", "Loan"),
+                    "entityId": entity_id,
+                    "updatedAttributes": attrs or {},
+                }
+            ]
+        },
+        "sourceMetadata": {
+            "table": kw.get("table"),
+            "operation": kw.get("operation", "INSERT"),
+            "timestamp": None,
+        },
+        "filterMetadata": {
+            "filterId": "f",
+            "consumerId": kw.get("consumer", "c"),
+            "filteredAt": 1_700_000_000_002,
+        },
+    }
+
+
+@pytest.fixture
+def produce(conns: Connections) -> Callable[..., list[str]]:
+    """Produce records in the Confluent wire format with the registered filtered schema; returns uuids."""
+    registry = RegistryClient(conns.registry)
+    producer = Producer(producer_conf(conns))
+    parsed = fastavro.parse_schema(FILTERED_SCHEMA)
+
+    def send(topic: str, records: Iterable[dict[str, Any]], partition: int | None = None) -> list[str]:
+        schema_id = registry.register(f"{topic}-value", FILTERED_SCHEMA)
+        uuids = []
+        for rec in records:
+            key = rec["eventBody"]["entities"][0]["entityId"].encode()
+            kw = {} if partition is None else {"partition": partition}
+            producer.produce(topic, key=key, value=encode(schema_id, parsed, rec), **kw)
+            uuids.append(rec["eventHeader"]["uuid"])
+        assert producer.flush(30) == 0
+        return uuids
+
+    yield send
+    registry.close()
+
+
+def produce_raw(conns: Connections, topic: str, value: bytes, key: bytes = b"k") -> None:
+    p = Producer(producer_conf(conns))
+    p.produce(topic, key=key, value=value)
+    assert p.flush(30) == 0
