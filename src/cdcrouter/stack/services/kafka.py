@@ -1,0 +1,154 @@
+"""Kafka 4.x, one KRaft node (broker + controller), from Maven Central jars.
+
+Topics are never auto-created (``auto.create.topics.enable=false``): every component creates
+its topics explicitly. Transactions work on one node (replication factor 1, min ISR 1).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cdcrouter.errors import StackError
+from cdcrouter.stack import fetch, versions
+from cdcrouter.stack.process import port_accepts
+from cdcrouter.stack.service import HOST, Service, StackContext, jvm_dir
+
+LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.reflections.name = org.reflections
+logger.reflections.level = ERROR
+"""
+
+
+def kafka_jars(ctx: StackContext) -> Path:
+    """The broker's classpath folder, fetched with ``jvm/kafka/pom.xml`` when allowed."""
+    dest = fetch.component_dir(ctx.cache_dir, f"kafka-{versions.KAFKA}")
+    if ctx.allow_fetch:
+        fetch.mvn_fetch(
+            jvm_dir() / "kafka" / "pom.xml",
+            dest,
+            {"kafka.version": versions.KAFKA, "log4j.version": versions.LOG4J},
+        )
+    return fetch.require(dest, f"Kafka {versions.KAFKA} jars", f"lib/kafka_2.13-{versions.KAFKA}.jar")
+
+
+def write_log4j(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(LOG4J2)
+    return path
+
+
+class Kafka(Service):
+    name = "kafka"
+    version = versions.KAFKA
+    port_keys = ("kafka", "kafka-controller")
+    start_timeout = 90.0
+    heap_mb = 512
+
+    def fetch(self, ctx: StackContext) -> None:
+        kafka_jars(ctx)
+
+    def _props(self, ctx: StackContext) -> str:
+        home = ctx.service_dir(self.name)
+        port, cport = ctx.port("kafka"), ctx.port("kafka-controller")
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@{HOST}:{cport}",
+                f"listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={home / 'data'}",
+                "num.partitions=1",
+                "auto.create.topics.enable=false",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=10",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "min.insync.replicas=1",
+                "default.replication.factor=1",
+                "group.initial.rebalance.delay.ms=0",
+                "log.retention.hours=168",
+                "log.segment.bytes=104857600",
+                "num.network.threads=2",
+                "num.io.threads=4",
+                "",
+            ]
+        )
+
+    def prepare(self, ctx: StackContext) -> None:
+        home = ctx.service_dir(self.name)
+        props = home / "server.properties"
+        props.write_text(self._props(ctx))
+        write_log4j(home / "log4j2.properties")
+        if (home / "data" / "meta.properties").is_file():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        import subprocess
+
+        argv = [
+            ctx.java,
+            "-Xmx256m",
+            "-cp",
+            str(kafka_jars(ctx) / "lib" / "*"),
+            f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            "--ignore-formatted",
+        ]
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=home, check=False)
+        if out.returncode != 0:
+            raise StackError(
+                f"formatting Kafka storage in {home / 'data'} failed: "
+                f"{(out.stderr or out.stdout).strip()[-600:]}",
+                hint="`cdcrouter stack down --purge --only kafka` starts over with empty storage",
+            )
+
+    def command(self, ctx: StackContext) -> list[str]:
+        home = ctx.service_dir(self.name)
+        return [
+            ctx.java,
+            *self.java_opts(self.heap_mb),
+            f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={home}",
+            "-cp",
+            str(kafka_jars(ctx) / "lib" / "*"),
+            "kafka.Kafka",
+            str(home / "server.properties"),
+        ]
+
+    def ready(self, ctx: StackContext) -> bool:
+        if not port_accepts(ctx.port("kafka")):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.endpoint(ctx), "log_level": 0})
+        try:
+            md = admin.list_topics(timeout=3)
+        except Exception:
+            return False
+        return bool(md.brokers)
+
+    def connections(self, ctx: StackContext) -> dict[str, Any]:
+        return {"kafka": {"bootstrap_servers": self.endpoint(ctx), "security_protocol": "PLAINTEXT"}}
