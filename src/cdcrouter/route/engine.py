@@ -1,0 +1,471 @@
+"""The embedded routing engine: raw topic -> compiled filters -> filtered topics, exactly once.
+
+One instance = one read_committed consumer in the routing group + one transactional producer with
+a stable ``transactional.id`` (``cdcrouter-router.<group>.<instance>``). Every transaction holds
+the filtered records, the dead-letter records and the consumer offsets of the raw records they came
+from (``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447): either all of
+it becomes visible or none of it does, and a zombie from an older group generation is fenced by
+the broker.
+
+A transaction is committed when the consumer has caught up, when it is ``max_txn_ms`` old, or when
+it holds ``max_txn_events`` records: small transactions (low latency) when traffic is light, big
+ones (throughput) under load. On a rebalance the open transaction is committed before partitions
+are given away; when a commit fails, the transaction is aborted and the consumer rewinds to the
+committed offsets, so nothing is lost or doubled. Filters reload only between transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from cdcrouter.errors import CdcrouterError, RouteError
+from cdcrouter.route.codec import DecodeError, RawDecoder, encode_filtered
+from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
+from cdcrouter.route.metrics import RouterMetrics
+from cdcrouter.route.wire import MetadataEncoder, header
+from cdcrouter.schemas import filtered_schema_text
+from cdcrouter.schemas.registry import RegistryClient, subject_for
+
+__all__ = ["DEFAULT_GROUP", "DEFAULT_RAW_TOPIC", "Router", "RouterOptions", "dlq_topic_for"]
+
+log = logging.getLogger("cdcrouter.route")
+
+DEFAULT_RAW_TOPIC = "raw-business-events"
+DEFAULT_GROUP = "cdcrouter-router"
+ERROR_HEADER = "cdcrouter.error"
+
+
+def dlq_topic_for(raw_topic: str) -> str:
+    """The router's dead-letter topic for undecodable raw records."""
+    return f"{raw_topic}.router.dlq"
+
+
+@dataclass
+class RouterOptions:
+    raw_topic: str = DEFAULT_RAW_TOPIC
+    group_id: str = DEFAULT_GROUP
+    instance_id: str = "0"  # stable per instance: a restart with the same id fences its own zombie
+    dlq_topic: str | None = None  # default: <raw>.router.dlq
+    max_txn_ms: int = 100
+    max_txn_events: int = 50_000
+    batch_size: int = 2_000
+    reload: bool = True
+    reload_check_ms: int = 500
+    log_interval_s: float = 10.0
+    metrics_port: int | None = None
+    transaction_timeout_ms: int = 30_000
+    auto_offset_reset: str = "earliest"
+    consumer_conf: dict[str, Any] = field(default_factory=dict)
+    producer_conf: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def transactional_id(self) -> str:
+        return f"cdcrouter-router.{self.group_id}.{self.instance_id}"
+
+    @property
+    def dlq(self) -> str:
+        return self.dlq_topic or dlq_topic_for(self.raw_topic)
+
+
+@dataclass(frozen=True)
+class _Route:
+    filter_id: str
+    consumer_id: str
+    topic: str
+    header: bytes  # Confluent header with the filtered schema's id for this topic
+    meta: MetadataEncoder
+
+
+@dataclass(frozen=True)
+class _Table:
+    filters: CompiledFilters
+    routes: dict[str, _Route]
+
+    @property
+    def labels(self) -> dict[str, tuple[str, str]]:
+        return {fid: (r.consumer_id, r.topic) for fid, r in self.routes.items()}
+
+
+@dataclass
+class RunStats:
+    consumed: int
+    dead_lettered: int
+    matched: dict[str, int]
+    transactions: int
+    seconds: float
+
+
+class Router:
+    """Route the raw topic through a filters file; ``run()`` until stopped.
+
+    Example (in-process)::
+
+        router = Router("filters.yaml", load_connections(), RouterOptions(group_id="demo"))
+        router.run(stop_event)
+    """
+
+    def __init__(
+        self, filters_path: str | Path, connections: Any, options: RouterOptions | None = None
+    ) -> None:
+        self.path = Path(filters_path)
+        self.conns = connections
+        self.opts = options or RouterOptions()
+        self.metrics = RouterMetrics()
+        self._registry = RegistryClient(connections.registry.to_client_conf())
+        self._decoder = RawDecoder(self._registry.schema_by_id)
+        self._schema_ids: dict[str, int] = {}
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._table: _Table | None = None
+        self._in_txn = False
+        self._txn_started = 0.0
+        self._offsets: dict[tuple[str, int], int] = {}
+        self._pending_consumed = 0
+        self._pending_dlq = 0
+        self._pending_matched: Counter[str] = Counter()
+        self._transactions = 0
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare_table(self, filters: CompiledFilters) -> _Table:
+        """Resolve every output topic's schema id and check the topics exist (no auto-creation)."""
+        assert self._producer is not None
+        missing = self._missing_topics([*filters.topics, self.opts.dlq])
+        if missing:
+            raise RouteError(
+                f"topic(s) {', '.join(missing)} do not exist",
+                hint="create them first: cdcrouter topics apply (topics are never auto-created)",
+            )
+        routes = {}
+        for fid, spec in filters.routes.items():
+            schema_id = self._schema_ids.get(spec.topic)
+            if schema_id is None:
+                schema_id = self._registry.lookup(subject_for(spec.topic), filtered_schema_text())
+                if schema_id is None:
+                    raise RouteError(
+                        f"the filtered schema is not registered under {subject_for(spec.topic)}",
+                        hint="register it first: cdcrouter schemas apply",
+                    )
+                self._schema_ids[spec.topic] = schema_id
+            routes[fid] = _Route(
+                fid, spec.consumer_id, spec.topic, header(schema_id), MetadataEncoder(fid, spec.consumer_id)
+            )
+        return _Table(filters, routes)
+
+    def _missing_topics(self, topics: list[str]) -> list[str]:
+        assert self._producer is not None
+        md = self._producer.list_topics(timeout=10)
+        return [t for t in topics if t not in md.topics or md.topics[t].error is not None]
+
+    def _clients(self) -> None:
+        kafka = self.conns.kafka.to_librdkafka()
+        consumer_conf = {
+            **kafka,
+            "group.id": self.opts.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": self.opts.auto_offset_reset,
+            "fetch.wait.max.ms": 100,
+            "queued.min.messages": 20_000,
+            "session.timeout.ms": 15_000,
+            **self.opts.consumer_conf,
+        }
+        producer_conf = {
+            **kafka,
+            "transactional.id": self.opts.transactional_id,
+            "transaction.timeout.ms": self.opts.transaction_timeout_ms,
+            "linger.ms": 5,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "partitioner": "murmur2_random",  # the Java client's default: same key -> same partition
+            **self.opts.producer_conf,
+        }
+        self._producer = Producer(producer_conf)
+        try:
+            self._producer.init_transactions(30)
+        except KafkaException as exc:
+            raise RouteError(
+                f"cannot start transactions as {self.opts.transactional_id}: {exc.args[0].str()}",
+                hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
+            ) from exc
+        self._consumer = Consumer(consumer_conf)
+
+    # ------------------------------------------------------------------ run
+
+    def run(
+        self,
+        stop: threading.Event | None = None,
+        max_events: int | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> RunStats:
+        """Route until ``stop`` is set, ``max_events`` raw records are committed, or nothing arrived
+        for ``idle_timeout_s`` seconds. The open transaction is committed before returning."""
+        stop = stop or threading.Event()
+        started = time.monotonic()
+        self._clients()
+        assert self._consumer is not None and self._producer is not None
+        self._table = self._prepare_table(compile_filters_file(self.path))
+        log.info(
+            "routing %s with %d filter(s) from %s as %s (group %s)",
+            self.opts.raw_topic,
+            len(self._table.routes),
+            self.path,
+            self.opts.transactional_id,
+            self.opts.group_id,
+        )
+        if self.opts.metrics_port:
+            self.metrics.serve(self.opts.metrics_port)
+        self._consumer.subscribe(
+            [self.opts.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        last_data = time.monotonic()
+        next_reload = time.monotonic() + self.opts.reload_check_ms / 1000
+        next_log = time.monotonic() + self.opts.log_interval_s
+        batch = self.opts.batch_size
+        try:
+            while not stop.is_set():
+                if self._in_txn:
+                    msgs = self._consumer.consume(batch, 0)
+                else:
+                    first = self._consumer.poll(0.05)
+                    msgs = [first] if first is not None else []
+                    if first is not None:
+                        msgs += self._consumer.consume(batch - 1, 0)
+                if msgs:
+                    last_data = time.monotonic()
+                    self._process(msgs)
+                if self._in_txn and (
+                    len(msgs) < batch
+                    or (time.monotonic() - self._txn_started) * 1000 >= self.opts.max_txn_ms
+                    or self._pending_consumed >= self.opts.max_txn_events
+                ):
+                    self._commit()
+                now = time.monotonic()
+                if not self._in_txn:
+                    if max_events is not None and self.metrics.consumed >= max_events:
+                        break
+                    if idle_timeout_s is not None and now - last_data >= idle_timeout_s:
+                        break
+                    if self.opts.reload and now >= next_reload:
+                        next_reload = now + self.opts.reload_check_ms / 1000
+                        self._maybe_reload()
+                if now >= next_log:
+                    next_log = now + self.opts.log_interval_s
+                    log.info("routed: %s", self.metrics.summary())
+            if self._in_txn:
+                self._commit()
+        finally:
+            self._close()
+        log.info("stopped: %s", self.metrics.summary())
+        return RunStats(
+            self.metrics.consumed,
+            self.metrics.dead_lettered,
+            dict(self.metrics.matched),
+            self._transactions,
+            time.monotonic() - started,
+        )
+
+    def _close(self) -> None:
+        if self._in_txn and self._producer is not None:
+            self._abort("shutting down")
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None
+        self._registry.close()
+
+    # ------------------------------------------------------------------ per record
+
+    def _process(self, msgs: list[Any]) -> None:
+        producer = self._producer
+        assert producer is not None and self._table is not None
+        routes = self._table.routes
+        match = self._table.filters.match
+        decode = self._decoder.decode
+        offsets = self._offsets
+        matched = self._pending_matched
+        produce = producer.produce
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if err.fatal():
+                    raise RouteError(f"Kafka consumer failed: {err.str()}")
+                log.warning("consumer: %s", err.str())
+                continue
+            if not self._in_txn:
+                producer.begin_transaction()
+                self._in_txn = True
+                self._txn_started = time.monotonic()
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            self._pending_consumed += 1
+            value = msg.value()
+            try:
+                event, body, writer = decode(value)
+                ids = match(event)
+            except DecodeError as exc:
+                self._dead_letter(msg, str(exc))
+                continue
+            except CdcrouterError:
+                raise
+            except Exception as exc:  # an evaluator failure must not stop the stream or drop the record
+                self._dead_letter(msg, f"filter evaluation failed: {exc!r}")
+                continue
+            if not ids:
+                continue
+            entities = event["eventBody"]["entities"]
+            key = entities[0]["entityId"].encode() if entities else msg.key()
+            now_ms = time.time_ns() // 1_000_000
+            for fid in ids:
+                route = routes[fid]
+                if writer.passthrough:
+                    out = b"".join((route.header, body, route.meta.encode(now_ms)))
+                else:
+                    meta = {"filterId": fid, "consumerId": route.consumer_id, "filteredAt": now_ms}
+                    out = route.header + encode_filtered(event, meta)
+                try:
+                    produce(route.topic, out, key)
+                except BufferError:
+                    producer.poll(0.1)
+                    produce(route.topic, out, key)
+                matched[fid] += 1
+        producer.poll(0)
+
+    def _dead_letter(self, msg: Any, error: str) -> None:
+        assert self._producer is not None
+        headers = [
+            *(msg.headers() or []),
+            (ERROR_HEADER, error.encode()),
+            ("cdcrouter.source.topic", msg.topic().encode()),
+            ("cdcrouter.source.partition", str(msg.partition()).encode()),
+            ("cdcrouter.source.offset", str(msg.offset()).encode()),
+        ]
+        self._producer.produce(self.opts.dlq, msg.value(), msg.key(), headers=headers)
+        self._pending_dlq += 1
+        log.warning(
+            "dead-lettered %s[%d]@%d to %s: %s",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            self.opts.dlq,
+            error,
+        )
+
+    # ------------------------------------------------------------------ transactions
+
+    def _commit(self) -> bool:
+        producer, consumer = self._producer, self._consumer
+        assert producer is not None and consumer is not None and self._table is not None
+        positions = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
+        for attempt in range(5):
+            try:
+                if positions:
+                    producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
+                producer.commit_transaction(60)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and attempt < 4:
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                if err.txn_requires_abort():
+                    self._abort(err.str())
+                    self._rewind()
+                    return False
+                raise RouteError(
+                    f"transaction failed for {self.opts.transactional_id}: {err.str()}",
+                    hint="another instance may use the same --instance-id (each needs its own), "
+                    "or the broker fenced this one; restart it",
+                ) from exc
+        self._in_txn = False
+        self._transactions += 1
+        self.metrics.commit(
+            self._pending_consumed, self._pending_dlq, self._pending_matched, self._table.labels
+        )
+        self._reset_pending()
+        return True
+
+    def _abort(self, why: str) -> None:
+        assert self._producer is not None
+        log.warning("aborting transaction: %s", why)
+        try:
+            self._producer.abort_transaction(30)
+        except KafkaException as exc:
+            raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
+        self._in_txn = False
+        self.metrics.aborted()
+        self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        self._offsets = {}
+        self._pending_consumed = 0
+        self._pending_dlq = 0
+        self._pending_matched = Counter()
+
+    def _rewind(self) -> None:
+        """After an abort: continue from the committed offsets, so aborted work is redone once."""
+        consumer = self._consumer
+        assert consumer is not None
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        for tp in consumer.committed(assignment, timeout=30):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    # ------------------------------------------------------------------ rebalances
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", _tps(partitions))
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("revoking %s", _tps(partitions))
+        if self._in_txn:
+            self._commit()  # hand the partitions over with everything done so far committed
+        self._offsets = {}
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.warning("lost %s (session timed out)", _tps(partitions))
+        if self._in_txn:
+            self._abort("partitions lost")
+
+    # ------------------------------------------------------------------ reload
+
+    def _maybe_reload(self) -> None:
+        assert self._table is not None
+        stamp = file_stamp(self.path)
+        if stamp is None or stamp == self._table.filters.stamp:
+            return
+        try:
+            table = self._prepare_table(compile_filters_file(self.path))
+        except CdcrouterError as exc:
+            log.error("filters reload rejected, keeping the previous filters:\n%s", exc.render())
+            self.metrics.reload("rejected")
+            # remember the stamp so the same broken file is reported once
+            self._table = _Table(
+                CompiledFilters(
+                    self._table.filters.routes, self._table.filters.match, self._table.filters.source, stamp
+                ),
+                self._table.routes,
+            )
+            return
+        self._table = table
+        self.metrics.reload("applied")
+        log.info("filters reloaded from %s: %d filter(s)", self.path, len(table.routes))
+
+
+def _tps(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,345 @@
+"""Schemas as code: register the raw and filtered schemas in a Confluent-compatible registry.
+
+Talks the Confluent Schema Registry REST API (content type
+``application/vnd.schemaregistry.v1+json``), which Apicurio 3 serves under ``/apis/ccompat/v7``
+and Confluent Cloud serves natively. Subjects follow TopicNameStrategy: ``<topic>-value``.
+
+``plan_schemas`` only reads: for every subject it says whether the schema is already registered,
+whether the compatibility level must change, and whether the registry accepts the new schema under
+that level. ``apply_schemas`` refuses the whole plan while any change is incompatible, quoting the
+registry's own messages, so a bad schema never half-lands.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from cdcrouter.errors import RouteError
+
+__all__ = [
+    "COMPATIBILITY_LEVELS",
+    "RegistryClient",
+    "SchemaChange",
+    "SchemaPlan",
+    "SchemaRegistryError",
+    "apply_schemas",
+    "desired_subjects",
+    "plan_schemas",
+    "subject_for",
+]
+
+CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+COMPATIBILITY_LEVELS = (
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+)
+NOT_FOUND_CODES = {40401, 40402, 40403, 40408}
+
+
+class SchemaRegistryError(RouteError):
+    """The registry refused a request or could not be reached."""
+
+
+def subject_for(topic: str) -> str:
+    """TopicNameStrategy subject of a topic's values."""
+    return f"{topic}-value"
+
+
+def canonical(schema_text: str) -> str:
+    """Whitespace-free JSON, to compare schemas independent of formatting."""
+    return json.dumps(json.loads(schema_text), separators=(",", ":"), sort_keys=True)
+
+
+class RegistryClient:
+    """A small, synchronous client for the Confluent Schema Registry REST API."""
+
+    def __init__(self, conf: dict[str, Any], timeout: float = 10.0) -> None:
+        """``conf`` is ``RegistrySettings.to_client_conf()``: url, optional basic auth and CA."""
+        self.url = conf["url"].rstrip("/")
+        auth = None
+        if conf.get("basic.auth.user.info"):
+            user, _, password = conf["basic.auth.user.info"].partition(":")
+            auth = (user, password)
+        verify: Any = conf.get("ssl.ca.location") or True
+        self._http = httpx.Client(
+            base_url=self.url, auth=auth, verify=verify, timeout=timeout, headers={"Accept": CONTENT_TYPE}
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except httpx.HTTPError as exc:
+            raise SchemaRegistryError(
+                f"schema registry {self.url}: {what} failed: {exc}",
+                hint="is the registry running? check connections.registry.url (cdcrouter stack status)",
+            ) from exc
+
+    def _call(self, method: str, path: str, what: str, body: Any = None) -> tuple[int, Any]:
+        with self._errors(what):
+            resp = self._http.request(
+                method,
+                path,
+                content=None if body is None else json.dumps(body),
+                headers={"Content-Type": CONTENT_TYPE} if body is not None else None,
+            )
+        try:
+            data = resp.json() if resp.content else None
+        except ValueError:
+            data = {"message": resp.text[:500]}
+        if resp.status_code >= 500 or resp.status_code in (401, 403):
+            raise SchemaRegistryError(
+                f"schema registry {self.url}: {what}: HTTP {resp.status_code}: {_message(data)}",
+                hint="check the registry's logs and credentials (connections.registry)",
+            )
+        return resp.status_code, data
+
+    def schema_by_id(self, schema_id: int) -> str | None:
+        """The schema text registered under ``schema_id``, or None if the registry has no such id."""
+        status, data = self._call("GET", f"/schemas/ids/{schema_id}", f"fetching schema id {schema_id}")
+        if status == 404 or _code(data) in NOT_FOUND_CODES:
+            return None
+        _expect_ok(status, data, self.url, f"fetching schema id {schema_id}")
+        return str(data["schema"])
+
+    def lookup(self, subject: str, schema_text: str) -> int | None:
+        """The id of ``schema_text`` under ``subject`` if it is registered there, else None."""
+        status, data = self._call(
+            "POST", f"/subjects/{subject}", f"looking up {subject}", {"schema": schema_text}
+        )
+        if status == 404 or _code(data) in NOT_FOUND_CODES:
+            return None
+        _expect_ok(status, data, self.url, f"looking up {subject}")
+        return int(data["id"])
+
+    def latest(self, subject: str) -> dict[str, Any] | None:
+        """``{subject, version, id, schema}`` of the newest version, or None for a new subject."""
+        status, data = self._call("GET", f"/subjects/{subject}/versions/latest", f"reading {subject}")
+        if status == 404 or _code(data) in NOT_FOUND_CODES:
+            return None
+        _expect_ok(status, data, self.url, f"reading {subject}")
+        return dict(data)
+
+    def compatibility(self, subject: str) -> str | None:
+        """The subject's compatibility level (the global one if it has none of its own)."""
+        status, data = self._call(
+            "GET", f"/config/{subject}?defaultToGlobal=true", f"reading {subject} config"
+        )
+        if status == 404 or _code(data) in NOT_FOUND_CODES:
+            status, data = self._call("GET", "/config", "reading the global config")
+            if status >= 400:
+                return None
+        return (data or {}).get("compatibilityLevel") or (data or {}).get("compatibility")
+
+    def set_compatibility(self, subject: str, level: str) -> None:
+        status, data = self._call(
+            "PUT", f"/config/{subject}", f"setting {subject} compatibility", {"compatibility": level}
+        )
+        _expect_ok(status, data, self.url, f"setting {subject} compatibility to {level}")
+
+    def check(self, subject: str, schema_text: str) -> tuple[bool, list[str]]:
+        """Would the registry accept ``schema_text`` as the next version of ``subject``?"""
+        status, data = self._call(
+            "POST",
+            f"/compatibility/subjects/{subject}/versions/latest?verbose=true",
+            f"checking {subject} compatibility",
+            {"schema": schema_text},
+        )
+        if status == 404 or _code(data) in NOT_FOUND_CODES:
+            return True, []  # a new subject accepts anything
+        if status >= 400:
+            return False, [_message(data)]
+        messages = [str(m) for m in (data or {}).get("messages") or []]
+        return bool((data or {}).get("is_compatible")), messages
+
+    def register(self, subject: str, schema_text: str) -> int:
+        """Register ``schema_text`` under ``subject``; returns its id (idempotent)."""
+        status, data = self._call(
+            "POST", f"/subjects/{subject}/versions", f"registering {subject}", {"schema": schema_text}
+        )
+        if status == 409:
+            raise SchemaRegistryError(
+                f"schema registry refused the new schema for {subject}: {_message(data)}",
+                hint="make the change compatible (add fields with defaults) or change the subject's "
+                "compatibility level on purpose (--compatibility)",
+            )
+        _expect_ok(status, data, self.url, f"registering {subject}")
+        return int(data["id"])
+
+
+def _code(data: Any) -> int | None:
+    return data.get("error_code") if isinstance(data, dict) else None
+
+
+def _message(data: Any) -> str:
+    if isinstance(data, dict):
+        return str(data.get("message") or data)
+    return str(data)
+
+
+def _expect_ok(status: int, data: Any, url: str, what: str) -> None:
+    if status >= 400:
+        raise SchemaRegistryError(f"schema registry {url}: {what}: HTTP {status}: {_message(data)}")
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """What ``apply`` would do for one subject."""
+
+    subject: str
+    schema_text: str
+    action: str  # "register" (new subject or new version) | "none" (already registered)
+    current_version: int | None = None
+    current_compatibility: str | None = None
+    desired_compatibility: str | None = None
+    compatible: bool = True
+    messages: tuple[str, ...] = ()
+    schema_id: int | None = None
+
+    @property
+    def sets_compatibility(self) -> bool:
+        return (
+            self.desired_compatibility is not None
+            and self.current_compatibility != self.desired_compatibility
+        )
+
+    @property
+    def is_change(self) -> bool:
+        return self.action != "none" or self.sets_compatibility
+
+    def describe(self) -> str:
+        parts = []
+        if self.action == "register":
+            new = (
+                "new subject"
+                if self.current_version is None
+                else f"new version after v{self.current_version}"
+            )
+            parts.append(f"+ register {self.subject} ({new})")
+        else:
+            parts.append(f"  {self.subject}: up to date (id {self.schema_id})")
+        if self.sets_compatibility:
+            parts.append(
+                f"~ set {self.subject} compatibility "
+                f"{self.current_compatibility} -> {self.desired_compatibility}"
+            )
+        if not self.compatible:
+            detail = "; ".join(self.messages) or "the registry gave no details"
+            parts.append(f"! INCOMPATIBLE with {self.subject} v{self.current_version}: {detail}")
+        return "\n".join(parts)
+
+
+@dataclass
+class SchemaPlan:
+    changes: list[SchemaChange] = field(default_factory=list)
+
+    @property
+    def incompatible(self) -> list[SchemaChange]:
+        return [c for c in self.changes if not c.compatible]
+
+    @property
+    def pending(self) -> list[SchemaChange]:
+        return [c for c in self.changes if c.is_change]
+
+    def render(self) -> str:
+        if not self.changes:
+            return "no subjects"
+        lines = [c.describe() for c in self.changes]
+        summary = f"{len(self.pending)} subject(s) to change, {len(self.incompatible)} incompatible"
+        return "\n".join([*lines, summary])
+
+
+def desired_subjects(raw_topic: str, filtered_topics: list[str]) -> dict[str, str]:
+    """Subject -> schema text: the raw schema for the raw topic, the filtered one for the rest."""
+    from cdcrouter.schemas import filtered_schema_text, raw_schema_text
+
+    out = {subject_for(raw_topic): raw_schema_text()}
+    for topic in filtered_topics:
+        out[subject_for(topic)] = filtered_schema_text()
+    return out
+
+
+def plan_schemas(
+    client: RegistryClient, subjects: dict[str, str], compatibility: str | None = "BACKWARD"
+) -> SchemaPlan:
+    """Compare the desired subjects with the registry; reads only."""
+    if compatibility is not None and compatibility not in COMPATIBILITY_LEVELS:
+        raise SchemaRegistryError(
+            f"unknown compatibility level {compatibility!r}",
+            hint=f"use one of {', '.join(COMPATIBILITY_LEVELS)}",
+        )
+    plan = SchemaPlan()
+    for subject, text in subjects.items():
+        latest = client.latest(subject)
+        current_level = client.compatibility(subject) if latest is not None else None
+        if latest is None:
+            plan.changes.append(SchemaChange(subject, text, "register", None, None, compatibility, True, ()))
+            continue
+        existing = client.lookup(subject, text)
+        if existing is not None:
+            plan.changes.append(
+                SchemaChange(
+                    subject,
+                    text,
+                    "none",
+                    latest.get("version"),
+                    current_level,
+                    compatibility,
+                    schema_id=existing,
+                )
+            )
+            continue
+        ok, messages = client.check(subject, text)
+        plan.changes.append(
+            SchemaChange(
+                subject,
+                text,
+                "register",
+                latest.get("version"),
+                current_level,
+                compatibility,
+                ok,
+                tuple(messages),
+            )
+        )
+    return plan
+
+
+def apply_schemas(client: RegistryClient, plan: SchemaPlan) -> dict[str, int]:
+    """Carry out ``plan``; refuses everything if any change is incompatible. Returns subject -> id."""
+    if plan.incompatible:
+        lines = [c.describe() for c in plan.incompatible]
+        raise SchemaRegistryError(
+            "refusing to register incompatible schema(s):\n" + "\n".join(lines),
+            hint="make the change backward compatible (new fields need defaults), or register it under "
+            "a new topic; nothing was changed",
+        )
+    ids: dict[str, int] = {}
+    for change in plan.changes:
+        if change.sets_compatibility and change.desired_compatibility:
+            client.set_compatibility(change.subject, change.desired_compatibility)
+        if change.action == "register":
+            ids[change.subject] = client.register(change.subject, change.schema_text)
+        elif change.schema_id is not None:
+            ids[change.subject] = change.schema_id
+    return ids

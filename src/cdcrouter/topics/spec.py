@@ -1,0 +1,92 @@
+"""Desired topics: the raw topic, every filtered topic of filters.yaml, and their dead-letter topics.
+
+Nothing in cdcrouter relies on broker auto-creation; this is the one place that says which topics
+exist and how they are configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["TopicDefaults", "TopicSpec", "desired_topics"]
+
+RETENTION_7_DAYS_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicDefaults:
+    """Settings for every topic cdcrouter creates (3 partitions like the seed; replication 1 locally)."""
+
+    partitions: int = 3
+    replication_factor: int = 1
+    retention_ms: int = RETENTION_7_DAYS_MS
+    dlq_retention_ms: int = 4 * RETENTION_7_DAYS_MS  # keep poison records long enough to look at
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+    role: str = "filtered"  # raw | filtered | dlq
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+def desired_topics(
+    raw_topic: str,
+    filtered: dict[str, set[str]],
+    defaults: TopicDefaults | None = None,
+    raw_partitions: int | None = None,
+    raw_replication: int | None = None,
+    raw_retention_ms: int | None = None,
+    consumer_dlqs: bool = True,
+) -> list[TopicSpec]:
+    """Every topic the pipeline needs.
+
+    Args:
+        raw_topic: the topic capture writes and the router reads.
+        filtered: filtered topic -> consumer ids that read it (from filters.yaml).
+        defaults: partitions, replication and retention for the rest.
+        raw_*: overrides for the raw topic (from pipeline.yaml's ``raw_topic``).
+        consumer_dlqs: also declare ``<topic>.<consumer>.dlq`` for the consumer SDK.
+    """
+    from cdcrouter.route.engine import dlq_topic_for
+
+    d = defaults or TopicDefaults()
+    specs = [
+        TopicSpec(
+            raw_topic,
+            raw_partitions or d.partitions,
+            raw_replication or d.replication_factor,
+            {"retention.ms": str(raw_retention_ms if raw_retention_ms is not None else d.retention_ms)},
+            "raw",
+        ),
+        TopicSpec(
+            dlq_topic_for(raw_topic),
+            1,
+            d.replication_factor,
+            {"retention.ms": str(d.dlq_retention_ms)},
+            "dlq",
+        ),
+    ]
+    for topic in sorted(filtered):
+        specs.append(
+            TopicSpec(
+                topic, d.partitions, d.replication_factor, {"retention.ms": str(d.retention_ms)}, "filtered"
+            )
+        )
+        if consumer_dlqs:
+            for consumer in sorted(filtered[topic]):
+                specs.append(
+                    TopicSpec(
+                        f"{topic}.{consumer}.dlq",
+                        1,
+                        d.replication_factor,
+                        {"retention.ms": str(d.dlq_retention_ms)},
+                        "dlq",
+                    )
+                )
+    return specs
