@@ -280,10 +280,9 @@ class FlinkTaskManager(Service):
 
     name = "flink-taskmanager"
     version = versions.FLINK
-    port_keys = ("flink-rest",)  # no fixed port of its own: it registers through the JobManager
+    port_keys = ()  # no fixed port of its own: it registers with the JobManager
     depends_on = ("flink-jobmanager",)
     start_timeout: ClassVar[float] = 90.0
-    check_port_free: ClassVar[bool] = False
 
     def prepare(self, ctx: StackContext) -> None:
         prepare_layout(ctx.state_dir, ctx.cache_dir, ctx.ports, allow_fetch=ctx.allow_fetch)
