@@ -30,6 +30,7 @@ from cdcrouter.filters.span import Span
 from cdcrouter.ir.nodes import (
     DECIMAL_PRECISION,
     DECIMAL_SCALE,
+    MAX_ENTITIES,
     And,
     AnyEntity,
     Between,
@@ -250,7 +251,7 @@ class _Resolver:
                 inner = self.combine(g.items, "AND", g.span)
             finally:
                 self.in_entity = False
-            return AnyEntity(g.span, inner) if inner is not None else None
+            return AnyEntity(g.span, inner, MAX_ENTITIES) if inner is not None else None
         inner = self.combine(g.items, "OR" if g.kind == "any" else "AND", g.span)
         if inner is None:
             return None
@@ -295,7 +296,7 @@ class _Resolver:
         if node is None:
             return None
         if rp.star is not None and not self.in_entity:
-            return AnyEntity(c.field.span, node)
+            return AnyEntity(c.field.span, node, MAX_ENTITIES)
         return node
 
     def value_type(self, c: RawCondition, field_type: str, op: str) -> str | None:

@@ -22,6 +22,8 @@ ValueType = _L["string", "decimal", "long", "boolean"]
 
 DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 10
+MAX_ENTITIES = 10
+"""How many entities ``entities[*]`` tests (see :class:`AnyEntity`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +231,13 @@ class Not(Node):
 class AnyEntity(Node):
     """TRUE when ``predicate`` is TRUE for at least one entity, otherwise FALSE (never UNKNOWN).
 
-    Inside ``predicate``, FieldRefs with ``root='entity'`` read the entity being tested.
+    Inside ``predicate``, FieldRefs with ``root='entity'`` read the entity being tested. Only the
+    first ``limit`` entities are tested: Flink 2.2 cannot plan a subquery over UNNEST, so the SQL
+    back end unrolls the test, and the embedded engine honours the same bound.
     """
 
     predicate: Node
+    limit: int
 
 
 # ---- filters -----------------------------------------------------------------------------------
@@ -283,6 +288,7 @@ __all__ = [
     "DECIMAL_PRECISION",
     "DECIMAL_SCALE",
     "EXPRESSION_CLASSES",
+    "MAX_ENTITIES",
     "NO_SPAN",
     "PREDICATE_LEAVES",
     "And",
