@@ -61,6 +61,11 @@ class RawTopic(_Model):
         """Compacted topic holding the last committed source position, written in the same txn."""
         return f"{self.name}.capture-offsets"
 
+    @property
+    def dlq_topic(self) -> str:
+        """Outbox rows that cannot become events land here (with the reason), never dropped."""
+        return f"{self.name}.capture-dlq"
+
 
 class Replication(_Model):
     slot: str = "cdcrouter_slot"

@@ -1,0 +1,425 @@
+"""The embedded capture engine: pgoutput -> BusinessEvent -> Avro -> Kafka, exactly once.
+
+Loop: read pgoutput messages, normalise each change, produce it into the open Kafka
+transaction; at a PostgreSQL COMMIT, once the batch is big or old enough (or the stream is
+caught up), write the position to the offsets topic *in the same transaction*, commit, and only
+then acknowledge the slot. A restart reads the position back from Kafka (read_committed) and
+skips every transaction at or before it, so nothing is lost and nothing doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+import psycopg2
+
+from cdcrouter.capture import source
+from cdcrouter.capture.normalize import (
+    OutboxRowError,
+    OutboxShape,
+    RowChange,
+    TableShape,
+    entity_id,
+    event_key,
+    normalize_outbox,
+    normalize_row,
+)
+from cdcrouter.capture.pgoutput import Begin, Change, Commit, PgOutputDecoder, Relation, Truncate, lsn_to_str
+from cdcrouter.capture.pipeline import Pipeline
+from cdcrouter.capture.sink import (
+    AvroEncoder,
+    Offsets,
+    TransactionalSink,
+    ensure_topics,
+    read_offsets,
+    register_raw_schema,
+)
+from cdcrouter.config.connections import Connections
+from cdcrouter.errors import CaptureError
+
+log = logging.getLogger("cdcrouter.capture")
+
+_INSERT, _UPDATE, _DELETE, _BEGIN, _COMMIT, _RELATION, _TRUNCATE = (ord(c) for c in "IUDBCRT")
+
+
+@dataclass
+class CaptureStats:
+    events: int = 0
+    transactions: int = 0
+    kafka_commits: int = 0
+    snapshot_events: int = 0
+    skipped_transactions: int = 0
+    dead_letters: int = 0
+    reconnects: int = 0
+    last: Offsets = field(default_factory=Offsets)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CaptureEngine:
+    """Embedded capture for one pipeline. ``run()`` blocks until ``stop`` is set or time is up.
+
+    Example (in-process, e.g. a demo or a test)::
+
+        stop = threading.Event()
+        engine = CaptureEngine(load_pipeline("pipeline.yaml"), load_connections())
+        threading.Thread(target=engine.run, args=(stop,), daemon=True).start()
+        ...
+        stop.set()
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        connections: Connections,
+        *,
+        resnapshot: bool = False,
+        progress: Callable[[str], None] | None = None,
+        progress_interval_s: float = 5.0,
+        reconnect_timeout_s: float = 120.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.conns = connections
+        self.resnapshot = resnapshot
+        self.progress = progress or log.info
+        self.progress_interval_s = progress_interval_s
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.stats = CaptureStats()
+        self.ready = threading.Event()  # set once streaming has started (snapshot done)
+        self._infos: dict[str, source.TableInfo] = {}
+        self._shapes: dict[int, TableShape | OutboxShape | None] = {}
+
+    @property
+    def raw_topic(self) -> str:
+        return self.pipeline.raw_topic.name
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def _prepare_source(self) -> psycopg.Connection:
+        conn = source.connect_sql(self.conns.postgres)
+        with source.pg_errors("cannot prepare capture", self.conns.postgres):
+            source.check_wal_level(conn)
+            self._infos = source.inspect_tables(conn, self.pipeline.schema, self.pipeline.captured_tables())
+            source.check_tables(self.pipeline, self._infos)
+            source.ensure_publication(conn, self.pipeline, self._infos)
+        return conn
+
+    def _shape_for(self, rel: Relation, conn: psycopg.Connection) -> TableShape | OutboxShape | None:
+        p = self.pipeline
+        if rel.schema != p.schema:
+            return None
+        if p.outbox and rel.name == p.outbox.table:
+            c = p.outbox.columns
+            return OutboxShape(rel.name, c.event_name, c.event_type, c.entities)
+        if rel.name not in p.tables:
+            return None
+        info = self._infos.get(rel.name)
+        if info is None or any(col not in {c.name for c in info.columns} for col in rel.columns):
+            # the table changed since start: look again (and refuse new unsupported columns)
+            with source.pg_errors("cannot inspect a changed table", self.conns.postgres):
+                self._infos.update(source.inspect_tables(conn, p.schema, [rel.name]))
+                source.check_tables(p, self._infos)
+            info = self._infos[rel.name]
+        kinds = {c.name: c.kind or "plain" for c in info.columns}
+        names = {op: p.event_name(rel.name, op) for op in ("INSERT", "UPDATE", "DELETE", "SNAPSHOT")}
+        return TableShape(
+            rel.name,
+            p.entity_type(rel.name),
+            source.id_columns(p, info),
+            kinds,
+            names,
+            p.tables[rel.name].event_type,
+        )
+
+    # --- run --------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None, duration_s: float | None = None) -> CaptureStats:
+        """Capture until ``stop`` is set (or ``duration_s`` passes). Returns what was done.
+
+        Raises:
+            CaptureError: a problem the user must fix (bad table, dropped slot, credentials...).
+        """
+        stop = stop or threading.Event()
+        if duration_s is not None:
+            timer = threading.Timer(duration_s, stop.set)
+            timer.daemon = True
+            timer.start()
+        p, conns = self.pipeline, self.conns
+        sql_conn = self._prepare_source()
+        ensure_topics(conns, p.raw_topic)
+        encoder = AvroEncoder(register_raw_schema(conns, p.raw_topic.name))
+        sink = TransactionalSink(conns, p.raw_topic, p.replication.slot)  # fences a zombie first
+        try:
+            self._start_position(sql_conn, sink, encoder)  # sets self.stats.last
+            backoff_until = time.monotonic() + self.reconnect_timeout_s
+            while not stop.is_set():
+                stream = None
+                try:
+                    stream = source.ReplicationStream(conns.postgres)
+                    stream.start(p.replication.slot, p.replication.publication, self.stats.last.end_lsn)
+                    self.ready.set()
+                    self._stream(stream, sink, encoder, sql_conn, self.stats.last, stop)
+                    backoff_until = time.monotonic() + self.reconnect_timeout_s
+                except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
+                    sink.abort()  # the partial batch is replayed from `committed`
+                    self.stats.reconnects += 1
+                    if time.monotonic() > backoff_until:
+                        raise CaptureError(
+                            f"lost the replication connection and could not reconnect: {exc}".strip(),
+                            hint="check that PostgreSQL is up; a restart resumes from Kafka's position",
+                        ) from exc
+                    self.progress(f"replication connection lost ({str(exc).strip()}); reconnecting")
+                    stop.wait(1.0)
+                    sql_conn = self._reconnect_sql(sql_conn)
+                except CaptureError as exc:
+                    if (
+                        isinstance(exc.__cause__, psycopg2.OperationalError)
+                        and time.monotonic() < backoff_until
+                    ):
+                        self.progress(f"PostgreSQL not reachable ({exc.message}); retrying")
+                        sink.abort()
+                        stop.wait(1.0)
+                        continue
+                    raise
+                finally:
+                    if stream is not None:
+                        stream.close()
+            return self.stats
+        finally:
+            sink.close()
+            sql_conn.close()
+
+    def _reconnect_sql(self, old: psycopg.Connection) -> psycopg.Connection:
+        old.close()
+        try:
+            return source.connect_sql(self.conns.postgres)
+        except CaptureError:
+            return old  # retried on the next round
+
+    def _start_position(self, conn: psycopg.Connection, sink: TransactionalSink, enc: AvroEncoder) -> Offsets:
+        p = self.pipeline
+        slot = p.replication.slot
+        with source.pg_errors("cannot inspect replication slots", self.conns.postgres):
+            has_slot = source.slot_exists(conn, slot)
+        offsets = read_offsets(self.conns, p.raw_topic.offsets_topic, slot)
+        if self.resnapshot:
+            if has_slot:
+                source.drop_slot(conn, slot)
+            has_slot, offsets = False, None
+        if offsets is not None and offsets.snapshot_done:
+            if not has_slot:
+                raise CaptureError(
+                    f"replication slot {slot} is gone, but Kafka has events up to "
+                    f"{lsn_to_str(offsets.end_lsn)}: "
+                    "the changes made since then cannot be read any more",
+                    hint="restart with `cdcrouter capture run --resnapshot` to take a new snapshot "
+                    "(existing rows are sent again as SNAPSHOT events)",
+                )
+            self.progress(f"resuming slot {slot} after {lsn_to_str(offsets.end_lsn)}")
+            self.stats.last = offsets
+            return offsets
+        if has_slot:  # created, but its snapshot never reached Kafka: start over
+            self.progress(f"slot {slot} has no committed snapshot in Kafka; recreating it")
+            source.drop_slot(conn, slot)
+        return self._snapshot(conn, sink, enc, offsets)
+
+    def _snapshot(
+        self, conn: psycopg.Connection, sink: TransactionalSink, enc: AvroEncoder, prior: Offsets | None
+    ) -> Offsets:
+        """Create the slot and, with ``snapshot: initial``, send every existing row in one Kafka txn."""
+        p = self.pipeline
+        stream = source.ReplicationStream(self.conns.postgres)
+        try:
+            point, snap = stream.create_slot_with_snapshot(p.replication.slot)
+            sink.begin()
+            count = 0
+            now = _now_ms()
+            if p.replication.snapshot == "initial":
+                for table, spec in p.tables.items():
+                    info = self._infos[table]
+                    cols = [c.name for c in info.columns if c.name not in spec.exclude_columns]
+                    shape = self._shape_for(
+                        Relation(0, p.schema, table, info.replica_identity, tuple(cols), (), ()), conn
+                    )
+                    assert isinstance(shape, TableShape)
+                    for row in source.snapshot_rows(
+                        self.conns.postgres, snap, p.schema, table, cols, spec.row_filter
+                    ):
+                        new = dict(zip(cols, row, strict=True))
+                        pos = f"snapshot:{point:X}:{table}:{entity_id(new, shape)}"
+                        event = normalize_row(RowChange("SNAPSHOT", new, None, pos, now), shape, _now_ms())
+                        sink.produce_event(event_key(event), enc.encode(event))
+                        count += 1
+            total = (prior.events_total if prior else 0) + count
+            offsets = Offsets(0, point, True, total, _now_ms(), now, 0.0)
+            sink.commit(offsets)
+        finally:
+            stream.close()
+        self.stats.snapshot_events += count
+        self.stats.last = offsets
+        self.progress(f"created slot {p.replication.slot} at {lsn_to_str(point)}; snapshot: {count} rows")
+        return offsets
+
+    def _stream(
+        self,
+        stream: source.ReplicationStream,
+        sink: TransactionalSink,
+        enc: AvroEncoder,
+        sql_conn: psycopg.Connection,
+        committed: Offsets,
+        stop: threading.Event,
+    ) -> Offsets:
+        p = self.pipeline
+        cur = stream.cursor
+        read = cur.read_message
+        decoder = PgOutputDecoder()
+        decode = decoder.decode
+        shapes = self._shapes
+        shapes.clear()
+        encode = enc.encode
+        produce = sink.produce_event
+        stats = self.stats
+        max_events, max_s = p.batching.max_events, p.batching.max_ms / 1000
+        heartbeat_s = p.heartbeat_interval_s
+
+        in_txn = skip = False
+        final_lsn = commit_ms = seq = 0
+        last_done: Commit | None = None
+        batch_events = 0
+        batch_start = time.monotonic()
+        last_feedback = last_progress = time.monotonic()
+        progress_events = stats.events
+        acked = committed.end_lsn
+
+        def commit_batch() -> None:
+            nonlocal committed, batch_events, last_done, acked, last_feedback
+            assert last_done is not None
+            committed = Offsets(
+                last_done.commit_lsn,
+                last_done.end_lsn,
+                True,
+                committed.events_total + batch_events,
+                _now_ms(),
+                last_done.commit_ms,
+                committed.rate,
+            )
+            sink.commit(committed)
+            cur.send_feedback(write_lsn=last_done.end_lsn, flush_lsn=last_done.end_lsn, force=True)
+            acked = last_done.end_lsn
+            last_feedback = time.monotonic()
+            stats.kafka_commits += 1
+            stats.last = committed
+            batch_events = 0
+            last_done = None
+
+        while not stop.is_set():
+            msg = read()
+            if msg is None:
+                now = time.monotonic()
+                if not in_txn and last_done is not None:
+                    commit_batch()  # caught up: commit now for low latency
+                elif not in_txn and not sink.in_transaction and now - last_feedback >= heartbeat_s:
+                    wal_end = cur.wal_end
+                    if wal_end > acked:  # idle: let the slot move on so it does not pin WAL
+                        cur.send_feedback(write_lsn=wal_end, flush_lsn=wal_end, force=True)
+                        acked = wal_end
+                    last_feedback = now
+                if now - last_progress >= self.progress_interval_s:
+                    committed = self._report(committed, stats.events - progress_events, now - last_progress)
+                    stats.last = committed
+                    progress_events, last_progress = stats.events, now
+                select.select([cur], [], [], 0.02 if last_done is not None else 0.2)
+                continue
+            buf = msg.payload
+            tag = buf[0]
+            if tag in (_INSERT, _UPDATE, _DELETE):
+                if skip:
+                    continue
+                ch = decode(buf)
+                assert isinstance(ch, Change)
+                rel = ch.relation
+                shape = shapes.get(rel.oid)
+                seq += 1
+                if shape is None:
+                    continue
+                change = RowChange(ch.operation, ch.new, ch.old, f"{final_lsn:X}:{seq}", commit_ms)
+                if not sink.in_transaction:
+                    sink.begin()
+                    batch_start = time.monotonic()
+                if type(shape) is TableShape:
+                    event = normalize_row(change, shape, _now_ms())
+                elif ch.operation != "INSERT":
+                    continue  # outbox rows are events once, when inserted
+                else:
+                    try:
+                        event = normalize_outbox(change, shape, _now_ms())  # type: ignore[arg-type]
+                    except OutboxRowError as exc:
+                        sink.dead_letter(
+                            {"table": rel.name, "position": change.position, "error": str(exc), "row": ch.new}
+                        )
+                        stats.dead_letters += 1
+                        continue
+                produce(event_key(event), encode(event))
+                batch_events += 1
+                stats.events += 1
+            elif tag == _BEGIN:
+                b = decode(buf)
+                assert isinstance(b, Begin)
+                in_txn, seq, final_lsn, commit_ms = True, 0, b.final_lsn, b.commit_ms
+                skip = final_lsn <= committed.commit_lsn
+                if skip:
+                    stats.skipped_transactions += 1
+            elif tag == _COMMIT:
+                c = decode(buf)
+                assert isinstance(c, Commit)
+                in_txn = False
+                if skip:
+                    skip = False
+                    continue
+                stats.transactions += 1
+                if sink.in_transaction:
+                    last_done = c
+                    if batch_events >= max_events or time.monotonic() - batch_start >= max_s:
+                        commit_batch()
+            elif tag == _RELATION:
+                rel = decode(buf)
+                assert isinstance(rel, Relation)
+                shapes[rel.oid] = self._shape_for(rel, sql_conn)
+            elif tag == _TRUNCATE:
+                t = decode(buf)
+                assert isinstance(t, Truncate)
+                names = [r.name for r in t.relations if shapes.get(r.oid) is not None]
+                if names:
+                    self.progress(
+                        f"TRUNCATE of {', '.join(names)} is not turned into events (see docs/capture.md)"
+                    )
+        # stopping: keep what is complete, drop a half-read PostgreSQL transaction
+        if last_done is not None and not in_txn:
+            commit_batch()
+        sink.abort()  # a half-read PostgreSQL transaction is replayed from `committed` next time
+        return committed
+
+    def _report(self, committed: Offsets, events: int, seconds: float) -> Offsets:
+        rate = events / seconds if seconds > 0 else 0.0
+        lag = max(0, _now_ms() - committed.last_commit_ms) if events else 0
+        self.progress(
+            f"captured {self.stats.events} events ({rate:,.0f}/s), committed up to "
+            f"{lsn_to_str(committed.end_lsn)}, {self.stats.kafka_commits} Kafka txns, lag {lag} ms"
+        )
+        return Offsets(
+            committed.commit_lsn,
+            committed.end_lsn,
+            committed.snapshot_done,
+            committed.events_total,
+            committed.committed_at_ms,
+            committed.last_commit_ms,
+            rate,
+        )

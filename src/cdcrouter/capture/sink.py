@@ -1,0 +1,261 @@
+"""The Kafka side of capture: topics, the registered Avro schema, transactional produce, offsets.
+
+The last committed source position is produced to ``<raw-topic>.capture-offsets`` (compacted,
+one partition, key = slot name) inside the same Kafka transaction as the events it covers, so
+Kafka holds exactly the events up to that position: no more, no less.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import Any
+
+import fastavro
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cdcrouter.capture.pipeline import RawTopic
+from cdcrouter.config.connections import Connections
+from cdcrouter.errors import CaptureError
+
+
+def raw_schema_text() -> str:
+    return files("cdcrouter").joinpath("schemas/raw-business-event.avsc").read_text()
+
+
+def register_raw_schema(conns: Connections, topic: str) -> int:
+    """Register BusinessEvent under ``<topic>-value`` (idempotent); returns the schema id.
+
+    Plain Confluent REST (``POST /subjects/{s}/versions``), so it works with Confluent Schema
+    Registry and Apicurio's ccompat API alike.
+    """
+    import httpx
+
+    reg = conns.registry
+    auth = None
+    if reg.basic_auth_user_info:
+        user, _, secret = reg.basic_auth_user_info.get_secret_value().partition(":")
+        auth = httpx.BasicAuth(user, secret)
+    url = f"{reg.url.rstrip('/')}/subjects/{topic}-value/versions"
+    try:
+        resp = httpx.post(
+            url,
+            json={"schema": raw_schema_text(), "schemaType": "AVRO"},
+            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+            auth=auth,
+            verify=reg.ssl_ca_location or True,
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise CaptureError(
+            f"cannot reach the schema registry at {reg.url}: {exc}",
+            hint="is it running? `cdcrouter stack up --only registry`, or check connections.registry.url",
+        ) from exc
+    if resp.status_code >= 300:
+        raise CaptureError(
+            f"schema registry {reg.url} refused the BusinessEvent schema for {topic}-value: "
+            f"HTTP {resp.status_code} {resp.text[:300]}",
+            hint="check the subject's compatibility setting and the registry credentials",
+        )
+    return int(resp.json()["id"])
+
+
+class AvroEncoder:
+    """BusinessEvent dict -> Confluent wire format (magic 0, schema id, schemaless Avro)."""
+
+    def __init__(self, schema_id: int) -> None:
+        self.schema = fastavro.parse_schema(json.loads(raw_schema_text()))
+        self.prefix = b"\x00" + struct.pack(">I", schema_id)
+        self._buf = io.BytesIO()
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        buf = self._buf
+        buf.seek(0)
+        buf.truncate()
+        buf.write(self.prefix)
+        fastavro.schemaless_writer(buf, self.schema, event)
+        return buf.getvalue()
+
+
+def ensure_topics(conns: Connections, raw: RawTopic) -> None:
+    """Create the raw topic, its offsets topic and its dead-letter topic unless they exist."""
+    admin = AdminClient(conns.kafka.to_librdkafka())
+    wanted = [
+        NewTopic(
+            raw.name,
+            num_partitions=raw.partitions,
+            replication_factor=raw.replication_factor,
+            config={"retention.ms": str(raw.retention_ms)},
+        ),
+        NewTopic(
+            raw.offsets_topic,
+            num_partitions=1,
+            replication_factor=raw.replication_factor,
+            config={"cleanup.policy": "compact"},
+        ),
+        NewTopic(raw.dlq_topic, num_partitions=1, replication_factor=raw.replication_factor),
+    ]
+    futures = admin.create_topics(wanted, request_timeout=30)
+    for name, fut in futures.items():
+        try:
+            fut.result(timeout=60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise CaptureError(
+                f"cannot create topic {name} on {conns.kafka.bootstrap_servers}: {err.str()}",
+                hint="check the Kafka connection, ACLs (CREATE on the cluster) and replication_factor",
+            ) from exc
+        except Exception as exc:
+            raise CaptureError(
+                f"cannot create topic {name} on {conns.kafka.bootstrap_servers}: {exc}",
+                hint="is Kafka running? `cdcrouter stack up --only kafka`, or check connections.kafka",
+            ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Offsets:
+    """What Kafka has committed for one slot: the last PostgreSQL transaction fully in Kafka."""
+
+    commit_lsn: int = 0  # final LSN of that transaction (later transactions have larger ones)
+    end_lsn: int = 0  # where streaming resumes
+    snapshot_done: bool = False
+    events_total: int = 0
+    committed_at_ms: int = 0
+    last_commit_ms: int = 0  # the source commit time of that transaction
+    rate: float = 0.0  # events/s over the last progress window
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "commit_lsn": self.commit_lsn,
+                "end_lsn": self.end_lsn,
+                "snapshot_done": self.snapshot_done,
+                "events_total": self.events_total,
+                "committed_at_ms": self.committed_at_ms,
+                "last_commit_ms": self.last_commit_ms,
+                "rate": round(self.rate, 1),
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Offsets:
+        d = json.loads(data)
+        return cls(**{k: d[k] for k in cls.__slots__ if k in d})  # type: ignore[attr-defined]
+
+
+def read_offsets(conns: Connections, topic: str, slot: str, timeout_s: float = 30.0) -> Offsets | None:
+    """The last committed offsets record for ``slot`` (read_committed), or None if there is none."""
+    conf = {
+        **conns.kafka.to_librdkafka(),
+        "group.id": f"cdcrouter-capture-offsets-reader-{slot}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    }
+    consumer = Consumer(conf)
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        last: Offsets | None = None
+        deadline = time.monotonic() + timeout_s
+        key = slot.encode()
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    return last
+                if msg.error().code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+                    return None
+                raise CaptureError(
+                    f"cannot read {topic}: {msg.error().str()}", hint="check the Kafka connection and ACLs"
+                )
+            if msg.key() == key and msg.value() is not None:
+                last = Offsets.from_json(msg.value())
+        raise CaptureError(
+            f"timed out reading the committed capture position from {topic}",
+            hint="is Kafka reachable? a stuck transaction clears after transaction.timeout.ms",
+        )
+    finally:
+        consumer.close()
+
+
+class TransactionalSink:
+    """One transactional producer per slot: ``transactional.id`` fences a zombie predecessor."""
+
+    def __init__(self, conns: Connections, raw: RawTopic, slot: str) -> None:
+        self.raw = raw
+        self.slot_key = slot.encode()
+        self.producer = Producer(
+            {
+                **conns.kafka.to_librdkafka(),
+                "transactional.id": f"cdcrouter-capture-{slot}",
+                "transaction.timeout.ms": 900_000,
+                "linger.ms": 5,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 2_000_000,
+                "queue.buffering.max.kbytes": 1_048_576,
+                "message.max.bytes": 10_000_000,
+            }
+        )
+        self.produce = self.producer.produce  # hot path: bound method
+        self.in_transaction = False
+        try:
+            self.producer.init_transactions(60)
+        except KafkaException as exc:
+            raise CaptureError(
+                f"cannot initialise Kafka transactions on {conns.kafka.bootstrap_servers}: "
+                f"{exc.args[0].str()}",
+                hint="is Kafka running and does the user have WRITE on TransactionalId cdcrouter-capture-*?",
+            ) from exc
+
+    def begin(self) -> None:
+        if not self.in_transaction:
+            self.producer.begin_transaction()
+            self.in_transaction = True
+
+    def produce_event(self, key: bytes, value: bytes) -> None:
+        while True:
+            try:
+                self.produce(self.raw.name, value, key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def dead_letter(self, value: dict[str, Any]) -> None:
+        self.producer.produce(self.raw.dlq_topic, json.dumps(value).encode(), self.slot_key)
+
+    def commit(self, offsets: Offsets) -> None:
+        """Write the position and commit: the events and the position become visible together."""
+        self.producer.produce(self.raw.offsets_topic, offsets.to_json(), self.slot_key)
+        try:
+            self.producer.commit_transaction(120)
+        except KafkaException as exc:
+            self.in_transaction = False
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                self.abort()
+            raise CaptureError(
+                f"Kafka transaction commit failed: {err.str()}",
+                hint="capture resumes from the last committed position on restart; nothing was acknowledged",
+            ) from exc
+        self.in_transaction = False
+
+    def abort(self) -> None:
+        if self.in_transaction:
+            try:
+                self.producer.abort_transaction(60)
+            finally:
+                self.in_transaction = False
+
+    def close(self) -> None:
+        self.abort()
+        self.producer.flush(10)

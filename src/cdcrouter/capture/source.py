@@ -1,0 +1,336 @@
+"""The PostgreSQL side of capture: catalog checks, publication, slot, snapshot, replication stream.
+
+Ordinary SQL goes through psycopg 3; the replication protocol (CREATE_REPLICATION_SLOT with an
+exported snapshot, START_REPLICATION, standby feedback) through psycopg2's
+``LogicalReplicationConnection``, which psycopg 3 does not offer. Every psycopg error leaves this
+module as a :class:`CaptureError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg
+import psycopg2
+import psycopg2.extras
+from psycopg import sql
+
+from cdcrouter.capture.canonical import Kind
+from cdcrouter.capture.pipeline import Pipeline
+from cdcrouter.config.connections import PostgresSettings
+from cdcrouter.errors import CaptureError
+
+# Every session that produces text values runs with these, so snapshot rows and streamed
+# changes print values identically (UTC timestamps, ISO dates, exact floats, hex bytea).
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=postgres "
+    "-c extra_float_digits=1 -c bytea_output=hex"
+)
+
+_KIND_BY_OID: dict[int, Kind] = {
+    16: "bool",
+    114: "json",
+    3802: "json",
+    1184: "timestamptz",
+    1114: "timestamp",
+}
+_PLAIN_U_OIDS = {17, 2950}  # bytea, uuid: category U but plain text is fine
+_PLAIN_CATEGORIES = set("BNSDTIVE")
+
+
+def kind_of(base_oid: int, category: str, typtype: str) -> Kind | None:
+    """How a column's text output is canonicalised; None when the type is not supported."""
+    if base_oid in _KIND_BY_OID:
+        return _KIND_BY_OID[base_oid]
+    if base_oid in _PLAIN_U_OIDS or category in _PLAIN_CATEGORIES or typtype == "e":
+        return "plain"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type_name: str
+    kind: Kind | None
+    is_pk: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TableInfo:
+    name: str
+    columns: tuple[Column, ...]
+    replica_identity: str  # d, n, f, i
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.is_pk)
+
+
+@contextlib.contextmanager
+def pg_errors(what: str, pg: PostgresSettings) -> Iterator[None]:
+    """Translate psycopg/psycopg2 errors into a CaptureError naming the server and a fix."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg2.OperationalError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "password authentication failed" in text or "no password supplied" in text:
+            hint = "check the PostgreSQL user and password (CDCROUTER_POSTGRES__USER / __PASSWORD)"
+        elif "does not exist" in text and "database" in text:
+            hint = "check connections.postgres.dbname"
+        elif "Connection refused" in text or "could not connect" in text:
+            hint = "is PostgreSQL running? `cdcrouter stack up --only postgres`, or check host/port"
+        else:
+            hint = "check the PostgreSQL server log and connections.postgres"
+        raise CaptureError(f"{what} ({pg.redacted()}): {text}", hint=hint) from exc
+    except (psycopg.Error, psycopg2.Error) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CaptureError(f"{what} ({pg.redacted()}): {text}", hint="see the PostgreSQL server log") from exc
+
+
+def connect_sql(pg: PostgresSettings) -> psycopg.Connection:
+    with pg_errors("cannot connect to PostgreSQL", pg):
+        return psycopg.connect(
+            pg.conninfo(options=SESSION_OPTIONS, application_name="cdcrouter-capture"),
+            autocommit=True,
+            connect_timeout=10,
+        )
+
+
+def inspect_tables(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, TableInfo]:
+    """Columns, types, primary keys and replica identity of the captured tables."""
+    rows = conn.execute(
+        """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+               coalesce(bt.oid, t.oid)::int, coalesce(bt.typcategory, t.typcategory),
+               coalesce(bt.typtype, t.typtype),
+               coalesce(a.attnum = ANY (i.indkey), false), c.relreplident
+        FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+        JOIN pg_type t ON t.oid = a.atttypid
+        LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+        LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+        WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
+        ORDER BY c.relname, a.attnum
+        """,
+        (schema, tables),
+    ).fetchall()
+    cols: dict[str, list[Column]] = {}
+    ident: dict[str, str] = {}
+    for rel, col, type_name, base_oid, category, typtype, is_pk, replident in rows:
+        cols.setdefault(rel, []).append(Column(col, type_name, kind_of(base_oid, category, typtype), is_pk))
+        ident[rel] = replident
+    return {name: TableInfo(name, tuple(c), ident[name]) for name, c in cols.items()}
+
+
+def check_tables(pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
+    """Refuse what capture cannot do correctly, before creating anything."""
+    for table in pipeline.captured_tables():
+        info = infos.get(table)
+        if info is None:
+            raise CaptureError(
+                f"table {pipeline.schema}.{table} does not exist",
+                hint=f"create it, or remove it from {pipeline.source_file or 'the pipeline'}",
+            )
+        spec = pipeline.tables.get(table)
+        names = {c.name for c in info.columns}
+        excluded = set(spec.exclude_columns) if spec else set()
+        for col in sorted(excluded - names):
+            raise CaptureError(
+                f"tables.{table}.exclude_columns names {col!r}, which {table} does not have",
+                hint=f"columns of {table}: {', '.join(sorted(names))}",
+            )
+        if spec is not None:
+            id_cols = _id_columns(spec.entity_id) or info.primary_key
+            if not id_cols:
+                raise CaptureError(
+                    f"table {pipeline.schema}.{table} has no primary key, so its events have no entity id",
+                    hint=f"add a PRIMARY KEY to {table}, or set tables.{table}.entity_id in the pipeline",
+                )
+            for col in id_cols:
+                if col not in names:
+                    raise CaptureError(
+                        f"tables.{table}.entity_id names {col!r}, which {table} does not have",
+                        hint=f"columns of {table}: {', '.join(sorted(names))}",
+                    )
+        for c in info.columns:
+            if c.kind is None and c.name not in excluded:
+                raise CaptureError(
+                    f"column {table}.{c.name} has type {c.type_name}, which capture does not support",
+                    hint=f"add {c.name!r} to tables.{table}.exclude_columns, or store it as text/jsonb "
+                    "(supported: numbers, text, boolean, date/time, uuid, bytea, json/jsonb, enums)",
+                )
+
+
+def _id_columns(entity_id: str | list[str] | None) -> tuple[str, ...]:
+    if entity_id is None:
+        return ()
+    return (entity_id,) if isinstance(entity_id, str) else tuple(entity_id)
+
+
+def id_columns(pipeline: Pipeline, info: TableInfo) -> tuple[str, ...]:
+    spec = pipeline.tables[info.name]
+    return _id_columns(spec.entity_id) or info.primary_key
+
+
+def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
+    """Create the publication, or bring its table list in line with the pipeline."""
+    schema = pipeline.schema
+    parts = []
+    for table in pipeline.captured_tables():
+        spec = pipeline.tables.get(table)
+        item = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        if spec and spec.exclude_columns:
+            keep = [c.name for c in infos[table].columns if c.name not in spec.exclude_columns]
+            item = sql.SQL("{} ({})").format(item, sql.SQL(", ").join(map(sql.Identifier, keep)))
+        if spec and spec.row_filter:
+            item = sql.SQL("{} WHERE ({})").format(item, sql.SQL(spec.row_filter))  # type: ignore[arg-type]
+        parts.append(item)
+    table_list = sql.SQL(", ").join(parts)
+    pub = sql.Identifier(pipeline.replication.publication)
+    exists = conn.execute(
+        "SELECT 1 FROM pg_publication WHERE pubname = %s", (pipeline.replication.publication,)
+    ).fetchone()
+    try:
+        if exists:
+            conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(pub, table_list))
+        else:
+            conn.execute(
+                sql.SQL(
+                    "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete, truncate')"
+                ).format(pub, table_list)
+            )
+    except psycopg.Error as exc:
+        raise CaptureError(
+            f"cannot create or update publication {pipeline.replication.publication}: {str(exc).strip()}",
+            hint="check row_filter / exclude_columns in the pipeline and that the user owns the tables",
+        ) from exc
+    if pipeline.replication.replica_identity == "full":
+        for table in pipeline.tables:
+            if infos[table].replica_identity != "f":
+                conn.execute(
+                    sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(
+                        sql.Identifier(schema), sql.Identifier(table)
+                    )
+                )
+
+
+def check_wal_level(conn: psycopg.Connection) -> None:
+    level = conn.execute("SHOW wal_level").fetchone()[0]  # type: ignore[index]
+    if level != "logical":
+        raise CaptureError(
+            f"PostgreSQL runs with wal_level={level}; logical replication needs wal_level=logical",
+            hint="set wal_level = logical in postgresql.conf (or ALTER SYSTEM) and restart PostgreSQL",
+        )
+
+
+def slot_exists(conn: psycopg.Connection, slot: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        is not None
+    )
+
+
+def drop_slot(conn: psycopg.Connection, slot: str) -> None:
+    """Drop a slot (terminating a walsender that still holds it)."""
+    conn.execute(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s AND active",
+        (slot,),
+    )
+    for _ in range(50):
+        row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+        if row is None:
+            return
+        if not row[0]:
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+            return
+        import time
+
+        time.sleep(0.1)
+
+
+def drop_publication(conn: psycopg.Connection, publication: str) -> None:
+    conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(publication)))
+
+
+class ReplicationStream:
+    """A psycopg2 logical replication connection: slot creation with snapshot, then streaming."""
+
+    def __init__(self, pg: PostgresSettings) -> None:
+        self.pg = pg
+        with pg_errors("cannot open a replication connection to PostgreSQL", pg):
+            self.conn = psycopg2.connect(
+                pg.conninfo(
+                    options=SESSION_OPTIONS, application_name="cdcrouter-capture", connect_timeout="10"
+                ),
+                connection_factory=psycopg2.extras.LogicalReplicationConnection,
+            )
+        self.cursor = self.conn.cursor()
+
+    def create_slot_with_snapshot(self, slot: str) -> tuple[int, str]:
+        """Create the slot; returns (consistent point LSN, exported snapshot name).
+
+        The snapshot stays usable only until this connection runs its next command.
+        """
+        from cdcrouter.capture.pgoutput import str_to_lsn
+
+        with pg_errors(f"cannot create replication slot {slot}", self.pg):
+            self.cursor.execute(f'CREATE_REPLICATION_SLOT "{slot}" LOGICAL pgoutput EXPORT_SNAPSHOT')
+            _name, point, snapshot, _plugin = self.cursor.fetchone()
+        return str_to_lsn(point), snapshot
+
+    def start(self, slot: str, publication: str, start_lsn: int) -> None:
+        try:
+            self.cursor.start_replication(
+                slot_name=slot,
+                slot_type=psycopg2.extras.REPLICATION_LOGICAL,
+                start_lsn=start_lsn,
+                options={"proto_version": "1", "publication_names": publication},
+                decode=False,
+                status_interval=10,
+            )
+        except psycopg2.Error as exc:
+            text = str(exc).strip()
+            if "does not exist" in text and "slot" in text:
+                raise CaptureError(
+                    f"replication slot {slot} does not exist (it was dropped)",
+                    hint="changes made while it was gone are lost to capture; start again with "
+                    "`cdcrouter capture run --resnapshot` (new slot and a fresh snapshot)",
+                ) from exc
+            if "is active for PID" in text:
+                raise CaptureError(
+                    f"replication slot {slot} is in use by another process: {text}",
+                    hint="only one capture may run per slot; stop the other one or use another slot name",
+                ) from exc
+            raise CaptureError(
+                f"cannot start replication from slot {slot}: {text}", hint="see the server log"
+            ) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def snapshot_rows(
+    pg: PostgresSettings, snapshot: str, schema: str, table: str, columns: list[str], row_filter: str | None
+) -> Iterator[tuple[str | None, ...]]:
+    """Rows of one table as of the exported snapshot, each value in PostgreSQL's text form."""
+    with pg_errors(f"cannot read the snapshot of {schema}.{table}", pg):
+        conn = connect_sql(pg)
+        try:
+            conn.autocommit = False
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            query = sql.SQL("COPY (SELECT {} FROM {}.{} WHERE {}) TO STDOUT").format(
+                sql.SQL(", ").join(map(sql.Identifier, columns)),
+                sql.Identifier(schema),
+                sql.Identifier(table),
+                sql.SQL(row_filter or "true"),  # type: ignore[arg-type]
+            )
+            with conn.cursor().copy(query) as copy:
+                yield from copy.rows()
+            conn.rollback()
+        finally:
+            conn.close()
