@@ -1,1 +1,201 @@
-"""Pytest fixtures over the real local stack (filled in by the stack work)."""
+"""Pytest plugin: the real local stack for integration tests.
+
+Tests ask only for what they need, so unit runs need no JVM::
+
+    def test_x(pg_dsn): ...                       # PostgreSQL only
+    def test_y(kafka_bootstrap, kafka_admin): ... # Kafka only
+    @pytest.mark.stack_services("connect")        # Connect (+ Kafka, registry)
+    def test_z(stack): stack.connect_url ...
+    def test_w(stack_with): s = stack_with("postgres", "kafka")
+
+Services come up once per session in the shared state dir (``$CDCROUTER_STATE_DIR``, else the
+repository's ``.cdcrouter/``); an already-running stack is reused. At the end the session stops
+only what it started itself (``CDCROUTER_STACK_KEEP=1`` keeps even that running). In CI
+(``CI=true``) a service that cannot start fails the test; elsewhere the test is skipped with the
+reason. Several sessions may share one stack: use ``unique_name`` for topics, slots and groups.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from cdcrouter.errors import CdcrouterError
+
+if TYPE_CHECKING:
+    from cdcrouter.config import Connections
+    from cdcrouter.stack.manager import Stack
+
+DEFAULT_SERVICES = ("postgres", "kafka", "registry")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+@dataclass
+class StackHandle:
+    """What tests get: the stack's endpoints and a ``Connections`` for them."""
+
+    stack: Stack
+    services: frozenset[str]
+    connections: Connections
+
+    @property
+    def state_dir(self) -> Path:
+        return self.stack.state_dir
+
+    @property
+    def pg_dsn(self) -> str:
+        return self.connections.postgres.conninfo()
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.connections.kafka.bootstrap_servers
+
+    @property
+    def registry_url(self) -> str:
+        return self.connections.registry.url
+
+    @property
+    def connect_url(self) -> str:
+        return self.connections.connect.url
+
+    @property
+    def sql_gateway_url(self) -> str:
+        return self.connections.flink.sql_gateway_url
+
+    @property
+    def flink_rest_url(self) -> str:
+        return self.connections.flink.rest_url
+
+    def kafka_conf(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka settings for this stack, plus ``extra`` (dots for underscores not needed)."""
+        return {**self.connections.kafka.to_librdkafka(), **extra}
+
+
+@dataclass
+class _Session:
+    stack: Stack
+    ensured: set[str] = field(default_factory=set)
+    started: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def ensure(self, names: tuple[str, ...]) -> StackHandle:
+        wanted = [s.name for s in self.stack.resolve(names)]
+        missing = [n for n in wanted if n not in self.ensured]
+        for name in missing:
+            if name in self.failed:
+                _unavailable(self.failed[name])
+        if missing:
+            try:
+                self.started += self.stack.up(missing)
+            except CdcrouterError as exc:
+                reason = f"local stack ({', '.join(missing)}) unavailable: {exc.render()}"
+                for name in missing:
+                    self.failed[name] = reason
+                _unavailable(reason)
+            self.ensured.update(wanted)
+        return StackHandle(self.stack, frozenset(self.ensured), self.stack.connections())
+
+
+def _unavailable(reason: str) -> None:
+    if in_ci():
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "stack_services(*names): local stack services the test needs (dependencies are added)"
+    )
+
+
+def _state_dir(config: pytest.Config) -> Path:
+    env = os.environ.get("CDCROUTER_STATE_DIR")
+    return Path(env) if env else Path(config.rootpath) / ".cdcrouter"
+
+
+@pytest.fixture(scope="session")
+def _stack_session(pytestconfig: pytest.Config) -> Iterator[_Session]:
+    from cdcrouter.stack.manager import Stack
+
+    session = _Session(Stack(_state_dir(pytestconfig)))
+    yield session
+    if session.started and os.environ.get("CDCROUTER_STACK_KEEP", "") not in ("1", "true"):
+        session.stack.down(session.started)
+
+
+@pytest.fixture(scope="session")
+def stack_with(_stack_session: _Session) -> Callable[..., StackHandle]:
+    """Factory: ``stack_with("postgres", "kafka")`` brings those up (once) and returns the handle."""
+
+    def factory(*names: str) -> StackHandle:
+        return _stack_session.ensure(names or DEFAULT_SERVICES)
+
+    return factory
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, stack_with: Callable[..., StackHandle]) -> StackHandle:
+    """The stack with the services of the test's ``stack_services`` marker (default: PostgreSQL,
+    Kafka and the registry)."""
+    names: list[str] = []
+    for marker in request.node.iter_markers("stack_services"):
+        names.extend(marker.args)
+    return stack_with(*(names or DEFAULT_SERVICES))
+
+
+@pytest.fixture
+def stack_connections(stack: StackHandle) -> Connections:
+    return stack.connections
+
+
+@pytest.fixture
+def pg_dsn(stack_with: Callable[..., StackHandle]) -> str:
+    """A libpq connection string for the stack's ``cdcrouter`` database (superuser)."""
+    return stack_with("postgres").pg_dsn
+
+
+@pytest.fixture
+def kafka_bootstrap(stack_with: Callable[..., StackHandle]) -> str:
+    return stack_with("kafka").kafka_bootstrap
+
+
+@pytest.fixture
+def registry_url(stack_with: Callable[..., StackHandle]) -> str:
+    """The registry's Confluent-compatible base URL (``.../apis/ccompat/v7``)."""
+    return stack_with("registry").registry_url
+
+
+@pytest.fixture
+def connect_url(stack_with: Callable[..., StackHandle]) -> str:
+    return stack_with("connect").connect_url
+
+
+@pytest.fixture
+def kafka_admin(stack_with: Callable[..., StackHandle]) -> Any:
+    """A ``confluent_kafka.admin.AdminClient`` on the stack's Kafka."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient(stack_with("kafka").kafka_conf())
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``unique_name("orders")`` → ``orders-<test>-<random>``: topic, slot, group and subject names
+    that cannot collide between tests or sessions sharing one stack. Lowercase ``[a-z0-9_-]`` only,
+    at most 60 characters (replication slot names allow 63, ``[a-z0-9_]``: use ``.replace('-', '_')``)."""
+    test = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:24]
+
+    def make(prefix: str = "t") -> str:
+        return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"[:60]
+
+    return make
