@@ -1,9 +1,246 @@
-"""Commands for this concern are registered here (owned by its package's developer)."""
+"""Routing commands: ``topics plan|apply``, ``schemas plan|apply``, ``run``, ``replay``, ``route bench``.
+
+Bodies stay thin and import lazily; the work lives in ``cdcrouter.topics``, ``cdcrouter.schemas``
+and ``cdcrouter.route``.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
 import typer
+
+FiltersOpt = typer.Option(
+    Path("filters.yaml"), "--filters", "-f", help="filters.yaml", envvar="CDCROUTER_FILTERS"
+)
+PipelineOpt = typer.Option(None, "--pipeline", "-p", help="pipeline.yaml (raw topic name and settings)")
+RawTopicOpt = typer.Option(
+    None, "--raw-topic", help="raw topic (default: pipeline's, else raw-business-events)"
+)
+ConfigOpt = typer.Option(None, "--config", help="cdcrouter.yaml with a connections: section")
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _raw_topic(raw_topic: str | None, pipeline: Path | None) -> str:
+    if raw_topic:
+        return raw_topic
+    if pipeline is not None:
+        from cdcrouter.capture.pipeline import load_pipeline
+
+        return load_pipeline(pipeline).raw_topic.name
+    from cdcrouter.route.engine import DEFAULT_RAW_TOPIC
+
+    return DEFAULT_RAW_TOPIC
+
+
+def _conns(config: Path | None) -> Any:
+    from cdcrouter.config import load_connections
+
+    return load_connections(config)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    topics = typer.Typer(help="Topics as code: plan, then apply.", no_args_is_help=True)
+    schemas = typer.Typer(help="Schemas as code: register raw and filtered schemas.", no_args_is_help=True)
+    route = typer.Typer(help="Embedded routing engine tools.", no_args_is_help=True)
+    app.add_typer(topics, name="topics")
+    app.add_typer(schemas, name="schemas")
+    app.add_typer(route, name="route")
+
+    def _topics(
+        apply: bool,
+        filters: Path,
+        pipeline: Path | None,
+        raw_topic: str | None,
+        partitions: int,
+        replication: int,
+        retention_ms: int,
+        allow_delete: bool,
+        prune_prefix: list[str],
+        config: Path | None,
+    ) -> None:
+        from cdcrouter.topics import TopicDefaults, admin_client, apply_topics, plan_topics, topics_for
+
+        defaults = TopicDefaults(
+            partitions=partitions, replication_factor=replication, retention_ms=retention_ms
+        )
+        specs = topics_for(filters, pipeline, defaults, raw_topic=raw_topic)
+        admin = admin_client(_conns(config).kafka.to_librdkafka())
+        plan = plan_topics(admin, specs, allow_delete=allow_delete, managed_prefixes=tuple(prune_prefix))
+        typer.echo(plan.render())
+        if apply:
+            for line in apply_topics(admin, plan):
+                typer.echo(line)
+            typer.echo("applied")
+
+    def topics_options(apply: bool) -> Any:
+        def cmd(
+            filters: Path = FiltersOpt,
+            pipeline: Path | None = PipelineOpt,
+            raw_topic: str | None = RawTopicOpt,
+            partitions: int = typer.Option(3, help="partitions of filtered topics (raw: pipeline.yaml)"),
+            replication: int = typer.Option(1, help="replication factor (1 locally; 3 in production)"),
+            retention_ms: int = typer.Option(7 * 24 * 3600 * 1000, help="retention of filtered topics"),
+            allow_delete: bool = typer.Option(False, "--allow-delete", help="delete topics no longer wanted"),
+            prune_prefix: list[str] = typer.Option(
+                ["filtered-"], help="only topics with this prefix are candidates for deletion"
+            ),
+            config: Path | None = ConfigOpt,
+        ) -> None:
+            _topics(
+                apply, filters, pipeline, raw_topic, partitions, replication, retention_ms, allow_delete,
+                prune_prefix, config,
+            )  # fmt: skip
+
+        cmd.__doc__ = (
+            "Create/alter the raw, filtered and DLQ topics (shows the plan first)."
+            if apply
+            else "Show what `topics apply` would change (reads only)."
+        )
+        return cmd
+
+    topics.command("plan")(topics_options(False))
+    topics.command("apply")(topics_options(True))
+
+    def schemas_options(apply: bool) -> Any:
+        def cmd(
+            filters: Path = FiltersOpt,
+            pipeline: Path | None = PipelineOpt,
+            raw_topic: str | None = RawTopicOpt,
+            compatibility: str = typer.Option("BACKWARD", help="compatibility level set on every subject"),
+            config: Path | None = ConfigOpt,
+        ) -> None:
+            from cdcrouter.filters import load_filters
+            from cdcrouter.schemas.registry import (
+                RegistryClient,
+                apply_schemas,
+                desired_subjects,
+                plan_schemas,
+            )
+
+            fs = load_filters(filters)
+            topics = sorted({f.output_topic for f in fs.filters})
+            subjects = desired_subjects(_raw_topic(raw_topic, pipeline), topics)
+            with RegistryClient(_conns(config).registry.to_client_conf()) as client:
+                plan = plan_schemas(client, subjects, compatibility.upper())
+                typer.echo(plan.render())
+                if apply:
+                    ids = apply_schemas(client, plan)
+                    for subject, schema_id in sorted(ids.items()):
+                        typer.echo(f"{subject}: id {schema_id}")
+                    typer.echo("applied")
+                elif plan.incompatible:
+                    raise typer.Exit(1)
+
+        cmd.__doc__ = (
+            "Register the raw and filtered schemas (compatibility checked first)."
+            if apply
+            else "Show what `schemas apply` would register and whether the registry accepts it."
+        )
+        return cmd
+
+    schemas.command("plan")(schemas_options(False))
+    schemas.command("apply")(schemas_options(True))
+
+    @app.command("run")
+    def run(
+        filters: Path = FiltersOpt,
+        pipeline: Path | None = PipelineOpt,
+        raw_topic: str | None = RawTopicOpt,
+        group: str = typer.Option(
+            "cdcrouter-router", "--group", "-g", help="consumer group of all instances"
+        ),
+        instance_id: str = typer.Option(
+            "0",
+            "--instance-id",
+            help="stable and unique per instance (its transactional.id)",
+            envvar="CDCROUTER_INSTANCE_ID",
+        ),
+        max_txn_ms: int = typer.Option(100, help="commit a transaction at least this often under load"),
+        metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on 127.0.0.1:PORT"),
+        no_reload: bool = typer.Option(False, "--no-reload", help="do not watch filters.yaml for changes"),
+        max_events: int | None = typer.Option(
+            None, help="stop after this many raw records (tests, benchmarks)"
+        ),
+        config: Path | None = ConfigOpt,
+        verbose: bool = typer.Option(False, "--verbose", "-v"),
+    ) -> None:
+        """Route the raw topic to the filtered topics, exactly once, until SIGTERM/Ctrl-C."""
+        import signal
+        import threading
+
+        from cdcrouter.route.engine import Router, RouterOptions
+
+        _logging(verbose)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        opts = RouterOptions(
+            raw_topic=_raw_topic(raw_topic, pipeline),
+            group_id=group,
+            instance_id=instance_id,
+            max_txn_ms=max_txn_ms,
+            metrics_port=metrics_port,
+            reload=not no_reload,
+        )
+        stats = Router(filters, _conns(config), opts).run(stop, max_events=max_events)
+        typer.echo(json.dumps(stats.__dict__), err=True)
+
+    @app.command("replay")
+    def replay_cmd(
+        filter_id: str = typer.Option(..., "--filter", help="id of the filter to re-run"),
+        start: str = typer.Option(..., "--from", help="offset (1200), ts:<epoch ms> or ISO time"),
+        end: str | None = typer.Option(None, "--to", help="exclusive end; default: the end when started"),
+        filters: Path = FiltersOpt,
+        pipeline: Path | None = PipelineOpt,
+        raw_topic: str | None = RawTopicOpt,
+        config: Path | None = ConfigOpt,
+    ) -> None:
+        """Backfill one filter's topic from the raw topic, without touching the live routing group."""
+        from cdcrouter.route.replay import parse_position, replay
+
+        _logging()
+        result = replay(
+            filters,
+            filter_id,
+            _conns(config),
+            _raw_topic(raw_topic, pipeline),
+            parse_position(start),
+            parse_position(end) if end else None,
+        )
+        typer.echo(
+            f"replayed {filter_id}: scanned {result.scanned} raw records, routed {result.routed} to "
+            f"{result.topic}, skipped {result.skipped_undecodable} undecodable"
+        )
+
+    @route.command("bench")
+    def bench_cmd(
+        events: int = typer.Option(200_000, help="events for the throughput run"),
+        filters_count: int = typer.Option(20, "--filters-count", help="number of benchmark filters (max 20)"),
+        rate: int = typer.Option(5_000, help="events/s for the latency run"),
+        seconds: float = typer.Option(20.0, help="length of the latency run"),
+        skip_latency: bool = typer.Option(False, "--skip-latency"),
+        skip_throughput: bool = typer.Option(False, "--skip-throughput"),
+        config: Path | None = ConfigOpt,
+    ) -> None:
+        """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
+        from cdcrouter.route import bench
+
+        _logging()
+        logging.getLogger("cdcrouter.route").setLevel(logging.WARNING)
+        conns = _conns(config)
+        if not skip_throughput:
+            typer.echo(bench.render(bench.throughput(conns, events=events, filters=filters_count)))
+        if not skip_latency:
+            typer.echo(bench.render(bench.latency(conns, rate=rate, seconds=seconds, filters=filters_count)))

@@ -101,6 +101,7 @@ class RunStats:
     matched: dict[str, int]
     transactions: int
     seconds: float
+    active_seconds: float  # first record consumed -> last commit: the routing time without start-up
 
 
 class Router:
@@ -132,6 +133,8 @@ class Router:
         self._pending_dlq = 0
         self._pending_matched: Counter[str] = Counter()
         self._transactions = 0
+        self._first_at: float | None = None
+        self._last_commit_at = 0.0
 
     # ------------------------------------------------------------------ set-up
 
@@ -243,6 +246,8 @@ class Router:
                         msgs += self._consumer.consume(batch - 1, 0)
                 if msgs:
                     last_data = time.monotonic()
+                    if self._first_at is None:
+                        self._first_at = last_data
                     self._process(msgs)
                 if self._in_txn and (
                     len(msgs) < batch
@@ -273,6 +278,7 @@ class Router:
             dict(self.metrics.matched),
             self._transactions,
             time.monotonic() - started,
+            (self._last_commit_at - self._first_at) if self._first_at is not None else 0.0,
         )
 
     def _close(self) -> None:
@@ -392,6 +398,7 @@ class Router:
                 ) from exc
         self._in_txn = False
         self._transactions += 1
+        self._last_commit_at = time.monotonic()
         self.metrics.commit(
             self._pending_consumed, self._pending_dlq, self._pending_matched, self._table.labels
         )

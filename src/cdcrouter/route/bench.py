@@ -1,0 +1,243 @@
+"""Benchmarks of the embedded engine, importable so the Flink side-by-side can reuse them.
+
+- :func:`throughput`: N seed-shaped events are written to a fresh raw topic first, then one
+  in-process :class:`Router` drains them; events/s = N / (first record consumed -> last commit).
+- :func:`latency`: a router runs in its own process while this one appends events at a fixed rate
+  (``savedDate`` = the wall clock just before the append) and reads every filtered topic
+  read_committed; latency = time the record became visible here - ``savedDate``.
+
+Every run uses unique topic, group and transactional names, so it can share a stack with tests.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from cdcrouter.route.events import bench_filters_yaml, encode_raw, event_key, make_event
+
+__all__ = ["BenchSetup", "latency", "produce_events", "render", "setup", "throughput"]
+
+
+@dataclass
+class BenchSetup:
+    prefix: str
+    raw_topic: str
+    filters_path: Path
+    raw_schema_id: int
+    filtered_topics: list[str]
+
+
+def setup(
+    conns: Any, filters: int = 20, prefix: str | None = None, workdir: Path | None = None
+) -> BenchSetup:
+    """Fresh raw + filtered topics and registered schemas for one run."""
+    from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
+    from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
+
+    prefix = prefix or f"bench-{uuid.uuid4().hex[:8]}-"
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="cdcrouter-bench-"))
+    path = workdir / "filters.yaml"
+    path.write_text(bench_filters_yaml(prefix, filters))
+    raw = f"{prefix}raw"
+    specs = topics_for(path, raw_topic=raw)
+    admin = admin_client(conns.kafka.to_librdkafka())
+    apply_topics(admin, plan_topics(admin, specs))
+    filtered = sorted(s.name for s in specs if s.role == "filtered")
+    with RegistryClient(conns.registry.to_client_conf()) as reg:
+        ids = apply_schemas(reg, plan_schemas(reg, desired_subjects(raw, filtered)))
+    return BenchSetup(prefix, raw, path, ids[f"{raw}-value"], filtered)
+
+
+def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7, start: int = 0) -> None:
+    """Append events ``start..start+n-1`` (idempotent producer, batched)."""
+    producer = Producer(
+        {
+            **conns.kafka.to_librdkafka(),
+            "linger.ms": 20,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
+    for i in range(start, start + n):
+        event = make_event(i, seed)
+        value = encode_raw(event, schema_id)
+        while True:
+            try:
+                producer.produce(topic, value, event_key(event))
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+
+
+def throughput(conns: Any, events: int = 200_000, filters: int = 20) -> dict[str, Any]:
+    """Drain ``events`` pre-written events with one in-process router."""
+    from cdcrouter.route.engine import Router, RouterOptions
+
+    s = setup(conns, filters)
+    produce_events(conns, s.raw_topic, s.raw_schema_id, events)
+    router = Router(
+        s.filters_path, conns, RouterOptions(raw_topic=s.raw_topic, group_id=f"{s.prefix}g", reload=False)
+    )
+    cpu0 = time.process_time()
+    stats = router.run(max_events=events, idle_timeout_s=30)
+    cpu = time.process_time() - cpu0
+    routed = sum(stats.matched.values())
+    return {
+        "benchmark": "embedded throughput",
+        "events": stats.consumed,
+        "filters": filters,
+        "routed_records": routed,
+        "transactions": stats.transactions,
+        "seconds": round(stats.active_seconds, 3),
+        "events_per_s": round(stats.consumed / stats.active_seconds) if stats.active_seconds else 0,
+        "process_cpu_s": round(cpu, 2),
+        "cpu_cores_used": round(cpu / stats.seconds, 2) if stats.seconds else 0,
+    }
+
+
+@dataclass
+class _Visible:
+    latencies_ms: list[int] = field(default_factory=list)
+    seen: int = 0
+
+
+def _read_filtered(conns: Any, topics: list[str], group: str, out: _Visible, stop: threading.Event) -> None:
+    import io
+
+    import fastavro
+
+    from cdcrouter.schemas import parsed_filtered_schema
+
+    schema = parsed_filtered_schema()
+    consumer = Consumer(
+        {
+            **conns.kafka.to_librdkafka(),
+            "group.id": group,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    consumer.subscribe(topics)
+    try:
+        while not stop.is_set():
+            for msg in consumer.consume(500, 0.05):
+                if msg.error() is not None:
+                    continue
+                now_ms = time.time_ns() // 1_000_000
+                event = fastavro.schemaless_reader(io.BytesIO(msg.value()[5:]), schema, None)
+                out.latencies_ms.append(now_ms - event["eventHeader"]["savedDate"])
+                out.seen += 1
+    finally:
+        consumer.close()
+
+
+def _router_process(conns: Any, s: BenchSetup) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CDCROUTER_KAFKA__BOOTSTRAP_SERVERS": conns.kafka.bootstrap_servers,
+        "CDCROUTER_REGISTRY__URL": conns.registry.url,
+    }
+    cmd = [sys.executable, "-m", "cdcrouter.cli.main", "run", "--filters", str(s.filters_path)]
+    cmd += ["--raw-topic", s.raw_topic, "--group", f"{s.prefix}g", "--no-reload"]
+    log = tempfile.NamedTemporaryFile(prefix="cdcrouter-bench-router-", suffix=".log", delete=False)  # noqa: SIM115
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def latency(conns: Any, rate: int = 5_000, seconds: float = 20.0, filters: int = 20) -> dict[str, Any]:
+    """Append at ``rate`` events/s for ``seconds`` and measure append -> visible (read_committed)."""
+    s = setup(conns, filters)
+    router = _router_process(conns, s)
+    seen = _Visible()
+    stop = threading.Event()
+    reader = threading.Thread(
+        target=_read_filtered, args=(conns, s.filtered_topics, f"{s.prefix}reader", seen, stop), daemon=True
+    )
+    reader.start()
+    producer = Producer(
+        {
+            **conns.kafka.to_librdkafka(),
+            "linger.ms": 0,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
+    try:
+        # warm-up: wait until the router routes and the reader sees it (start-up is not latency)
+        deadline = time.monotonic() + 60
+        i = 0
+        while seen.seen == 0:
+            if router.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"router did not start (exit {router.poll()}); see {router.args}")
+            for _ in range(50):
+                _append(producer, s, i)
+                i += 1
+            producer.flush(5)
+            time.sleep(0.2)
+        time.sleep(1.0)
+        seen.latencies_ms.clear()
+        total = int(rate * seconds)
+        started = time.monotonic()
+        sent = 0
+        while sent < total:
+            due = min(total, int((time.monotonic() - started) * rate))
+            while sent < due:
+                _append(producer, s, i)
+                i += 1
+                sent += 1
+            producer.poll(0)
+            time.sleep(0.001)
+        producer.flush(10)
+        send_s = time.monotonic() - started
+        time.sleep(2.0)  # let the tail become visible
+    finally:
+        stop.set()
+        router.terminate()
+        try:
+            router.wait(30)
+        except subprocess.TimeoutExpired:
+            router.kill()
+        reader.join(10)
+    lat = sorted(seen.latencies_ms)
+    return {
+        "benchmark": "embedded latency (raw append -> visible read_committed)",
+        "rate_target": rate,
+        "rate_achieved": round(sent / send_s),
+        "filters": filters,
+        "visible_records": len(lat),
+        "p50_ms": _pct(lat, 50),
+        "p99_ms": _pct(lat, 99),
+        "max_ms": lat[-1] if lat else None,
+        "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+    }
+
+
+def _append(producer: Producer, s: BenchSetup, i: int) -> None:
+    event = make_event(i, seed=11)
+    event["eventHeader"]["savedDate"] = time.time_ns() // 1_000_000
+    producer.produce(s.raw_topic, encode_raw(event, s.raw_schema_id), event_key(event))
+
+
+def _pct(values: list[int], p: float) -> float | None:
+    if not values:
+        return None
+    k = min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))
+    return float(values[k])
+
+
+def render(result: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in result.items())
