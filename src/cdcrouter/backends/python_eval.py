@@ -1,0 +1,289 @@
+"""The embedded back end: IR -> Python source, ``compile()``d once, evaluated per event.
+
+Values follow SQL three-valued logic exactly as Flink evaluates the SQL that
+``cdcrouter.backends.flink_sql`` generates from the same IR: ``None`` is UNKNOWN/NULL; a
+comparison with NULL is UNKNOWN; NOT UNKNOWN is UNKNOWN; AND is FALSE if any side is FALSE, OR is
+TRUE if any side is TRUE; a filter matches only when its condition is TRUE. An out-of-range index
+or a missing map key reads NULL; ``TRY_CAST`` failures read NULL (:mod:`sqlsem`); ``entities[*]``
+is TRUE when the predicate is TRUE for one of the first ``limit`` entities, else FALSE.
+
+No tree is walked per event: each filter set becomes one generated module whose ``match`` tests
+every enabled filter inline. ``CompiledFilterSet.source`` shows the code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from cdcrouter.backends import sqlsem
+from cdcrouter.errors import CdcrouterError
+from cdcrouter.ir.nodes import (
+    EXPRESSION_CLASSES,
+    And,
+    AnyEntity,
+    Attr,
+    Between,
+    Compare,
+    FieldRef,
+    Filter,
+    FilterSet,
+    Index,
+    InList,
+    IsNull,
+    Key,
+    Literal,
+    Node,
+    Not,
+    Or,
+    RegexMatch,
+    TryCast,
+)
+from cdcrouter.ir.passes import drop_disabled, flatten_logic
+
+PASSES = (drop_disabled, flatten_logic)
+_ROOT_VARS = {"eventHeader": "h", "eventBody": "b", "sourceMetadata": "sm"}
+_NULLABLE_LEAVES = {
+    ("eventHeader", "eventType"),
+    ("sourceMetadata", "table"),
+    ("sourceMetadata", "operation"),
+}
+_NULLABLE_LEAVES |= {("sourceMetadata", "timestamp")}
+_PY_OPS = {"=": "==", "<>": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+Event = dict[str, Any]
+Predicate = Callable[[Event], "bool | None"]
+
+
+class EvalCompileError(CdcrouterError):
+    """The IR holds something the embedded engine cannot express (a compiler bug)."""
+
+
+class PyCodegen:
+    """Generates Python expressions for IR nodes; constants are collected into ``self.env``."""
+
+    def __init__(self) -> None:
+        self.env: dict[str, Any] = {"_dec": sqlsem.to_decimal, "_u16": sqlsem.utf16_key}
+        self.helpers: list[str] = []
+        self._n = 0
+        self._consts: dict[tuple[str, Any], str] = {}
+        self.entity_var: str | None = None
+        self._dispatch = {cls: getattr(self, f"{cls.key}_py") for cls in EXPRESSION_CLASSES}
+
+    def tmp(self) -> str:
+        self._n += 1
+        return f"_t{self._n}"
+
+    def const(self, value: Any, kind: str = "v") -> str:
+        key = (kind, value if not isinstance(value, frozenset) else tuple(sorted(map(repr, value))))
+        name = self._consts.get(key)
+        if name is None:
+            name = f"_K{len(self._consts)}"
+            self._consts[key] = name
+            self.env[name] = value
+        return name
+
+    def py(self, node: Node) -> str:
+        handler = self._dispatch.get(type(node))
+        if handler is None:
+            raise EvalCompileError(f"{node.span} B003 no Python handler for {type(node).__name__}")
+        return handler(node)
+
+    # -- values: may be None --------------------------------------------------------------------
+
+    def field_ref_py(self, n: FieldRef) -> str:
+        steps = list(n.steps)
+        if n.root == "entity":
+            if self.entity_var is None:
+                raise EvalCompileError(f"{n.span} B004 entity field outside entities[*]")
+            expr = self.entity_var
+        else:
+            first = steps.pop(0)
+            assert isinstance(first, Attr)
+            expr = _ROOT_VARS[first.name]
+            if first.name == "eventBody" and steps and steps[0] == Attr("entities"):
+                steps.pop(0)
+                expr = "ents"
+        guards: list[str] = []
+        names = [s.name for s in n.steps if isinstance(s, Attr)]
+        for i, step in enumerate(steps):
+            if isinstance(step, Attr):
+                last = i == len(steps) - 1
+                nullable_leaf = last and tuple(names[-2:]) in _NULLABLE_LEAVES
+                expr = f"{expr}.get({step.name!r})" if nullable_leaf else f"{expr}[{step.name!r}]"
+            elif isinstance(step, Index):
+                guards.append(f"len({expr}) > {step.index}")
+                expr = f"{expr}[{step.index}]"
+            elif isinstance(step, Key):
+                expr = f"{expr}.get({step.key!r})"
+        if guards:
+            return f"({expr} if {' and '.join(guards)} else None)"
+        return expr
+
+    def literal_py(self, n: Literal) -> str:
+        if isinstance(n.value, Decimal):
+            return self.const(n.value)
+        return repr(n.value)
+
+    def try_cast_py(self, n: TryCast) -> str:
+        if n.to != "decimal":
+            raise EvalCompileError(f"{n.span} B003 cast to {n.to}")
+        return f"_dec({self.py(n.operand)})"
+
+    # -- predicates: True / False / None ----------------------------------------------------------
+
+    def _never_null(self, n: Node) -> bool:
+        return (
+            (isinstance(n, FieldRef)
+            and not n.nullable
+            and n.root == "event"
+            and not any(isinstance(s, (Index, Key)) for s in n.steps))
+            or (
+                isinstance(n, FieldRef)
+                and n.root == "entity"
+                and not any(isinstance(s, Key) for s in n.steps)
+            )
+        )
+
+    def _guarded(self, operand: Node, body: Callable[[str], str]) -> str:
+        """``None if v is None else body(v)`` with ``v`` bound once."""
+        val = self.py(operand)
+        if self._never_null(operand):
+            return f"({body(val)})"
+        t = self.tmp()
+        return f"(None if ({t} := {val}) is None else {body(t)})"
+
+    def _order_operand(self, lit: Literal, v: str, op: str) -> tuple[str, str]:
+        """Operands for an ordering test; strings use UTF-16 order unless the literal is ASCII."""
+        if lit.type == "string" and op not in ("=", "<>") and not str(lit.value).isascii():
+            return f"_u16({v})", self.const(sqlsem.utf16_key(str(lit.value)))
+        return v, self.py(lit)
+
+    def compare_py(self, n: Compare) -> str:
+        assert isinstance(n.right, Literal)
+        right = n.right
+
+        def body(v: str) -> str:
+            left, lit = self._order_operand(right, v, n.op)
+            return f"{left} {_PY_OPS[n.op]} {lit}"
+
+        return self._guarded(n.left, body)
+
+    def in_list_py(self, n: InList) -> str:
+        values = frozenset(v.value for v in n.values)
+        name = self.const(values, "set")
+        return self._guarded(n.operand, lambda v: f"{v} {'not in' if n.negated else 'in'} {name}")
+
+    def between_py(self, n: Between) -> str:
+        def body(v: str) -> str:
+            left, lo = self._order_operand(n.low, v, "<=")
+            left2, hi = self._order_operand(n.high, v, "<=")
+            if left != left2:  # mixed ASCII / non-ASCII bounds: order both in UTF-16
+                left = f"_u16({v})"
+                lo = self.const(sqlsem.utf16_key(str(n.low.value)))
+                hi = self.const(sqlsem.utf16_key(str(n.high.value)))
+            return f"{lo} <= {left} <= {hi}"
+
+        return self._guarded(n.operand, body)
+
+    def regex_match_py(self, n: RegexMatch) -> str:
+        search = self.const(re.compile(n.python, re.ASCII).search, "rx:" + n.python)
+        return self._guarded(n.operand, lambda v: f"{search}({v}) is not None")
+
+    def is_null_py(self, n: IsNull) -> str:
+        return f"({self.py(n.operand)} is {'not ' if n.negated else ''}None)"
+
+    def and_py(self, n: And) -> str:
+        ts = [self.tmp() for _ in n.operands]
+        chain = " else ".join(
+            f"False if ({t} := {self.py(o)}) is False" for t, o in zip(ts, n.operands, strict=True)
+        )
+        unknown = " or ".join(f"{t} is None" for t in ts)
+        return f"({chain} else None if {unknown} else True)"
+
+    def or_py(self, n: Or) -> str:
+        ts = [self.tmp() for _ in n.operands]
+        chain = " else ".join(
+            f"True if ({t} := {self.py(o)}) is True" for t, o in zip(ts, n.operands, strict=True)
+        )
+        unknown = " or ".join(f"{t} is None" for t in ts)
+        return f"({chain} else None if {unknown} else False)"
+
+    def not_py(self, n: Not) -> str:
+        t = self.tmp()
+        return f"(None if ({t} := {self.py(n.operand)}) is None else not {t})"
+
+    def any_entity_py(self, n: AnyEntity) -> str:
+        if self.entity_var is not None:
+            raise EvalCompileError(f"{n.span} B004 nested entities[*]")
+        name = f"_q{len(self.helpers)}"
+        self.entity_var = "e"
+        try:
+            pred = self.py(n.predicate)
+        finally:
+            self.entity_var = None
+        self.helpers.append(
+            f"def {name}(h, b, ents, sm):\n"
+            f"    for e in (ents if len(ents) <= {n.limit} else ents[:{n.limit}]):\n"
+            f"        if {pred} is True:\n"
+            f"            return True\n"
+            f"    return False\n"
+        )
+        return f"{name}(h, b, ents, sm)"
+
+
+_PREAMBLE = (
+    '    h = ev["eventHeader"]; b = ev["eventBody"]; ents = b["entities"]; sm = ev["sourceMetadata"]\n'
+)
+
+
+@dataclass(frozen=True)
+class CompiledFilterSet:
+    """Compiled enabled filters. ``match(event)`` -> ids of matching filters, in file order.
+
+    ``predicates[id](event)`` gives one filter's three-valued result (True/False/None).
+    """
+
+    filters: tuple[Filter, ...]
+    match: Callable[[Event], list[str]]
+    predicates: dict[str, Predicate]
+    source: str
+
+    def topics(self, event: Event) -> list[str]:
+        """Output topics the event goes to (one per matching filter)."""
+        by_id = {f.id: f.output_topic for f in self.filters}
+        return [by_id[i] for i in self.match(event)]
+
+
+def python_source(filterset: FilterSet) -> tuple[str, dict[str, Any]]:
+    """The generated module source and its constants for ``filterset``'s enabled filters."""
+    fs = flatten_logic(drop_disabled(filterset))
+    assert isinstance(fs, FilterSet)
+    gen = PyCodegen()
+    exprs = [gen.py(f.condition) for f in fs.filters]
+    lines = [f"# generated by cdcrouter from {fs.file} (sha256 {fs.source_hash[:16]})\n"]
+    lines.extend(h + "\n" for h in gen.helpers)
+    for i, (f, e) in enumerate(zip(fs.filters, exprs, strict=True)):
+        lines.append(f"def _p{i}(ev):  # {f.id}\n{_PREAMBLE}    return {e}\n\n")
+    body = [
+        f"    if {e} is True:\n        out.append({f.id!r})\n" for f, e in zip(fs.filters, exprs, strict=True)
+    ]
+    lines.append("def match(ev):\n" + _PREAMBLE + "    out = []\n" + "".join(body) + "    return out\n")
+    return "".join(lines), gen.env
+
+
+def compile_filterset(filterset: FilterSet) -> CompiledFilterSet:
+    """Compile the enabled filters of ``filterset`` into a fast matcher.
+
+    Events are fastavro-decoded raw events (``eventHeader``, ``eventBody.entities[...]``,
+    ``sourceMetadata``), every schema field present.
+    """
+    source, env = python_source(filterset)
+    enabled = filterset.enabled()
+    namespace: dict[str, Any] = dict(env)
+    exec(compile(source, f"<cdcrouter filters {filterset.file}>", "exec"), namespace)
+    preds = {f.id: namespace[f"_p{i}"] for i, f in enumerate(enabled)}
+    return CompiledFilterSet(enabled, namespace["match"], preds, source)
