@@ -159,6 +159,7 @@ def read_offsets(conns: Connections, topic: str, slot: str, timeout_s: float = 3
         "isolation.level": "read_committed",
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
+        "log_level": 3,
     }
     consumer = Consumer(conf)
     try:

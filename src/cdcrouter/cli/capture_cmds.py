@@ -1,9 +1,97 @@
-"""Commands for this concern are registered here (owned by its package's developer)."""
+"""``cdcrouter capture run|status`` and ``cdcrouter connector render|deploy|status``.
+
+Thin bodies: the work lives in :mod:`cdcrouter.capture`.
+"""
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+PipelineFile = Annotated[
+    Path,
+    typer.Option("--pipeline", "-p", envvar="CDCROUTER_PIPELINE", help="The pipeline file (see examples/)."),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="CDCROUTER_CONFIG",
+        help="Connections file (default cdcrouter.yaml).",
+        show_default=False,
+    ),
+]
+Format = Annotated[str, typer.Option("--format", help="human or json.")]
+
+
+def _load(pipeline_file: Path, config: Path | None):
+    from cdcrouter.capture import load_pipeline
+    from cdcrouter.config import load_connections
+
+    pipeline = load_pipeline(pipeline_file)
+    # A `connections:` section in the pipeline file itself is honoured when no --config is given.
+    if config is None and pipeline.connections:
+        config = pipeline_file
+    return pipeline, load_connections(config_file=config)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``capture`` and ``connector`` command groups to ``app``."""
+    capture = typer.Typer(
+        help="Embedded capture: PostgreSQL changes to raw-business-events.", no_args_is_help=True
+    )
+    app.add_typer(capture, name="capture")
+
+    @capture.command("run")
+    def run(
+        pipeline: PipelineFile = Path("pipeline.yaml"),
+        config: ConfigFile = None,
+        duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+        resnapshot: Annotated[
+            bool, typer.Option("--resnapshot", help="Drop the slot and take a new initial snapshot.")
+        ] = False,
+    ) -> None:
+        """Capture changes until SIGTERM/Ctrl-C (finishes the open batch, then exits)."""
+        import logging
+
+        from cdcrouter.capture import CaptureEngine
+
+        logging.basicConfig(level=logging.WARNING)
+        p, conns = _load(pipeline, config)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+
+        def say(line: str) -> None:
+            typer.echo(f"capture: {line}", err=True)
+
+        say(f"{conns.postgres.redacted()} -> {conns.kafka.bootstrap_servers} topic {p.raw_topic.name}")
+        stats = CaptureEngine(p, conns, resnapshot=resnapshot, progress=say).run(stop, duration_s=duration)
+        say(
+            f"stopped: {stats.events} events in {stats.transactions} transactions, "
+            f"{stats.kafka_commits} Kafka commits, {stats.snapshot_events} snapshot rows"
+        )
+
+    @capture.command("status")
+    def status(
+        pipeline: PipelineFile = Path("pipeline.yaml"), config: ConfigFile = None, fmt: Format = "human"
+    ) -> None:
+        """Slot, active, confirmed_flush_lsn, retained WAL, wal_status, last event time, events/s."""
+        from cdcrouter.capture.status import capture_status
+
+        p, conns = _load(pipeline, config)
+        st = capture_status(p, conns)
+        if fmt == "json":
+            typer.echo(json.dumps(st, indent=2))
+            return
+        for key, value in st.items():
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    typer.echo(f"{key}.{k:<16} {v}")
+            else:
+                typer.echo(f"{key:<22} {value}")
