@@ -10,10 +10,12 @@ slower, but always a valid FilteredBusinessEvent.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
 from cdcrouter.route.wire import WireFormatError, split
@@ -42,12 +44,19 @@ class RawDecoder:
         self._schemas: dict[int, WriterSchema] = {}
         self._raw_canonical = to_parsing_canonical_form(fastavro.parse_schema(raw_schema()))
         self._reader = parsed_raw_schema()
+        self._unknown: dict[int, float] = {}  # id -> when the registry said "no such id"
+
+    UNKNOWN_TTL_S = 30.0  # ask again after this long: the schema may have been registered since
 
     def writer(self, schema_id: int) -> WriterSchema:
         ws = self._schemas.get(schema_id)
         if ws is None:
+            asked = self._unknown.get(schema_id)
+            if asked is not None and time.monotonic() - asked < self.UNKNOWN_TTL_S:
+                raise DecodeError(f"unknown schema id {schema_id}: the registry has no such schema")
             text = self._fetch(schema_id)
             if text is None:
+                self._unknown[schema_id] = time.monotonic()
                 raise DecodeError(f"unknown schema id {schema_id}: the registry has no such schema")
             try:
                 parsed = fastavro.parse_schema(_json(text))
@@ -70,8 +79,13 @@ class RawDecoder:
                 event = fastavro.schemaless_reader(stream, ws.parsed, None)
             else:
                 event = fastavro.schemaless_reader(stream, ws.parsed, self._reader)
+        except SchemaResolutionError as exc:
+            raise DecodeError(
+                f"schema id {schema_id} cannot be read as a BusinessEvent (Avro schema resolution failed)"
+            ) from exc
         except Exception as exc:
-            raise DecodeError(f"not a valid Avro record for schema id {schema_id}: {exc!r}") from exc
+            detail = f"{type(exc).__name__}: {exc}"[:300]
+            raise DecodeError(f"not a valid Avro record for schema id {schema_id}: {detail}") from exc
         if stream.tell() != len(body):
             raise DecodeError(
                 f"{len(body) - stream.tell()} trailing bytes after the Avro record (schema id {schema_id}): "
