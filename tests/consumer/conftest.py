@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
 import uuid
 from collections.abc import Callable, Iterable
 from importlib import resources
@@ -15,7 +12,7 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 
-from cdcrouter.config import Connections, load_connections
+from cdcrouter.config import Connections
 from cdcrouter.consumer import RegistryClient
 from cdcrouter.consumer._kafka import ensure_topic, producer_conf
 from cdcrouter.consumer._serde import encode
@@ -25,27 +22,10 @@ FILTERED_SCHEMA = json.loads(
 )
 
 
-def _reachable(hostport: str) -> bool:
-    host, _, port = hostport.split(",")[0].rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
-def conns(request: pytest.FixtureRequest) -> Connections:
-    """Connections to the shared stack (started by the ``stack`` fixture when it exists)."""
-    with contextlib.suppress(pytest.FixtureLookupError):
-        request.getfixturevalue("stack")
-    connections = load_connections()
-    if not _reachable(connections.kafka.bootstrap_servers):
-        message = f"Kafka at {connections.kafka.bootstrap_servers} is not reachable"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (cdcrouter stack up)")
-    return connections
+def conns(stack_with: Callable[..., Any]) -> Connections:
+    """Connections to the shared local stack (PostgreSQL, Kafka, registry), started once if needed."""
+    return stack_with("postgres", "kafka", "registry").connections
 
 
 @pytest.fixture

@@ -146,6 +146,7 @@ class ConsumerApp:
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._pending: dict[tuple[str, int], int] = {}
+        self._assigned: set[tuple[str, int]] = set()
         self._kill_after = int(os.environ.get(KILL_BEFORE_COMMIT_ENV, "0") or 0)
 
     # -- registration -----------------------------------------------------------------------
@@ -240,7 +241,9 @@ class ConsumerApp:
         )
         conf.update(self.kafka_config)
         self._consumer = Consumer(conf)
-        self._consumer.subscribe(self.topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -249,6 +252,7 @@ class ConsumerApp:
             finally:
                 self._consumer.close()  # leaves the group at once: partitions move without a timeout
                 self._consumer = None
+                self._assigned.clear()
         if self._producer is not None:
             self._producer.flush(30)
             self._producer = None
@@ -256,8 +260,18 @@ class ConsumerApp:
             self._registry.close()
             self._registry = None
 
+    @property
+    def assignment(self) -> set[tuple[str, int]]:
+        """The ``(topic, partition)`` pairs this instance owns right now."""
+        return set(self._assigned)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("%s: assigned %s", self.name, sorted(self._assigned))
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Revocation happens inside poll, between batches: commit what is done, forget the rest.
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
         self._commit(partitions={(p.topic, p.partition) for p in partitions}, consumer=consumer)
 
     # -- the loop -----------------------------------------------------------------------------
