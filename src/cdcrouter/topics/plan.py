@@ -82,6 +82,18 @@ def _result(future: Any, what: str) -> Any:
         ) from exc
 
 
+def _await_metadata(admin: AdminClient, partitions: dict[str, int], timeout_s: float = 15.0) -> None:
+    """Return once the cluster metadata shows every topic with its partition count."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while partitions and time.monotonic() < deadline:
+        md = admin.list_topics(timeout=10).topics
+        if all(t in md and md[t].error is None and len(md[t].partitions) >= n for t, n in partitions.items()):
+            return
+        time.sleep(0.2)
+
+
 def plan_topics(
     admin: AdminClient,
     desired: list[TopicSpec],
@@ -227,6 +239,8 @@ def apply_topics(admin: AdminClient, plan: TopicPlan) -> list[str]:
         for res, fut in admin.incremental_alter_configs(resources).items():
             _result(fut, f"altering {res.name}")
             done.append(f"altered {res.name}")
+    _await_metadata(admin, {a.topic: a.spec.partitions for a in creates if a.spec is not None})
+    _await_metadata(admin, {a.topic: a.partitions for a in grows if a.partitions})
     deletes = [a.topic for a in plan.actions if a.kind == "delete"]
     if deletes:
         for topic, fut in admin.delete_topics(deletes, operation_timeout=30).items():
