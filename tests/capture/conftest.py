@@ -1,0 +1,28 @@
+"""Fixtures for capture tests (helpers live in capture_helpers.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline
+
+from cdcrouter.capture import apply_domain
+
+
+@pytest.fixture
+def capture_run(stack: Any, unique_name: Callable[[str], str]) -> Iterator[CaptureRun]:
+    """A fresh sample-domain schema with its own pipeline (topic, slot, publication)."""
+    name = unique_name("cap")
+    schema = name.replace("-", "_")
+    conns = stack.connections
+    apply_domain(conns.postgres.conninfo(), schema)
+    run = CaptureRun(conns, make_pipeline(schema, name), schema)
+    try:
+        yield run
+    finally:
+        try:
+            run.stop()
+        finally:
+            drop_capture_objects(conns, run.pipeline, schema)
