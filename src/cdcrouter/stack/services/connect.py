@@ -101,7 +101,7 @@ class Connect(Service):
     def _create_internal_topics(self, ctx: StackContext) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": f"{HOST}:{ctx.port('kafka')}"})
+        admin = AdminClient({"bootstrap.servers": f"{HOST}:{ctx.port('kafka')}", "log_level": 0})
         compact = {"cleanup.policy": "compact"}
         wanted = [
             NewTopic(CONFIG_TOPIC, num_partitions=1, replication_factor=1, config=compact),
