@@ -9,6 +9,7 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -96,6 +97,7 @@ class CaptureRun:
     conns: Connections
     pipeline: Pipeline
     schema: str
+    state_dir: Path
     engines: list[tuple[CaptureEngine, threading.Thread, threading.Event]] = field(default_factory=list)
 
     @property

@@ -18,7 +18,7 @@ def capture_run(stack: Any, unique_name: Callable[[str], str]) -> Iterator[Captu
     schema = name.replace("-", "_")
     conns = stack.connections
     apply_domain(conns.postgres.conninfo(), schema)
-    run = CaptureRun(conns, make_pipeline(schema, name), schema)
+    run = CaptureRun(conns, make_pipeline(schema, name), schema, stack.state_dir)
     try:
         yield run
     finally:
