@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from typing import Any
 
@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from cdcrouter.config import Connections
 from cdcrouter.consumer import RegistryClient
-from cdcrouter.consumer._kafka import ensure_topic, producer_conf
+from cdcrouter.consumer._kafka import admin, ensure_topic, producer_conf
 from cdcrouter.consumer._serde import encode
 
 FILTERED_SCHEMA = json.loads(
@@ -29,15 +29,23 @@ def conns(stack_with: Callable[..., Any]) -> Connections:
 
 
 @pytest.fixture
-def topic(conns: Connections) -> Callable[..., str]:
-    """Create a unique topic: ``topic(partitions=3)``."""
+def topic(conns: Connections) -> Iterator[Callable[..., str]]:
+    """Create a unique topic: ``topic(partitions=3)``; it and its DLQs are deleted afterwards."""
+    made: list[str] = []
 
     def make(partitions: int = 3, prefix: str = "t-consumer") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
         ensure_topic(conns, name, partitions)
+        made.append(name)
         return name
 
-    return make
+    yield make
+    client = admin(conns)
+    existing = client.list_topics(timeout=10).topics
+    doomed = [t for t in existing if any(t == m or t.startswith(m + ".") for m in made)]
+    if doomed:
+        for future in client.delete_topics(doomed, operation_timeout=30).values():
+            future.result(timeout=30)
 
 
 def event(name: str, entity_id: str, attrs: dict[str, str | None] | None = None, **kw: Any) -> dict[str, Any]:
