@@ -74,6 +74,14 @@ def is_alive(record: ProcessRecord) -> bool:
     return fields[0] not in ("Z", "X") and int(fields[19]) == record.start_ticks
 
 
+def as_user(user: str | None) -> dict[str, object]:
+    """``subprocess`` arguments that drop to ``user`` with *its* groups (uid alone keeps root's gid,
+    and then a root-group directory's group bits, often ``---``, deny access)."""
+    if not user:
+        return {}
+    return {"user": user, "group": user, "extra_groups": []}
+
+
 def spawn(
     argv: list[str],
     *,
@@ -96,7 +104,7 @@ def spawn(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                user=user,
+                **as_user(user),  # type: ignore[arg-type]
                 close_fds=True,
             )
         except OSError as exc:

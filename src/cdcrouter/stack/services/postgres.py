@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from cdcrouter.errors import StackError
 from cdcrouter.stack import versions
+from cdcrouter.stack.process import as_user
 from cdcrouter.stack.service import HOST, Service, StackContext
 
 PG_BIN = Path(f"/usr/lib/postgresql/{versions.POSTGRES_MAJOR}/bin")
@@ -117,7 +118,7 @@ class Postgres(Service):
                 "--encoding=UTF8",
                 "--locale=C.UTF-8",
             ]
-            out = subprocess.run(argv, capture_output=True, text=True, user=user, cwd=home, check=False)
+            out = subprocess.run(argv, capture_output=True, text=True, cwd=home, check=False, **as_user(user))  # type: ignore[call-overload]
         finally:
             pwfile.unlink(missing_ok=True)
         if out.returncode != 0:

@@ -1,0 +1,143 @@
+"""Stack lifecycle on a private state dir: kill -9 and recovery, idempotent up, clear failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cdcrouter.cli.main import main
+from cdcrouter.errors import StackError
+from cdcrouter.stack.manager import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cdcrouter.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        check=False,
+    )
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path):
+    stack = Stack(tmp_path / "state", ports={"postgres": free_port()})
+    yield stack
+    stack.down(purge=True)
+
+
+def test_kill_9_is_reported_and_up_restores(private_stack: Stack, capsys):
+    assert private_stack.up(["postgres"]) == ["postgres"]
+    conninfo = private_stack.connections().postgres.conninfo()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("CREATE TABLE survives (x int)")
+    pid = private_stack.record("postgres").pid
+
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and private_stack.running_record("postgres"):
+        time.sleep(0.1)
+
+    assert main(["stack", "status", "--format", "json", "--state-dir", str(private_stack.state_dir)]) == 0
+    status = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert status["postgres"]["state"] == "dead"
+    assert status["kafka"]["state"] == "stopped"
+
+    assert private_stack.up(["postgres"]) == ["postgres"]
+    assert private_stack.record("postgres").pid != pid
+    assert [s.state for s in private_stack.status(["postgres"])] == ["running"]
+    with psycopg.connect(conninfo) as conn:  # same data dir: the table is still there
+        assert conn.execute("SELECT count(*) FROM survives").fetchone() == (0,)
+
+    assert private_stack.up(["postgres"]) == []  # second up: a no-op
+    stopped = private_stack.down(["postgres"])
+    assert stopped == ["postgres"]
+    assert [s.state for s in private_stack.status(["postgres"])] == ["stopped"]
+    assert (private_stack.state_dir / "postgres" / "data" / "PG_VERSION").is_file()  # down keeps data
+
+
+def test_port_in_use_names_service_and_port(tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = cli(
+            "stack", "up", "--only", "postgres", "--port", f"postgres={port}", "--state-dir", str(tmp_path)
+        )
+    assert out.returncode == 1, out.stderr
+    assert f"postgres cannot start: port {port} (postgres)" in out.stderr
+    assert "already in use" in out.stderr and "--port postgres=N" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_missing_java_is_a_clear_error(tmp_path: Path):
+    ports = ["--port", f"kafka={free_port()}", "--port", f"kafka-controller={free_port()}"]
+    out = cli(
+        "stack",
+        "up",
+        "--only",
+        "kafka",
+        *ports,
+        "--state-dir",
+        str(tmp_path),
+        env={"JAVA_HOME": str(tmp_path)},
+    )
+    assert out.returncode == 1
+    assert f"error: JAVA_HOME={tmp_path} has no bin/java" in out.stderr
+    assert "hint:" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run" / "kafka.pid").exists()
+
+
+def test_empty_jar_cache_is_a_clear_error(tmp_path: Path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    ports = ["--port", f"kafka={free_port()}", "--port", f"kafka-controller={free_port()}"]
+    args = ("stack", "up", "--only", "kafka", "--no-fetch", *ports, "--state-dir", str(tmp_path / "s"))
+    out = cli(*args, env={"CDCROUTER_STACK_CACHE": str(cache)})
+    assert out.returncode == 1
+    assert f"the jar cache {cache}/kafka-" in out.stderr and "has no Kafka" in out.stderr
+    assert "cdcrouter stack fetch" in out.stderr and "Traceback" not in out.stderr
+
+    # a cache folder stamped complete whose jars are gone is caught the same way
+    broken = cache / "kafka-x"
+    (broken / "lib").mkdir(parents=True)
+    (broken / ".complete").write_text("")
+    from cdcrouter.stack.fetch import require
+
+    with pytest.raises(StackError, match="has no Kafka jars"):
+        require(broken, "Kafka jars", "lib/kafka_2.13-*.jar")
+
+
+def test_shared_stack_endpoints_feed_the_config_loader(stack):
+    from cdcrouter.config import load_connections
+
+    loaded = load_connections(config_file=None, state_dir=stack.state_dir)
+    assert loaded.kafka.bootstrap_servers == stack.kafka_bootstrap
+    assert loaded.registry.url == stack.registry_url
+    assert loaded.postgres.port == stack.connections.postgres.port
+    assert (
+        loaded.postgres.password.get_secret_value() == stack.connections.postgres.password.get_secret_value()
+    )
+    secret = stack.state_dir / "secrets" / "postgres-password"
+    assert secret.stat().st_mode & 0o077 == 0  # mode 600
+    assert secret.read_text().strip() not in (stack.state_dir / "endpoints.json").read_text()
+    assert stack.stack.up(["postgres", "kafka", "registry"]) == []  # running: up is a no-op
