@@ -56,13 +56,16 @@ RAW_TABLE = "raw_business_events"
 KEY_COLUMN = "kafka_key"
 PASSES = (drop_disabled, flatten_logic)
 
-# Epoch milliseconds of the row's processing time, independent of table.local-time-zone and
-# valid past 2038 (TIMESTAMPDIFF returns INT: whole minutes overflow only in year 6053). Checked on
-# Flink 2.2.1 against TO_TIMESTAMP_LTZ(x, 3) for x up to 2049 in UTC, +05:30, -03:30 and +05:45.
-_NOW = "CURRENT_ROW_TIMESTAMP()"
+# Epoch milliseconds of the routing time, independent of table.local-time-zone and valid past
+# 2038 (TIMESTAMPDIFF returns INT: whole minutes overflow only in year 6053). Checked on Flink
+# 2.2.1 against TO_TIMESTAMP_LTZ(x, 3) for x up to 2049 in UTC, +05:30, -03:30 and +05:45.
+# CURRENT_ROW_TIMESTAMP() is computed once per row in a subquery (the planner keeps that Calc
+# apart, verified with EXPLAIN), so the minute, second and millisecond parts cannot straddle a
+# boundary.
+ROUTED_AT = "_routed_at"
 FILTERED_AT_SQL = (
-    f"CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), {_NOW}) AS BIGINT) * 60000"
-    f" + EXTRACT(SECOND FROM {_NOW}) * 1000 + EXTRACT(MILLISECOND FROM {_NOW})"
+    f"CAST(TIMESTAMPDIFF(MINUTE, TO_TIMESTAMP_LTZ(0, 3), `{ROUTED_AT}`) AS BIGINT) * 60000"
+    f" + EXTRACT(SECOND FROM `{ROUTED_AT}`) * 1000 + EXTRACT(MILLISECOND FROM `{ROUTED_AT}`)"
 )
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)(?::-([^}]*))?\}")
@@ -348,12 +351,15 @@ def insert_sql(f: Filter, target: str = "flink", source_table: str | None = None
     src = quote_ident(source_table or (RAW_TOPIC if target == "confluent-cloud" else RAW_TABLE))
     key = f"{quote_ident('eventBody')}.{quote_ident('entities')}[1].{quote_ident('entityId')}"
     meta = f"ROW({quote_string(f.id)}, {quote_string(f.consumer_id)}, {FILTERED_AT_SQL})"
+    cols = ("eventHeader", "eventBody", "sourceMetadata")
     return (
         f"INSERT INTO {sink}\n"
         f"SELECT\n  {key} AS {quote_ident(KEY_COLUMN)},\n"
-        + "".join(f"  {quote_ident(c)},\n" for c in ("eventHeader", "eventBody", "sourceMetadata"))
+        + "".join(f"  {quote_ident(c)},\n" for c in cols)
         + f"  {meta} AS {quote_ident('filterMetadata')}\n"
-        f"FROM {src}\nWHERE {where_clause(f)};"
+        f"FROM (\n  SELECT {', '.join(quote_ident(c) for c in cols)}, "
+        f"CURRENT_ROW_TIMESTAMP() AS {quote_ident(ROUTED_AT)}\n"
+        f"  FROM {src}\n  WHERE {where_clause(f)}\n);"
     )
 
 
