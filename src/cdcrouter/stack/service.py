@@ -124,7 +124,7 @@ def find_java(env: os._Environ[str] | dict[str, str], minimum: int = 17, jvm_roo
     """
     java_home = env.get("JAVA_HOME")
     seen: list[str] = []
-    candidates: list[str] = []
+    chosen: list[str] = []  # the user's own choice: JAVA_HOME, else PATH
     if java_home:
         java = Path(java_home) / "bin" / "java"
         if not os.access(java, os.X_OK):
@@ -132,19 +132,23 @@ def find_java(env: os._Environ[str] | dict[str, str], minimum: int = 17, jvm_roo
                 f"JAVA_HOME={java_home} has no bin/java",
                 hint=f"point JAVA_HOME at a Java {minimum}+ JDK or unset it to use the java on PATH",
             )
-        candidates.append(str(java))
+        chosen.append(str(java))
     on_path = shutil.which("java", path=env.get("PATH", ""))
     if on_path:
-        candidates.append(on_path)
-    if jvm_root.is_dir():
-        candidates += sorted(str(p) for p in jvm_root.glob("*/bin/java") if os.access(p, os.X_OK))
-    best: tuple[int, str] | None = None
-    for java in dict.fromkeys(candidates):
+        chosen.append(on_path)
+    for java in chosen:
         major = java_major(java)
         seen.append(f"{java} ({major or '?'})")
-        if major >= minimum and (java in candidates[:2] or best is None or major > best[0]):
-            if java in candidates[:2]:  # JAVA_HOME or PATH: the user's choice wins when good enough
-                return java
+        if major >= minimum:
+            return java
+    best: tuple[int, str] | None = None
+    installed = sorted(str(p) for p in jvm_root.glob("*/bin/java")) if jvm_root.is_dir() else []
+    for java in installed:
+        if java in chosen or not os.access(java, os.X_OK):
+            continue
+        major = java_major(java)
+        seen.append(f"{java} ({major or '?'})")
+        if major >= minimum and (best is None or major > best[0]):
             best = (major, java)
     if best:
         return best[1]
