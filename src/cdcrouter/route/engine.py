@@ -133,6 +133,7 @@ class Router:
         self._pending_dlq = 0
         self._pending_matched: Counter[str] = Counter()
         self._transactions = 0
+        self.assigned: set[tuple[str, int]] = set()  # partitions this instance owns now
         self._first_at: float | None = None
         self._last_commit_at = 0.0
 
@@ -429,25 +430,34 @@ class Router:
         assignment = consumer.assignment()
         if not assignment:
             return
-        for tp in consumer.committed(assignment, timeout=30):
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        try:
+            for tp in consumer.committed(assignment, timeout=30):
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        except KafkaException as exc:
+            raise RouteError(
+                f"could not rewind to the committed offsets after an abort: {exc.args[0].str()}",
+                hint="restart the router; it resumes from the committed offsets",
+            ) from exc
 
     # ------------------------------------------------------------------ rebalances
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _tps(partitions))
+        self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("revoking %s", _tps(partitions))
         if self._in_txn:
             self._commit()  # hand the partitions over with everything done so far committed
         self._offsets = {}
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.warning("lost %s (session timed out)", _tps(partitions))
         if self._in_txn:
             self._abort("partitions lost")
+        self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     # ------------------------------------------------------------------ reload
 

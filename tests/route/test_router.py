@@ -1,0 +1,178 @@
+"""The embedded engine on the real stack: routing, dead letters, live reload, scale-out."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from cdcrouter.route.engine import Router, RouterOptions
+from cdcrouter.route.events import bench_filters_yaml
+from cdcrouter.route.filterset import compile_filters_text
+from cdcrouter.route.wire import header
+
+from .routekit import RouteEnv, decode_filtered, read_topic, write_filters
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
+
+
+def _router(env: RouteEnv, **opts: Any) -> Router:
+    return Router(env.filters_path, env.conns, RouterOptions(raw_topic=env.raw, **opts))
+
+
+def _expected(
+    env: RouteEnv, events: list[dict[str, Any]], text: str | None = None
+) -> dict[str, Counter[str]]:
+    """Topic -> Counter of event uuids, computed by the compiled filters (the engine's job is delivery)."""
+    cf = compile_filters_text(text or env.filters_path.read_text())
+    out: dict[str, Counter[str]] = {t: Counter() for t in env.filtered_topics}
+    for e in events:
+        for fid in cf.match(e):
+            out[cf.routes[fid].topic][e["eventHeader"]["uuid"]] += 1
+    return out
+
+
+def _actual(env: RouteEnv) -> dict[str, Counter[str]]:
+    return {
+        t: Counter(decode_filtered(m.value())["eventHeader"]["uuid"] for m in read_topic(env.kafka(), t))
+        for t in env.filtered_topics
+    }
+
+
+def test_routes_every_match_once_with_metadata(route_env: RouteEnv) -> None:
+    env = route_env
+    events = env.produce(0, 3_000)
+    before = time.time_ns() // 1_000_000
+    stats = Router(
+        env.filters_path, env.conns, RouterOptions(raw_topic=env.raw, group_id=env.prefix + "g")
+    ).run(max_events=3_000, idle_timeout_s=20)
+    after = time.time_ns() // 1_000_000
+    assert stats.consumed == 3_000 and stats.dead_lettered == 0
+    expected = _expected(env, events)
+    assert sum(sum(c.values()) for c in expected.values()) == sum(stats.matched.values()) > 3_000
+    by_uuid = {e["eventHeader"]["uuid"]: e for e in events}
+    cf = compile_filters_text(env.filters_path.read_text())
+    topic_filter = {r.topic: r for r in cf.routes.values()}
+    actual: dict[str, Counter[str]] = {}
+    for topic in env.filtered_topics:
+        msgs = read_topic(env.kafka(), topic)
+        actual[topic] = Counter()
+        for m in msgs:
+            rec = decode_filtered(m.value())
+            uuid = rec["eventHeader"]["uuid"]
+            actual[topic][uuid] += 1
+            meta = rec.pop("filterMetadata")
+            assert rec == by_uuid[uuid]  # the raw event, unchanged
+            assert meta["filterId"] == topic_filter[topic].filter_id
+            assert meta["consumerId"] == topic_filter[topic].consumer_id
+            assert before <= meta["filteredAt"] <= after
+            assert m.key() == rec["eventBody"]["entities"][0]["entityId"].encode()
+    assert actual == expected
+    # an oracle independent of the compiler for two filters
+    assert set(actual[env.prefix + "loan-created"]) == {
+        u for u, e in by_uuid.items() if e["eventHeader"]["eventName"] == "LoanCreated"
+    }
+    assert set(actual[env.prefix + "deletes"]) == {
+        u for u, e in by_uuid.items() if e["sourceMetadata"]["operation"] == "DELETE"
+    }
+
+
+def test_poison_records_go_to_the_dlq_and_the_stream_goes_on(route_env: RouteEnv) -> None:
+    env = route_env
+    poison = [
+        (b"garbage", b"\x13\x37 this is not avro at all"),
+        (b"unknown-id", header(2_000_000_000) + b"\x02\x04abc"),
+        (b"bad-body", header(env.raw_schema_id) + b"\xff\xff\xff\xff"),
+    ]
+    events = env.produce(0, 500, extra=poison)
+    events += env.produce(500, 500)
+    stats = Router(
+        env.filters_path, env.conns, RouterOptions(raw_topic=env.raw, group_id=env.prefix + "g")
+    ).run(max_events=1_003, idle_timeout_s=20)
+    assert stats.consumed == 1_003 and stats.dead_lettered == 3
+    dlq = read_topic(env.kafka(), env.dlq)
+    assert sorted(m.key() for m in dlq) == sorted(k for k, _ in poison)
+    for m in dlq:
+        h = dict(m.headers())
+        assert h["cdcrouter.source.topic"] == env.raw.encode()
+        assert int(h["cdcrouter.source.offset"]) >= 0 and int(h["cdcrouter.source.partition"]) in (0, 1, 2)
+        assert m.value() == dict(poison)[m.key()]  # the original bytes, untouched
+    errors = {m.key(): dict(m.headers())["cdcrouter.error"].decode() for m in dlq}
+    assert "unknown magic byte" in errors[b"garbage"]
+    assert "unknown schema id 2000000000" in errors[b"unknown-id"]
+    assert "not a valid Avro record" in errors[b"bad-body"]
+    assert _actual(env) == _expected(env, events)
+
+
+def test_live_reload_swaps_filters_between_transactions(route_env: RouteEnv) -> None:
+    env = route_env
+    v1 = bench_filters_yaml(env.prefix, 1)  # loan-created only
+    v2 = bench_filters_yaml(env.prefix, 8)  # + the next seven
+    write_filters(env, v1)
+    group = env.prefix + "g"
+    router = Router(
+        env.filters_path, env.conns, RouterOptions(raw_topic=env.raw, group_id=group, reload_check_ms=100)
+    )
+    stop = threading.Event()
+    result: list[Any] = []
+    t = threading.Thread(target=lambda: result.append(router.run(stop)), daemon=True)
+    t.start()
+    try:
+        a = env.produce(0, 1_000)
+        env.wait_committed(group, 1_000)
+        write_filters(env, v2)
+        deadline = time.monotonic() + 30
+        while router._table is None or len(router._table.routes) != 8:
+            assert time.monotonic() < deadline, "filters were not reloaded"
+            time.sleep(0.05)
+        b = env.produce(1_000, 1_000)
+        env.wait_committed(group, 2_000)
+        write_filters(env, "filters:\n  - {id: broken, consumerId: x}\n")  # invalid: kept v2
+        time.sleep(0.5)
+        c = env.produce(2_000, 1_000)
+        env.wait_committed(group, 3_000)
+    finally:
+        stop.set()
+        t.join(60)
+    assert result, "router did not stop"
+    assert len(router._table.routes) == 8  # type: ignore[union-attr]
+    expected = _expected(env, a, v1)
+    for topic, counts in _expected(env, b + c, v2).items():
+        expected[topic] += counts
+    assert _actual(env) == expected
+    reloads = router.metrics.registry.get_sample_value
+    assert reloads("cdcrouter_route_filter_reloads_total", {"outcome": "applied"}) == 1
+    assert reloads("cdcrouter_route_filter_reloads_total", {"outcome": "rejected"}) == 1
+
+
+def test_two_instances_split_partitions_exactly_once(route_env: RouteEnv) -> None:
+    env = route_env
+    group = env.prefix + "g"
+    stop = threading.Event()
+    routers = [_router(env, group_id=group, instance_id=i) for i in ("a", "b")]
+    threads = [threading.Thread(target=r.run, args=(stop,), daemon=True) for r in routers]
+    threads[0].start()
+    try:
+        events = env.produce(0, 3_000)
+        env.wait_committed(group, 1)
+        threads[1].start()  # joins mid-stream: a rebalance with a transaction open
+        events += env.produce(3_000, 3_000)
+        env.wait_committed(group, 6_000)
+        deadline = time.monotonic() + 30
+        while not all(r.assigned for r in routers):
+            assert time.monotonic() < deadline, "the second instance never got a partition"
+            time.sleep(0.1)
+        owned = [r.assigned for r in routers]
+        assert not owned[0] & owned[1] and len(owned[0] | owned[1]) == 3
+        events += env.produce(6_000, 3_000)
+        env.wait_committed(group, 9_000)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert all(r.metrics.consumed > 0 for r in routers)
+    assert sum(r.metrics.consumed for r in routers) == 9_000
+    assert _actual(env) == _expected(env, events)
