@@ -160,12 +160,12 @@ def register(app: typer.Typer) -> None:
         state_dir: Annotated[
             Path | None, typer.Option("--state-dir", help="A scratch state dir (default: a temp dir).")
         ] = None,
-        port_offset: Annotated[int, typer.Option(help="Add this to every default port.")] = 10000,
+        settle: Annotated[float, typer.Option(help="Seconds to keep sampling memory after each up.")] = 20.0,
     ) -> None:
-        """Measure cold and warm `stack up` and the stack's peak memory (RSS) in a scratch state dir."""
+        """Measure cold, no-op and warm `stack up` and peak memory (PSS) on free ports in a scratch dir."""
         from cdcrouter.stack.bench import run_bench
 
-        result = run_bench(_only(only), state_dir=state_dir, port_offset=port_offset, report=_reporter())
+        result = run_bench(_only(only), state_dir=state_dir, settle_seconds=settle, report=_reporter())
         typer.echo(json.dumps(result, indent=2))
 
 
