@@ -1,0 +1,81 @@
+"""Exactly-once under ``kill -9``: the router process dies mid-stream and a new one takes over.
+
+The router runs as a real ``cdcrouter run`` process. Events are appended in two parts so the kill
+always lands mid-stream (the second part does not exist yet). After the restart (same instance id,
+so the new producer fences the dead one's open transaction) every filtered topic, read
+read_committed, must hold exactly the expected events, each once. The default run uses 20,000
+events with 10 filters; the 100,000-event run of the issue is behind ``--runslow``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cdcrouter.route.events import bench_filters_yaml
+
+from .routekit import RouteEnv, write_filters
+from .test_router import _actual, _expected
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
+
+
+def _spawn(env: RouteEnv, group: str, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "cdcrouter.cli.main", "run", "--filters", str(env.filters_path)]
+    cmd += ["--raw-topic", env.raw, "--group", group, "--instance-id", "x", "--no-reload"]
+    proc_env = {
+        **os.environ,
+        "CDCROUTER_KAFKA__BOOTSTRAP_SERVERS": env.conns.kafka.bootstrap_servers,
+        "CDCROUTER_REGISTRY__URL": env.conns.registry.url,
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, env=proc_env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
+    write_filters(env, bench_filters_yaml(env.prefix, 10))
+    group = env.prefix + "g"
+    log = tmp_path / "router.log"
+    first = int(n * 0.6)
+    events = env.produce(0, first)
+    proc = _spawn(env, group, log)
+    try:
+        env.wait_committed(group, n // 5, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    at_kill = env.committed(group)
+    assert n // 5 <= at_kill < n, "the kill did not land mid-stream"
+    events += env.produce(first, n - first)
+    proc = _spawn(env, group, log)
+    try:
+        env.wait_committed(group, n, timeout=300)
+        proc.send_signal(signal.SIGTERM)  # graceful: commits or aborts, leaves the group, exits 0
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert env.committed(group) == n
+    expected = _expected(env, events)
+    assert sum(sum(c.values()) for c in expected.values()) > n // 2
+    actual = _actual(env)
+    for topic in env.filtered_topics:
+        doubled = [u for u, k in actual[topic].items() if k > 1]
+        assert not doubled, f"{topic}: {len(doubled)} events delivered more than once"
+        assert actual[topic] == expected[topic], f"{topic}: events lost or unexpected"
+
+
+def test_kill9_mid_stream_20k(route_env: RouteEnv, tmp_path: Path) -> None:
+    _kill9_and_restart(route_env, 20_000, tmp_path)
+
+
+@pytest.mark.slow
+def test_kill9_mid_stream_100k(route_env: RouteEnv, tmp_path: Path) -> None:
+    _kill9_and_restart(route_env, 100_000, tmp_path)
