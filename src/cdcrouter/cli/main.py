@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "cdcrouter.cli.capture_cmds",  # capture run|status, connector render|deploy|status
     "cdcrouter.cli.route_cmds",  # topics, schemas, run, deploy, replay, demo, bench
     "cdcrouter.cli.consumer_cmds",  # consume, dlq
+    "cdcrouter.cli.demo_cmds",  # demo (the README's main job)
+    "cdcrouter.cli.bench_cmds",  # bench generate|match (other modules add theirs to the group)
 )
 
 

@@ -1,0 +1,1 @@
+"""cdcrouter demo: the whole pipeline on the local stack."""

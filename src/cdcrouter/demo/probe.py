@@ -1,0 +1,75 @@
+"""Counts what reaches the filtered topics during a demo run and how long it took.
+
+Latency is measured end to end: from the PostgreSQL commit (``eventHeader.createdDate``) to the
+moment the event is readable (read_committed) in its filtered topic.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import Counter
+from importlib.resources import files
+from typing import Any
+
+import fastavro
+from confluent_kafka import Consumer, TopicPartition
+
+from cdcrouter.config import Connections
+
+
+def _filtered_schema() -> Any:
+    text = files("cdcrouter.schemas").joinpath("filtered-business-event.avsc").read_text()
+    return fastavro.parse_schema(json.loads(text))
+
+
+class LatencyProbe:
+    """Reads every filtered topic from its current end; ``ready`` is set once positioned."""
+
+    def __init__(self, conns: Connections, topics: list[str], run_id: str) -> None:
+        self.conns = conns
+        self.topics = topics
+        self.run_id = run_id
+        self.ready = threading.Event()
+        self.counts: Counter[str] = Counter()
+        self.latencies_ms: list[float] = []
+        self._schema = _filtered_schema()
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = Consumer(
+            {
+                **self.conns.kafka.to_librdkafka(),
+                "group.id": f"cdcrouter-demo-probe-{self.run_id}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        try:
+            md = consumer.list_topics(timeout=10)
+            parts = []
+            for t in self.topics:
+                for p in sorted(md.topics[t].partitions):
+                    # The real end offset now, so only events written after this point count.
+                    _, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+                    parts.append(TopicPartition(t, p, high))
+            consumer.assign(parts)
+            self.ready.set()
+            while not stop.is_set():
+                for msg in consumer.consume(500, 0.1):
+                    if msg.error() is not None:
+                        continue
+                    self._observe(msg.topic(), msg.value())
+        finally:
+            consumer.close()
+
+    def _observe(self, topic: str, value: bytes | None) -> None:
+        now_ms = time.time_ns() / 1e6
+        self.counts[topic] += 1
+        if not value or len(value) < 5 or value[0] != 0:
+            return
+        record = fastavro.schemaless_reader(io.BytesIO(value[5:]), self._schema, self._schema)
+        created = record["eventHeader"]["createdDate"]  # type: ignore[index,call-overload]
+        self.latencies_ms.append(now_ms - created)

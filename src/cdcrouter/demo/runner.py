@@ -1,0 +1,253 @@
+"""`cdcrouter demo`: the whole pipeline on the local real stack, with a readable summary.
+
+Steps: stack up (PostgreSQL, Kafka, registry) → sample tables → topics → embedded capture and
+routing engines and the example consumers, each in a thread → a realistic stream of changes →
+wait until every routed event reached its consumer → summary → clean stop.
+
+Re-runs are safe: capture and routing resume from their committed positions (so old events are
+neither re-routed nor counted), and every id the workload writes carries the run id.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from cdcrouter.config import Connections
+from cdcrouter.errors import CdcrouterError
+
+log = logging.getLogger("cdcrouter.demo")
+
+DEMO_SCHEMA = "cdcrouter_demo"
+DEMO_SERVICES = ("postgres", "kafka", "registry")
+
+
+def default_filters_path() -> Path:
+    """The demo's routing rules, shipped with the package."""
+    return Path(str(files("cdcrouter.demo").joinpath("filters.yaml")))
+
+
+@dataclass
+class DemoOptions:
+    changes: int = 3_000
+    rate: float = 1_000.0  # changes per second written to PostgreSQL
+    filters: Path | None = None
+    state_dir: Path | None = None
+    keep: bool = False
+    timeout_s: float = 180.0
+    seed: int = 7
+
+
+@dataclass
+class DemoResult:
+    run_id: str
+    changes_written: Counter[str]
+    transactions: int
+    captured: int
+    routed_in: int
+    routed_out: dict[str, int]  # topic -> events routed by this run
+    consumed: dict[str, int]  # topic -> events consumed by this run's probe
+    latencies_ms: list[float] = field(default_factory=list)
+    views: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    seconds: float = 0.0
+    complete: bool = False
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class _Thread(threading.Thread):
+    """A daemon thread that keeps the exception of its target for the main thread to re-raise."""
+
+    def __init__(self, name: str, target: Callable[[], Any]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._fn = target
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # re-raised in the main thread by check()
+            self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _pipeline(raw_topic: str) -> Any:
+    from cdcrouter.capture import pipeline_from_dict
+
+    return pipeline_from_dict(
+        {
+            "schema": DEMO_SCHEMA,
+            "raw_topic": {"name": raw_topic, "partitions": 3, "replication_factor": 1},
+            "replication": {"slot": "cdcrouter_demo", "publication": "cdcrouter_demo", "snapshot": "never"},
+            "tables": {
+                "car_entities": {"entity_type": "Car"},
+                "loan_entities": {"entity_type": "Loan"},
+                "loan_payments": {"entity_type": "LoanPayment", "events": {"insert": "LoanPaymentSubmitted"}},
+                "service_records": {"entity_type": "ServiceRecord"},
+            },
+            "outbox": {"table": "business_events"},
+        },
+        source="<demo pipeline>",
+    )
+
+
+def _ensure_topics(conns: Connections, filters: Path, raw_topic: str) -> None:
+    from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
+
+    admin = admin_client(conns.kafka.to_librdkafka())
+    plan = plan_topics(admin, topics_for(filters, raw_topic=raw_topic))
+    apply_topics(admin, plan)
+
+
+def _ensure_schemas(conns: Connections, filters: Path, raw_topic: str) -> None:
+    from cdcrouter.filters import load_filters
+    from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
+
+    topics = sorted({f.output_topic for f in load_filters(filters).filters})
+    client = RegistryClient(conns.registry.to_client_conf())
+    apply_schemas(client, plan_schemas(client, desired_subjects(raw_topic, topics)))
+
+
+def run_demo(
+    opts: DemoOptions,
+    conns: Connections,
+    on_step: Callable[[str], None] = lambda s: None,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> DemoResult:
+    """Run the pipeline on ``conns`` (stack already up) and return what happened."""
+    from cdcrouter.capture import CaptureEngine, apply_domain
+    from cdcrouter.consumer.examples import start_examples
+    from cdcrouter.demo.probe import LatencyProbe
+    from cdcrouter.demo.workload import Workload
+    from cdcrouter.filters import load_filters
+    from cdcrouter.route.engine import DEFAULT_RAW_TOPIC, Router, RouterOptions
+
+    started = time.monotonic()
+    consumers = None
+    run_id = uuid.uuid4().hex[:8]
+    filters = opts.filters or default_filters_path()
+    filterset = load_filters(filters)  # fail fast with the file's own diagnostics
+    topics = sorted({f.output_topic for f in filterset.filters if f.enabled})
+    raw_topic = DEFAULT_RAW_TOPIC
+
+    on_step(f"sample tables in schema {DEMO_SCHEMA}")
+    apply_domain(conns.postgres.conninfo(), DEMO_SCHEMA)
+    on_step(f"topics ({raw_topic} + {len(topics)} filtered) and schemas")
+    _ensure_topics(conns, filters, raw_topic)
+    _ensure_schemas(conns, filters, raw_topic)
+
+    stop = threading.Event()
+    capture = CaptureEngine(_pipeline(raw_topic), conns, progress=lambda msg: log.debug("%s", msg))
+    router = Router(filters, conns, RouterOptions(raw_topic=raw_topic, group_id="cdcrouter-demo-router"))
+    probe = LatencyProbe(conns, topics, run_id)
+    threads = [
+        _Thread("capture", lambda: capture.run(stop)),
+        _Thread("router", lambda: router.run(stop)),
+        _Thread("probe", lambda: probe.run(stop)),
+    ]
+    on_step("capture, routing and the loan, service and car consumers")
+    for t in threads:
+        t.start()
+    consumers = start_examples(conns, schema=DEMO_SCHEMA, batch_timeout=0.2)
+    try:
+        _wait(
+            lambda: capture.ready.is_set() and probe.ready.is_set(),
+            threads,
+            60,
+            "capture and the probe to start",
+            consumer_errors=consumers.errors,
+        )
+        base_captured = capture.stats.events
+        base_routed = Counter(router.metrics.matched)
+        base_in = router.metrics.consumed
+
+        on_step(f"writing {opts.changes} changes at up to {opts.rate:.0f}/s")
+        workload = Workload(conns.postgres.conninfo(), DEMO_SCHEMA, run_id, seed=opts.seed)
+        wl = workload.run(opts.changes, opts.rate, progress=on_progress)
+
+        on_step("waiting for every routed event to reach its consumer")
+        expected_events = wl.total + 0  # one event per row change; outbox rows are one event each
+
+        def caught_up() -> bool:
+            if capture.stats.events - base_captured < expected_events:
+                return False
+            if router.metrics.consumed - base_in < capture.stats.events - base_captured:
+                return False
+            routed = _per_topic(router, Counter(router.metrics.matched) - base_routed)
+            return all(probe.counts.get(t, 0) >= n for t, n in routed.items())
+
+        complete = _wait(
+            caught_up, threads, opts.timeout_s, "the pipeline to catch up", False, consumers.errors
+        )
+        routed = _per_topic(router, Counter(router.metrics.matched) - base_routed)
+        result = DemoResult(
+            run_id=run_id,
+            changes_written=wl.changes,
+            transactions=wl.transactions,
+            captured=capture.stats.events - base_captured,
+            routed_in=router.metrics.consumed - base_in,
+            routed_out={t: routed.get(t, 0) for t in topics},
+            consumed={t: probe.counts.get(t, 0) for t in topics},
+            latencies_ms=list(probe.latencies_ms),
+            complete=complete,
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        if consumers is not None:
+            consumers.stop()
+    result.views = consumers.views()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _per_topic(router: Any, matched: Counter[str]) -> dict[str, int]:
+    """Filter-id counts folded into output-topic counts."""
+    table = router._table
+    out: Counter[str] = Counter()
+    for fid, n in matched.items():
+        topic = table.routes[fid].topic if table is not None and fid in table.routes else fid
+        out[topic] += n
+    return dict(out)
+
+
+def _wait(
+    cond: Callable[[], bool],
+    threads: list[_Thread],
+    timeout_s: float,
+    what: str,
+    fail: bool = True,
+    consumer_errors: dict[str, BaseException] | None = None,
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if consumer_errors:
+            raise next(iter(consumer_errors.values()))
+        for t in threads:
+            t.check()
+            if not t.is_alive() and t.error is None and t.name in ("capture", "router"):
+                raise CdcrouterError(f"the {t.name} engine stopped unexpectedly", hint="see the log above")
+        if cond():
+            return True
+        time.sleep(0.1)
+    if fail:
+        raise CdcrouterError(
+            f"timed out after {timeout_s:.0f}s waiting for {what}", hint="cdcrouter stack status"
+        )
+    return False
