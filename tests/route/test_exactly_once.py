@@ -3,8 +3,8 @@
 The router runs as a real ``cdcrouter run`` process. Events are appended in two parts so the kill
 always lands mid-stream (the second part does not exist yet). After the restart (same instance id,
 so the new producer fences the dead one's open transaction) every filtered topic, read
-read_committed, must hold exactly the expected events, each once. The default run uses 20,000
-events with 10 filters; the 100,000-event run of the issue is behind ``--runslow``.
+read_committed, must hold exactly the expected events, each once: 100,000 events with 10 filters,
+as the issue asks (about 45 s on the 2-core machine).
 """
 
 from __future__ import annotations
@@ -72,10 +72,5 @@ def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
         assert actual[topic] == expected[topic], f"{topic}: events lost or unexpected"
 
 
-def test_kill9_mid_stream_20k(route_env: RouteEnv, tmp_path: Path) -> None:
-    _kill9_and_restart(route_env, 20_000, tmp_path)
-
-
-@pytest.mark.slow
 def test_kill9_mid_stream_100k(route_env: RouteEnv, tmp_path: Path) -> None:
     _kill9_and_restart(route_env, 100_000, tmp_path)
