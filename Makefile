@@ -2,17 +2,27 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-all-$(HASH)
+BASE_STAMP := $(VENV)/.installed-base-$(HASH)
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install install-base test test-fast lint demo bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (cdcrouter needs Python 3.11)"; exit 1; }
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,flink]'
-	@touch $(STAMP)
 
+# The demo needs only the package; the tests also need PyFlink (~850 MB) and the dev tools.
+$(BASE_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev,flink]'
+	@touch $@ $(BASE_STAMP)
+
+install-base: $(BASE_STAMP)
 install: $(STAMP)
 
 lint: install
@@ -27,7 +37,7 @@ test: install
 test-fast: install
 	$(BIN)/python -m cdcrouter.testing.run_pytest tests -m "not integration and not flink"
 
-demo: install
+demo: install-base
 	$(BIN)/cdcrouter demo
 
 bench: install
