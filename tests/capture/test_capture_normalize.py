@@ -230,3 +230,12 @@ def test_update_reports_exactly_the_columns_that_differ(old: dict, new: dict, to
 def test_flatten_parse_roundtrip_has_no_float_objects(value: object) -> None:
     for _, v in flatten_json("", parse_json(_dumps(value))):
         assert v is None or isinstance(v, str)
+
+
+def test_fast_uuid5_matches_the_standard_library() -> None:
+    import uuid as _uuid
+
+    from cdcrouter.capture.normalize import EVENT_NAMESPACE, event_uuid
+
+    for pos in ["0/16B3748:1", "snapshot:1A:car_entities:C1", "", "ÄÖ:99"]:
+        assert event_uuid(pos) == str(_uuid.uuid5(EVENT_NAMESPACE, pos))

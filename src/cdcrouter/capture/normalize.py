@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from hashlib import sha1
 from typing import Any, Final
 
 from cdcrouter.capture.canonical import Kind, attributes, canonical_scalar, flatten_json, parse_json
@@ -84,17 +85,29 @@ class OutboxRowError(ValueError):
     """An outbox row that cannot become an event (goes to the capture dead-letter topic)."""
 
 
+_NS_BYTES: Final = EVENT_NAMESPACE.bytes
+
+
 def event_uuid(position: str) -> str:
-    return str(uuid.uuid5(EVENT_NAMESPACE, position))
+    """``str(uuid.uuid5(EVENT_NAMESPACE, position))``, without the UUID object (hot path)."""
+    h = bytearray(sha1(_NS_BYTES + position.encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def _row_attributes(row: Mapping[str, Value], kinds: Mapping[str, Kind]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for col, val in row.items():
-        if val is UNCHANGED:
-            continue
-        for k, v in attributes(kinds.get(col, "plain"), col, val):  # type: ignore[arg-type]
-            out[k] = v
+        if val is None:
+            out[col] = None
+        elif val is not UNCHANGED:
+            kind = kinds.get(col, "plain")
+            if kind == "plain":
+                out[col] = val  # type: ignore[assignment]
+            else:
+                out.update(attributes(kind, col, val))  # type: ignore[arg-type]
     return out
 
 
