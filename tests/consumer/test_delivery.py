@@ -100,7 +100,7 @@ def test_two_consumers_in_one_group_split_the_partitions(conns, topic, produce) 
 def test_a_rebalance_mid_stream_loses_nothing(conns, topic, produce, effects) -> None:
     src = topic(partitions=4)
     group = f"{src}-g"
-    uuids = produce(src, [event("LoanCreated", f"L-{i}") for i in range(60)])
+    uuids = produce(src, [event("LoanCreated", f"L-{i}") for i in range(30)])
     stores = []
 
     def make() -> ConsumerApp:
@@ -110,7 +110,7 @@ def test_a_rebalance_mid_stream_loses_nothing(conns, topic, produce, effects) ->
 
         @app.on(src)
         def book(ev, ctx):
-            time.sleep(0.1)  # slow enough that the stream is mid-way when members come and go
+            time.sleep(0.05)  # slow enough that the stream is mid-way when members come and go
             ctx.conn.execute(f"INSERT INTO {effects} (event_uuid) VALUES (%s)", (ev.uuid,))
 
         return app
@@ -118,11 +118,13 @@ def test_a_rebalance_mid_stream_loses_nothing(conns, topic, produce, effects) ->
     a, b = make(), make()
     ta = _run_in_thread(a, timeout=120)
     _wait(lambda: a.stats.processed >= 10)
-    tb = _run_in_thread(b, timeout=120)  # joins: partitions move from a to b
-    _wait(lambda: a.stats.processed + b.stats.processed >= 30 and b.assignment)
+    tb = _run_in_thread(b, timeout=120)  # joins mid-stream: partitions move from a to b
+    _wait(lambda: len(b.assignment) == 2)
+    uuids += produce(src, [event("LoanCreated", f"M-{i}") for i in range(40)])
+    _wait(lambda: a.stats.processed + b.stats.processed >= 45)
     a.stop()  # leaves mid-stream: b takes over a's partitions from a's committed offsets
     ta.join(30)
-    _wait(lambda: len(_rows(conns, effects)) >= 60, timeout=90)
+    _wait(lambda: len(_rows(conns, effects)) >= 70, timeout=90)
     b.stop()
     tb.join(30)
     for s in stores:
@@ -130,3 +132,26 @@ def test_a_rebalance_mid_stream_loses_nothing(conns, topic, produce, effects) ->
     rows = _rows(conns, effects)
     assert sorted(rows) == sorted(uuids)  # nothing lost, nothing doubled
     assert a.stats.processed > 0 and b.stats.processed > 0
+    assert not a.assignment and b.stats.processed + a.stats.processed + b.stats.duplicates >= 70
+
+
+def test_the_postgres_store_reconnects_when_its_connection_dies(conns, topic, produce, effects) -> None:
+    src = topic(partitions=1)
+    first, second = produce(src, [event("LoanCreated", "L-1"), event("LoanCreated", "L-2")])
+    store = PostgresStore(conns.postgres.conninfo(), table=f"{effects}_seen")
+    app = ConsumerApp("reconnect", conns, group=f"{src}-g", store=store, retries=2, backoff=0.05, max_batch=1)
+
+    @app.on(src)
+    def book(ev, ctx):
+        ctx.conn.execute(f"INSERT INTO {effects} (event_uuid) VALUES (%s)", (ev.uuid,))
+        if (
+            ev.uuid == first and ctx.attempt == 1
+        ):  # the server drops the store's session (a failover, a restart...)
+            pid = ctx.conn.info.backend_pid
+            with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    stats = app.run(timeout=60, max_messages=2)
+    store.close()
+    assert stats.dead_lettered == 0 and stats.failed >= 1
+    assert sorted(_rows(conns, effects)) == sorted([first, second])

@@ -69,13 +69,8 @@ class PostgresStore:
         if not _IDENT.match(table):
             raise ConsumerError(f"invalid idempotency table name {table!r}", hint="use [schema.]name")
         self.table = table
-        try:
-            self.conn = psycopg.connect(conninfo, autocommit=False)
-        except psycopg.Error as exc:
-            raise ConsumerError(
-                f"cannot connect to PostgreSQL for the idempotency store: {exc}".strip(),
-                hint="check connections.postgres / CDCROUTER_POSTGRES__* (cdcrouter stack up starts one)",
-            ) from exc
+        self._conninfo = conninfo
+        self.conn = self._connect()
         try:
             with self.conn.transaction():
                 self.conn.execute(
@@ -87,7 +82,20 @@ class PostgresStore:
         except psycopg.errors.UniqueViolation:
             pass  # another consumer created it at the same moment
 
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(self._conninfo, autocommit=False)
+        except psycopg.Error as exc:
+            raise ConsumerError(
+                f"cannot connect to PostgreSQL for the idempotency store: {exc}".strip(),
+                hint="check connections.postgres / CDCROUTER_POSTGRES__* (cdcrouter stack up starts one)",
+            ) from exc
+
     def run_once(self, consumer: str, key: str, work: Work) -> bool:
+        if self.conn.closed or self.conn.broken:
+            self.conn = self._connect()  # the server restarted: the retry gets a fresh connection
         with self.conn.transaction():
             cur = self.conn.execute(
                 f"INSERT INTO {self.table} (consumer, event_uuid) VALUES (%s, %s)"
