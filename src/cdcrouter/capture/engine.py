@@ -25,7 +25,6 @@ from cdcrouter.capture.normalize import (
     OutboxShape,
     RowChange,
     TableShape,
-    entity_id,
     event_key,
     normalize_outbox,
     normalize_row,
@@ -254,7 +253,7 @@ class CaptureEngine:
                         self.conns.postgres, snap, p.schema, table, cols, spec.row_filter
                     ):
                         new = dict(zip(cols, row, strict=True))
-                        pos = f"snapshot:{point:X}:{table}:{entity_id(new, shape)}"
+                        pos = f"snapshot:{point:X}:{table}"
                         event = normalize_row(RowChange("SNAPSHOT", new, None, pos, now), shape, _now_ms())
                         sink.produce_event(event_key(event), enc.encode(event))
                         count += 1
@@ -291,7 +290,7 @@ class CaptureEngine:
         heartbeat_s = p.heartbeat_interval_s
 
         in_txn = skip = False
-        final_lsn = commit_ms = seq = 0
+        final_lsn = commit_ms = 0
         last_done: Commit | None = None
         batch_events = 0
         batch_start = time.monotonic()
@@ -347,10 +346,9 @@ class CaptureEngine:
                 assert isinstance(ch, Change)
                 rel = ch.relation
                 shape = shapes.get(rel.oid)
-                seq += 1
                 if shape is None:
                     continue
-                change = RowChange(ch.operation, ch.new, ch.old, f"{final_lsn:X}:{seq}", commit_ms)
+                change = RowChange(ch.operation, ch.new, ch.old, f"{msg.data_start:X}:{rel.name}", commit_ms)
                 if not sink.in_transaction:
                     sink.begin()
                     batch_start = time.monotonic()
@@ -373,7 +371,7 @@ class CaptureEngine:
             elif tag == _BEGIN:
                 b = decode(buf)
                 assert isinstance(b, Begin)
-                in_txn, seq, final_lsn, commit_ms = True, 0, b.final_lsn, b.commit_ms
+                in_txn, final_lsn, commit_ms = True, b.final_lsn, b.commit_ms
                 skip = final_lsn <= committed.commit_lsn
                 if skip:
                     stats.skipped_transactions += 1

@@ -69,8 +69,10 @@ class RowChange:
 
     ``new``/``old`` map column name to text, None (SQL NULL) or :data:`UNCHANGED`. ``old`` is
     None when PostgreSQL sent no old row; with REPLICA IDENTITY DEFAULT it holds the key only.
-    ``position`` identifies the change in the source (commit LSN and sequence within the
-    transaction, or the snapshot point and key) and is what the event uuid derives from.
+    ``position`` identifies the change in the source: ``<change LSN>:<table>`` for streamed
+    changes (the WAL record's LSN, which pgoutput and Debezium both report), or
+    ``snapshot:<LSN>:<table>`` for snapshot rows. The event uuid is derived from it plus the
+    entity id, so the same change gets the same uuid on re-delivery and from either engine.
     """
 
     operation: str  # INSERT, UPDATE, DELETE, SNAPSHOT
@@ -167,9 +169,10 @@ def normalize_row(change: RowChange, shape: TableShape, saved_ms: int) -> dict[s
                 val = row.get(col)
                 if val is not UNCHANGED:
                     attrs.update(attributes(shape.kinds.get(col, "plain"), col, val))  # type: ignore[arg-type]
+    eid = entity_id(row, shape)
     return {
         "eventHeader": {
-            "uuid": event_uuid(change.position),
+            "uuid": event_uuid(f"{change.position}:{eid}"),
             "eventName": shape.event_names[op],
             "createdDate": change.commit_ms,
             "savedDate": saved_ms,
@@ -228,7 +231,7 @@ def normalize_outbox(change: RowChange, shape: OutboxShape, saved_ms: int) -> di
         )
     return {
         "eventHeader": {
-            "uuid": event_uuid(change.position),
+            "uuid": event_uuid(f"{change.position}:{row.get('id')}"),
             "eventName": name,
             "createdDate": change.commit_ms,
             "savedDate": saved_ms,
