@@ -83,6 +83,8 @@ def register(app: typer.Typer) -> None:
             for line in apply_topics(admin, plan):
                 typer.echo(line)
             typer.echo("applied")
+        elif plan.refused:
+            raise typer.Exit(1)
 
     def topics_options(apply: bool) -> Any:
         def cmd(

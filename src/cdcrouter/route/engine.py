@@ -192,6 +192,9 @@ class Router:
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
             "partitioner": "murmur2_random",  # the Java client's default: same key -> same partition
+            # The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit's markers are
+            # written; the default 100 ms retry backoff then costs ~60 ms per transaction (measured).
+            "retry.backoff.ms": 5,
             **self.opts.producer_conf,
         }
         self._producer = Producer(producer_conf)

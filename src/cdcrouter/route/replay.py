@@ -120,6 +120,7 @@ def replay(
             **kafka,
             "transactional.id": f"cdcrouter-replay.{filter_id}",
             "linger.ms": 5,
+            "retry.backoff.ms": 5,
             "partitioner": "murmur2_random",
             "queue.buffering.max.messages": 1_000_000,
         }

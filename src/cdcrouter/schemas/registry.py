@@ -238,7 +238,9 @@ class SchemaChange:
             parts.append(f"+ register {self.subject} ({new})")
         else:
             parts.append(f"  {self.subject}: up to date (id {self.schema_id})")
-        if self.sets_compatibility:
+        if self.sets_compatibility and self.current_version is None:
+            parts[-1] += f", compatibility {self.desired_compatibility}"
+        elif self.sets_compatibility:
             parts.append(
                 f"~ set {self.subject} compatibility "
                 f"{self.current_compatibility} -> {self.desired_compatibility}"
