@@ -20,6 +20,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import cache
 from typing import Any, ClassVar
 
 from cdcrouter import __version__
@@ -86,7 +87,7 @@ def quote_string(value: str) -> str:
     Control characters and line separators are written as ``U&'\\XXXX'`` escapes so the script
     stays one statement per line and survives any transport unchanged.
     """
-    if any(_needs_unicode_escape(c) for c in value):
+    if _NEEDS_U_ESCAPE.search(value):
         parts = []
         for c in value:
             if c == "\\":
@@ -101,9 +102,11 @@ def quote_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+_NEEDS_U_ESCAPE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _needs_unicode_escape(c: str) -> bool:
-    o = ord(c)
-    return o < 0x20 or 0x7F <= o <= 0x9F or o in (0x2028, 0x2029)
+    return _NEEDS_U_ESCAPE.match(c) is not None
 
 
 def decimal_sql(value: Decimal | int) -> str:
@@ -156,6 +159,7 @@ def avro_to_flink(t: Any, *, all_nullable: bool) -> str:
     raise GenerateError(f"Avro type {kind!r} has no Flink mapping")
 
 
+@cache
 def _columns(schema_name: str, *, all_nullable: bool) -> list[str]:
     schema = load_schema(schema_name)
     return [

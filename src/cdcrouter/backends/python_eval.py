@@ -71,6 +71,7 @@ class PyCodegen:
         self._n = 0
         self._consts: dict[tuple[str, Any], str] = {}
         self.entity_var: str | None = None
+        self._anys: dict[Node, str] = {}
         self._dispatch = {cls: getattr(self, f"{cls.key}_py") for cls in EXPRESSION_CLASSES}
 
     def tmp(self) -> str:
@@ -137,16 +138,11 @@ class PyCodegen:
 
     def _never_null(self, n: Node) -> bool:
         return (
-            (isinstance(n, FieldRef)
+            isinstance(n, FieldRef)
             and not n.nullable
             and n.root == "event"
-            and not any(isinstance(s, (Index, Key)) for s in n.steps))
-            or (
-                isinstance(n, FieldRef)
-                and n.root == "entity"
-                and not any(isinstance(s, Key) for s in n.steps)
-            )
-        )
+            and not any(isinstance(s, (Index, Key)) for s in n.steps)
+        ) or (isinstance(n, FieldRef) and n.root == "entity" and not any(isinstance(s, Key) for s in n.steps))
 
     def _guarded(self, operand: Node, body: Callable[[str], str]) -> str:
         """``None if v is None else body(v)`` with ``v`` bound once."""
@@ -178,6 +174,9 @@ class PyCodegen:
         return self._guarded(n.operand, lambda v: f"{v} {'not in' if n.negated else 'in'} {name}")
 
     def between_py(self, n: Between) -> str:
+        return self._guarded(n.operand, self._between_body(n))
+
+    def _between_body(self, n: Between) -> Callable[[str], str]:
         def body(v: str) -> str:
             left, lo = self._order_operand(n.low, v, "<=")
             left2, hi = self._order_operand(n.high, v, "<=")
@@ -187,7 +186,7 @@ class PyCodegen:
                 hi = self.const(sqlsem.utf16_key(str(n.high.value)))
             return f"{lo} <= {left} <= {hi}"
 
-        return self._guarded(n.operand, body)
+        return body
 
     def regex_match_py(self, n: RegexMatch) -> str:
         search = self.const(re.compile(n.python, re.ASCII).search, "rx:" + n.python)
@@ -219,20 +218,82 @@ class PyCodegen:
     def any_entity_py(self, n: AnyEntity) -> str:
         if self.entity_var is not None:
             raise EvalCompileError(f"{n.span} B004 nested entities[*]")
+        if n in self._anys:
+            return self._anys[n]
         name = f"_q{len(self.helpers)}"
+        self._anys[n] = f"{name}(h, b, ents, sm)"
         self.entity_var = "e"
+        self.helpers.append("")  # reserve the name before compiling nested parts
         try:
-            pred = self.py(n.predicate)
+            pred = self.truth(n.predicate, True)
         finally:
             self.entity_var = None
-        self.helpers.append(
+        self.helpers[int(name[2:])] = (
             f"def {name}(h, b, ents, sm):\n"
             f"    for e in (ents if len(ents) <= {n.limit} else ents[:{n.limit}]):\n"
-            f"        if {pred} is True:\n"
+            f"        if {pred}:\n"
             f"            return True\n"
             f"    return False\n"
         )
         return f"{name}(h, b, ents, sm)"
+
+    # -- two-valued "is TRUE" / "is FALSE" forms for the hot path -----------------------------
+
+    def truth(self, n: Node, want: bool) -> str:
+        """A plain-bool Python expression for ``n IS TRUE`` (want=True) or ``n IS FALSE``.
+
+        Exactly the three-valued result projected on one truth value (UNKNOWN is neither), so
+        ``match`` needs no tri-state temporaries: NOT swaps the two, AND/OR swap by De Morgan.
+        """
+        if isinstance(n, And):
+            word = " and " if want else " or "
+            return "(" + word.join(self.truth(o, want) for o in n.operands) + ")"
+        if isinstance(n, Or):
+            word = " or " if want else " and "
+            return "(" + word.join(self.truth(o, want) for o in n.operands) + ")"
+        if isinstance(n, Not):
+            return self.truth(n.operand, not want)
+        if isinstance(n, IsNull):
+            is_null = not n.negated
+            return f"({self.py(n.operand)} is {'' if is_null == want else 'not '}None)"
+        if isinstance(n, AnyEntity):
+            call = self.any_entity_py(n)
+            return call if want else f"(not {call})"
+        if isinstance(n, (Compare, InList, Between, RegexMatch)):
+            body = self._leaf_body(n)
+            val = self.py(self._operand_of(n))
+            if self._never_null(self._operand_of(n)):
+                test = body(val)
+                return f"({test})" if want else f"(not ({test}))"
+            t = self.tmp()
+            test = body(t)
+            return f"(({t} := {val}) is not None and {'' if want else 'not '}({test}))"
+        raise EvalCompileError(f"{n.span} B003 no truth form for {type(n).__name__}")
+
+    @staticmethod
+    def _operand_of(n: Node) -> Node:
+        return n.left if isinstance(n, Compare) else n.operand  # type: ignore[attr-defined]
+
+    def _leaf_body(self, n: Node) -> Callable[[str], str]:
+        """The test of a predicate leaf on a non-null value variable."""
+        if isinstance(n, Compare):
+            assert isinstance(n.right, Literal)
+            right = n.right
+
+            def cmp(v: str) -> str:
+                left, lit = self._order_operand(right, v, n.op)
+                return f"{left} {_PY_OPS[n.op]} {lit}"
+
+            return cmp
+        if isinstance(n, InList):
+            name = self.const(frozenset(v.value for v in n.values), "set")
+            return lambda v: f"{v} {'not in' if n.negated else 'in'} {name}"
+        if isinstance(n, Between):
+            return self._between_body(n)
+        if isinstance(n, RegexMatch):
+            search = self.const(re.compile(n.python, re.ASCII).search, "rx:" + n.python)
+            return lambda v: f"{search}({v}) is not None"
+        raise EvalCompileError(f"{n.span} B003 not a leaf: {type(n).__name__}")
 
 
 _PREAMBLE = (
@@ -264,13 +325,12 @@ def python_source(filterset: FilterSet) -> tuple[str, dict[str, Any]]:
     assert isinstance(fs, FilterSet)
     gen = PyCodegen()
     exprs = [gen.py(f.condition) for f in fs.filters]
+    truths = [gen.truth(f.condition, True) for f in fs.filters]
     lines = [f"# generated by cdcrouter from {fs.file} (sha256 {fs.source_hash[:16]})\n"]
     lines.extend(h + "\n" for h in gen.helpers)
     for i, (f, e) in enumerate(zip(fs.filters, exprs, strict=True)):
         lines.append(f"def _p{i}(ev):  # {f.id}\n{_PREAMBLE}    return {e}\n\n")
-    body = [
-        f"    if {e} is True:\n        out.append({f.id!r})\n" for f, e in zip(fs.filters, exprs, strict=True)
-    ]
+    body = [f"    if {t}:\n        out.append({f.id!r})\n" for f, t in zip(fs.filters, truths, strict=True)]
     lines.append("def match(ev):\n" + _PREAMBLE + "    out = []\n" + "".join(body) + "    return out\n")
     return "".join(lines), gen.env
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -62,8 +62,9 @@ def _unwrap(t: Any) -> tuple[Any, bool]:
     return t, False
 
 
+@lru_cache(maxsize=4096)
 def resolve_path(path: str) -> ResolvedPath:
-    """Resolve ``path`` against the raw event schema or raise :class:`PathError`."""
+    """Resolve ``path`` against the raw event schema or raise :class:`PathError` (cached)."""
     if not path or path != path.strip():
         raise PathError(f"field path '{path}' is empty or has spaces around it", "remove the spaces")
     node: Any = load_schema(RAW_SCHEMA)
