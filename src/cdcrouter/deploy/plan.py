@@ -15,7 +15,7 @@ from typing import Any
 from cdcrouter.deploy.sql_gateway import split_statements
 
 _INSERT = re.compile(r"\bINSERT\s+INTO\s+`?([\w.-]+)`?", re.IGNORECASE)
-_FROM = re.compile(r"\b(?:FROM|JOIN)\s+`?([\w.-]+)`?", re.IGNORECASE)
+_FROM = re.compile(r"\b(?:FROM|JOIN)\s+`?([\w.-]+)`?(?![\w.-]|\s*\()", re.IGNORECASE)
 _CREATE = re.compile(r"^\s*CREATE\s+(?:TEMPORARY\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?([\w.-]+)`?", re.I)
 
 
@@ -65,8 +65,14 @@ class Script:
 
     @property
     def sources(self) -> list[str]:
-        """Tables the statement set reads: created by the script, read after FROM/JOIN, not sinks."""
-        return sorted((set(_FROM.findall(self.dml)) & set(self.tables)) - set(self.sinks))
+        """Tables the statement set reads (after FROM/JOIN, not a function call, not a sink).
+
+        When the script creates some of them (Flink: the raw table), only those count, which keeps
+        ``EXTRACT(x FROM col)`` out; on Confluent Cloud the raw table already exists in the catalog.
+        """
+        read = set(_FROM.findall(self.dml)) - set(self.sinks)
+        created = read & set(self.tables)
+        return sorted(created or read)
 
     @property
     def tables(self) -> list[str]:

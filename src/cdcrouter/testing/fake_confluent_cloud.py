@@ -274,7 +274,8 @@ class FakeConfluentCloud:
                     continue  # stays PENDING (the real service waits up to 6 hours)
                 st.start_offsets = {t: dict(_parse(o)) for t, o in old.latest_offsets.items()}
             elif st.target == "RUNNING" and not st.start_offsets:
-                st.start_offsets = {t: {} for t in self._sources(st)}  # earliest
+                text = st.body["spec"]["statement"]
+                st.start_offsets = {t: _hinted_offsets(text, t) for t in self._sources(st)}  # {} = earliest
             st.phase, st.detail = st.target, ""
             st.version += 1
 
@@ -296,6 +297,16 @@ class FakeConfluentCloud:
             status["latest_offsets_timestamp"] = _now()
         out["status"] = status
         return out
+
+
+def _hinted_offsets(text: str, table: str) -> dict[int, int]:
+    """Offsets from a ``FROM t /*+ OPTIONS('scan.startup.specific-offsets'='...') */`` hint."""
+    pat = (
+        rf"\bFROM\s+`?{re.escape(table)}`?\s*/\*\+\s*OPTIONS\([^)]*"
+        r"'scan.startup.specific-offsets'\s*=\s*'([^']*)'"
+    )
+    m = re.search(pat, text, re.IGNORECASE)
+    return dict(_parse(m.group(1))) if m else {}
 
 
 def _parse(text: str) -> list[tuple[int, int]]:
