@@ -10,6 +10,7 @@ counted twice) over each service's process tree, sampled every 0.5 s.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -108,10 +109,22 @@ def run_bench(
     sampler = _Sampler(stack)
     sampler.start()
     result: dict[str, Any] = {"services": [s.name for s in stack.resolve(only)]}
+    marks: dict[str, float] = {}
+
+    def timed(name: str, message: str) -> None:
+        marks[f"{name}:{message.split()[0]}"] = time.monotonic()
+        if report:
+            report(name, message)
+
     try:
         t0 = time.monotonic()
-        stack.up(only, report=report)
+        stack.up(only, report=timed)
         result["cold_up_s"] = round(time.monotonic() - t0, 2)
+        result["cold_up_s_by_service"] = {
+            name: round(marks[f"{name}:ready"] - marks[f"{name}:fetching"], 2)
+            for name in result["services"]
+            if f"{name}:ready" in marks and f"{name}:fetching" in marks
+        }
         t0 = time.monotonic()
         stack.up(only)
         result["noop_up_s"] = round(time.monotonic() - t0, 2)
@@ -129,5 +142,6 @@ def run_bench(
         if not state_dir:
             shutil.rmtree(scratch, ignore_errors=True)
     result["peak_pss_mb"] = round(sampler.peak_total)
+    result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)  # other work on the machine
     result["peak_pss_mb_by_service"] = {k: round(v) for k, v in sampler.peak_by_service.items()}
     return result
