@@ -312,9 +312,10 @@ def raw_table_ddl(target: str = "flink", table: str = RAW_TABLE, topic: str = RA
     return f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n{cols}\n) WITH (\n{opts}\n);"
 
 
-def sink_table_ddl(topic: str, target: str = "flink") -> str:
+def sink_table_ddl(topic: str, target: str = "flink", table: str | None = None) -> str:
     """Sink table DDL for one consumer topic: value = FilteredBusinessEvent, key = entity id."""
     _check_target(target)
+    table = table or table_name_for(topic)
     cols = ",\n".join([f"  {quote_ident(KEY_COLUMN)} STRING", *_columns(FILTERED_SCHEMA, all_nullable=True)])
     if target == "confluent-cloud":
         opts = _with(
@@ -345,13 +346,17 @@ def sink_table_ddl(topic: str, target: str = "flink") -> str:
             "sink.transactional-id-prefix": f"cdcrouter-{topic}",
         }
     )
-    return f"CREATE TABLE IF NOT EXISTS {quote_ident(table_name_for(topic))} (\n{cols}\n) WITH (\n{opts}\n);"
+    return f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n{cols}\n) WITH (\n{opts}\n);"
 
 
-def insert_sql(f: Filter, target: str = "flink", source_table: str | None = None) -> str:
+def insert_sql(
+    f: Filter, target: str = "flink", source_table: str | None = None, sink_table: str | None = None
+) -> str:
     """``INSERT INTO <sink> SELECT ... WHERE <filter>`` for one filter."""
     _check_target(target)
-    sink = quote_ident(f.output_topic if target == "confluent-cloud" else table_name_for(f.output_topic))
+    if sink_table is None:
+        sink_table = f.output_topic if target == "confluent-cloud" else table_name_for(f.output_topic)
+    sink = quote_ident(sink_table)
     src = quote_ident(source_table or (RAW_TOPIC if target == "confluent-cloud" else RAW_TABLE))
     key = f"{quote_ident('eventBody')}.{quote_ident('entities')}[1].{quote_ident('entityId')}"
     meta = f"ROW({quote_string(f.id)}, {quote_string(f.consumer_id)}, {FILTERED_AT_SQL})"
@@ -365,6 +370,20 @@ def insert_sql(f: Filter, target: str = "flink", source_table: str | None = None
         f"CURRENT_ROW_TIMESTAMP() AS {quote_ident(ROUTED_AT)}\n"
         f"  FROM {src}\n  WHERE {where_clause(f)}\n);"
     )
+
+
+def sink_tables(topics: list[str], target: str = "flink") -> dict[str, str]:
+    """Topic -> sink table name, in first-use order. Confluent Cloud tables are the topics; in
+    Apache Flink ``a.b`` and ``a-b`` would both become ``a_b``, so a clash gets a hash suffix."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for topic in dict.fromkeys(topics):
+        name = topic if target == "confluent-cloud" else table_name_for(topic)
+        if name in used:
+            name = f"{name}_{hashlib.sha256(topic.encode()).hexdigest()[:8]}"
+        used.add(name)
+        out[topic] = name
+    return out
 
 
 def _with(opts: Mapping[str, str]) -> str:
@@ -394,10 +413,10 @@ def generate_sql(filterset: FilterSet, target: str = "flink", source_name: str |
     parts: list[str] = []
     if target == "flink":
         parts.append(raw_table_ddl(target))
-    topics = list(dict.fromkeys(f.output_topic for f in fs.filters))
-    parts.extend(sink_table_ddl(t, target) for t in topics)
+    tables = sink_tables([f.output_topic for f in fs.filters], target)
+    parts.extend(sink_table_ddl(t, target, table) for t, table in tables.items())
     if fs.filters:
-        inserts = "\n\n".join(insert_sql(f, target) for f in fs.filters)
+        inserts = "\n\n".join(insert_sql(f, target, sink_table=tables[f.output_topic]) for f in fs.filters)
         parts.append("EXECUTE STATEMENT SET\nBEGIN\n\n" + inserts + "\n\nEND;")
     else:
         parts.append("-- no enabled filters: nothing to run")

@@ -108,21 +108,24 @@ def explain_cmd(event_file: Path, filters: Path, fmt: Format) -> int:
 
 def _print_explain(result: dict, title: str) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     style = {"TRUE": "green", "FALSE": "red", "NULL": "yellow", "DISABLED": "dim"}
-    table = Table(title=f"{title}: matched {', '.join(result['matched']) or 'nothing'}", show_lines=False)
+    table = Table(title=escape(f"{title}: matched {', '.join(result['matched']) or 'nothing'}"))
     table.add_column("filter / condition")
     table.add_column("line", justify="right")
     table.add_column("value seen")
     table.add_column("truth")
     for f in result["filters"]:
         r = f["result"]
-        table.add_row(f"[bold]{f['id']}[/] -> {f['outputTopic']}", "", "", f"[{style[r]}]{r}[/]")
+        table.add_row(
+            f"[bold]{escape(f['id'])}[/] -> {escape(f['outputTopic'])}", "", "", f"[{style[r]}]{r}[/]"
+        )
         for c in f["conditions"]:
             t = c["truth"]
             seen = json.dumps(c["seen"], ensure_ascii=False)
-            table.add_row(f"  {c['condition']}", str(c["line"]), seen, f"[{style[t]}]{t}[/]")
+            table.add_row(f"  {escape(c['condition'])}", str(c["line"]), escape(seen), f"[{style[t]}]{t}[/]")
     Console().print(table)
 
 
