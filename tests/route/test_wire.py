@@ -95,3 +95,11 @@ def test_split_reads_the_schema_id() -> None:
     schema_id, body = split(header(70000) + b"abc")
     assert schema_id == 70000 and bytes(body) == b"abc"
     assert filtered_schema_text().startswith('{"type":"record"')
+
+
+def test_bench_reads_saved_date_without_decoding() -> None:
+    from cdcrouter.route.bench import saved_date
+
+    for i in range(200):
+        event = make_event(i)
+        assert saved_date(encode_raw(event, RAW_ID)) == event["eventHeader"]["savedDate"]

@@ -114,14 +114,32 @@ class _Visible:
     seen: int = 0
 
 
+def saved_date(value: bytes) -> int:
+    """``eventHeader.savedDate`` of a framed raw or filtered record without decoding the rest.
+
+    The record starts with eventHeader: uuid (string), eventName (string), createdDate (long),
+    savedDate (long); strings are a zig-zag length plus bytes. Keeps the reader cheap, so the
+    measuring process does not slow down what it measures.
+    """
+    pos = 5
+    for field_no in range(4):
+        n = shift = 0
+        while True:
+            b = value[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        n = (n >> 1) ^ -(n & 1)
+        if field_no < 2:
+            pos += n
+        elif field_no == 3:
+            return n
+    raise AssertionError("unreachable")
+
+
 def _read_filtered(conns: Any, topics: list[str], group: str, out: _Visible, stop: threading.Event) -> None:
-    import io
-
-    import fastavro
-
-    from cdcrouter.schemas import parsed_filtered_schema
-
-    schema = parsed_filtered_schema()
     consumer = Consumer(
         {
             **conns.kafka.to_librdkafka(),
@@ -139,8 +157,7 @@ def _read_filtered(conns: Any, topics: list[str], group: str, out: _Visible, sto
                 if msg.error() is not None:
                     continue
                 now_ms = time.time_ns() // 1_000_000
-                event = fastavro.schemaless_reader(io.BytesIO(msg.value()[5:]), schema, None)
-                out.latencies_ms.append(now_ms - event["eventHeader"]["savedDate"])
+                out.latencies_ms.append(now_ms - saved_date(msg.value()))
                 out.seen += 1
     finally:
         consumer.close()
