@@ -42,12 +42,12 @@ def test_valid_file_has_no_diagnostics() -> None:
 
 
 def test_yaml_syntax_error_is_a_positioned_diagnostic() -> None:
-    code, line, col, msg, hint = one("filters:\n  - id: [unclosed\n", head=False)
+    code, line, _col, msg, hint = one("filters:\n  - id: [unclosed\n", head=False)
     assert (code, line) == ("Y001", 3) and "YAML syntax error" in msg and hint
 
 
 def test_bad_indentation_points_at_the_line() -> None:
-    code, line, col, msg, _ = one("filters:\n  - id: a\n   consumerId: b\n", head=False)
+    code, line, col, _msg, _ = one("filters:\n  - id: a\n   consumerId: b\n", head=False)
     assert (code, line, col) == ("Y001", 3, 4)
 
 
