@@ -270,7 +270,7 @@ class Router:
                         self._maybe_reload()
                 if now >= next_log:
                     next_log = now + self.opts.log_interval_s
-                    log.info("routed: %s", self.metrics.summary())
+                    log.info("routed: transactions=%d %s", self._transactions, self.metrics.summary())
             if self._in_txn:
                 self._commit()
         finally:
