@@ -9,6 +9,7 @@ from importlib import resources
 from typing import Any
 
 import fastavro
+import psycopg
 import pytest
 from confluent_kafka import Producer
 
@@ -106,3 +107,20 @@ def produce_raw(conns: Connections, topic: str, value: bytes, key: bytes = b"k")
     p = Producer(producer_conf(conns))
     p.produce(topic, key=key, value=value)
     assert p.flush(30) == 0
+
+
+@pytest.fixture
+def effects(conns: Connections) -> Iterator[str]:
+    """A unique table of handler effects (one row per handler run), dropped afterwards."""
+    name = f"effects_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as c:
+        c.execute(f"CREATE TABLE {name} (event_uuid text NOT NULL)")
+    yield name
+    with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as c:
+        c.execute(f"DROP TABLE IF EXISTS {name}")
+        c.execute(f"DROP TABLE IF EXISTS {name}_seen")
+
+
+def rows(conns: Connections, table: str) -> list[str]:
+    with psycopg.connect(conns.postgres.conninfo()) as c:
+        return [r[0] for r in c.execute(f"SELECT event_uuid FROM {table}")]

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -17,27 +16,10 @@ import pytest
 from cdcrouter.consumer import ConsumerApp, PostgresStore
 from cdcrouter.consumer._app import KILL_BEFORE_COMMIT_ENV
 
-from .conftest import event
+from .conftest import event, rows
 
 pytestmark = pytest.mark.integration
 CRASHER = Path(__file__).with_name("crash_consumer.py")
-
-
-@pytest.fixture
-def effects(conns):
-    """A unique table of handler effects (one row per handler run), dropped afterwards."""
-    name = f"effects_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as c:
-        c.execute(f"CREATE TABLE {name} (event_uuid text NOT NULL)")
-    yield name
-    with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as c:
-        c.execute(f"DROP TABLE IF EXISTS {name}")
-        c.execute(f"DROP TABLE IF EXISTS {name}_seen")
-
-
-def _rows(conns, table: str) -> list[str]:
-    with psycopg.connect(conns.postgres.conninfo()) as c:
-        return [r[0] for r in c.execute(f"SELECT event_uuid FROM {table}")]
 
 
 def test_crash_after_processing_before_commit_is_redelivered_and_deduplicated(
@@ -50,15 +32,15 @@ def test_crash_after_processing_before_commit_is_redelivered_and_deduplicated(
     env = {**os.environ, KILL_BEFORE_COMMIT_ENV: "3"}
     crashed = subprocess.run([*args, "8"], env=env, capture_output=True, text=True, timeout=120)
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL, after the handlers ran
-    done_before = _rows(conns, effects)
+    done_before = rows(conns, effects)
     assert len(done_before) >= 3
 
     again = subprocess.run([*args, "8"], capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     stats = json.loads(again.stdout.strip().splitlines()[-1])
     assert stats["duplicates"] == len(done_before)  # redelivered, recognised, skipped
-    rows = _rows(conns, effects)
-    assert sorted(rows) == sorted(uuids)  # every event's effect exactly once
+    got = rows(conns, effects)
+    assert sorted(got) == sorted(uuids)  # every event's effect exactly once
 
 
 def _run_in_thread(app: ConsumerApp, **kw) -> threading.Thread:
@@ -124,13 +106,13 @@ def test_a_rebalance_mid_stream_loses_nothing(conns, topic, produce, effects) ->
     _wait(lambda: a.stats.processed + b.stats.processed >= 45)
     a.stop()  # leaves mid-stream: b takes over a's partitions from a's committed offsets
     ta.join(30)
-    _wait(lambda: len(_rows(conns, effects)) >= 70, timeout=90)
+    _wait(lambda: len(rows(conns, effects)) >= 70, timeout=90)
     b.stop()
     tb.join(30)
     for s in stores:
         s.close()
-    rows = _rows(conns, effects)
-    assert sorted(rows) == sorted(uuids)  # nothing lost, nothing doubled
+    got = rows(conns, effects)
+    assert sorted(got) == sorted(uuids)  # nothing lost, nothing doubled
     assert a.stats.processed > 0 and b.stats.processed > 0
     assert not a.assignment and b.stats.processed + a.stats.processed + b.stats.duplicates >= 70
 
@@ -154,4 +136,4 @@ def test_the_postgres_store_reconnects_when_its_connection_dies(conns, topic, pr
     stats = app.run(timeout=60, max_messages=2)
     store.close()
     assert stats.dead_lettered == 0 and stats.failed >= 1
-    assert sorted(_rows(conns, effects)) == sorted([first, second])
+    assert sorted(rows(conns, effects)) == sorted([first, second])

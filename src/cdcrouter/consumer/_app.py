@@ -82,6 +82,18 @@ class Stats:
 
 
 _ABORTED = object()
+_FAILED = object()
+
+
+def _first_of_each(events: list[Event]) -> list[Event]:
+    """Drop repeats of a uuid within one batch (the same event delivered twice in one poll)."""
+    seen: set[str] = set()
+    out = []
+    for e in events:
+        if e.uuid not in seen:
+            seen.add(e.uuid)
+            out.append(e)
+    return out
 
 
 def _wants_ctx(fn: Handler) -> bool:
@@ -140,6 +152,7 @@ class ConsumerApp:
         self.kafka_config = dict(kafka_config or {})
         self.stats = Stats()
         self._handlers: dict[tuple[str, str | None], Handler] = {}
+        self._batch_handlers: dict[str, Handler] = {}
         self._wants_ctx: dict[Handler, bool] = {}
         self._stop = threading.Event()
         self._registry: RegistryClient | None = None
@@ -162,7 +175,7 @@ class ConsumerApp:
 
         def register(fn: Handler) -> Handler:
             for n in names:
-                if (topic, n) in self._handlers:
+                if (topic, n) in self._handlers or topic in self._batch_handlers:
                     raise ConsumerError(
                         f"{self.name}: two handlers for topic {topic} event {n or '*'}",
                         hint="merge them or register different event names",
@@ -173,9 +186,31 @@ class ConsumerApp:
 
         return register
 
+    def on_batch(self, topic: str) -> Callable[[Handler], Handler]:
+        """Register a handler that takes all of a poll's events of ``topic`` at once.
+
+        It gets ``(events)`` or ``(events, ctx)``, in partition order; with an idempotency store
+        only the events not processed before, in one store transaction (one ``ctx.conn`` commit for
+        the whole batch). When it keeps failing, each event is retried alone so that only the bad
+        one is dead-lettered. A topic has either a batch handler or per-event handlers.
+        """
+        _kafka.check_name("topic", topic)
+
+        def register(fn: Handler) -> Handler:
+            if topic in self._batch_handlers or any(t == topic for t, _ in self._handlers):
+                raise ConsumerError(
+                    f"{self.name}: topic {topic} already has a handler",
+                    hint="use either one on_batch handler or on() handlers per topic",
+                )
+            self._batch_handlers[topic] = fn
+            self._wants_ctx[fn] = _wants_ctx(fn)
+            return fn
+
+        return register
+
     @property
     def topics(self) -> list[str]:
-        return sorted({t for t, _ in self._handlers})
+        return sorted({t for t, _ in self._handlers} | set(self._batch_handlers))
 
     def dlq_topic(self, topic: str) -> str:
         return _dlq.dlq_topic(topic, self.name)
@@ -191,7 +226,7 @@ class ConsumerApp:
 
         Returns the app's :class:`Stats`. Signal handlers are installed only on the main thread.
         """
-        if not self._handlers:
+        if not self.topics:
             raise ConsumerError(
                 f"{self.name}: no handlers registered", hint="decorate one with @app.on(topic)"
             )
@@ -295,20 +330,38 @@ class ConsumerApp:
                 batch = self._consumer.consume(num_messages=want, timeout=wait)
             except KafkaException as exc:
                 raise ConsumerError(f"{self.name}: consume failed: {exc}") from exc
-            for msg in batch:
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise ConsumerError(f"{self.name}: fatal Kafka error: {err}")
-                    log.warning("%s: %s", self.name, err)
-                    continue
-                if self.handle(msg) is _ABORTED:
-                    break
-                self._pending[(msg.topic(), msg.partition())] = msg.offset() + 1  # type: ignore[operator]
+            self._process(batch)
             if batch:
                 self._maybe_die()
                 self._commit()
                 self._update_lag()
+
+    def _process(self, batch: list[Message]) -> None:
+        """Handle one poll's records; mark offsets done only for records whose fate is settled."""
+        grouped: dict[str, list[tuple[Message, Event | None]]] = {}
+        for msg in batch:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise ConsumerError(f"{self.name}: fatal Kafka error: {err}")
+                log.warning("%s: %s", self.name, err)
+                continue
+            topic = msg.topic() or ""
+            if topic in self._batch_handlers:
+                grouped.setdefault(topic, []).append((msg, self._decode(msg, topic)))
+                continue
+            if self.handle(msg) is _ABORTED:
+                return
+            self._done(msg)
+        for topic, items in grouped.items():
+            decoded = [(m, e) for m, e in items if e is not None]
+            if decoded and self._handle_batch(topic, decoded) is _ABORTED:
+                return
+            for m, _ in items:
+                self._done(m)
+
+    def _done(self, msg: Message) -> None:
+        self._pending[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
 
     def _maybe_die(self) -> None:
         if self._kill_after and self.stats.handled >= self._kill_after:
@@ -349,13 +402,8 @@ class ConsumerApp:
 
     # -- one record ---------------------------------------------------------------------------
 
-    def handle(self, msg: _Record, topic: str | None = None) -> object:
-        """Decode, dispatch, retry and dead-letter one record; ``topic`` overrides its topic (replays).
-
-        Returns ``_ABORTED`` when a stop request interrupted the retries (the record is then not
-        committed and will be redelivered), otherwise ``None``.
-        """
-        topic = topic or msg.topic() or ""
+    def _decode(self, msg: _Record, topic: str) -> Event | None:
+        """The record as an Event, or None after dead-lettering it (a poison pill: no retries)."""
         ts_type, ts = msg.timestamp()
         key = msg.key()
         origin = Origin(
@@ -367,44 +415,124 @@ class ConsumerApp:
         )
         try:
             assert self._registry is not None, "handle() needs an open app (inside run() or replay)"
-            event = Event.from_avro(decode(self._registry, msg.value()), origin)
+            return Event.from_avro(decode(self._registry, msg.value()), origin)
         except (DecodeError, KeyError, TypeError) as exc:
             err = exc if isinstance(exc, DecodeError) else DecodeError(f"not a business event: {exc!r}")
             self._dead_letter(msg, origin, err, "decode", 0, None)
             return None
+
+    def _retrying(
+        self, call: Callable[[int], None], topic: str, what: str
+    ) -> tuple[object, Exception | None, int]:
+        """Run ``call(attempt)`` with retries and backoff.
+
+        Returns ``(None | _ABORTED | _FAILED, the last error, attempts)``.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                call(attempt)
+                return None, None, attempt
+            except Exception as exc:
+                self.stats.failed += 1
+                _metrics.FAILED.labels(self.name, topic).inc()
+                if attempt > self.retries:
+                    log.error("%s: %s failed %d times: %s", self.name, what, attempt, exc)
+                    return _FAILED, exc, attempt
+                self.stats.retried += 1
+                _metrics.RETRIED.labels(self.name, topic).inc()
+                delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+                log.warning(
+                    "%s: %s attempt %d failed (%s); retry in %.2fs", self.name, what, attempt, exc, delay
+                )
+                if self._stop.wait(delay):
+                    return _ABORTED, exc, attempt
+
+    def _count(self, topic: str, processed: int, duplicates: int) -> None:
+        self.stats.processed += processed
+        self.stats.duplicates += duplicates
+        if processed:
+            _metrics.PROCESSED.labels(self.name, topic).inc(processed)
+        if duplicates:
+            _metrics.DUPLICATES.labels(self.name, topic).inc(duplicates)
+
+    def handle(self, msg: _Record, topic: str | None = None) -> object:
+        """Decode, dispatch, retry and dead-letter one record; ``topic`` overrides its topic (replays).
+
+        Returns ``_ABORTED`` when a stop request interrupted the retries (the record is then not
+        committed and will be redelivered), otherwise ``None``.
+        """
+        topic = topic or msg.topic() or ""
+        event = self._decode(msg, topic)
+        if event is None:
+            return None
+        if topic in self._batch_handlers:
+            return self._handle_batch(topic, [(msg, event)])
         fn = self._handlers.get((topic, event.name)) or self._handlers.get((topic, None))
         if fn is None:
             self.stats.unhandled += 1
             _metrics.SKIPPED.labels(self.name, topic).inc()
             return None
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                ran = self._invoke(fn, event, origin, attempt)
-            except Exception as exc:
-                self.stats.failed += 1
-                _metrics.FAILED.labels(self.name, topic).inc()
-                if attempt > self.retries:
-                    log.error("%s: %s failed %d times: %s", self.name, origin, attempt, exc)
-                    self._dead_letter(msg, origin, exc, "handler", attempt, event.uuid)
-                    return None
-                self.stats.retried += 1
-                _metrics.RETRIED.labels(self.name, topic).inc()
-                delay = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
-                log.warning(
-                    "%s: %s attempt %d failed (%s); retry in %.2fs", self.name, origin, attempt, exc, delay
-                )
-                if self._stop.wait(delay):
-                    return _ABORTED
-                continue
-            if ran:
-                self.stats.processed += 1
-                _metrics.PROCESSED.labels(self.name, topic).inc()
-            else:
-                self.stats.duplicates += 1
-                _metrics.DUPLICATES.labels(self.name, topic).inc()
+        ran: list[bool] = []
+        origin = event.origin or Origin(topic, 0, 0)
+        status, exc, attempts = self._retrying(
+            lambda attempt: ran.append(self._invoke(fn, event, origin, attempt)), topic, str(origin)
+        )
+        if status is _FAILED:
+            assert exc is not None
+            self._dead_letter(msg, origin, exc, "handler", attempts, event.uuid)
+        elif status is None:
+            self._count(topic, int(ran[-1]), int(not ran[-1]))
+        return status if status is _ABORTED else None
+
+    def _handle_batch(self, topic: str, items: list[tuple[_Record, Event]]) -> object:
+        """One call of the batch handler; if it keeps failing, each event alone (finds the bad one)."""
+        fn = self._batch_handlers[topic]
+        events = [e for _, e in items]
+        fresh: list[int] = []
+        first = events[0].origin or Origin(topic, 0, 0)
+        what = f"batch of {len(events)} from {first}" if len(events) > 1 else str(first)
+        status, exc, attempts = self._retrying(
+            lambda attempt: fresh.append(self._invoke_batch(fn, events, first, attempt)), topic, what
+        )
+        if status is None:
+            self._count(topic, fresh[-1], len(events) - fresh[-1])
             return None
+        if status is _ABORTED:
+            return _ABORTED
+        if len(items) == 1:
+            assert exc is not None
+            self._dead_letter(items[0][0], first, exc, "handler", attempts, events[0].uuid)
+            return None
+        for item in items:
+            if self._handle_batch(topic, [item]) is _ABORTED:
+                return _ABORTED
+        return None
+
+    def _invoke_batch(self, fn: Handler, events: list[Event], origin: Origin, attempt: int) -> int:
+        """Run the batch handler on the events the store has not seen; returns how many ran."""
+        with_ctx = self._wants_ctx[fn]
+        ran: list[int] = [0]
+
+        def work(conn: Any, todo: list[Event]) -> None:
+            ran[0] = len(todo)
+            if not todo:
+                return
+            if with_ctx:
+                fn(todo, Context(consumer=self.name, origin=origin, attempt=attempt, conn=conn))
+            else:
+                fn(todo)
+
+        if self.store is None:
+            work(None, events)
+        else:
+            self.store.run_batch(
+                self.name,
+                [e.uuid for e in events],
+                lambda conn, new: work(conn, _first_of_each([e for e in events if e.uuid in new])),
+            )
+        return ran[0]
 
     def _invoke(self, fn: Handler, event: Event, origin: Origin, attempt: int) -> bool:
         with_ctx = self._wants_ctx[fn]

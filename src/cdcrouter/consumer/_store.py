@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from cdcrouter.consumer._errors import ConsumerError
 
 Work = Callable[[Any], None]
+BatchWork = Callable[[Any, set[str]], None]
 
 
 class IdempotencyStore(Protocol):
@@ -24,6 +25,10 @@ class IdempotencyStore(Protocol):
 
     def run_once(self, consumer: str, key: str, work: Work) -> bool:
         """Run ``work`` unless ``key`` was processed; return ``False`` when skipped as a duplicate."""
+        ...
+
+    def run_batch(self, consumer: str, keys: list[str], work: BatchWork) -> set[str]:
+        """Run ``work(resource, new_keys)`` once, atomically with recording ``new_keys``; return them."""
         ...
 
     def close(self) -> None: ...
@@ -44,6 +49,14 @@ class MemoryStore:
         with self._lock:
             self._seen.add((consumer, key))
         return True
+
+    def run_batch(self, consumer: str, keys: list[str], work: BatchWork) -> set[str]:
+        with self._lock:
+            new = {k for k in keys if (consumer, k) not in self._seen}
+        work(None, new)
+        with self._lock:
+            self._seen.update((consumer, k) for k in new)
+        return new
 
     def close(self) -> None:
         pass
@@ -106,6 +119,19 @@ class PostgresStore:
                 return False
             work(self.conn)  # an exception rolls back the marker together with the handler's writes
         return True
+
+    def run_batch(self, consumer: str, keys: list[str], work: BatchWork) -> set[str]:
+        if self.conn.closed or self.conn.broken:
+            self.conn = self._connect()
+        with self.conn.transaction():
+            rows = self.conn.execute(
+                f"INSERT INTO {self.table} (consumer, event_uuid) SELECT %s, k FROM unnest(%s::text[]) AS k"
+                " ON CONFLICT DO NOTHING RETURNING event_uuid",
+                (consumer, keys),
+            ).fetchall()
+            new = {r[0] for r in rows}
+            work(self.conn, new)
+        return new
 
     def processed(self, consumer: str) -> int:
         """How many uuids ``consumer`` has recorded (for tests and the demo summary)."""
