@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -153,8 +154,8 @@ def _load_app(spec: str) -> Any:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise UsageError(f"--app {spec}: {exc}", hint="the module must be importable (PYTHONPATH)") from exc
-    if callable(obj) and not isinstance(obj, ConsumerApp):
-        obj = obj()  # a factory
+    if inspect.isfunction(obj):
+        obj = obj()  # a factory such as cdcrouter.consumer.examples.loan:build
     if not isinstance(obj, ConsumerApp):
         raise UsageError(
             f"--app {spec} is not a ConsumerApp", hint="point at the app or a function returning it"
