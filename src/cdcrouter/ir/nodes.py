@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 from typing import Literal as _L
 
-from cdcrouter.filters.span import NO_SPAN, Span
+from cdcrouter.ir.span import NO_SPAN, Span
 
 ValueType = _L["string", "decimal", "long", "boolean"]
 """SQL value types the IR knows: STRING, DECIMAL(38,10), BIGINT, BOOLEAN."""
