@@ -95,3 +95,89 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"{key}.{k:<16} {v}")
             else:
                 typer.echo(f"{key:<22} {value}")
+
+    @capture.command("normalize")
+    def normalize(
+        pipeline: PipelineFile = Path("pipeline.yaml"),
+        config: ConfigFile = None,
+        duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    ) -> None:
+        """Debezium engine: turn Debezium's per-table topics into raw-business-events (exactly once)."""
+        from cdcrouter.capture.debezium import Normalizer
+
+        p, conns = _load(pipeline, config)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        events = Normalizer(p, conns).run(stop, duration_s=duration)
+        typer.echo(f"normalize: stopped after {events} events", err=True)
+
+    connector = typer.Typer(
+        help="Debezium engine: the PostgreSQL connector on Kafka Connect or Confluent Cloud.",
+        no_args_is_help=True,
+    )
+    app.add_typer(connector, name="connector")
+
+    @connector.command("render")
+    def render(
+        pipeline: PipelineFile = Path("pipeline.yaml"),
+        config: ConfigFile = None,
+        target: Annotated[str, typer.Option(help="connect or confluent-cloud.")] = "connect",
+    ) -> None:
+        """Print the connector config as JSON (secrets as ${ENV} placeholders, never inlined)."""
+        from cdcrouter.capture import debezium
+        from cdcrouter.errors import UsageError
+
+        p, conns = _load(pipeline, config)
+        if target == "connect":
+            body = {"name": debezium.connector_name(p), "config": debezium.render_connect_config(p, conns)}
+        elif target == "confluent-cloud":
+            body = debezium.render_confluent_cloud_config(p, conns)
+        else:
+            raise UsageError(f"unknown --target {target!r}", hint="use connect or confluent-cloud")
+        typer.echo(json.dumps(body, indent=2))
+
+    @connector.command("deploy")
+    def deploy(
+        pipeline: PipelineFile = Path("pipeline.yaml"),
+        config: ConfigFile = None,
+        provider_secrets: Annotated[
+            bool,
+            typer.Option(
+                "--provider-secrets",
+                help="Keep ${env:...} placeholders (the worker has config.providers=env).",
+            ),
+        ] = False,
+    ) -> None:
+        """Prepare the tables and publication, then PUT the connector config to Kafka Connect."""
+        from cdcrouter.capture import debezium
+
+        p, conns = _load(pipeline, config)
+        out = debezium.deploy(p, conns, inline_secrets=not provider_secrets)
+        typer.echo(f"deployed {out['connector']} to {conns.connect.url}; topics: {', '.join(out['topics'])}")
+        typer.echo(f"next: cdcrouter capture normalize --pipeline {pipeline}")
+
+    @connector.command("status")
+    def connector_status(
+        pipeline: PipelineFile = Path("pipeline.yaml"), config: ConfigFile = None, fmt: Format = "human"
+    ) -> None:
+        """Connector and task states from Kafka Connect."""
+        from cdcrouter.capture import debezium
+        from cdcrouter.errors import DeployError
+
+        p, conns = _load(pipeline, config)
+        name = debezium.connector_name(p)
+        st = debezium.ConnectClient(conns).status(name)
+        if st is None:
+            raise DeployError(
+                f"connector {name} is not deployed on {conns.connect.url}", hint="cdcrouter connector deploy"
+            )
+        if fmt == "json":
+            typer.echo(json.dumps(st, indent=2))
+            return
+        typer.echo(f"{name}: {st['connector']['state']}")
+        for task in st.get("tasks", []):
+            typer.echo(
+                f"  task {task['id']}: {task['state']}"
+                + (f"\n{task.get('trace', '')[:600]}" if task.get("trace") else "")
+            )
