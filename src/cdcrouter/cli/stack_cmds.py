@@ -161,10 +161,17 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--state-dir", help="A scratch state dir (default: a temp dir).")
         ] = None,
         settle: Annotated[float, typer.Option(help="Seconds to keep sampling memory after each up.")] = 20.0,
+        running: Annotated[
+            bool,
+            typer.Option("--running", help="Only sample the memory of the stack running in --state-dir."),
+        ] = False,
     ) -> None:
         """Measure cold, no-op and warm `stack up` and peak memory (PSS) on free ports in a scratch dir."""
-        from cdcrouter.stack.bench import run_bench
+        from cdcrouter.stack.bench import run_bench, sample_running
 
+        if running:
+            typer.echo(json.dumps(sample_running(_stack(state_dir), settle), indent=2))
+            return
         result = run_bench(_only(only), state_dir=state_dir, settle_seconds=settle, report=_reporter())
         typer.echo(json.dumps(result, indent=2))
 

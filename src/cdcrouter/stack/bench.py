@@ -95,6 +95,23 @@ class _Sampler(threading.Thread):
             self.stop_event.wait(0.5)
 
 
+def sample_running(stack: Stack, seconds: float) -> dict[str, Any]:
+    """Peak PSS of an already-running stack (e.g. the shared dev stack under real test load)."""
+    sampler = _Sampler(stack)
+    sampler.start()
+    time.sleep(seconds)
+    sampler.stop_event.set()
+    sampler.join()
+    return {
+        "state_dir": str(stack.state_dir),
+        "sampled_s": seconds,
+        "running": [n for n in stack.services if stack.running_record(n)],
+        "peak_pss_mb": round(sampler.peak_total),
+        "peak_pss_mb_by_service": {k: round(v) for k, v in sampler.peak_by_service.items()},
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def run_bench(
     only: list[str] | None,
     *,

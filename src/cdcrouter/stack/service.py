@@ -29,6 +29,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "registry-management": 8090,  # Quarkus management (health, metrics); fixed on at build time
     "connect": 8083,
     "flink-rest": 8081,
+    "flink-rpc": 6123,  # JobManager RPC (jobmanager.rpc.port); two Flinks on one host need two
     "sql-gateway": 8091,
 }
 
