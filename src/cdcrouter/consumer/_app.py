@@ -14,6 +14,7 @@ that into effectively-once for handlers that write through ``ctx.conn``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -160,6 +161,7 @@ class ConsumerApp:
         self._consumer: Consumer | None = None
         self._pending: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
+        self._closing = False
         self._kill_after = int(os.environ.get(KILL_BEFORE_COMMIT_ENV, "0") or 0)
 
     # -- registration -----------------------------------------------------------------------
@@ -189,10 +191,11 @@ class ConsumerApp:
     def on_batch(self, topic: str) -> Callable[[Handler], Handler]:
         """Register a handler that takes all of a poll's events of ``topic`` at once.
 
-        It gets ``(events)`` or ``(events, ctx)``, in partition order; with an idempotency store
-        only the events not processed before, in one store transaction (one ``ctx.conn`` commit for
-        the whole batch). When it keeps failing, each event is retried alone so that only the bad
-        one is dead-lettered. A topic has either a batch handler or per-event handlers.
+        It gets ``(events)`` or ``(events, ctx)`` (``ctx.origin`` is the first event's), in
+        partition order; with an idempotency store only the events not processed before, in one
+        store transaction (one ``ctx.conn`` commit for the whole batch). When it keeps failing,
+        each event is retried alone so that only the bad one is dead-lettered. A topic has either
+        a batch handler or per-event handlers.
         """
         _kafka.check_name("topic", topic)
 
@@ -282,12 +285,14 @@ class ConsumerApp:
 
     def close(self) -> None:
         if self._consumer is not None:
+            self._closing = True  # keep the last lag readings visible after a stop
             try:
                 self._commit()
             finally:
                 self._consumer.close()  # leaves the group at once: partitions move without a timeout
                 self._consumer = None
                 self._assigned.clear()
+                self._closing = False
         if self._producer is not None:
             self._producer.flush(30)
             self._producer = None
@@ -307,6 +312,9 @@ class ConsumerApp:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Revocation happens inside poll, between batches: commit what is done, forget the rest.
         self._assigned -= {(p.topic, p.partition) for p in partitions}
+        for p in partitions if not self._closing else ():  # another member reports their lag now
+            with contextlib.suppress(KeyError):
+                _metrics.LAG.remove(self.name, p.topic, str(p.partition))
         self._commit(partitions={(p.topic, p.partition) for p in partitions}, consumer=consumer)
 
     # -- the loop -----------------------------------------------------------------------------
