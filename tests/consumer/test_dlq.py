@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from cdcrouter.consumer import ConsumerApp, HandlerFailed
+from cdcrouter.consumer import ConsumerApp, ConsumerError, HandlerFailed
 from cdcrouter.consumer._replay import list_dlqs, read_dlq, replay
 
 from .conftest import event, produce_raw
@@ -100,3 +100,16 @@ def test_without_a_dlq_a_failing_handler_stops_the_app_and_commits_nothing(conns
     fixed.on(src)(lambda ev: seen.append(ev.uuid))
     fixed.run(timeout=20, max_messages=1)
     assert len(seen) == 1  # redelivered: the failed record was never committed
+
+
+def test_a_missing_topic_fails_fast_with_a_hint(conns) -> None:
+    app = ConsumerApp("missing", conns)
+    app.on("no-such-topic-7c2e")(lambda ev: None)
+    with pytest.raises(ConsumerError, match="topic no-such-topic-7c2e does not exist") as err:
+        app.run(timeout=5)
+    assert "topics apply" in (err.value.hint or "")
+    assert "no-such-topic-7c2e.missing.dlq" not in list_dlqs_names(conns)
+
+
+def list_dlqs_names(conns) -> list[str]:
+    return [d.topic for d in list_dlqs(conns)]

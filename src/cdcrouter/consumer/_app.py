@@ -262,6 +262,9 @@ class ConsumerApp:
 
     def open(self, subscribe: bool = True) -> None:
         """Connect; without ``subscribe`` only the registry and DLQ producer (to call ``handle``)."""
+        if subscribe:  # fail fast: a subscription to a missing topic would just wait silently
+            for topic in self.topics:
+                _kafka.partitions_of(self.connections, topic)
         if self.metrics_port:
             _metrics.serve(self.metrics_port)
         self._registry = RegistryClient(self.connections.registry)
@@ -280,7 +283,7 @@ class ConsumerApp:
         conf.update(self.kafka_config)
         self._consumer = Consumer(conf)
         self._consumer.subscribe(
-            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
     def close(self) -> None:
@@ -316,6 +319,18 @@ class ConsumerApp:
             with contextlib.suppress(KeyError):
                 _metrics.LAG.remove(self.name, p.topic, str(p.partition))
         self._commit(partitions={(p.topic, p.partition) for p in partitions}, consumer=consumer)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group already gave these away (session timed out): a commit would be refused, and
+        # the new owner re-reads what was not committed.
+        self._assigned -= {(p.topic, p.partition) for p in partitions}
+        for p in partitions:
+            self._pending.pop((p.topic, p.partition), None)
+        log.warning(
+            "%s: lost %d partition(s); their uncommitted records will be redelivered",
+            self.name,
+            len(partitions),
+        )
 
     # -- the loop -----------------------------------------------------------------------------
 

@@ -77,5 +77,8 @@ def partitions_of(connections: Connections, topic: str, timeout: float = 10.0) -
         ) from exc
     tmeta = meta.topics.get(topic)
     if tmeta is None or tmeta.error is not None:
-        raise ConsumerError(f"topic {topic} does not exist", hint="check the name: cdcrouter dlq list")
+        raise ConsumerError(
+            f"topic {topic} does not exist on {connections.kafka.bootstrap_servers}",
+            hint="check the name, or create it (cdcrouter topics apply; broker auto-creation is off)",
+        )
     return sorted(tmeta.partitions)
