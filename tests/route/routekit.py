@@ -86,7 +86,11 @@ def read_topic(conf: dict[str, Any], topic: str, timeout: float = 60.0) -> list[
     try:
         md = c.list_topics(topic, timeout=10).topics[topic]
         parts = sorted(md.partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        # the high watermark, not the LSO a read_committed client would be told: a commit's markers
+        # are written after commit_transaction() returns, so the LSO can lag for a moment
+        hw = Consumer({**conf, "group.id": "unused-read", "isolation.level": "read_uncommitted"})
+        ends = {p: hw.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        hw.close()
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         out: list[Any] = []
         deadline = time.monotonic() + timeout
