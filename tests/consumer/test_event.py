@@ -121,3 +121,20 @@ def test_dlq_headers_replace_earlier_failures_and_keep_the_originals() -> None:
 def test_bad_consumer_names_are_rejected_before_touching_kafka() -> None:
     with pytest.raises(sdk.ConsumerError, match="invalid consumer name"):
         sdk.ConsumerApp("loan consumer!", connections=None)
+
+
+def test_the_routers_dead_letter_headers_are_understood() -> None:
+    router = [
+        ("trace", b"t"),
+        ("cdcrouter.error", b"not Avro"),
+        ("cdcrouter.source.topic", b"raw-business-events"),
+        ("cdcrouter.source.partition", b"1"),
+        ("cdcrouter.source.offset", b"7"),
+    ]
+    assert _dlq.header_map(router) == {
+        "error": "not Avro",
+        "topic": "raw-business-events",
+        "partition": "1",
+        "offset": "7",
+    }
+    assert _dlq.strip(router) == [("trace", b"t")]

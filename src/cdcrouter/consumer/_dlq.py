@@ -14,6 +14,19 @@ from collections.abc import Iterable
 
 H = "cdcrouter.dlq."
 SUFFIX = ".dlq"
+# The routing engine's dead-letter headers (``cdcrouter.route``), read the same way so that
+# ``cdcrouter dlq list|replay`` work on its DLQ too.
+ALIASES = {
+    "cdcrouter.error": "error",
+    "cdcrouter.source.topic": "topic",
+    "cdcrouter.source.partition": "partition",
+    "cdcrouter.source.offset": "offset",
+}
+
+
+def _ours(name: str) -> bool:
+    return name.startswith(H) or name in ALIASES
+
 
 Headers = list[tuple[str, bytes]]
 
@@ -37,7 +50,7 @@ def failure_headers(
     attempts: int,
     event_uuid: str | None,
 ) -> Headers:
-    kept = [(k, v or b"") for k, v in (original or []) if not k.startswith(H)]
+    kept = [(k, v or b"") for k, v in (original or []) if not _ours(k)]
     stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     fields = {
         "error": f"{type(error).__name__}: {error}"[:2000],
@@ -58,10 +71,17 @@ def failure_headers(
 
 
 def header_map(headers: Iterable[tuple[str, bytes | None]] | None) -> dict[str, str]:
-    """The ``cdcrouter.dlq.*`` headers as ``{name-without-prefix: text}``."""
-    return {k[len(H) :]: (v or b"").decode("utf-8", "replace") for k, v in (headers or []) if k.startswith(H)}
+    """The ``cdcrouter.dlq.*`` headers (or the router's aliases) as ``{name-without-prefix: text}``."""
+    out: dict[str, str] = {}
+    for k, v in headers or []:
+        text = (v or b"").decode("utf-8", "replace")
+        if k.startswith(H):
+            out[k[len(H) :]] = text
+        elif k in ALIASES:
+            out.setdefault(ALIASES[k], text)
+    return out
 
 
 def strip(headers: Iterable[tuple[str, bytes | None]] | None) -> Headers:
     """The original record's headers, without ours (what a replay produces)."""
-    return [(k, v or b"") for k, v in (headers or []) if not k.startswith(H)]
+    return [(k, v or b"") for k, v in (headers or []) if not _ours(k)]
