@@ -10,7 +10,10 @@ pytest_plugins = ["cdcrouter.testing.stack_fixtures"]
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run large runs marked slow")
     parser.addoption(
-        "--update-goldens", action="store_true", default=False, help="rewrite golden files instead of comparing"
+        "--update-goldens",
+        action="store_true",
+        default=False,
+        help="rewrite golden files instead of comparing",
     )
 
 
