@@ -23,7 +23,13 @@ RECORD = {
             {
                 "entityType": "Loan",
                 "entityId": "L-1",
-                "updatedAttributes": {"loan.loanAmount": "50000.10", "status": None, "term": "36"},
+                "updatedAttributes": {
+                    "loan.loanAmount": "50000.10",
+                    "status": None,
+                    "term": "36",
+                    "approved": "true",
+                    "paid_at": "2026-11-24T21:00:00.123456Z",
+                },
             }
         ]
     },
@@ -62,6 +68,10 @@ def test_event_from_avro_round_trips_and_converts_exactly() -> None:
     assert event.entity.integer("loan.loanAmount") is None  # not integral: no silent truncation
     assert event.entity.attr("status") is None and event.entity.has("status")
     assert event.entity.attr("missing", "x") == "x"
+    assert event.entity.boolean("approved") is True and event.entity.boolean("term") is None
+    ts = event.entity.timestamp("paid_at")
+    assert ts is not None and ts.isoformat() == "2026-11-24T21:00:00.123456+00:00"
+    assert event.entity.timestamp("term") is None
     assert event.filter is not None and event.filter.consumer_id == "loan-consumer"
     assert event.to_dict() == RECORD
     with pytest.raises(TypeError):

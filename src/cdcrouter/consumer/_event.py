@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
@@ -51,8 +52,24 @@ class Entity:
             return default
 
     def integer(self, key: str, default: int | None = None) -> int | None:
+        """The attribute as an int; ``default`` when absent, null or not a whole number."""
         value = self.decimal(key)
         return default if value is None or value != value.to_integral_value() else int(value)
+
+    def boolean(self, key: str, default: bool | None = None) -> bool | None:
+        """``true``/``false`` (the canonical form; ``t``/``f`` too) as a bool, else ``default``."""
+        raw = (self.updated_attributes.get(key) or "").lower()
+        return True if raw in ("true", "t") else False if raw in ("false", "f") else default
+
+    def timestamp(self, key: str, default: datetime | None = None) -> datetime | None:
+        """An ISO-8601 timestamp attribute (UTC ``...Z`` in the canonical form) as a datetime."""
+        raw = self.updated_attributes.get(key)
+        if raw is None:
+            return default
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError:
+            return default
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,6 @@ def build(
             if event.source.operation == "DELETE":
                 ctx.conn.execute(f"DELETE FROM {s}.car_inventory WHERE car_id = %s", (e.entity_id,))
                 continue
-            active = e.attr("active")
             ctx.conn.execute(
                 f"INSERT INTO {s}.car_inventory AS c"
                 " (car_id, vin, make, model, model_year, price, color, active)"
@@ -59,7 +58,7 @@ def build(
                     e.integer("model_year"),
                     e.decimal("price"),
                     e.attr("color"),
-                    None if active is None else active.lower() in ("true", "t", "1"),
+                    e.boolean("active"),
                 ),
             )
 
