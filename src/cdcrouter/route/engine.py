@@ -62,6 +62,7 @@ class RouterOptions:
     log_interval_s: float = 10.0
     metrics_port: int | None = None
     transaction_timeout_ms: int = 30_000
+    retry_s: float = 120.0  # how long retriable transaction errors (broker restart) are retried
     auto_offset_reset: str = "earliest"
     consumer_conf: dict[str, Any] = field(default_factory=dict)
     producer_conf: dict[str, Any] = field(default_factory=dict)
@@ -380,26 +381,24 @@ class Router:
         producer, consumer = self._producer, self._consumer
         assert producer is not None and consumer is not None and self._table is not None
         positions = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-        for attempt in range(5):
-            try:
-                if positions:
-                    producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata(), 30)
-                producer.commit_transaction(60)
-                break
-            except KafkaException as exc:
-                err = exc.args[0]
-                if err.retriable() and attempt < 4:
-                    time.sleep(0.1 * (attempt + 1))
-                    continue
-                if err.txn_requires_abort():
-                    self._abort(err.str())
-                    self._rewind()
-                    return False
-                raise RouteError(
-                    f"transaction failed for {self.opts.transactional_id}: {err.str()}",
-                    hint="another instance may use the same --instance-id (each needs its own), "
-                    "or the broker fenced this one; restart it",
-                ) from exc
+        try:
+            if positions:
+                gm = consumer.consumer_group_metadata()
+                self._retrying(
+                    lambda: producer.send_offsets_to_transaction(positions, gm, 30), "sending offsets"
+                )
+            self._retrying(lambda: producer.commit_transaction(60), "committing")
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                self._abort(err.str())
+                self._rewind()
+                return False
+            raise RouteError(
+                f"transaction failed for {self.opts.transactional_id}: {err.str()}",
+                hint="another instance may use the same --instance-id (each needs its own), "
+                "or the broker fenced this one; restart it",
+            ) from exc
         self._in_txn = False
         self._transactions += 1
         self._last_commit_at = time.monotonic()
@@ -409,11 +408,28 @@ class Router:
         self._reset_pending()
         return True
 
+    def _retrying(self, call: Any, what: str) -> None:
+        """Run a transactional call, retrying retriable errors (a broker restart) for a while."""
+        deadline = time.monotonic() + self.opts.retry_s
+        delay = 0.05
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or time.monotonic() >= deadline:
+                    raise
+                log.warning("%s: %s; retrying", what, err.str())
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def _abort(self, why: str) -> None:
-        assert self._producer is not None
+        producer = self._producer
+        assert producer is not None
         log.warning("aborting transaction: %s", why)
         try:
-            self._producer.abort_transaction(30)
+            self._retrying(lambda: producer.abort_transaction(30), "aborting")
         except KafkaException as exc:
             raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
         self._in_txn = False
