@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,36 @@ def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
 
 def test_kill9_mid_stream_100k(route_env: RouteEnv, tmp_path: Path) -> None:
     _kill9_and_restart(route_env, 100_000, tmp_path)
+
+
+@pytest.mark.slow
+def test_exactly_once_across_a_broker_restart(stack: Any, route_env: RouteEnv, tmp_path: Path) -> None:
+    """RESTARTS THE SHARED KAFKA BROKER through the stack's own API (down, then up) and leaves it
+    running. Every other Kafka client on this stack sees an outage of some seconds, hence --runslow.
+
+    The router (a real process) must ride through the outage: retriable transaction errors are
+    retried, aborted transactions are redone from the committed offsets, and the filtered topics
+    end up with every expected event exactly once.
+    """
+    env = route_env
+    n = 40_000
+    write_filters(env, bench_filters_yaml(env.prefix, 10))
+    group = env.prefix + "g"
+    log = tmp_path / "router.log"
+    events = env.produce(0, n // 2)
+    proc = _spawn(env, group, log)
+    try:
+        env.wait_committed(group, n // 10, timeout=120)
+        stack.stack.down(["kafka"])
+        stack.stack.up(["kafka"])
+        events += env.produce(n // 2, n // 2)
+        env.wait_committed(group, n, timeout=300)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    expected = _expected(env, events)
+    actual = _actual(env)
+    for topic in env.filtered_topics:
+        assert actual[topic] == expected[topic], f"{topic}: events lost or doubled across the restart"
