@@ -226,7 +226,6 @@ def register(app: typer.Typer) -> None:
             f"{result.topic}, skipped {result.skipped_undecodable} undecodable"
         )
 
-    @route.command("bench")
     def bench_cmd(
         events: int = typer.Option(200_000, help="events for the throughput run"),
         filters_count: int = typer.Option(20, "--filters-count", help="number of benchmark filters (max 20)"),
@@ -246,3 +245,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(bench.render(bench.throughput(conns, events=events, filters=filters_count)))
         if not skip_latency:
             typer.echo(bench.render(bench.latency(conns, rate=rate, seconds=seconds, filters=filters_count)))
+
+    route.command("bench")(bench_cmd)
+    from cdcrouter.cli.bench_cmds import bench_group
+
+    bench_group().command("route")(bench_cmd)  # also `cdcrouter bench route`, beside the other benchmarks
