@@ -24,7 +24,15 @@ from dataclasses import dataclass, field
 from hashlib import sha1
 from typing import Any, Final
 
-from cdcrouter.capture.canonical import Kind, attributes, canonical_scalar, flatten_json, parse_json
+from cdcrouter.capture.canonical import (
+    Kind,
+    attributes,
+    canonical_bool,
+    canonical_scalar,
+    canonical_timestamp,
+    flatten_json,
+    parse_json,
+)
 
 # Namespace of event uuids: uuid5(EVENT_NAMESPACE, position).
 EVENT_NAMESPACE: Final = uuid.UUID("6f1c5e0a-9d2b-5c43-8a51-cdc0a0e7e001")
@@ -108,6 +116,10 @@ def _row_attributes(row: Mapping[str, Value], kinds: Mapping[str, Kind]) -> dict
             kind = kinds.get(col, "plain")
             if kind == "plain":
                 out[col] = val  # type: ignore[assignment]
+            elif kind == "timestamptz" or kind == "timestamp":
+                out[col] = canonical_timestamp(val)  # type: ignore[arg-type]
+            elif kind == "bool":
+                out[col] = canonical_bool(val)  # type: ignore[arg-type]
             else:
                 out.update(attributes(kind, col, val))  # type: ignore[arg-type]
     return out
@@ -143,6 +155,10 @@ def _changed_attributes(
 
 
 def entity_id(row: Mapping[str, Value], shape: TableShape) -> str:
+    if len(shape.id_columns) == 1:  # the common case: one text/number key
+        val = row.get(shape.id_columns[0])
+        if type(val) is str and shape.kinds.get(shape.id_columns[0], "plain") == "plain":
+            return val
     parts = []
     for col in shape.id_columns:
         val = row.get(col)
@@ -182,7 +198,7 @@ def normalize_row(change: RowChange, shape: TableShape, saved_ms: int) -> dict[s
             "entities": [
                 {
                     "entityType": shape.entity_type,
-                    "entityId": entity_id(row, shape),
+                    "entityId": eid,
                     "updatedAttributes": attrs,
                 }
             ]

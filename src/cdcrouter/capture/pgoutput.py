@@ -157,23 +157,28 @@ class PgOutputDecoder:
         return rel
 
 
+_U32 = Struct(">I").unpack_from
+
+
 def _tuple(buf: bytes, pos: int, columns: tuple[str, ...]) -> tuple[dict[str, Value], int]:
-    n = _I16.unpack_from(buf, pos)[0]
+    """TupleData -> {column: text | None | UNCHANGED}; returns the position after it (hot path)."""
+    n = (buf[pos] << 8) | buf[pos + 1]
     pos += 2
     out: dict[str, Value] = {}
-    for i in range(n):
+    for col in columns[:n]:
         kind = buf[pos]
-        pos += 1
         if kind == 116:  # t: text
-            ln = int.from_bytes(buf[pos : pos + 4], "big")
-            pos += 4
-            out[columns[i]] = buf[pos : pos + ln].decode()
+            (ln,) = _U32(buf, pos + 1)
+            pos += 5
+            out[col] = buf[pos : pos + ln].decode()
             pos += ln
         elif kind == 110:  # n: null
-            out[columns[i]] = None
+            out[col] = None
+            pos += 1
         elif kind == 117:  # u: unchanged TOAST, not sent
-            out[columns[i]] = UNCHANGED
+            out[col] = UNCHANGED
+            pos += 1
         else:  # b: binary (only with the binary option, which capture never requests)
-            ln = int.from_bytes(buf[pos : pos + 4], "big")
-            pos += 4 + ln
+            (ln,) = _U32(buf, pos + 1)
+            pos += 5 + ln
     return out, pos
