@@ -44,6 +44,8 @@ def test_public_api_is_pinned() -> None:
         "ConsumerError",
         "Context",
         "DecodeError",
+        "DlqInfo",
+        "DlqRecord",
         "Entity",
         "Event",
         "EventHeader",
@@ -54,9 +56,13 @@ def test_public_api_is_pinned() -> None:
         "Origin",
         "PostgresStore",
         "RegistryClient",
+        "ReplayResult",
         "SourceMetadata",
         "Stats",
         "dlq_topic",
+        "list_dlqs",
+        "read_dlq",
+        "replay_dlq",
     ]
 
 

@@ -17,6 +17,8 @@ from cdcrouter.consumer._app import ConsumerApp, Context, Stats
 from cdcrouter.consumer._dlq import dlq_topic
 from cdcrouter.consumer._errors import ConsumerError, DecodeError, HandlerFailed
 from cdcrouter.consumer._event import Entity, Event, EventHeader, FilterMetadata, Origin, SourceMetadata
+from cdcrouter.consumer._replay import DlqInfo, DlqRecord, ReplayResult, list_dlqs, read_dlq
+from cdcrouter.consumer._replay import replay as replay_dlq
 from cdcrouter.consumer._serde import RegistryClient
 from cdcrouter.consumer._store import IdempotencyStore, MemoryStore, PostgresStore
 
@@ -25,6 +27,8 @@ __all__ = [
     "ConsumerError",
     "Context",
     "DecodeError",
+    "DlqInfo",
+    "DlqRecord",
     "Entity",
     "Event",
     "EventHeader",
@@ -35,7 +39,11 @@ __all__ = [
     "Origin",
     "PostgresStore",
     "RegistryClient",
+    "ReplayResult",
     "SourceMetadata",
     "Stats",
     "dlq_topic",
+    "list_dlqs",
+    "read_dlq",
+    "replay_dlq",
 ]
