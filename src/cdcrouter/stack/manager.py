@@ -12,8 +12,10 @@ import fcntl
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,6 +120,7 @@ class Stack:
             allow_fetch=allow_fetch,
         )
         self.services: dict[str, Service] = {cls.name: cls() for cls in service_classes()}
+        self._fetch_lock = threading.Lock()
 
     # -- selection -----------------------------------------------------------------------------
 
@@ -198,12 +201,33 @@ class Stack:
         with self.lock(report):
             (self.state_dir / "ports.json").write_text(json.dumps(self.ctx.ports, indent=2))
             try:
-                for svc in self.resolve(only):
-                    if self._up_one(svc, report):
-                        started.append(svc.name)
+                for wave in self._waves(self.resolve(only)):
+                    started += self._up_wave(wave, report)
             finally:
                 self.write_endpoints()
         return started
+
+    def _waves(self, services: list[Service]) -> list[list[Service]]:
+        """Group services by dependency depth: each wave only needs earlier waves."""
+        depth: dict[str, int] = {}
+        for svc in services:  # already in dependency order
+            depth[svc.name] = 1 + max((depth.get(d, -1) for d in svc.depends_on), default=-1)
+        waves: list[list[Service]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for svc in services:
+            waves[depth[svc.name]].append(svc)
+        return waves
+
+    def _up_wave(self, wave: list[Service], report: Reporter | None) -> list[str]:
+        """Start one wave's services in parallel (JVM start-up waits on I/O as much as CPU)."""
+        if len(wave) == 1:
+            return [wave[0].name] if self._up_one(wave[0], report) else []
+        with ThreadPoolExecutor(max_workers=len(wave), thread_name_prefix="stack-up") as pool:
+            futures = {svc.name: pool.submit(self._up_one, svc, report) for svc in wave}
+            wait(futures.values())
+        errors = [f.exception() for f in futures.values() if f.exception()]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+        return [name for name, f in futures.items() if f.result()]
 
     def _up_one(self, svc: Service, report: Reporter | None) -> bool:
         say = (lambda msg: report(svc.name, msg)) if report else (lambda msg: None)
@@ -226,7 +250,8 @@ class Stack:
                     hint=f"stop that process, or pick another port: --port {key}=N or {env}=N",
                 )
         say("fetching" if self.ctx.allow_fetch else "checking jars")
-        svc.fetch(self.ctx)
+        with self._fetch_lock:  # one mvn/pip at a time: ~/.m2 is not safe for parallel writers
+            svc.fetch(self.ctx)
         say("preparing")
         svc.prepare(self.ctx)
         argv = svc.command(self.ctx)
