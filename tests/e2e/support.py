@@ -193,6 +193,45 @@ def consume_all(
     return out
 
 
+def consume_topics(
+    bootstrap: str,
+    topics: list[str],
+    *,
+    expect: int | None = None,
+    idle_s: float = 3.0,
+    timeout_s: float = 180.0,
+) -> dict[str, list[tuple[bytes | None, bytes]]]:
+    """Like :func:`consume_all` over several topics with one consumer, grouped by topic."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"e2e-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe(topics)
+    out: dict[str, list[tuple[bytes | None, bytes]]] = {t: [] for t in topics}
+    seen = 0
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            msgs = c.consume(1000, 0.5)
+            for m in msgs:
+                if m.error():
+                    continue
+                out[m.topic()].append((m.key(), m.value()))
+                seen += 1
+                last = time.monotonic()
+            if not msgs and (expect is None or seen >= expect) and time.monotonic() - last > idle_s:
+                break
+    finally:
+        c.close()
+    return out
+
+
 def canonical(record: dict[str, Any], key: bytes | None) -> str:
     """One comparable string per filtered record: every field but ``filterMetadata.filteredAt``."""
     rec = json.loads(json.dumps(record))

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.consumer_cmds",  # consume, dlq
     "cdcrouter.cli.demo_cmds",  # demo (the README's main job)
     "cdcrouter.cli.bench_cmds",  # bench generate|match (other modules add theirs to the group)
+    "cdcrouter.cli.deploy_cmds",  # deploy [--target], deploy status|stop|resume|delete|list
 )
 
 

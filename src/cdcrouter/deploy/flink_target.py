@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,10 @@ class FlinkOptions:
     savepoint_dir: str | None = None  # None: the cluster's execution.checkpointing.savepoint-dir
     exactly_once: bool = True
     transaction_timeout_ms: int = 900_000  # the broker's transaction.max.timeout.ms default
+    raw_topic: str | None = None  # read this topic instead of the one in the generated DDL
+    # Connection options (SASL, registry auth) set on every table at deploy time. They may hold
+    # secrets: sent to the gateway only, never hashed, planned, printed or stored.
+    connection_options: dict[str, str] = field(default_factory=dict)
 
 
 class FlinkDeployment:
@@ -90,7 +94,11 @@ class FlinkDeployment:
 
     def _extra(self) -> dict[str, Any]:
         o = self.options
-        return {"exactly_once": o.exactly_once, "checkpoint_interval": o.checkpoint_interval}
+        return {
+            "exactly_once": o.exactly_once,
+            "checkpoint_interval": o.checkpoint_interval,
+            "raw": o.raw_topic,
+        }
 
     # -- reading the service ------------------------------------------------------------------
 
@@ -150,9 +158,16 @@ class FlinkDeployment:
                 session.run(self.render(f"SET {_quote(key)} = {_quote(value)}"))
             for ddl in script.ddl:
                 session.run(self.render(ddl))
+            if self.options.connection_options:
+                opts = ", ".join(
+                    f"{_quote(k)} = {_quote(v)}" for k, v in self.options.connection_options.items()
+                )
+                for table in script.tables:
+                    session.run(f"ALTER TABLE `{table}` SET ({opts})")
             for table in script.sources:
+                topic = f"'topic' = {_quote(self.options.raw_topic)}, " if self.options.raw_topic else ""
                 session.run(
-                    f"ALTER TABLE `{table}` SET ('properties.group.id' = {_quote(self.group_id)}, "
+                    f"ALTER TABLE `{table}` SET ({topic}'properties.group.id' = {_quote(self.group_id)}, "
                     "'scan.startup.mode' = 'group-offsets', 'properties.auto.offset.reset' = 'earliest')"
                 )
             if self.options.exactly_once:
@@ -170,6 +185,8 @@ class FlinkDeployment:
         return session
 
     def _source_topic(self, script: Script, table: str) -> str:
+        if self.options.raw_topic:
+            return self.options.raw_topic
         for ddl in script.ddl:
             if re.match(
                 rf"^\s*CREATE\s+TABLE\s+(IF\s+NOT\s+EXISTS\s+)?`?{re.escape(table)}`?\s*\(", ddl, re.I

@@ -15,8 +15,17 @@ from typing import Any
 from cdcrouter.deploy.sql_gateway import split_statements
 
 _INSERT = re.compile(r"\bINSERT\s+INTO\s+`?([\w.-]+)`?", re.IGNORECASE)
-_FROM = re.compile(r"\b(?:FROM|JOIN)\s+`?([\w.-]+)`?(?![\w.-]|\s*\()", re.IGNORECASE)
+# A table after FROM/JOIN; not a function call ``f(`` and not ``EXTRACT(x FROM col)``.
+_FROM = re.compile(r"\b(?:FROM|JOIN)\s+(?:`([^`]+)`|([\w.]+)(?![\w.]|\s*[()]))", re.IGNORECASE)
 _CREATE = re.compile(r"^\s*CREATE\s+(?:TEMPORARY\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?`?([\w.-]+)`?", re.I)
+
+
+_EXTRACT = re.compile(r"\bEXTRACT\s*\(\s*\w+\s+FROM\b", re.IGNORECASE)
+
+
+def tables_read(sql: str) -> list[str]:
+    """Names after FROM/JOIN, minus the ``FROM`` of ``EXTRACT(unit FROM x)`` and function calls."""
+    return [a or b for a, b in _FROM.findall(_EXTRACT.sub("EXTRACT(", sql))]
 
 
 @dataclass(frozen=True)
@@ -70,7 +79,7 @@ class Script:
         When the script creates some of them (Flink: the raw table), only those count, which keeps
         ``EXTRACT(x FROM col)`` out; on Confluent Cloud the raw table already exists in the catalog.
         """
-        read = set(_FROM.findall(self.dml)) - set(self.sinks)
+        read = set(tables_read(self.dml)) - set(self.sinks)
         created = read & set(self.tables)
         return sorted(created or read)
 

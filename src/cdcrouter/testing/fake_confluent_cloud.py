@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlparse
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PATH = re.compile(r"^/sql/v1/organizations/([^/]+)/environments/([^/]+)/statements(?:/([^/]+))?/?$")
-_FROM = re.compile(r"\bFROM\s+`?([\w.-]+)`?", re.IGNORECASE)
+_FROM = re.compile(r"\b(?:FROM|JOIN)\s+(?:`([^`]+)`|([\w.]+)(?![\w.]|\s*[()]))", re.IGNORECASE)
 
 
 def _now() -> str:
@@ -280,7 +280,8 @@ class FakeConfluentCloud:
             st.version += 1
 
     def _sources(self, st: _Statement) -> list[str]:
-        return sorted(set(_FROM.findall(st.body["spec"]["statement"])))
+        text = re.sub(r"\bEXTRACT\s*\(\s*\w+\s+FROM\b", "EXTRACT(", st.body["spec"]["statement"], flags=re.I)
+        return sorted({a or b for a, b in _FROM.findall(text)})
 
     def _render(self, st: _Statement) -> dict[str, Any]:
         out = json.loads(json.dumps(st.body))
