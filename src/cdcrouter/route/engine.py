@@ -220,27 +220,36 @@ class Router:
         for ``idle_timeout_s`` seconds. The open transaction is committed before returning."""
         stop = stop or threading.Event()
         started = time.monotonic()
+        filters = compile_filters_file(self.path)  # bad filters fail before touching Kafka
         self._clients()
-        assert self._consumer is not None and self._producer is not None
-        self._table = self._prepare_table(compile_filters_file(self.path))
-        log.info(
-            "routing %s with %d filter(s) from %s as %s (group %s)",
-            self.opts.raw_topic,
-            len(self._table.routes),
-            self.path,
-            self.opts.transactional_id,
-            self.opts.group_id,
-        )
-        if self.opts.metrics_port:
-            self.metrics.serve(self.opts.metrics_port)
-        self._consumer.subscribe(
-            [self.opts.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        last_data = time.monotonic()
-        next_reload = time.monotonic() + self.opts.reload_check_ms / 1000
-        next_log = time.monotonic() + self.opts.log_interval_s
-        batch = self.opts.batch_size
         try:
+            assert self._consumer is not None and self._producer is not None
+            if self._missing_topics([self.opts.raw_topic]):
+                raise RouteError(
+                    f"raw topic {self.opts.raw_topic} does not exist",
+                    hint="check --raw-topic / pipeline.yaml, or create it: cdcrouter topics apply",
+                )
+            self._table = self._prepare_table(filters)
+            log.info(
+                "routing %s with %d filter(s) from %s as %s (group %s)",
+                self.opts.raw_topic,
+                len(self._table.routes),
+                self.path,
+                self.opts.transactional_id,
+                self.opts.group_id,
+            )
+            if self.opts.metrics_port:
+                self.metrics.serve(self.opts.metrics_port)
+            self._consumer.subscribe(
+                [self.opts.raw_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            last_data = time.monotonic()
+            next_reload = time.monotonic() + self.opts.reload_check_ms / 1000
+            next_log = time.monotonic() + self.opts.log_interval_s
+            batch = self.opts.batch_size
             while not stop.is_set():
                 if self._in_txn:
                     msgs = self._consumer.consume(batch, 0)
