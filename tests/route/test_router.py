@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
 from typing import Any
 
+import httpx
 import pytest
 
 from cdcrouter.route.engine import Router, RouterOptions
@@ -17,6 +19,12 @@ from cdcrouter.route.wire import header
 from .routekit import RouteEnv, decode_filtered, read_topic, write_filters
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _router(env: RouteEnv, **opts: Any) -> Router:
@@ -46,9 +54,9 @@ def test_routes_every_match_once_with_metadata(route_env: RouteEnv) -> None:
     env = route_env
     events = env.produce(0, 3_000)
     before = time.time_ns() // 1_000_000
-    stats = Router(
-        env.filters_path, env.conns, RouterOptions(raw_topic=env.raw, group_id=env.prefix + "g")
-    ).run(max_events=3_000, idle_timeout_s=20)
+    port = _free_port()
+    router = _router(env, group_id=env.prefix + "g", metrics_port=port)
+    stats = router.run(max_events=3_000, idle_timeout_s=20)
     after = time.time_ns() // 1_000_000
     assert stats.consumed == 3_000 and stats.dead_lettered == 0
     expected = _expected(env, events)
@@ -78,6 +86,14 @@ def test_routes_every_match_once_with_metadata(route_env: RouteEnv) -> None:
     assert set(actual[env.prefix + "deletes"]) == {
         u for u, e in by_uuid.items() if e["sourceMetadata"]["operation"] == "DELETE"
     }
+    # per-filter counters, as Prometheus serves them
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert "cdcrouter_route_consumed_total 3000.0" in text
+    for topic, counts in expected.items():
+        fid = topic_filter[topic].filter_id
+        if counts:
+            assert f'filter_id="{fid}"' in text
+            assert stats.matched[fid] == sum(counts.values())
 
 
 def test_poison_records_go_to_the_dlq_and_the_stream_goes_on(route_env: RouteEnv) -> None:
