@@ -9,11 +9,13 @@ skips every transaction at or before it, so nothing is lost and nothing doubled.
 
 from __future__ import annotations
 
+import json
 import logging
 import select
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -276,6 +278,9 @@ class CaptureEngine:
         committed: Offsets,
         stop: threading.Event,
     ) -> Offsets:
+        """Stream until stopped. Kafka commits run on a helper thread while the next batch is
+        decoded (held in ``pending`` until the commit is done); the slot is acknowledged and
+        ``stats.last`` moves only once a commit has succeeded."""
         p = self.pipeline
         cur = stream.cursor
         read = cur.read_message
@@ -290,18 +295,55 @@ class CaptureEngine:
         heartbeat_s = p.heartbeat_interval_s
 
         in_txn = skip = False
-        final_lsn = commit_ms = 0
-        last_done: Commit | None = None
+        commit_ms = 0
+        last_done: Commit | None = None  # last complete PostgreSQL txn of the batch being built
         batch_events = 0
         batch_start = time.monotonic()
         last_feedback = last_progress = time.monotonic()
         progress_events = stats.events
         acked = committed.end_lsn
+        inflight: Future[None] | None = None
+        inflight_offsets = committed
+        pending: list[tuple[bytes, bytes, str | None]] = []
+        dlq = p.raw_topic.dlq_topic
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cdcrouter-kafka-commit")
 
-        def commit_batch() -> None:
-            nonlocal committed, batch_events, last_done, acked, last_feedback
+        def settle(block: bool) -> None:
+            """Finish an in-flight commit: ack the slot, then open the next txn with `pending`."""
+            nonlocal inflight, committed, acked, last_feedback
+            if inflight is None or not (block or inflight.done()):
+                return
+            fut, inflight = inflight, None
+            fut.result()  # raises CaptureError if the commit failed (nothing is acknowledged)
+            committed = inflight_offsets
+            stats.last = committed
+            stats.kafka_commits += 1
+            cur.send_feedback(write_lsn=committed.end_lsn, flush_lsn=committed.end_lsn, force=True)
+            acked = committed.end_lsn
+            last_feedback = time.monotonic()
+            if pending:
+                sink.begin()
+                for key, value, topic in pending:
+                    produce(key, value, topic)
+                pending.clear()
+
+        def emit(key: bytes, value: bytes, topic: str | None = None) -> None:
+            nonlocal batch_start
+            if inflight is not None:
+                pending.append((key, value, topic))
+                if len(pending) >= max_events:
+                    settle(True)
+                return
+            if not sink.in_transaction:
+                sink.begin()
+                batch_start = time.monotonic()
+            produce(key, value, topic)
+
+        def start_commit() -> None:
+            nonlocal inflight, inflight_offsets, batch_events, last_done, batch_start
+            settle(True)  # one commit at a time; flushes `pending` into the open txn
             assert last_done is not None
-            committed = Offsets(
+            inflight_offsets = Offsets(
                 last_done.commit_lsn,
                 last_done.end_lsn,
                 True,
@@ -310,100 +352,118 @@ class CaptureEngine:
                 last_done.commit_ms,
                 committed.rate,
             )
-            sink.commit(committed)
-            cur.send_feedback(write_lsn=last_done.end_lsn, flush_lsn=last_done.end_lsn, force=True)
-            acked = last_done.end_lsn
-            last_feedback = time.monotonic()
-            stats.kafka_commits += 1
-            stats.last = committed
-            batch_events = 0
-            last_done = None
+            inflight = pool.submit(sink.commit, inflight_offsets)
+            batch_events, last_done, batch_start = 0, None, time.monotonic()
 
-        while not stop.is_set():
-            msg = read()
-            if msg is None:
-                now = time.monotonic()
-                if not in_txn and last_done is not None:
-                    commit_batch()  # caught up: commit now for low latency
-                elif not in_txn and not sink.in_transaction and now - last_feedback >= heartbeat_s:
-                    wal_end = cur.wal_end
-                    if wal_end > acked:  # idle: let the slot move on so it does not pin WAL
-                        cur.send_feedback(write_lsn=wal_end, flush_lsn=wal_end, force=True)
-                        acked = wal_end
-                    last_feedback = now
-                if now - last_progress >= self.progress_interval_s:
-                    committed = self._report(committed, stats.events - progress_events, now - last_progress)
-                    stats.last = committed
-                    progress_events, last_progress = stats.events, now
-                select.select([cur], [], [], 0.02 if last_done is not None else 0.2)
-                continue
-            buf = msg.payload
-            tag = buf[0]
-            if tag in (_INSERT, _UPDATE, _DELETE):
-                if skip:
-                    continue
-                ch = decode(buf)
-                assert isinstance(ch, Change)
-                rel = ch.relation
-                shape = shapes.get(rel.oid)
-                if shape is None:
-                    continue
-                change = RowChange(ch.operation, ch.new, ch.old, f"{msg.data_start:X}:{rel.name}", commit_ms)
-                if not sink.in_transaction:
-                    sink.begin()
-                    batch_start = time.monotonic()
-                if type(shape) is TableShape:
-                    event = normalize_row(change, shape, _now_ms())
-                elif ch.operation != "INSERT":
-                    continue  # outbox rows are events once, when inserted
-                else:
-                    try:
-                        event = normalize_outbox(change, shape, _now_ms())  # type: ignore[arg-type]
-                    except OutboxRowError as exc:
-                        sink.dead_letter(
-                            {"table": rel.name, "position": change.position, "error": str(exc), "row": ch.new}
+        try:
+            while not stop.is_set():
+                if inflight is not None and inflight.done():
+                    settle(False)
+                msg = read()
+                if msg is None:
+                    now = time.monotonic()
+                    if not in_txn and last_done is not None:
+                        start_commit()  # caught up: commit now for low latency
+                    elif (
+                        not in_txn
+                        and inflight is None
+                        and not sink.in_transaction
+                        and now - last_feedback >= heartbeat_s
+                    ):
+                        wal_end = cur.wal_end
+                        if wal_end > acked:  # idle: let the slot move on so it does not pin WAL
+                            cur.send_feedback(write_lsn=wal_end, flush_lsn=wal_end, force=True)
+                            acked = wal_end
+                        last_feedback = now
+                    if now - last_progress >= self.progress_interval_s:
+                        committed = self._report(
+                            committed, stats.events - progress_events, now - last_progress
                         )
-                        stats.dead_letters += 1
-                        continue
-                produce(event_key(event), encode(event))
-                batch_events += 1
-                stats.events += 1
-            elif tag == _BEGIN:
-                b = decode(buf)
-                assert isinstance(b, Begin)
-                in_txn, final_lsn, commit_ms = True, b.final_lsn, b.commit_ms
-                skip = final_lsn <= committed.commit_lsn
-                if skip:
-                    stats.skipped_transactions += 1
-            elif tag == _COMMIT:
-                c = decode(buf)
-                assert isinstance(c, Commit)
-                in_txn = False
-                if skip:
-                    skip = False
+                        progress_events, last_progress = stats.events, now
+                    busy = last_done is not None or inflight is not None
+                    select.select([cur], [], [], 0.005 if busy else 0.2)
                     continue
-                stats.transactions += 1
-                if sink.in_transaction:
-                    last_done = c
-                    if batch_events >= max_events or time.monotonic() - batch_start >= max_s:
-                        commit_batch()
-            elif tag == _RELATION:
-                rel = decode(buf)
-                assert isinstance(rel, Relation)
-                shapes[rel.oid] = self._shape_for(rel, sql_conn)
-            elif tag == _TRUNCATE:
-                t = decode(buf)
-                assert isinstance(t, Truncate)
-                names = [r.name for r in t.relations if shapes.get(r.oid) is not None]
-                if names:
-                    self.progress(
-                        f"TRUNCATE of {', '.join(names)} is not turned into events (see docs/capture.md)"
+                buf = msg.payload
+                tag = buf[0]
+                if tag in (_INSERT, _UPDATE, _DELETE):
+                    if skip:
+                        continue
+                    ch = decode(buf)
+                    assert isinstance(ch, Change)
+                    rel = ch.relation
+                    shape = shapes.get(rel.oid)
+                    if shape is None:
+                        continue
+                    change = RowChange(
+                        ch.operation, ch.new, ch.old, f"{msg.data_start:X}:{rel.name}", commit_ms
                     )
-        # stopping: keep what is complete, drop a half-read PostgreSQL transaction
-        if last_done is not None and not in_txn:
-            commit_batch()
-        sink.abort()  # a half-read PostgreSQL transaction is replayed from `committed` next time
-        return committed
+                    if type(shape) is TableShape:
+                        event = normalize_row(change, shape, _now_ms())
+                    elif ch.operation != "INSERT":
+                        continue  # outbox rows are events once, when inserted
+                    else:
+                        try:
+                            event = normalize_outbox(change, shape, _now_ms())  # type: ignore[arg-type]
+                        except OutboxRowError as exc:
+                            letter = {
+                                "table": rel.name,
+                                "position": change.position,
+                                "error": str(exc),
+                                "row": ch.new,
+                            }
+                            emit(b"", json.dumps(letter).encode(), dlq)
+                            stats.dead_letters += 1
+                            continue
+                    emit(event_key(event), encode(event))
+                    batch_events += 1
+                    stats.events += 1
+                elif tag == _BEGIN:
+                    b = decode(buf)
+                    assert isinstance(b, Begin)
+                    in_txn, commit_ms = True, b.commit_ms
+                    skip = b.final_lsn <= max(committed.commit_lsn, inflight_offsets.commit_lsn)
+                    if skip:
+                        stats.skipped_transactions += 1
+                elif tag == _COMMIT:
+                    c = decode(buf)
+                    assert isinstance(c, Commit)
+                    in_txn = False
+                    if skip:
+                        skip = False
+                        continue
+                    stats.transactions += 1
+                    if sink.in_transaction or pending:
+                        last_done = c
+                        if batch_events >= max_events or time.monotonic() - batch_start >= max_s:
+                            start_commit()
+                elif tag == _RELATION:
+                    rel = decode(buf)
+                    assert isinstance(rel, Relation)
+                    shapes[rel.oid] = self._shape_for(rel, sql_conn)
+                elif tag == _TRUNCATE:
+                    t = decode(buf)
+                    assert isinstance(t, Truncate)
+                    names = [r.name for r in t.relations if shapes.get(r.oid) is not None]
+                    if names:
+                        self.progress(
+                            f"TRUNCATE of {', '.join(names)} is not turned into events (see docs/capture.md)"
+                        )
+            # stopping: keep what is complete, drop a half-read PostgreSQL transaction
+            settle(True)
+            if last_done is not None and not in_txn:
+                start_commit()
+                settle(True)
+        finally:
+            if inflight is not None:  # an error elsewhere: still learn whether Kafka committed
+                try:
+                    inflight.result()
+                    stats.last = inflight_offsets
+                    stats.kafka_commits += 1
+                except Exception:
+                    log.warning("Kafka commit failed while stopping; resuming from %s", stats.last)
+            pool.shutdown(wait=True)
+            sink.abort()  # a half-read PostgreSQL transaction is replayed from the last commit
+        return stats.last
 
     def _report(self, committed: Offsets, events: int, seconds: float) -> Offsets:
         rate = events / seconds if seconds > 0 else 0.0

@@ -228,16 +228,14 @@ class TransactionalSink:
             self.producer.begin_transaction()
             self.in_transaction = True
 
-    def produce_event(self, key: bytes, value: bytes) -> None:
+    def produce_event(self, key: bytes, value: bytes, topic: str | None = None) -> None:
+        """Produce into the open transaction (the raw topic unless ``topic`` says otherwise)."""
         while True:
             try:
-                self.produce(self.raw.name, value, key)
+                self.produce(topic or self.raw.name, value, key)
                 return
             except BufferError:
                 self.producer.poll(0.05)
-
-    def dead_letter(self, value: dict[str, Any]) -> None:
-        self.producer.produce(self.raw.dlq_topic, json.dumps(value).encode(), self.slot_key)
 
     def commit(self, offsets: Offsets) -> None:
         """Write the position and commit: the events and the position become visible together."""
