@@ -233,6 +233,7 @@ def register(app: typer.Typer) -> None:
         seconds: float = typer.Option(20.0, help="length of the latency run"),
         skip_latency: bool = typer.Option(False, "--skip-latency"),
         skip_throughput: bool = typer.Option(False, "--skip-throughput"),
+        instances: int = typer.Option(1, help="also measure N router processes in one group (6 partitions)"),
         config: Path | None = ConfigOpt,
     ) -> None:
         """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
@@ -243,6 +244,11 @@ def register(app: typer.Typer) -> None:
         conns = _conns(config)
         if not skip_throughput:
             typer.echo(bench.render(bench.throughput(conns, events=events, filters=filters_count)))
+            if instances > 1:
+                result = bench.throughput_processes(
+                    conns, events=events, filters=filters_count, instances=instances
+                )
+                typer.echo(bench.render(result))
         if not skip_latency:
             typer.echo(bench.render(bench.latency(conns, rate=rate, seconds=seconds, filters=filters_count)))
 

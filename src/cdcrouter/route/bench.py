@@ -40,18 +40,18 @@ class BenchSetup:
 
 
 def setup(
-    conns: Any, filters: int = 20, prefix: str | None = None, workdir: Path | None = None
+    conns: Any, filters: int = 20, prefix: str | None = None, workdir: Path | None = None, partitions: int = 3
 ) -> BenchSetup:
     """Fresh raw + filtered topics and registered schemas for one run."""
     from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
-    from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
+    from cdcrouter.topics import TopicDefaults, admin_client, apply_topics, plan_topics, topics_for
 
     prefix = prefix or f"bench-{uuid.uuid4().hex[:8]}-"
     workdir = workdir or Path(tempfile.mkdtemp(prefix="cdcrouter-bench-"))
     path = workdir / "filters.yaml"
     path.write_text(bench_filters_yaml(prefix, filters))
     raw = f"{prefix}raw"
-    specs = topics_for(path, raw_topic=raw)
+    specs = topics_for(path, defaults=TopicDefaults(partitions=partitions), raw_topic=raw)
     admin = admin_client(conns.kafka.to_librdkafka())
     apply_topics(admin, plan_topics(admin, specs))
     filtered = sorted(s.name for s in specs if s.role == "filtered")
@@ -163,14 +163,14 @@ def _read_filtered(conns: Any, topics: list[str], group: str, out: _Visible, sto
         consumer.close()
 
 
-def _router_process(conns: Any, s: BenchSetup) -> subprocess.Popen[bytes]:
+def _router_process(conns: Any, s: BenchSetup, instance: str = "0") -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CDCROUTER_KAFKA__BOOTSTRAP_SERVERS": conns.kafka.bootstrap_servers,
         "CDCROUTER_REGISTRY__URL": conns.registry.url,
     }
     cmd = [sys.executable, "-m", "cdcrouter.cli.main", "run", "--filters", str(s.filters_path)]
-    cmd += ["--raw-topic", s.raw_topic, "--group", f"{s.prefix}g", "--no-reload"]
+    cmd += ["--raw-topic", s.raw_topic, "--group", f"{s.prefix}g", "--no-reload", "--instance-id", instance]
     log = tempfile.NamedTemporaryFile(prefix="cdcrouter-bench-router-", suffix=".log", delete=False)  # noqa: SIM115
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
@@ -240,6 +240,64 @@ def latency(conns: Any, rate: int = 5_000, seconds: float = 20.0, filters: int =
         "p99_ms": _pct(lat, 99),
         "max_ms": lat[-1] if lat else None,
         "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
+    }
+
+
+def _committed(conns: Any, topic: str, group: str) -> int:
+    from confluent_kafka import TopicPartition
+
+    c = Consumer({**conns.kafka.to_librdkafka(), "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            max(tp.offset, 0) for tp in c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        )
+    finally:
+        c.close()
+
+
+def throughput_processes(
+    conns: Any, events: int = 200_000, filters: int = 20, instances: int = 2, partitions: int = 6
+) -> dict[str, Any]:
+    """``instances`` router processes in one group drain ``events`` pre-written events.
+
+    The rate is taken between the first and the last committed offset the group reports (polled
+    every 20 ms), so process start-up is not counted.
+    """
+    s = setup(conns, filters, partitions=partitions)
+    produce_events(conns, s.raw_topic, s.raw_schema_id, events)
+    group = f"{s.prefix}g"
+    procs = [_router_process(conns, s, str(k)) for k in range(instances)]
+    try:
+        deadline = time.monotonic() + 600
+        first_at, first_n = None, 0
+        while True:
+            n = _committed(conns, s.raw_topic, group)
+            now = time.monotonic()
+            if first_at is None and n > 0:
+                first_at, first_n = now, n
+            if n >= events:
+                break
+            if now > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"routers stopped or stalled at {n}/{events} committed")
+            time.sleep(0.02)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    assert first_at is not None
+    seconds = now - first_at
+    return {
+        "benchmark": f"embedded throughput, {instances} router processes in one group",
+        "events": events,
+        "filters": filters,
+        "raw_partitions": partitions,
+        "seconds": round(seconds, 3),
+        "events_per_s": round((events - first_n) / seconds) if seconds else 0,
     }
 
 
