@@ -43,16 +43,33 @@ def test_crash_after_processing_before_commit_is_redelivered_and_deduplicated(
     assert sorted(got) == sorted(uuids)  # every event's effect exactly once
 
 
+ERRORS: list[BaseException] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_errors():
+    ERRORS.clear()
+    yield
+    assert not ERRORS, f"a consumer thread failed: {ERRORS[0]!r}"
+
+
 def _run_in_thread(app: ConsumerApp, **kw) -> threading.Thread:
-    t = threading.Thread(target=app.run, kwargs=kw, daemon=True)
+    def target() -> None:
+        try:
+            app.run(**kw)
+        except BaseException as exc:  # reported by the test, not lost in a thread
+            ERRORS.append(exc)
+
+    t = threading.Thread(target=target, daemon=True)
     t.start()
     return t
 
 
-def _wait(cond, timeout: float = 60.0) -> None:
+def _wait(cond, timeout: float = 120.0, what: str = "") -> None:
     end = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < end, "timed out"
+        assert not ERRORS, f"a consumer thread failed: {ERRORS[0]!r}"
+        assert time.monotonic() < end, f"timed out after {timeout}s waiting for {what or cond}"
         time.sleep(0.1)
 
 
@@ -65,16 +82,19 @@ def test_two_consumers_in_one_group_split_the_partitions(conns, topic, produce) 
         app = ConsumerApp("splitter", conns, group=group, batch_timeout=0.2)
         app.on(src)(lambda ev, ctx, who=who: seen[who].append((ctx.origin.partition, ev.uuid)))
         apps[who] = app
-    threads = [_run_in_thread(app, timeout=90) for app in apps.values()]
-    _wait(lambda: len(apps["a"].assignment) == 2 and len(apps["b"].assignment) == 2)
+    threads = [_run_in_thread(app, timeout=240) for app in apps.values()]
+    _wait(
+        lambda: len(apps["a"].assignment) == 2 and len(apps["b"].assignment) == 2,
+        what=f"2+2 partitions (now {apps['a'].assignment} / {apps['b'].assignment})",
+    )
     uuids = produce(src, [event("LoanCreated", f"L-{i}") for i in range(40)])
-    _wait(lambda: len(seen["a"]) + len(seen["b"]) >= 40)
+    _wait(lambda: len(seen["a"]) + len(seen["b"]) >= 40, what="40 events")
     for app in apps.values():
         app.stop()
     for t in threads:
         t.join(30)
     parts_a, parts_b = ({p for p, _ in seen[w]} for w in ("a", "b"))
-    assert parts_a and parts_b and not parts_a & parts_b
+    assert parts_a and parts_b and not parts_a & parts_b, (parts_a, parts_b)
     assert parts_a | parts_b == {0, 1, 2, 3}
     assert sorted(u for w in seen for _, u in seen[w]) == sorted(uuids)
 
@@ -98,15 +118,15 @@ def test_a_rebalance_mid_stream_loses_nothing(conns, topic, produce, effects) ->
         return app
 
     a, b = make(), make()
-    ta = _run_in_thread(a, timeout=120)
+    ta = _run_in_thread(a, timeout=240)
     _wait(lambda: a.stats.processed >= 10)
-    tb = _run_in_thread(b, timeout=120)  # joins mid-stream: partitions move from a to b
+    tb = _run_in_thread(b, timeout=240)  # joins mid-stream: partitions move from a to b
     _wait(lambda: len(b.assignment) == 2)
     uuids += produce(src, [event("LoanCreated", f"M-{i}") for i in range(40)])
     _wait(lambda: a.stats.processed + b.stats.processed >= 45)
     a.stop()  # leaves mid-stream: b takes over a's partitions from a's committed offsets
     ta.join(30)
-    _wait(lambda: len(rows(conns, effects)) >= 70, timeout=90)
+    _wait(lambda: len(rows(conns, effects)) >= 70, what="70 effects")
     b.stop()
     tb.join(30)
     for s in stores:
