@@ -134,3 +134,26 @@ def test_cli_stack_help_lists_commands():
     assert out.returncode == 0
     for cmd in ("fetch", "up", "down", "status", "logs", "bench"):
         assert cmd in out.stdout
+
+
+def test_leftovers_of_a_killed_leader_are_found_and_killed(tmp_path: Path):
+    from cdcrouter.stack.process import kill_leftovers, leftovers
+
+    log = tmp_path / "tree.log"
+    code = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "print('child', p.pid, flush=True); time.sleep(60)"
+    )
+    pid = spawn([sys.executable, "-c", code], log_file=log, cwd=tmp_path, env=dict(os.environ))
+    deadline = time.monotonic() + 10
+    while not any(ln.startswith("child") for ln in tail(log)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(next(ln for ln in tail(log) if ln.startswith("child")).split()[1])
+    rec = ProcessRecord(pid, start_ticks(pid) or 0, "1", {}, time.time())
+    os.kill(pid, signal.SIGKILL)  # the leader dies, like a postmaster under kill -9
+    while is_alive(rec):
+        time.sleep(0.05)
+    assert leftovers(rec) == [child]
+    assert kill_leftovers(rec) == [child]
+    assert leftovers(rec) == []

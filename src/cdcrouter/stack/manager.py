@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdcrouter.errors import StackError, UsageError
-from cdcrouter.stack.process import ProcessRecord, is_alive, port_is_free, spawn, start_ticks, stop, tail
+from cdcrouter.stack.process import (
+    ProcessRecord,
+    is_alive,
+    kill_leftovers,
+    port_is_free,
+    spawn,
+    start_ticks,
+    stop,
+    tail,
+)
 from cdcrouter.stack.service import DEFAULT_PORTS, HOST, Service, StackContext, default_cache_dir
 from cdcrouter.stack.services import groups, service_classes
 
@@ -240,6 +249,11 @@ class Stack:
             self._wait_ready(svc, rec)
             svc.after_start(self.ctx)
             return False
+        stale = self.record(svc.name)
+        if stale is not None:  # it died (kill -9, OOM): its children may still hold resources
+            killed = kill_leftovers(stale)
+            if killed:
+                say(f"killed {len(killed)} leftover process(es) of dead pid {stale.pid}")
         for key in svc.port_keys:
             port = self.ctx.port(key)
             if not port_is_free(port):
@@ -315,6 +329,8 @@ class Stack:
                     stopped.append(name)
                     if report:
                         report(name, f"stopped (pid {rec.pid})")
+                if rec:
+                    kill_leftovers(rec)
                 self.ctx.pid_file(name).unlink(missing_ok=True)
                 if purge:
                     shutil.rmtree(self.state_dir / name, ignore_errors=True)

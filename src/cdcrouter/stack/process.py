@@ -133,6 +133,34 @@ def stop(record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 3
     return True
 
 
+def leftovers(record: ProcessRecord) -> list[int]:
+    """Processes left in the service's process group (its session, started by us) after the
+    leader died: e.g. PostgreSQL backends after ``kill -9`` of the postmaster, which keep the
+    shared memory block and make a restart fail. Started no earlier than the leader."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[2]) == record.pid and int(fields[19]) >= record.start_ticks and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def kill_leftovers(record: ProcessRecord, timeout: float = 15.0) -> list[int]:
+    """SIGKILL what :func:`leftovers` finds and wait for it to go; returns the PIDs killed."""
+    pids = leftovers(record)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while pids and leftovers(record) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """True if nothing listens on ``host:port`` (a bind test, like the server's own)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
