@@ -95,9 +95,12 @@ class _Session:
             if name in self.failed:
                 _unavailable(self.failed[name])
         if missing:
+            already = {n for n in missing if self.stack.running_record(n)}
             try:
                 self.started += self.stack.up(missing)
             except CdcrouterError as exc:
+                # up() stopped half-way: what it did start is still ours to stop at the end.
+                self.started += [n for n in missing if n not in already and self.stack.running_record(n)]
                 reason = f"local stack ({', '.join(missing)}) unavailable: {exc.render()}"
                 for name in missing:
                     self.failed[name] = reason
