@@ -45,6 +45,8 @@ def test_ports_flags_beat_env_beat_recorded_beat_defaults(tmp_path: Path, monkey
         with pytest.raises(UsageError):
             parse_port_overrides([bad])
     (tmp_path / "ports.json").write_text('{"kafka": 29092, "registry": 28080}')
+    for name in [n for n in os.environ if n.startswith("CDCROUTER_STACK_PORT_")]:
+        monkeypatch.delenv(name)  # the caller's own overrides must not leak into this check
     monkeypatch.setenv("CDCROUTER_STACK_PORT_REGISTRY", "38080")
     stack = Stack(tmp_path, ports={"postgres": 45432})
     assert stack.ctx.ports == {**DEFAULT_PORTS, "kafka": 29092, "registry": 38080, "postgres": 45432}
