@@ -104,7 +104,7 @@ class _Watcher:
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
-                "log_level": 3,
+                "log_level": 0,  # a measuring consumer: the bench reports what went wrong
             }
         )
         meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
@@ -190,6 +190,28 @@ def _generate_at_rate(conns: Connections, schema: str, rate: int, seconds: float
     return sent
 
 
+def _cpu_s(pid: int | None) -> float | None:
+    """User+system CPU seconds a process has used so far (Linux /proc), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _connect_pid() -> int | None:
+    """The local stack's Kafka Connect worker, to charge Debezium its CPU (None elsewhere)."""
+    try:
+        from cdcrouter.stack.manager import Stack
+
+        rec = Stack(allow_fetch=False).running_record("connect")
+    except Exception:
+        return None
+    return rec.pid if rec else None
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -241,19 +263,28 @@ def run_bench(
         watchers.append(w)
         capture = _spawn(["capture", "run", "--pipeline", str(emb_file)], log)
         _wait_slot(conns, emb.replication.slot, active=True)  # process start-up is not capture time
-        t0 = time.time()
+        t0, cpu0 = time.time(), _cpu_s(capture.pid)
         if not w.wait_for(changes, 600):
             raise CaptureError(f"embedded engine delivered {w.count}/{changes}", hint=f"see {log}")
+        cpu1 = _cpu_s(capture.pid)
         results["embedded"] = {"changes_per_s": changes / (w.last - t0), "drain_s": w.last - t0}
+        if cpu0 is not None and cpu1 is not None:
+            results["embedded"]["cpu_us_per_change"] = (cpu1 - cpu0) / changes * 1e6
         report(f"embedded: {results['embedded']['changes_per_s']:,.0f} changes/s")
         if with_debezium:
             w = _Watcher(conns, dbz.raw_topic.name, decode=False)
             watchers.append(w)
-            t0 = time.time()
+            connect_pid = _connect_pid()
+            pids = [p for p in (connect_pid, normalizer.pid if normalizer else None) if p]
+            t0, cpu0 = time.time(), [_cpu_s(p) for p in pids]
             debezium.ConnectClient(conns)._call("PUT", f"/connectors/{debezium.connector_name(dbz)}/resume")
             if not w.wait_for(changes, 1200):
                 raise CaptureError(f"Debezium delivered {w.count}/{changes}", hint=f"see {log}")
+            cpu1 = [_cpu_s(p) for p in pids]
             results["debezium"] = {"changes_per_s": changes / (w.last - t0), "drain_s": w.last - t0}
+            if connect_pid and None not in cpu0 + cpu1:
+                spent = sum(b - a for a, b in zip(cpu0, cpu1, strict=True))  # type: ignore[operator]
+                results["debezium"]["cpu_us_per_change"] = spent / changes * 1e6
             report(f"debezium: {results['debezium']['changes_per_s']:,.0f} changes/s")
             results["throughput_ratio"] = (
                 results["embedded"]["changes_per_s"] / results["debezium"]["changes_per_s"]

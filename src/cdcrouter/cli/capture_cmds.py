@@ -123,13 +123,18 @@ def register(app: typer.Typer) -> None:
         if fmt == "json":
             typer.echo(json.dumps(res, indent=2))
             return
-        typer.echo(f"{'engine':<10} {'changes/s':>12} {'p50 ms':>8} {'p99 ms':>8}")
+        typer.echo(f"{'engine':<10} {'changes/s':>12} {'CPU us/change':>14} {'p50 ms':>8} {'p99 ms':>8}")
         for engine in ("embedded", "debezium"):
             if engine in res:
-                r = res[engine]
+                r = {
+                    "p50_ms": float("nan"),
+                    "p99_ms": float("nan"),
+                    "cpu_us_per_change": float("nan"),
+                    **res[engine],
+                }
                 typer.echo(
-                    f"{engine:<10} {r['changes_per_s']:>12,.0f} {r.get('p50_ms', float('nan')):>8.1f} "
-                    f"{r.get('p99_ms', float('nan')):>8.1f}"
+                    f"{engine:<10} {r['changes_per_s']:>12,.0f} {r['cpu_us_per_change']:>14.1f} "
+                    f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
                 )
         if "throughput_ratio" in res:
             typer.echo(f"embedded / debezium throughput: {res['throughput_ratio']:.2f}x")
