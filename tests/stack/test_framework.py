@@ -44,6 +44,8 @@ def test_ports_flags_beat_env_beat_recorded_beat_defaults(tmp_path: Path, monkey
     for bad in ("kafka", "nope=1", "kafka=0", "kafka=x"):
         with pytest.raises(UsageError):
             parse_port_overrides([bad])
+    for key in DEFAULT_PORTS:  # start from a clean environment
+        monkeypatch.delenv("CDCROUTER_STACK_PORT_" + key.upper().replace("-", "_"), raising=False)
     (tmp_path / "ports.json").write_text('{"kafka": 29092, "registry": 28080}')
     for name in [n for n in os.environ if n.startswith("CDCROUTER_STACK_PORT_")]:
         monkeypatch.delenv(name)  # the caller's own overrides must not leak into this check
