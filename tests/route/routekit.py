@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from cdcrouter.route.events import bench_filters_yaml, encode_raw, event_key, make_event
 from cdcrouter.schemas import parsed_filtered_schema
@@ -56,12 +56,20 @@ class RouteEnv:
         return events
 
     def committed(self, group: str) -> int:
-        """Sum of the group's committed offsets on the raw topic."""
+        """Sum of the group's committed offsets on the raw topic (-1 while the broker is unsure,
+        e.g. NOT_COORDINATOR just after a restart)."""
         c = Consumer(self.kafka(**{"group.id": group, "enable.auto.commit": False}))
         try:
             md = c.list_topics(self.raw, timeout=10).topics[self.raw]
             tps = [TopicPartition(self.raw, p) for p in md.partitions]
             return sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
+        except KafkaException as exc:
+            if exc.args[0].retriable() or exc.args[0].code() in (
+                KafkaError.NOT_COORDINATOR,
+                KafkaError._TIMED_OUT,
+            ):
+                return -1
+            raise
         finally:
             c.close()
 

@@ -98,7 +98,10 @@ def test_exactly_once_across_a_broker_restart(stack: Any, route_env: RouteEnv, t
         stack.stack.down(["kafka"])
         stack.stack.up(["kafka"])
         events += env.produce(n // 2, n // 2)
-        env.wait_committed(group, n, timeout=300)
+        try:
+            env.wait_committed(group, n, timeout=300)
+        except AssertionError:
+            raise AssertionError(f"router log:\n{log.read_text()[-4000:]}") from None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
     finally:
