@@ -239,7 +239,12 @@ def run_bench(
         _write(dbz, work / "dbz.yaml"),
         work / "bench.log",
     )
-    results: dict[str, Any] = {"changes": changes, "rate": rate, "log": str(log)}
+    results: dict[str, Any] = {
+        "changes": changes,
+        "rate": rate,
+        "log": str(log),
+        "load_avg_1m_start": round(os.getloadavg()[0], 1),
+    }
     capture: subprocess.Popen[bytes] | None = None
     normalizer: subprocess.Popen[bytes] | None = None
     watchers: list[_Watcher] = []
@@ -314,9 +319,11 @@ def run_bench(
             w.close()
         _stop(capture)
         _stop(normalizer)
-        with contextlib.suppress(Exception):
-            if with_debezium:
+        if with_debezium:
+            try:
                 debezium.undeploy(dbz, conns)
+            except Exception as exc:
+                report(f"cleanup: could not remove connector {debezium.connector_name(dbz)}: {exc}")
         with contextlib.suppress(Exception):
             conn = source.connect_sql(conns.postgres)
             source.drop_slot(conn, emb.replication.slot)
