@@ -157,3 +157,23 @@ def test_bench_generate_runs(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["bench", "generate", "--filters-count", "20", "--repeat", "1", "--json"], capsys)
     doc = json.loads(out)
     assert code == 0 and doc["filters"] == 20 and doc["sql_bytes"] > 0
+
+
+def test_committed_example_sql_is_up_to_date(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/flink-jobs/*.sql are generated from examples/filters.yaml; regenerate with
+    `cdcrouter generate [--target confluent-cloud] --filters examples/filters.yaml --out examples/flink-jobs`."""
+    monkeypatch.chdir(ROOT)
+    for target in ("flink", "confluent-cloud"):
+        args = [
+            "generate",
+            "--target",
+            target,
+            "--filters",
+            "examples/filters.yaml",
+            "--out",
+            "examples/flink-jobs",
+        ]
+        code, _, err = run([*args, "--check"], capsys)
+        assert code == 0, err
