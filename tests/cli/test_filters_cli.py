@@ -162,8 +162,8 @@ def test_bench_generate_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_committed_example_sql_is_up_to_date(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """examples/flink-jobs/*.sql are generated from examples/filters.yaml; regenerate with
-    `cdcrouter generate [--target confluent-cloud] --filters examples/filters.yaml --out examples/flink-jobs`."""
+    """examples/flink-jobs/*.sql come from examples/filters.yaml; regenerate with `cdcrouter
+    generate [--target confluent-cloud] --filters examples/filters.yaml --out examples/flink-jobs`."""
     monkeypatch.chdir(ROOT)
     for target in ("flink", "confluent-cloud"):
         args = [
