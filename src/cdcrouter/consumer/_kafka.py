@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -52,7 +53,10 @@ def admin(connections: Connections) -> AdminClient:
 
 
 def ensure_topic(connections: Connections, topic: str, partitions: int = 1, timeout: float = 30.0) -> bool:
-    """Create ``topic`` unless it exists (the broker's auto-creation is off); True when created."""
+    """Create ``topic`` unless it exists (the broker's auto-creation is off); True when created.
+
+    Returns once the broker's metadata shows the topic, so a consumer can subscribe right away.
+    """
     client = admin(connections)
     future = client.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])[topic]
     try:
@@ -63,22 +67,31 @@ def ensure_topic(connections: Connections, topic: str, partitions: int = 1, time
         raise ConsumerError(
             f"cannot create topic {topic}: {exc}", hint="create it yourself or grant CREATE on the cluster"
         ) from exc
+    partitions_of(connections, topic, wait=timeout)
     return True
 
 
-def partitions_of(connections: Connections, topic: str, timeout: float = 10.0) -> list[int]:
-    """The topic's partition ids; a clear error when the topic does not exist."""
-    try:
-        meta = admin(connections).list_topics(topic=topic, timeout=timeout)
-    except KafkaException as exc:
-        raise ConsumerError(
-            f"Kafka at {connections.kafka.bootstrap_servers} unreachable: {exc}",
-            hint="start it (cdcrouter stack up) or set CDCROUTER_KAFKA__BOOTSTRAP_SERVERS",
-        ) from exc
-    tmeta = meta.topics.get(topic)
-    if tmeta is None or tmeta.error is not None:
-        raise ConsumerError(
-            f"topic {topic} does not exist on {connections.kafka.bootstrap_servers}",
-            hint="check the name, or create it (cdcrouter topics apply; broker auto-creation is off)",
-        )
-    return sorted(tmeta.partitions)
+def partitions_of(
+    connections: Connections, topic: str, timeout: float = 10.0, wait: float = 3.0
+) -> list[int]:
+    """The topic's partition ids; a clear error when it does not exist after ``wait`` seconds
+    (a topic created a moment ago takes a little while to appear in every broker's metadata)."""
+    client = admin(connections)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            meta = client.list_topics(topic=topic, timeout=timeout)
+        except KafkaException as exc:
+            raise ConsumerError(
+                f"Kafka at {connections.kafka.bootstrap_servers} unreachable: {exc}",
+                hint="start it (cdcrouter stack up) or set CDCROUTER_KAFKA__BOOTSTRAP_SERVERS",
+            ) from exc
+        tmeta = meta.topics.get(topic)
+        if tmeta is not None and tmeta.error is None and tmeta.partitions:
+            return sorted(tmeta.partitions)
+        if time.monotonic() >= deadline:
+            raise ConsumerError(
+                f"topic {topic} does not exist on {connections.kafka.bootstrap_servers}",
+                hint="check the name, or create it (cdcrouter topics apply; broker auto-creation is off)",
+            )
+        time.sleep(0.2)
