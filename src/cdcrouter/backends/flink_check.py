@@ -265,11 +265,10 @@ class FlinkChecker:
             result: list[set[str]] = [set() for _ in events]
             for start in range(0, len(keys), chunk) if keys else ():
                 part = keys[start : start + chunk]
-                # CONCAT_WS skips NULLs: the column lists the positions of the TRUE predicates.
+                # IF takes NULL as FALSE; CONCAT_WS skips NULLs: the column lists the TRUE predicates.
                 # (An ARRAY of nullable INT would be simpler, but PyFlink 2.2 cannot collect one.)
                 cols = ",\n  ".join(
-                    f"IF(({predicates[k]}) IS TRUE, '{start + j}', CAST(NULL AS STRING))"
-                    for j, k in enumerate(part)
+                    f"IF({predicates[k]}, '{start + j}', CAST(NULL AS STRING))" for j, k in enumerate(part)
                 )
                 query = f"SELECT `_idx`, CONCAT_WS(',',\n  {cols})\nFROM `events`"
                 try:

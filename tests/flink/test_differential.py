@@ -1,0 +1,157 @@
+"""Differential test: the embedded engine and real Flink agree on every filter and every event.
+
+Random filters (all eleven operators, four valueTypes, AND/OR, per-condition logicalOperator,
+any/all/not/anyEntity groups, ``entities[*]``, out-of-range indexes, missing map keys, regexes
+from the portable subset, quotes and backslashes) run over random seed-shaped events through
+``cdcrouter.backends.python_eval`` and through a bounded PyFlink batch job that evaluates each
+filter's ``where_clause`` over a JSON-lines file with the raw event's row type.
+
+* ``test_bulk_agreement``: a seeded bulk run (>= 300 filters x >= 2,000 events) for CI.
+* ``test_hypothesis_agreement``: small hypothesis examples that shrink to a minimal case.
+* ``test_bulk_agreement_large``: ``--runslow`` only, ten times larger.
+
+A disagreement is reported with the filter's YAML, the event's JSON and both answers; commit the
+minimal case to ``test_regressions.py`` and fix it in the IR or a back end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from cdcrouter.filters import load_filters_text, validate_text
+from cdcrouter.ir.nodes import AnyEntity, FilterSet, Node
+
+from .gen import Draw, HypoDraw, RandomDraw, filters_yaml, gen_event, gen_filter
+
+SEED = int(os.environ.get("CDCROUTER_DIFF_SEED", "20261124"))
+
+
+def raw_columns() -> str:
+    """The column list of the generated source DDL, so Flink sees the exact row type we deploy."""
+    from cdcrouter.backends.flink_sql import raw_table_ddl
+
+    ddl = raw_table_ddl("flink")
+    m = re.search(r"\(\n(.*)\n\)\s*WITH", ddl, re.DOTALL)
+    assert m, f"cannot find the column list in:\n{ddl}"
+    return m.group(1)
+
+
+def valid_filters(d: Draw, count: int, *, max_tries: int | None = None) -> list[dict[str, Any]]:
+    """``count`` random filters that pass validation (invalid draws, e.g. min > max, are dropped)."""
+    out: list[dict[str, Any]] = []
+    tries = 0
+    while len(out) < count:
+        tries += 1
+        if max_tries is not None and tries > max_tries:
+            break
+        f = gen_filter(d, len(out))
+        if not validate_text(filters_yaml([f])):
+            out.append(f)
+    return out
+
+
+def with_entity_limit(node: Node, limit: int) -> Node:
+    """``node`` with every ``entities[*]`` test unrolled over ``limit`` entities instead.
+
+    Flink's planner time grows fast with expression size, and the default unroll makes each
+    ``entities[*]`` ten copies. Both back ends get the same rewritten IR, and the events carry up
+    to five entities, so the bound itself (entities past it are ignored) is still exercised.
+    """
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        if isinstance(v, Node):
+            changes[f.name] = with_entity_limit(v, limit)
+        elif isinstance(v, tuple) and v and all(isinstance(x, Node) for x in v):
+            changes[f.name] = tuple(with_entity_limit(x, limit) for x in v)
+    if isinstance(node, AnyEntity):
+        changes["limit"] = limit
+    return dataclasses.replace(node, **changes) if changes else node
+
+
+def compare(
+    checker: Any,
+    filters: Sequence[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
+    *,
+    entity_limit: int | None = None,
+) -> list[str]:
+    """Run both back ends; return a readable report per disagreement (empty when they agree)."""
+    from cdcrouter.backends.flink_sql import where_clause
+    from cdcrouter.backends.python_eval import compile_filterset
+
+    text = filters_yaml(filters)
+    fs = load_filters_text(text, "random.yaml")
+    if entity_limit is not None:
+        rewritten = with_entity_limit(fs, entity_limit)
+        assert isinstance(rewritten, FilterSet)
+        fs = rewritten
+    engine = compile_filterset(fs)
+    py = [set(engine.match(ev)) for ev in events]
+    preds = {f.id: where_clause(f) for f in fs.enabled()}
+    fl = checker.match_sets(preds, events, columns=raw_columns())
+    by_id = {f["id"]: f for f in filters}
+    problems: list[str] = []
+    for ev, p, q in zip(events, py, fl, strict=True):
+        for fid in sorted(p ^ q):
+            problems.append(
+                f"filter {fid}: python={'match' if fid in p else 'no match'}, "
+                f"flink={'match' if fid in q else 'no match'}\n"
+                f"  filter: {json.dumps(by_id[fid], ensure_ascii=False)}\n"
+                f"  where:  {preds[fid]}\n"
+                f"  event:  {json.dumps(ev, ensure_ascii=False)}"
+            )
+    return problems
+
+
+def _bulk(checker: Any, n_filters: int, n_events: int, seed: int) -> None:
+    d = RandomDraw(random.Random(seed))
+    filters = valid_filters(d, n_filters)
+    events = [gen_event(d, i) for i in range(n_events)]
+    t0 = time.perf_counter()
+    problems = compare(checker, filters, events, entity_limit=4)
+    elapsed = time.perf_counter() - t0
+    print(f"differential: {n_filters} filters x {n_events} events, seed {seed}: {elapsed:.1f}s")
+    assert not problems, f"{len(problems)} disagreements (seed {seed}); first ones:\n" + "\n".join(
+        problems[:8]
+    )
+
+
+def test_bulk_agreement(flink_checker: Any) -> None:
+    _bulk(flink_checker, 320, 2000, SEED)
+
+
+@pytest.mark.slow
+def test_bulk_agreement_large(flink_checker: Any) -> None:
+    _bulk(flink_checker, 1500, 20000, SEED + 1)
+
+
+@settings(
+    max_examples=int(os.environ.get("CDCROUTER_DIFF_EXAMPLES", "12")),
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+    database=None,
+)
+@given(data=st.data())
+def test_hypothesis_agreement(flink_checker: Any, data: st.DataObject) -> None:
+    d = HypoDraw(data)
+    filters = valid_filters(d, 4, max_tries=12)
+    assume(filters)
+    events = [gen_event(d, i) for i in range(d.integer(1, 12))]
+    problems = compare(flink_checker, filters, events)
+    assert not problems, "\n".join(problems[:4])
