@@ -219,7 +219,24 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def run_bench(
+def run_bench(conns: Connections, **kw: Any) -> dict[str, Any]:
+    """Run both phases; returns ``{engine: {changes_per_s, p50_ms, p99_ms, ...}}``.
+
+    Raises:
+        CaptureError: a service failed during the run (nothing half-measured is reported).
+    """
+    from confluent_kafka import KafkaException
+
+    try:
+        return _run_bench(conns, **kw)
+    except KafkaException as exc:
+        raise CaptureError(
+            f"Kafka failed during the benchmark: {exc.args[0].str() if exc.args else exc}",
+            hint="is the broker up and steady? (`cdcrouter stack status`) then run the bench again",
+        ) from exc
+
+
+def _run_bench(
     conns: Connections,
     *,
     changes: int = 200_000,
@@ -228,7 +245,6 @@ def run_bench(
     with_debezium: bool = True,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run both phases; returns ``{engine: {changes_per_s, p50_ms, p99_ms, ...}}``."""
     tag = uuid.uuid4().hex[:6]
     schema = name = f"bench_{tag}"
     emb = _pipeline(schema, name, f"raw-bench-{tag}-embedded")
