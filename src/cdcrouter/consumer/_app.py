@@ -418,7 +418,10 @@ class ConsumerApp:
         except KafkaException:
             return
         for tp in positions:
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            except KafkaException:
+                continue  # no fetch response yet for this partition
             if high is None or high < 0 or tp.offset < 0:
                 continue
             _metrics.LAG.labels(self.name, tp.topic, str(tp.partition)).set(max(0, high - tp.offset))

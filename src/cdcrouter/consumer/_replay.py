@@ -99,9 +99,12 @@ def list_dlqs(connections: Connections) -> list[DlqInfo]:
         for name in names:
             parts = meta.topics[name].partitions
             count = 0
-            for p in parts:
-                lo, hi = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                count += max(0, hi - lo)
+            try:
+                for p in parts:
+                    lo, hi = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+                    count += max(0, hi - lo)
+            except KafkaException:
+                continue  # deleted since the metadata was read
             origin, consumer = _split(name)
             out.append(DlqInfo(name, origin, consumer, count, len(parts)))
     finally:
