@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -157,3 +158,17 @@ def test_the_postgres_store_reconnects_when_its_connection_dies(conns, topic, pr
     store.close()
     assert stats.dead_lettered == 0 and stats.failed >= 1
     assert sorted(rows(conns, effects)) == sorted([first, second])
+
+
+def test_the_postgres_store_prunes_old_uuids(conns, effects) -> None:
+    store = PostgresStore(conns.postgres.conninfo(), table=f"{effects}_seen")
+    try:
+        assert store.run_once("a", "u1", lambda conn: None) and store.run_once("b", "u1", lambda conn: None)
+        assert not store.run_once("a", "u1", lambda conn: None)
+        assert store.prune(timedelta(hours=1)) == 0
+        time.sleep(0.05)
+        assert store.prune(timedelta(milliseconds=1), consumer="a") == 1
+        assert (store.processed("a"), store.processed("b")) == (0, 1)
+        assert store.run_once("a", "u1", lambda conn: None)  # forgotten: would run again
+    finally:
+        store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Protocol
 
 from cdcrouter.consumer._errors import ConsumerError
@@ -132,6 +133,22 @@ class PostgresStore:
             new = {r[0] for r in rows}
             work(self.conn, new)
         return new
+
+    def prune(self, older_than: timedelta, consumer: str | None = None) -> int:
+        """Forget uuids recorded more than ``older_than`` ago; returns how many.
+
+        Safe once no redelivery can be that old: keep ``older_than`` above the source topic's
+        retention (and any replay window), e.g. run it daily with the topic's retention plus a day.
+        """
+        if self.conn.closed or self.conn.broken:
+            self.conn = self._connect()
+        with self.conn.transaction():
+            cur = self.conn.execute(
+                f"DELETE FROM {self.table} WHERE processed_at < now() - %s"
+                + (" AND consumer = %s" if consumer else ""),
+                (older_than, consumer) if consumer else (older_than,),
+            )
+        return cur.rowcount
 
     def processed(self, consumer: str) -> int:
         """How many uuids ``consumer`` has recorded (for tests and the demo summary)."""
