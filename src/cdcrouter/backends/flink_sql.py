@@ -276,9 +276,18 @@ class SqlGenerator:
         return "(" + " OR ".join(terms) + ")"
 
 
-def where_clause(filter: Filter) -> str:
-    """The boolean SQL for one filter over columns eventHeader, eventBody, sourceMetadata."""
-    return SqlGenerator().sql(flatten_logic(filter.condition))
+def where_clause(filter: Filter, *, indent: str | None = None) -> str:
+    """The boolean SQL for one filter over columns eventHeader, eventBody, sourceMetadata.
+
+    With ``indent``, the top-level AND/OR operands go on lines of their own (for scripts people
+    review); without it the result is one line.
+    """
+    gen = SqlGenerator()
+    cond = flatten_logic(filter.condition)
+    if indent is not None and isinstance(cond, (And, Or)):
+        word = "AND" if isinstance(cond, And) else "OR"
+        return f"\n{indent}{word} ".join(gen._operand(o) for o in cond.operands)
+    return gen.sql(cond)
 
 
 # ---- DDL and scripts ----------------------------------------------------------------------------
@@ -368,7 +377,7 @@ def insert_sql(
         + f"  {meta} AS {quote_ident('filterMetadata')}\n"
         f"FROM (\n  SELECT {', '.join(quote_ident(c) for c in cols)}, "
         f"CURRENT_ROW_TIMESTAMP() AS {quote_ident(ROUTED_AT)}\n"
-        f"  FROM {src}\n  WHERE {where_clause(f)}\n);"
+        f"  FROM {src}\n  WHERE {where_clause(f, indent='    ')}\n);"
     )
 
 
