@@ -119,9 +119,13 @@ def _strip_comments(sql: str) -> str:
     return re.sub(r"--[^\n]*|/\*.*?\*/", "", sql, flags=re.DOTALL)
 
 
+# Whitespace and comments before a statement's first keyword (comments inside literals are data).
+_LEADING = r"((?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*)"
+
+
 def _first_word(sql: str) -> str:
-    m = re.match(r"\s*([A-Za-z]+)", _strip_comments(sql))
-    return m.group(1).upper() if m else ""
+    m = re.match(_LEADING + r"([A-Za-z]+)", sql, re.DOTALL)
+    return m.group(2).upper() if m else ""
 
 
 def _java_message(exc: BaseException) -> str:
@@ -217,7 +221,9 @@ class FlinkChecker:
                     env.execute_sql(stmt)
                     continue
                 if word == "EXECUTE":
-                    target = re.sub(r"^\s*EXECUTE\s+", "", _strip_comments(stmt), flags=re.IGNORECASE)
+                    target = re.sub(
+                        _LEADING + r"EXECUTE\s+", r"\1", stmt, count=1, flags=re.IGNORECASE | re.DOTALL
+                    )
                 else:
                     target = stmt
                 result = env.execute_sql(f"EXPLAIN {target}")
