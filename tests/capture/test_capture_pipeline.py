@@ -41,6 +41,11 @@ def test_default_entity_type_is_singular_camel_case(tmp_path: Path) -> None:
         ("replication:\n  slot: Bad-Slot\ntables: {cars: {}}\n", ":2:3", "lower-case PostgreSQL identifier"),
         ("schema: public\n", "", "nothing to capture"),
         ("tables:\n  cars: [1\n", ":3:1", "not valid YAML"),
+        (
+            "replication: {replica_identity: default}\ntables:\n  cars: {row_filter: active}\n",
+            "",
+            "row_filter needs replication.replica_identity: full",
+        ),
     ],
 )
 def test_errors_point_at_the_yaml(tmp_path: Path, text: str, where: str, words: str) -> None:

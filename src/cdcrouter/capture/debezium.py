@@ -60,7 +60,7 @@ def table_topics(pipeline: Pipeline) -> list[str]:
 
 def _common(pipeline: Pipeline) -> dict[str, str]:
     """Settings both targets share: what to read and how values are represented."""
-    return {
+    common = {
         "plugin.name": "pgoutput",
         "slot.name": debezium_slot(pipeline),
         "publication.name": pipeline.replication.publication,
@@ -77,6 +77,12 @@ def _common(pipeline: Pipeline) -> dict[str, str]:
         "tombstones.on.delete": "false",
         "tasks.max": "1",
     }
+    excluded = [
+        f"{pipeline.schema}.{t}.{c}" for t, spec in pipeline.tables.items() for c in spec.exclude_columns
+    ]
+    if excluded:
+        common["column.exclude.list"] = ",".join(excluded)
+    return common
 
 
 def render_connect_config(
@@ -322,7 +328,10 @@ class Normalizer:
             kinds = {c.name: c.kind or "plain" for c in info.columns}
             names = {op: p.event_name(table, op) for op in ("INSERT", "UPDATE", "DELETE", "SNAPSHOT")}
             ids = source.id_columns(p, info)
-            shape = TableShape(table, p.entity_type(table), ids, kinds, names, p.tables[table].event_type)
+            excluded = frozenset(p.tables[table].exclude_columns)
+            shape = TableShape(
+                table, p.entity_type(table), ids, kinds, names, p.tables[table].event_type, excluded
+            )
             out[table] = (shape, list(info.primary_key), types)
         return out
 

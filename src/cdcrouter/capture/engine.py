@@ -138,6 +138,7 @@ class CaptureEngine:
             kinds,
             names,
             p.tables[rel.name].event_type,
+            frozenset(p.tables[rel.name].exclude_columns),
         )
 
     # --- run --------------------------------------------------------------------------------

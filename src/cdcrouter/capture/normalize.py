@@ -61,6 +61,7 @@ class TableShape:
     kinds: Mapping[str, Kind]
     event_names: Mapping[str, str]  # INSERT/UPDATE/DELETE/SNAPSHOT -> event name
     event_type: str | None = None
+    excluded: frozenset[str] = frozenset()  # columns never reported (pipeline exclude_columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +169,20 @@ def entity_id(row: Mapping[str, Value], shape: TableShape) -> str:
     return ":".join(parts)
 
 
+def _without(change: RowChange, excluded: frozenset[str]) -> RowChange:
+    def strip(row: dict[str, Value] | None) -> dict[str, Value] | None:
+        return None if row is None else {c: v for c, v in row.items() if c not in excluded}
+
+    return RowChange(
+        change.operation, strip(change.new), strip(change.old), change.position, change.commit_ms
+    )
+
+
 def normalize_row(change: RowChange, shape: TableShape, saved_ms: int) -> dict[str, Any]:
     """One table row change as a BusinessEvent dict (fastavro-ready)."""
     op = change.operation
+    if shape.excluded:
+        change = _without(change, shape.excluded)
     if op == "DELETE":
         row = change.old or {}
         attrs = _row_attributes(row, shape.kinds)

@@ -150,6 +150,14 @@ class Pipeline(_Model):
     def _something_to_capture(self) -> Pipeline:
         if not self.tables and self.outbox is None:
             raise ValueError("nothing to capture: list at least one table under `tables:` or an `outbox:`")
+        if self.replication.replica_identity == "default":
+            for name, spec in self.tables.items():
+                if spec.row_filter:
+                    raise ValueError(
+                        f"tables.{name}.row_filter needs replication.replica_identity: full "
+                        "(with the default identity PostgreSQL rejects UPDATEs on filtered tables "
+                        "unless the filter uses only key columns)"
+                    )
         if self.outbox and self.outbox.table in self.tables:
             raise ValueError(f"table {self.outbox.table!r} is both a captured table and the outbox")
         return self

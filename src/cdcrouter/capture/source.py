@@ -149,6 +149,11 @@ def check_tables(pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
                     f"table {pipeline.schema}.{table} has no primary key, so its events have no entity id",
                     hint=f"add a PRIMARY KEY to {table}, or set tables.{table}.entity_id in the pipeline",
                 )
+            for col in sorted(set(id_cols) & excluded):
+                raise CaptureError(
+                    f"tables.{table}.exclude_columns names {col!r}, which is part of the entity id",
+                    hint=f"remove {col!r} from exclude_columns (events need their entity id)",
+                )
             for col in id_cols:
                 if col not in names:
                     raise CaptureError(
@@ -182,7 +187,9 @@ def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict
     for table in pipeline.captured_tables():
         spec = pipeline.tables.get(table)
         item = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        if spec and spec.exclude_columns:
+        # A column list must cover the replica identity, or PostgreSQL refuses the application's
+        # UPDATEs: with REPLICA IDENTITY FULL the engines drop excluded columns instead.
+        if spec and spec.exclude_columns and pipeline.replication.replica_identity == "default":
             keep = [c.name for c in infos[table].columns if c.name not in spec.exclude_columns]
             item = sql.SQL("{} ({})").format(item, sql.SQL(", ").join(map(sql.Identifier, keep)))
         if spec and spec.row_filter:
