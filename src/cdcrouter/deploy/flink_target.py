@@ -170,7 +170,10 @@ class FlinkDeployment:
                     f"ALTER TABLE `{table}` SET ({topic}'properties.group.id' = {_quote(self.group_id)}, "
                     "'scan.startup.mode' = 'group-offsets', 'properties.auto.offset.reset' = 'earliest')"
                 )
-            if self.options.exactly_once:
+            if not self.options.exactly_once:
+                for table in script.sinks:
+                    session.run(f"ALTER TABLE `{table}` SET ('sink.delivery-guarantee' = 'at-least-once')")
+            else:
                 for table in script.sinks:
                     prefix = f"{self.group_id}-{table}"
                     session.run(
