@@ -61,7 +61,7 @@ class RouterOptions:
     reload_check_ms: int = 500
     log_interval_s: float = 10.0
     metrics_port: int | None = None
-    transaction_timeout_ms: int = 30_000
+    transaction_timeout_ms: int = 60_000  # > a broker restart; a restart with the same id aborts at once
     retry_s: float = 120.0  # how long retriable transaction errors (broker restart) are retried
     auto_offset_reset: str = "earliest"
     consumer_conf: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +136,8 @@ class Router:
         self._transactions = 0
         self.assigned: set[tuple[str, int]] = set()  # partitions this instance owns now
         self._first_at: float | None = None
+        self._recoveries: list[float] = []
+        self._producer_conf: dict[str, Any] = {}
         self._last_commit_at = 0.0
 
     # ------------------------------------------------------------------ set-up
@@ -198,15 +200,42 @@ class Router:
             "retry.backoff.ms": 5,
             **self.opts.producer_conf,
         }
-        self._producer = Producer(producer_conf)
+        self._producer_conf = producer_conf
+        self._producer = self._new_producer()
+        self._consumer = Consumer(consumer_conf)
+
+    def _new_producer(self) -> Producer:
+        producer = Producer(self._producer_conf)
         try:
-            self._producer.init_transactions(30)
+            self._retrying(lambda: producer.init_transactions(30), "starting transactions")
         except KafkaException as exc:
             raise RouteError(
                 f"cannot start transactions as {self.opts.transactional_id}: {exc.args[0].str()}",
                 hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
             ) from exc
-        self._consumer = Consumer(consumer_conf)
+        return producer
+
+    def _recover(self, err: KafkaError) -> None:
+        """A fatal producer error (fenced, e.g. the coordinator expired the transaction during a
+        broker outage): start a new producer with the same transactional.id and redo from the
+        committed offsets. Repeated fencing means another live instance has our id: stop."""
+        now = time.monotonic()
+        self._recoveries = [t for t in self._recoveries if now - t < 300] + [now]
+        if len(self._recoveries) > 3:
+            raise RouteError(
+                f"transactions of {self.opts.transactional_id} keep failing: {err.str()}",
+                hint="another running instance probably uses the same --instance-id (each needs its own)",
+            )
+        log.warning(
+            "producer failed fatally (%s); starting a new one and redoing uncommitted work", err.str()
+        )
+        if self._producer is not None:
+            self._producer.purge()
+        self._producer = self._new_producer()
+        self._in_txn = False
+        self.metrics.aborted()
+        self._reset_pending()
+        self._rewind()
 
     # ------------------------------------------------------------------ run
 
@@ -297,7 +326,10 @@ class Router:
 
     def _close(self) -> None:
         if self._in_txn and self._producer is not None:
-            self._abort("shutting down")
+            try:
+                self._abort("shutting down")
+            except RouteError as exc:  # uncommitted work is redone by the next run; nothing is lost
+                log.warning("%s", exc.message)
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -403,6 +435,9 @@ class Router:
                 self._abort(err.str())
                 self._rewind()
                 return False
+            if err.fatal():
+                self._recover(err)
+                return False
             raise RouteError(
                 f"transaction failed for {self.opts.transactional_id}: {err.str()}",
                 hint="another instance may use the same --instance-id (each needs its own), "
@@ -440,6 +475,9 @@ class Router:
         try:
             self._retrying(lambda: producer.abort_transaction(30), "aborting")
         except KafkaException as exc:
+            if exc.args[0].fatal() and why != "shutting down":
+                self._recover(exc.args[0])
+                return
             raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
         self._in_txn = False
         self.metrics.aborted()
