@@ -6,6 +6,7 @@ one), events after it must be emitted once; the same across ``deploy stop`` and 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.flink]
 A_V1 = "eventHeader.eventName = 'LoanCreated'"
 A_V2 = "eventHeader.eventName IN ('LoanCreated', 'LoanUpdated')"
 B = "eventBody.entities[1].entityType = 'Car'"
+SECRET = "sasl-password-must-not-leak"  # a connection option that must never be planned or stored
 
 
 def _uuids(bootstrap: str, topic: str, decode: s.Decoder, expect: int) -> Counter[str]:
@@ -40,7 +42,7 @@ def test_update_and_resume_carry_offsets_over(flink_stack, unique_name, tmp_path
     render = s.render({"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "SCHEMA_REGISTRY_URL": registry})
     dep = FlinkDeployment(
         name, flink_stack.sql_gateway_url, flink_stack.flink_rest_url, tmp_path, render,
-        FlinkOptions(checkpoint_interval="1s"),
+        FlinkOptions(checkpoint_interval="1s", connection_options={"properties.cdcrouter.probe": SECRET}),
     )  # fmt: skip
     decode = s.Decoder(registry)
     name_is = lambda *n: lambda e: e["eventHeader"]["eventName"] in n  # noqa: E731
@@ -61,6 +63,7 @@ def test_update_and_resume_carry_offsets_over(flink_stack, unique_name, tmp_path
         v2 = s.handwritten_flink_script(raw, [("a", "ca", out_a, A_V2), ("b", "cb", out_b, B)])
         plan, script = dep.plan(v2)
         assert [a.verb for a in plan.actions] == ["replace"]
+        assert SECRET not in plan.render() + json.dumps(plan.to_dict())
         result = dep.apply(plan, script)
         assert result["restored_from"], "the update must start from the old job's savepoint"
         s.produce(bootstrap, raw, registry, batch2)
@@ -78,6 +81,8 @@ def test_update_and_resume_carry_offsets_over(flink_stack, unique_name, tmp_path
         want_b += _ids(batch3, is_car)
         assert _uuids(bootstrap, out_a, decode, sum(want_a.values())) == want_a
         assert _uuids(bootstrap, out_b, decode, sum(want_b.values())) == want_b
+        assert SECRET not in "".join(p.read_text() for p in tmp_path.rglob("*.json"))
+        assert list(tmp_path.rglob("*.json")), "the deployment state file exists"
     finally:
         dep.delete()
         dep.close()

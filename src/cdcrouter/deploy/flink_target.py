@@ -253,8 +253,20 @@ class FlinkDeployment:
                 self.rest.wait_terminal(old.id)
             else:
                 savepoint = (state.load(self.state_dir, TARGET, self.name) or {}).get("savepoint")
-            carried = self._carry_offsets(session, script, savepoint) if savepoint else {}
-            job_id = self._submit(session, script, plan.sql_hash, savepoint)
+            try:
+                carried = self._carry_offsets(session, script, savepoint) if savepoint else {}
+                job_id = self._submit(session, script, plan.sql_hash, savepoint)
+            except DeployError as exc:
+                if old is not None and savepoint:  # the old job is stopped: keep the way back
+                    saved = state.load(self.state_dir, TARGET, self.name) or {"name": self.name}
+                    saved.update(savepoint=savepoint, job_id=None, stopped_job=old.id)
+                    state.save(self.state_dir, TARGET, self.name, saved)
+                    raise DeployError(
+                        f"{exc.message}\n  the previous job {old.id} was stopped with savepoint {savepoint}",
+                        hint="fix the cause and deploy again, or `cdcrouter deploy resume` to restart the "
+                        "previous version from that savepoint",
+                    ) from exc
+                raise
         finally:
             session.close()
         record = {
