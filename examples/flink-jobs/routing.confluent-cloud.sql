@@ -2,7 +2,7 @@
 -- regenerate with `cdcrouter generate`.
 -- target: confluent-cloud
 -- source-sha256: 0c6087f485805c2ba96566ac38c282ccec0feef64756c9ab59943ef08df17f90
--- content-sha256: 1160b55e89b44c72eb501941abe7c7e17e693a979e16cfb8174871bfa2f7ea3c
+-- content-sha256: 2a42c0e4d057a7fae5c07242b37bd88738a684035df3dd5c241279d031eed365
 -- filters: 3 enabled of 4
 -- placeholders (filled at deploy time): SINK_BUCKETS (default 6)
 
@@ -73,7 +73,7 @@ SELECT
 FROM (
   SELECT `eventHeader`, `eventBody`, `sourceMetadata`, CURRENT_ROW_TIMESTAMP() AS `_routed_at`
   FROM `raw-business-events`
-  WHERE ((REGEXP(`eventHeader`.`eventName`, '^Service')) AND (`sourceMetadata`.`operation` NOT IN ('DELETE')) AND (`eventHeader`.`createdDate` > 1704067200000) AND (`eventBody`.`entities`[1].`updatedAttributes`['service.serviceType'] IS NOT NULL) AND (TRY_CAST(`eventBody`.`entities`[1].`updatedAttributes`['service.cost'] AS DECIMAL(38, 10)) < 5000.5))
+  WHERE ((REGEXP(`eventHeader`.`eventName`, '^Service')) AND (`sourceMetadata`.`operation` NOT IN ('DELETE')) AND (CAST(`eventHeader`.`createdDate` AS DECIMAL(38, 10)) > 1704067200000) AND (`eventBody`.`entities`[1].`updatedAttributes`['service.serviceType'] IS NOT NULL) AND (TRY_CAST(`eventBody`.`entities`[1].`updatedAttributes`['service.cost'] AS DECIMAL(38, 10)) < 5000.5))
     OR (`eventBody`.`entities`[1].`updatedAttributes`['service.priority'] = 'HIGH')
 );
 

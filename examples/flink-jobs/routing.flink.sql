@@ -2,7 +2,7 @@
 -- regenerate with `cdcrouter generate`.
 -- target: flink
 -- source-sha256: 0c6087f485805c2ba96566ac38c282ccec0feef64756c9ab59943ef08df17f90
--- content-sha256: 55cbe4ba05b79fdd1a840947fd391de70ef8cc1295944b91add6f13c2741b161
+-- content-sha256: 4c34c823e7aba9de339f58bd96ea6f3d0aa590573fb3aa923d3bdc2c3e602ebc
 -- filters: 3 enabled of 4
 -- placeholders (filled at deploy time): FLINK_GROUP_ID (default cdcrouter-flink), KAFKA_BOOTSTRAP_SERVERS, SCAN_STARTUP_MODE (default group-offsets), SCHEMA_REGISTRY_URL, SINK_DELIVERY_GUARANTEE (default exactly-once)
 
@@ -110,7 +110,7 @@ SELECT
 FROM (
   SELECT `eventHeader`, `eventBody`, `sourceMetadata`, CURRENT_ROW_TIMESTAMP() AS `_routed_at`
   FROM `raw_business_events`
-  WHERE ((REGEXP(`eventHeader`.`eventName`, '^Service')) AND (`sourceMetadata`.`operation` NOT IN ('DELETE')) AND (`eventHeader`.`createdDate` > 1704067200000) AND (`eventBody`.`entities`[1].`updatedAttributes`['service.serviceType'] IS NOT NULL) AND (TRY_CAST(`eventBody`.`entities`[1].`updatedAttributes`['service.cost'] AS DECIMAL(38, 10)) < 5000.5))
+  WHERE ((REGEXP(`eventHeader`.`eventName`, '^Service')) AND (`sourceMetadata`.`operation` NOT IN ('DELETE')) AND (CAST(`eventHeader`.`createdDate` AS DECIMAL(38, 10)) > 1704067200000) AND (`eventBody`.`entities`[1].`updatedAttributes`['service.serviceType'] IS NOT NULL) AND (TRY_CAST(`eventBody`.`entities`[1].`updatedAttributes`['service.cost'] AS DECIMAL(38, 10)) < 5000.5))
     OR (`eventBody`.`entities`[1].`updatedAttributes`['service.priority'] = 'HIGH')
 );
 

@@ -212,6 +212,8 @@ def ref_eval(n: Node, event: dict[str, Any], entity: dict[str, Any] | None = Non
         return n.value
     if isinstance(n, TryCast):
         v = ref_eval(n.operand, event, entity)
+        if isinstance(v, int):
+            return Decimal(v)
         return None if v is None else sqlsem.parse_decimal(v)
     if isinstance(n, Compare):
         a, b = ref_eval(n.left, event, entity), ref_eval(n.right, event, entity)
@@ -357,3 +359,21 @@ def test_generated_code_agrees_with_the_reference_interpreter(
         assert compiled.match(e) == expected
         for f in filters:
             assert compiled.predicates[f.id](e) == ref_eval(f.condition, e)
+
+
+def test_long_fields_compare_in_decimal_too() -> None:
+    """Regression (differential run, seed 2): Flink casts IN-list literals to the operand type,
+    so `savedDate IN (1700000000000.5)` matched 1700000000000 while Python said no. Every number
+    test now runs in DECIMAL(38, 10) in both back ends."""
+    fs = load_filters_text(
+        "filters:\n  - id: f\n    consumerId: c\n    outputTopic: t\n    conditions:\n"
+        "      - {field: eventHeader.savedDate, operator: in, values: [1700000000000.5, 1699999999999]}\n"
+    )
+    from cdcrouter.backends.flink_sql import where_clause
+
+    assert where_clause(fs.filters[0]) == (
+        "CAST(`eventHeader`.`savedDate` AS DECIMAL(38, 10)) IN (1700000000000.5, 1699999999999)"
+    )
+    c = compile_filterset(fs)
+    assert c.match(ev(savedDate=1700000000000)) == []
+    assert c.match(ev(savedDate=1699999999999)) == ["f"]

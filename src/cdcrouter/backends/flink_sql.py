@@ -228,7 +228,10 @@ class SqlGenerator:
     def try_cast_sql(self, n: TryCast) -> str:
         if n.to != "decimal":
             return self.unsupported(n, f"cast to {n.to}")
-        return f"TRY_CAST({self.sql(n.operand)} AS DECIMAL({DECIMAL_PRECISION}, {DECIMAL_SCALE}))"
+        target = f"DECIMAL({DECIMAL_PRECISION}, {DECIMAL_SCALE})"
+        if isinstance(n.operand, FieldRef) and n.operand.type == "long":
+            return f"CAST({self.sql(n.operand)} AS {target})"  # every BIGINT fits: cannot fail
+        return f"TRY_CAST({self.sql(n.operand)} AS {target})"
 
     def compare_sql(self, n: Compare) -> str:
         return f"{self.sql(n.left)} {n.op} {self.sql(n.right)}"

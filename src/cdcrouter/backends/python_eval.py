@@ -132,6 +132,8 @@ class PyCodegen:
     def try_cast_py(self, n: TryCast) -> str:
         if n.to != "decimal":
             raise EvalCompileError(f"{n.span} B003 cast to {n.to}")
+        if isinstance(n.operand, FieldRef) and n.operand.type == "long":
+            return self.py(n.operand)  # an int compares exactly with Decimal: the cast is a no-op
         return f"_dec({self.py(n.operand)})"
 
     # -- predicates: True / False / None ----------------------------------------------------------

@@ -9,8 +9,9 @@ Decisions (documented in docs/filter-language.md):
   item has nothing to join and is ignored.
 * valueType defaults: ``number`` for a long field; otherwise taken from the YAML value
   (number -> number, true/false -> boolean, date/time -> timestamp), else ``string``.
-* Numbers compare as DECIMAL(38, 10); text that is not a number reads NULL (TRY_CAST), so the
-  condition is UNKNOWN and the event does not match. Timestamps are epoch milliseconds.
+* Numbers compare as DECIMAL(38, 10), long fields included; text that is not a number reads
+  NULL (TRY_CAST), so the condition is UNKNOWN and the event does not match. Timestamps are
+  epoch milliseconds.
 * Booleans compare the canonical text ``true``/``false`` (what capture writes), no cast.
 * One enabled filter per output topic: two would write every shared match twice.
 """
@@ -378,7 +379,9 @@ class _Resolver:
         if not ok:
             return None
         operand: Node = ref
-        if vt in ("number", "timestamp") and ref.type == "string":
+        if vt in ("number", "timestamp"):
+            # Every number test runs in DECIMAL(38, 10), long fields included: Flink casts IN-list
+            # literals to the operand's type, so `bigintCol IN (1.5)` would compare with 1.
             operand = TryCast(ref.span, ref, "decimal")
 
         if op in ("isNull", "isNotNull"):
