@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,8 +41,17 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 @pytest.fixture
-def private_stack(tmp_path: Path):
-    stack = Stack(tmp_path / "state", ports={"postgres": free_port()})
+def scratch_dir():
+    """A state dir outside pytest's basetemp: pytest resets ``/tmp/pytest-of-<user>`` to 0700
+    whenever a session starts, which would lock the ``postgres`` user out of its data dir."""
+    path = Path(tempfile.mkdtemp(prefix="cdcrouter-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def private_stack(scratch_dir: Path):
+    stack = Stack(scratch_dir / "state", ports={"postgres": free_port()})
     yield stack
     stack.down(purge=True)
 
@@ -69,6 +80,8 @@ def test_kill_9_is_reported_and_up_restores(private_stack: Stack, capsys):
         assert conn.execute("SELECT count(*) FROM survives").fetchone() == (0,)
 
     assert private_stack.up(["postgres"]) == []  # second up: a no-op
+    assert main(["stack", "logs", "postgres", "-n", "3", "--state-dir", str(private_stack.state_dir)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
     stopped = private_stack.down(["postgres"])
     assert stopped == ["postgres"]
     assert [s.state for s in private_stack.status(["postgres"])] == ["stopped"]
@@ -141,3 +154,37 @@ def test_shared_stack_endpoints_feed_the_config_loader(stack):
     assert secret.stat().st_mode & 0o077 == 0  # mode 600
     assert secret.read_text().strip() not in (stack.state_dir / "endpoints.json").read_text()
     assert stack.stack.up(["postgres", "kafka", "registry"]) == []  # running: up is a no-op
+
+
+def test_registry_keeps_schema_ids_across_a_restart(scratch_dir: Path):
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    stack = Stack(scratch_dir / "state", ports={"registry": free_port(), "registry-management": free_port()})
+    try:
+        stack.up(["registry"])
+        url = stack.connections().registry.url
+        schema = '{"type": "record", "name": "Kept", "fields": [{"name": "a", "type": "int"}]}'
+        schema_id = SchemaRegistryClient({"url": url}).register_schema("kept-value", Schema(schema, "AVRO"))
+        stack.down(["registry"])
+        assert stack.up(["registry"]) == ["registry"]
+        fetched = SchemaRegistryClient({"url": url}).get_schema(schema_id)  # H2 file storage: still there
+        assert json.loads(fetched.schema_str)["name"] == "Kept"
+    finally:
+        stack.down(purge=True)
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_fixture_fails_in_ci_and_skips_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str):
+    from cdcrouter.testing.stack_fixtures import _Session
+
+    monkeypatch.setenv("CI", ci)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        session = _Session(Stack(tmp_path, ports={"postgres": busy.getsockname()[1]}))
+        expected = pytest.fail.Exception if ci else pytest.skip.Exception
+        with pytest.raises(expected, match="already in use"):
+            session.ensure(("postgres",))
+        with pytest.raises(expected, match="already in use"):  # remembered: no second attempt
+            session.ensure(("postgres",))
+    assert session.started == []
