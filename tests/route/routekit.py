@@ -52,7 +52,7 @@ class RouteEnv:
                     producer.poll(0.05)
         for key, value in extra or []:
             producer.produce(self.raw, value, key)
-        assert producer.flush(30) == 0
+        assert producer.flush(120) == 0, "raw events not acknowledged in 120 s"
         return events
 
     def committed(self, group: str) -> int:
