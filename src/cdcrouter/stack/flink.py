@@ -256,7 +256,7 @@ class FlinkJobManager(Service):
     start_timeout: ClassVar[float] = 90.0
 
     def fetch(self, ctx: StackContext) -> None:
-        pyflink_home()
+        # Jars only: `stack fetch` works without the [flink] extra; `up` checks PyFlink in prepare().
         fetch_flink_jars(ctx.cache_dir, allow_fetch=ctx.allow_fetch)
 
     def prepare(self, ctx: StackContext) -> None:
