@@ -256,15 +256,19 @@ def gen_items(d: Draw, depth: int, *, entity_only: bool = False, in_any_entity: 
     return items
 
 
-def gen_filter(d: Draw, n: int) -> dict[str, Any]:
-    """A filter in the seed's format with id ``f<n>`` and its own output topic."""
+def gen_filter(d: Draw, n: int, *, max_depth: int = 2) -> dict[str, Any]:
+    """A filter in the seed's format with id ``f<n>`` and its own output topic.
+
+    Nesting is drawn up to ``max_depth``, shallow more often than deep: Flink's planning time
+    grows with expression size, and most bugs show up in small filters.
+    """
     f: dict[str, Any] = {
         "id": f"f{n}",
         "name": f"random filter {n}",
         "consumerId": f"consumer-{n}",
         "outputTopic": f"filtered-f{n}-events",
         "enabled": True,
-        "conditions": gen_items(d, depth=2),
+        "conditions": gen_items(d, depth=min(max_depth, d.choice([0, 1, 1, 1, 2]))),
     }
     if chance(d, 70):
         f["conditionLogic"] = d.choice(["AND", "OR"])
