@@ -6,7 +6,9 @@ never restarted; Kafka and the registry are the shared ones.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def private_pg(stack: Any, tmp_path: Path) -> Iterator[Any]:
+def private_pg(stack: Any) -> Iterator[Any]:
+    """A PostgreSQL of our own, its state outside pytest's basetemp (which a concurrent pytest
+    session resets to mode 0700, locking the ``postgres`` user out of its data dir)."""
     from cdcrouter.stack.manager import Stack
 
-    pg = Stack(tmp_path / "pg-state", ports={"postgres": _free_port()})
+    scratch = Path(tempfile.mkdtemp(prefix="cdcrouter-capture-pg-"))
+    pg = Stack(scratch / "state", ports={"postgres": _free_port()})
     try:
         pg.up(["postgres"])
     except Exception as exc:
@@ -41,6 +46,7 @@ def private_pg(stack: Any, tmp_path: Path) -> Iterator[Any]:
         yield pg
     finally:
         pg.down(["postgres"], purge=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_postgres_restart_during_capture_loses_nothing(stack: Any, private_pg: Any, unique_name: Any) -> None:

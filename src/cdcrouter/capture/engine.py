@@ -35,6 +35,7 @@ from cdcrouter.capture.pgoutput import Begin, Change, Commit, PgOutputDecoder, R
 from cdcrouter.capture.pipeline import Pipeline
 from cdcrouter.capture.sink import (
     AvroEncoder,
+    KafkaSinkError,
     Offsets,
     TransactionalSink,
     ensure_topics,
@@ -181,6 +182,14 @@ class CaptureEngine:
                     self.progress(f"replication connection lost ({str(exc).strip()}); reconnecting")
                     stop.wait(1.0)
                     sql_conn = self._reconnect_sql(sql_conn)
+                except KafkaSinkError as exc:
+                    self.stats.reconnects += 1
+                    if time.monotonic() > backoff_until:
+                        raise
+                    self.progress(f"Kafka failed ({exc.message}); starting a new producer")
+                    sink.close()
+                    stop.wait(1.0)
+                    sink = self._new_sink(backoff_until, stop)
                 except CaptureError as exc:
                     if (
                         isinstance(exc.__cause__, psycopg2.OperationalError)
@@ -198,6 +207,23 @@ class CaptureEngine:
         finally:
             sink.close()
             sql_conn.close()
+
+    def _new_sink(self, deadline: float, stop: threading.Event) -> TransactionalSink:
+        """A fresh producer (fencing the old one), then the position Kafka really committed."""
+        p = self.pipeline
+        while True:
+            try:
+                sink = TransactionalSink(self.conns, p.raw_topic, p.replication.slot)
+                offsets = read_offsets(self.conns, p.raw_topic.offsets_topic, p.replication.slot)
+            except CaptureError:
+                if time.monotonic() > deadline or stop.is_set():
+                    raise
+                stop.wait(2.0)
+                continue
+            if offsets is not None:
+                self.stats.last = offsets
+            self.progress(f"Kafka is back; resuming after {lsn_to_str(self.stats.last.end_lsn)}")
+            return sink
 
     def _reconnect_sql(self, old: psycopg.Connection) -> psycopg.Connection:
         old.close()

@@ -7,8 +7,10 @@ Kafka holds exactly the events up to that position: no more, no less.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import struct
 import time
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from cdcrouter.capture.avro_fast import encode_business_event
 from cdcrouter.capture.pipeline import RawTopic
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
+
+log = logging.getLogger("cdcrouter.capture")
 
 
 def raw_schema_text() -> str:
@@ -194,6 +198,11 @@ def read_offsets(conns: Connections, topic: str, slot: str, timeout_s: float = 3
         consumer.close()
 
 
+class KafkaSinkError(CaptureError):
+    """Kafka failed under the producer (broker restart, fencing, timeout). The engine recreates
+    the producer, reads the committed position back and resumes from there."""
+
+
 class TransactionalSink:
     """One transactional producer per slot: ``transactional.id`` fences a zombie predecessor."""
 
@@ -225,7 +234,10 @@ class TransactionalSink:
 
     def begin(self) -> None:
         if not self.in_transaction:
-            self.producer.begin_transaction()
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as exc:
+                raise KafkaSinkError(f"cannot begin a Kafka transaction: {exc.args[0].str()}") from exc
             self.in_transaction = True
 
     def produce_event(self, key: bytes, value: bytes, topic: str | None = None) -> None:
@@ -236,30 +248,49 @@ class TransactionalSink:
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                raise KafkaSinkError(
+                    f"cannot produce to {topic or self.raw.name}: {exc.args[0].str()}"
+                ) from exc
 
     def commit(self, offsets: Offsets) -> None:
-        """Write the position and commit: the events and the position become visible together."""
-        self.producer.produce(self.raw.offsets_topic, offsets.to_json(), self.slot_key)
+        """Write the position and commit: the events and the position become visible together.
+
+        Raises:
+            KafkaSinkError: the commit failed (nothing was acknowledged to PostgreSQL).
+        """
         try:
-            self.producer.commit_transaction(120)
+            self.producer.produce(self.raw.offsets_topic, offsets.to_json(), self.slot_key)
         except KafkaException as exc:
-            self.in_transaction = False
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                self.abort()
-            raise CaptureError(
-                f"Kafka transaction commit failed: {err.str()}",
-                hint="capture resumes from the last committed position on restart; nothing was acknowledged",
-            ) from exc
+            raise KafkaSinkError(f"cannot produce the capture position: {exc.args[0].str()}") from exc
+        for attempt in range(3):
+            try:
+                self.producer.commit_transaction(120)
+                break
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.retriable() and attempt < 2:
+                    continue  # librdkafka allows retrying a retriable commit
+                self.in_transaction = False
+                if err.txn_requires_abort():
+                    with contextlib.suppress(KafkaException):
+                        self.producer.abort_transaction(30)
+                raise KafkaSinkError(
+                    f"Kafka transaction commit failed: {err.str()}",
+                    hint="capture resumes from the last committed position; nothing was acknowledged",
+                ) from exc
         self.in_transaction = False
 
     def abort(self) -> None:
+        """Abort the open transaction, if any (a failing broker is the caller's next problem)."""
         if self.in_transaction:
             try:
-                self.producer.abort_transaction(60)
+                self.producer.abort_transaction(30)
+            except KafkaException as exc:
+                log.warning("aborting the Kafka transaction failed: %s", exc.args[0].str())
             finally:
                 self.in_transaction = False
 
     def close(self) -> None:
         self.abort()
-        self.producer.flush(10)
+        self.producer.flush(5)
