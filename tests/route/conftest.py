@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .routekit import RouteEnv, setup_env
+from .routekit import RouteEnv, delete_topics, setup_env
 
 
 @pytest.fixture
-def route_env(stack: Any, unique_name: Callable[[str], str], tmp_path: Path) -> RouteEnv:
-    return setup_env(stack.connections, unique_name, tmp_path)
+def route_env(stack: Any, unique_name: Callable[[str], str], tmp_path: Path) -> Iterator[RouteEnv]:
+    env = setup_env(stack.connections, unique_name, tmp_path)
+    yield env
+    delete_topics(env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ class RouteEnv:
     raw_schema_id: int
     filtered_topics: list[str]
     unique: Callable[[str], str]
+    all_topics: list[str]
 
     @property
     def dlq(self) -> str:
@@ -132,4 +134,12 @@ def setup_env(conns: Any, unique: Callable[[str], str], tmp_path: Path, filters:
     filtered = sorted(s.name for s in specs if s.role == "filtered")
     with RegistryClient(conns.registry.to_client_conf()) as reg:
         ids = apply_schemas(reg, plan_schemas(reg, desired_subjects(raw, filtered)))
-    return RouteEnv(conns, prefix, raw, path, ids[f"{raw}-value"], filtered, unique)
+    return RouteEnv(conns, prefix, raw, path, ids[f"{raw}-value"], filtered, unique, [s.name for s in specs])
+
+
+def delete_topics(env: RouteEnv) -> None:
+    """Drop a test's topics: the shared broker must not pile up partitions (restarts get slow)."""
+    admin = admin_client(env.conns.kafka.to_librdkafka())
+    for fut in admin.delete_topics(env.all_topics, operation_timeout=30).values():
+        with contextlib.suppress(Exception):  # already gone, or the broker is restarting
+            fut.result()

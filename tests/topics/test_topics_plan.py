@@ -36,6 +36,13 @@ def test_plan_apply_grow_refuse_delete(kafka_admin: Any, unique_name: Callable[[
     plan = plan_topics(kafka_admin, specs)
     assert {a.kind for a in plan.actions} == {"create"} and len(plan.actions) == 6
     apply_topics(kafka_admin, plan)
+    try:
+        _evolve(kafka_admin, p, raw, specs, names)
+    finally:
+        kafka_admin.delete_topics([*names, f"{p}c", f"{p}c.c2.dlq"], operation_timeout=30)
+
+
+def _evolve(kafka_admin: Any, p: str, raw: str, specs: Any, names: set[str]) -> None:
     again = plan_topics(kafka_admin, specs)
     assert again.changes == [] and sorted(again.unchanged) == sorted(names)
     md = kafka_admin.list_topics(timeout=10).topics
@@ -71,4 +78,3 @@ def test_plan_apply_grow_refuse_delete(kafka_admin: Any, unique_name: Callable[[
     plan = plan_topics(kafka_admin, fewer, allow_delete=True, managed_prefixes=(p,))
     assert ("delete", f"{p}b") in _kinds(plan) and ("delete", f"{p}b.c1.dlq") in _kinds(plan)
     apply_topics(kafka_admin, plan)
-    kafka_admin.delete_topics([s.name for s in fewer], operation_timeout=30)

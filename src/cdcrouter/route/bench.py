@@ -37,6 +37,7 @@ class BenchSetup:
     filters_path: Path
     raw_schema_id: int
     filtered_topics: list[str]
+    all_topics: list[str] = field(default_factory=list)
 
 
 def setup(
@@ -57,7 +58,19 @@ def setup(
     filtered = sorted(s.name for s in specs if s.role == "filtered")
     with RegistryClient(conns.registry.to_client_conf()) as reg:
         ids = apply_schemas(reg, plan_schemas(reg, desired_subjects(raw, filtered)))
-    return BenchSetup(prefix, raw, path, ids[f"{raw}-value"], filtered)
+    return BenchSetup(prefix, raw, path, ids[f"{raw}-value"], filtered, [s.name for s in specs])
+
+
+def teardown(conns: Any, s: BenchSetup) -> None:
+    """Delete a run's topics, so repeated benchmarks do not pile partitions up on the broker."""
+    import contextlib
+
+    from cdcrouter.topics import admin_client
+
+    admin = admin_client(conns.kafka.to_librdkafka())
+    for fut in admin.delete_topics(s.all_topics, operation_timeout=30).values():
+        with contextlib.suppress(Exception):
+            fut.result()
 
 
 def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7, start: int = 0) -> None:
@@ -84,9 +97,17 @@ def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7
 
 def throughput(conns: Any, events: int = 200_000, filters: int = 20) -> dict[str, Any]:
     """Drain ``events`` pre-written events with one in-process router."""
-    from cdcrouter.route.engine import Router, RouterOptions
 
     s = setup(conns, filters)
+    try:
+        return _throughput(conns, s, events, filters)
+    finally:
+        teardown(conns, s)
+
+
+def _throughput(conns: Any, s: BenchSetup, events: int, filters: int) -> dict[str, Any]:
+    from cdcrouter.route.engine import Router, RouterOptions
+
     produce_events(conns, s.raw_topic, s.raw_schema_id, events)
     router = Router(
         s.filters_path, conns, RouterOptions(raw_topic=s.raw_topic, group_id=f"{s.prefix}g", reload=False)
@@ -178,6 +199,13 @@ def _router_process(conns: Any, s: BenchSetup, instance: str = "0") -> subproces
 def latency(conns: Any, rate: int = 5_000, seconds: float = 20.0, filters: int = 20) -> dict[str, Any]:
     """Append at ``rate`` events/s for ``seconds`` and measure append -> visible (read_committed)."""
     s = setup(conns, filters)
+    try:
+        return _latency(conns, s, rate, seconds, filters)
+    finally:
+        teardown(conns, s)
+
+
+def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int) -> dict[str, Any]:
     router = _router_process(conns, s)
     seen = _Visible()
     stop = threading.Event()
@@ -265,6 +293,15 @@ def throughput_processes(
     every 20 ms), so process start-up is not counted.
     """
     s = setup(conns, filters, partitions=partitions)
+    try:
+        return _throughput_processes(conns, s, events, filters, instances, partitions)
+    finally:
+        teardown(conns, s)
+
+
+def _throughput_processes(
+    conns: Any, s: BenchSetup, events: int, filters: int, instances: int, partitions: int
+) -> dict[str, Any]:
     produce_events(conns, s.raw_topic, s.raw_schema_id, events)
     group = f"{s.prefix}g"
     procs = [_router_process(conns, s, str(k)) for k in range(instances)]
