@@ -213,25 +213,26 @@ class FlinkChecker:
         statements = split_statements(script) if isinstance(script, str) else list(script)
         env = self.stream_env
         self._fresh_database(env)
-        plans: list[Explained] = []
-        for stmt in statements:
-            word = _first_word(stmt)
-            try:
-                if word in _PASS_THROUGH:
-                    env.execute_sql(stmt)
-                    continue
-                if word == "EXECUTE":
-                    target = re.sub(
-                        _LEADING + r"EXECUTE\s+", r"\1", stmt, count=1, flags=re.IGNORECASE | re.DOTALL
-                    )
-                else:
-                    target = stmt
-                result = env.execute_sql(f"EXPLAIN {target}")
-                plan = "\n".join(str(row[0]) for row in result.collect())
-            except Exception as exc:  # Py4JJavaError and PyFlink's wrappers: all carry Flink's text
-                raise FlinkCheckError(stmt, _java_message(exc)) from exc
-            plans.append(Explained(stmt, plan))
-        return plans
+        plans = [self.explain_one(env, stmt) for stmt in statements]
+        return [p for p in plans if p is not None]
+
+    def explain_one(self, env: Any, stmt: str) -> Explained | None:
+        """Run one DDL statement (None) or EXPLAIN one DML statement in ``env``."""
+        word = _first_word(stmt)
+        try:
+            if word in _PASS_THROUGH:
+                env.execute_sql(stmt)
+                return None
+            if word == "EXECUTE":
+                flags = re.IGNORECASE | re.DOTALL
+                target = re.sub(_LEADING + r"EXECUTE\s+", r"\1", stmt, count=1, flags=flags)
+            else:
+                target = stmt
+            result = env.execute_sql(f"EXPLAIN {target}")
+            plan = "\n".join(str(row[0]) for row in result.collect())
+        except Exception as exc:  # Py4JJavaError and PyFlink's wrappers: all carry Flink's text
+            raise FlinkCheckError(stmt, _java_message(exc)) from exc
+        return Explained(stmt, plan)
 
     # -- bounded differential runs ------------------------------------------------------------
 
