@@ -3,6 +3,7 @@ a running engine, and a read_committed consumer that decodes values through the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import struct
@@ -172,8 +173,13 @@ def make_pipeline(schema: str, name: str, **overrides: Any) -> Pipeline:
     return pipeline_from_dict(doc)
 
 
-def drop_capture_objects(conns: Connections, pipeline: Pipeline, schema: str | None) -> None:
-    """Remove the test's slot, publication and schema (the shared stack keeps running)."""
+def drop_capture_objects(
+    conns: Connections, pipeline: Pipeline, schema: str | None, extra_topics: list[str] | None = None
+) -> None:
+    """Remove the test's slot, publication, schema and topics (the shared stack keeps running;
+    fewer leftover partitions keep its restarts quick)."""
+    from confluent_kafka.admin import AdminClient
+
     from cdcrouter.capture import source
 
     conn = source.connect_sql(conns.postgres)
@@ -184,3 +190,11 @@ def drop_capture_objects(conns: Connections, pipeline: Pipeline, schema: str | N
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         conn.close()
+    raw = pipeline.raw_topic
+    topics = [raw.name, raw.offsets_topic, raw.dlq_topic, *(extra_topics or [])]
+    futures = AdminClient({**conns.kafka.to_librdkafka(), "log_level": 0}).delete_topics(
+        topics, request_timeout=15
+    )
+    for fut in futures.values():
+        with contextlib.suppress(Exception):  # best effort: a topic never created, a slow broker
+            fut.result(timeout=20)

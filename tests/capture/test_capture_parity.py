@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from capture_helpers import CaptureRun, make_pipeline, read_topic
+from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline, read_topic
 
 from cdcrouter.capture import debezium
 
@@ -113,3 +113,11 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
         stop.set()
         worker.join(30) if worker.is_alive() else None
         debezium.undeploy(dbz_pipeline, run.conns)
+        prefix = debezium.topic_prefix(dbz_pipeline)
+        raw = dbz_pipeline.raw_topic
+        drop_capture_objects(
+            run.conns,
+            dbz_pipeline,
+            None,
+            [*debezium.table_topics(dbz_pipeline), f"__debezium-heartbeat.{prefix}", raw.offsets_topic],
+        )
