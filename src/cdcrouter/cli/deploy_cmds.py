@@ -224,7 +224,7 @@ def register(app: typer.Typer) -> None:
         filters_count: int = typer.Option(20, "--filters-count", help="benchmark filters (max 20)"),
         rate: int = typer.Option(5_000, "--rate", help="append rate for the latency run (events/s)"),
         seconds: float = typer.Option(20.0, "--seconds", help="latency run length"),
-        checkpoint_interval: str = typer.Option("1s", "--checkpoint-interval", help="Flink commit interval"),
+        checkpoint_interval: str = typer.Option("5s", "--checkpoint-interval", help="Flink commit interval"),
         no_latency: bool = typer.Option(False, "--no-latency", help="throughput only"),
         at_least_once: bool = typer.Option(False, "--at-least-once", help="Flink sinks without transactions"),
         config: Path | None = ConfigOpt,
@@ -240,6 +240,7 @@ def register(app: typer.Typer) -> None:
             rate,
             seconds,
             checkpoint_interval,
-            not no_latency,
+            latency=not no_latency,
+            exactly_once=not at_least_once,
         )
         typer.echo(json.dumps(result, indent=2))
