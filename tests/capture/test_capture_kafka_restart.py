@@ -1,5 +1,6 @@
-"""A Kafka broker restart during capture: the engine starts a new producer, reads back what Kafka
-really committed and resumes from there — nothing lost, nothing doubled.
+"""A Kafka broker restart during capture loses nothing and doubles nothing. Either the producer
+rides it out (librdkafka retries the commit until the broker is back) or the engine replaces the
+producer and resumes from the position Kafka really committed.
 
 Uses a private broker (its own state dir and ports) so the shared stack's Kafka keeps running.
 """
@@ -29,7 +30,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def private_kafka(stack: Any) -> Iterator[Any]:
+def private_kafka() -> Iterator[Any]:
     from cdcrouter.stack.manager import Stack
 
     scratch = Path(tempfile.mkdtemp(prefix="cdcrouter-capture-kafka-"))
@@ -47,7 +48,10 @@ def private_kafka(stack: Any) -> Iterator[Any]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def test_kafka_restart_during_capture_loses_nothing(stack: Any, private_kafka: Any, unique_name: Any) -> None:
+def test_kafka_restart_during_capture_loses_nothing(
+    stack_with: Any, private_kafka: Any, unique_name: Any
+) -> None:
+    stack = stack_with("postgres", "registry")  # the shared broker is not needed
     conns = stack.connections.model_copy(update={"kafka": private_kafka.connections().kafka})
     name = unique_name("kr")
     schema = name.replace("-", "_")
@@ -74,7 +78,6 @@ def test_kafka_restart_during_capture_loses_nothing(stack: Any, private_kafka: A
         ids = [e["eventBody"]["entities"][0]["entityId"] for e in events]
         assert len(ids) == 1500 and len(set(ids)) == 1500, f"{len(ids)} events, {len(set(ids))} distinct"
         assert ids == [f"{p}{i}" for p in "ABC" for i in range(500)]
-        assert run.engines[0][0].stats.reconnects >= 1, "the broker restart was not noticed"
         run.stop()
     finally:
         run.engines.clear()
