@@ -2,16 +2,16 @@
 -- regenerate with `cdcrouter generate`.
 -- target: confluent-cloud
 -- source-sha256: 0c6087f485805c2ba96566ac38c282ccec0feef64756c9ab59943ef08df17f90
--- content-sha256: 2a42c0e4d057a7fae5c07242b37bd88738a684035df3dd5c241279d031eed365
+-- content-sha256: d1fa137f3fb0703983109c53a0b6cdf33c6fc4093e3505a7e58bbca2ec5d647c
 -- filters: 3 enabled of 4
 -- placeholders (filled at deploy time): SINK_BUCKETS (default 6)
 
 CREATE TABLE IF NOT EXISTS `filtered-loan-events` (
   `kafka_key` STRING,
-  `eventHeader` ROW<`uuid` STRING, `eventName` STRING, `createdDate` BIGINT, `savedDate` BIGINT, `eventType` STRING>,
-  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING, `entityId` STRING, `updatedAttributes` MAP<STRING, STRING>>>>,
-  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT>,
-  `filterMetadata` ROW<`filterId` STRING, `consumerId` STRING, `filteredAt` BIGINT>
+  `eventHeader` ROW<`uuid` STRING NOT NULL, `eventName` STRING NOT NULL, `createdDate` BIGINT NOT NULL, `savedDate` BIGINT NOT NULL, `eventType` STRING> NOT NULL,
+  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING NOT NULL, `entityId` STRING NOT NULL, `updatedAttributes` MAP<STRING NOT NULL, STRING> NOT NULL> NOT NULL> NOT NULL> NOT NULL,
+  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT> NOT NULL,
+  `filterMetadata` ROW<`filterId` STRING NOT NULL, `consumerId` STRING NOT NULL, `filteredAt` BIGINT NOT NULL> NOT NULL
 ) DISTRIBUTED BY HASH(`kafka_key`) INTO ${SINK_BUCKETS:-6} BUCKETS WITH (
   'changelog.mode' = 'append',
   'key.format' = 'raw',
@@ -21,10 +21,10 @@ CREATE TABLE IF NOT EXISTS `filtered-loan-events` (
 
 CREATE TABLE IF NOT EXISTS `filtered-service-events` (
   `kafka_key` STRING,
-  `eventHeader` ROW<`uuid` STRING, `eventName` STRING, `createdDate` BIGINT, `savedDate` BIGINT, `eventType` STRING>,
-  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING, `entityId` STRING, `updatedAttributes` MAP<STRING, STRING>>>>,
-  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT>,
-  `filterMetadata` ROW<`filterId` STRING, `consumerId` STRING, `filteredAt` BIGINT>
+  `eventHeader` ROW<`uuid` STRING NOT NULL, `eventName` STRING NOT NULL, `createdDate` BIGINT NOT NULL, `savedDate` BIGINT NOT NULL, `eventType` STRING> NOT NULL,
+  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING NOT NULL, `entityId` STRING NOT NULL, `updatedAttributes` MAP<STRING NOT NULL, STRING> NOT NULL> NOT NULL> NOT NULL> NOT NULL,
+  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT> NOT NULL,
+  `filterMetadata` ROW<`filterId` STRING NOT NULL, `consumerId` STRING NOT NULL, `filteredAt` BIGINT NOT NULL> NOT NULL
 ) DISTRIBUTED BY HASH(`kafka_key`) INTO ${SINK_BUCKETS:-6} BUCKETS WITH (
   'changelog.mode' = 'append',
   'key.format' = 'raw',
@@ -34,10 +34,10 @@ CREATE TABLE IF NOT EXISTS `filtered-service-events` (
 
 CREATE TABLE IF NOT EXISTS `filtered-car-events` (
   `kafka_key` STRING,
-  `eventHeader` ROW<`uuid` STRING, `eventName` STRING, `createdDate` BIGINT, `savedDate` BIGINT, `eventType` STRING>,
-  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING, `entityId` STRING, `updatedAttributes` MAP<STRING, STRING>>>>,
-  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT>,
-  `filterMetadata` ROW<`filterId` STRING, `consumerId` STRING, `filteredAt` BIGINT>
+  `eventHeader` ROW<`uuid` STRING NOT NULL, `eventName` STRING NOT NULL, `createdDate` BIGINT NOT NULL, `savedDate` BIGINT NOT NULL, `eventType` STRING> NOT NULL,
+  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING NOT NULL, `entityId` STRING NOT NULL, `updatedAttributes` MAP<STRING NOT NULL, STRING> NOT NULL> NOT NULL> NOT NULL> NOT NULL,
+  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT> NOT NULL,
+  `filterMetadata` ROW<`filterId` STRING NOT NULL, `consumerId` STRING NOT NULL, `filteredAt` BIGINT NOT NULL> NOT NULL
 ) DISTRIBUTED BY HASH(`kafka_key`) INTO ${SINK_BUCKETS:-6} BUCKETS WITH (
   'changelog.mode' = 'append',
   'key.format' = 'raw',

@@ -2,7 +2,7 @@
 -- regenerate with `cdcrouter generate`.
 -- target: flink
 -- source-sha256: 0c6087f485805c2ba96566ac38c282ccec0feef64756c9ab59943ef08df17f90
--- content-sha256: 4c34c823e7aba9de339f58bd96ea6f3d0aa590573fb3aa923d3bdc2c3e602ebc
+-- content-sha256: 46d000e30cd4aa619793d85accaf196c8d4ae4f2442ed8e78bd983378d6acc0d
 -- filters: 3 enabled of 4
 -- placeholders (filled at deploy time): FLINK_GROUP_ID (default cdcrouter-flink), KAFKA_BOOTSTRAP_SERVERS, SCAN_STARTUP_MODE (default group-offsets), SCHEMA_REGISTRY_URL, SINK_DELIVERY_GUARANTEE (default exactly-once)
 
@@ -24,10 +24,10 @@ CREATE TABLE IF NOT EXISTS `raw_business_events` (
 
 CREATE TABLE IF NOT EXISTS `filtered_loan_events` (
   `kafka_key` STRING,
-  `eventHeader` ROW<`uuid` STRING, `eventName` STRING, `createdDate` BIGINT, `savedDate` BIGINT, `eventType` STRING>,
-  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING, `entityId` STRING, `updatedAttributes` MAP<STRING, STRING>>>>,
-  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT>,
-  `filterMetadata` ROW<`filterId` STRING, `consumerId` STRING, `filteredAt` BIGINT>
+  `eventHeader` ROW<`uuid` STRING NOT NULL, `eventName` STRING NOT NULL, `createdDate` BIGINT NOT NULL, `savedDate` BIGINT NOT NULL, `eventType` STRING> NOT NULL,
+  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING NOT NULL, `entityId` STRING NOT NULL, `updatedAttributes` MAP<STRING NOT NULL, STRING> NOT NULL> NOT NULL> NOT NULL> NOT NULL,
+  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT> NOT NULL,
+  `filterMetadata` ROW<`filterId` STRING NOT NULL, `consumerId` STRING NOT NULL, `filteredAt` BIGINT NOT NULL> NOT NULL
 ) WITH (
   'connector' = 'kafka',
   'topic' = 'filtered-loan-events',
@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS `filtered_loan_events` (
   'value.format' = 'avro-confluent',
   'value.avro-confluent.url' = '${SCHEMA_REGISTRY_URL}',
   'value.avro-confluent.subject' = 'filtered-loan-events-value',
+  'value.avro-confluent.schema' = '{"type":"record","name":"FilteredBusinessEvent","namespace":"io.cdcrouter.events","doc":"A raw BusinessEvent routed by one filter to its consumer topic: the raw fields unchanged plus filterMetadata (appended last so the raw Avro body can be passed through).","fields":[{"name":"eventHeader","type":{"type":"record","name":"EventHeader","fields":[{"name":"uuid","type":"string","doc":"Unique per event; stable across re-delivery (derived from the source position)."},{"name":"eventName","type":"string","doc":"For example LoanCreated, CarUpdated, LoanPaymentSubmitted."},{"name":"createdDate","type":"long","doc":"Epoch milliseconds of the source transaction commit."},{"name":"savedDate","type":"long","doc":"Epoch milliseconds when cdcrouter produced the event."},{"name":"eventType","type":["null","string"],"default":null,"doc":"Optional category, e.g. the outbox row''s type."}]}},{"name":"eventBody","type":{"type":"record","name":"EventBody","fields":[{"name":"entities","type":{"type":"array","items":{"type":"record","name":"Entity","fields":[{"name":"entityType","type":"string"},{"name":"entityId","type":"string"},{"name":"updatedAttributes","type":{"type":"map","values":["null","string"]},"default":{},"doc":"Changed columns as canonical strings; JSON columns flattened to dotted keys (loan.loanAmount)."}]}}}]}},{"name":"sourceMetadata","type":{"type":"record","name":"SourceMetadata","fields":[{"name":"table","type":["null","string"],"default":null},{"name":"operation","type":["null","string"],"default":null,"doc":"INSERT, UPDATE, DELETE, SNAPSHOT or OUTBOX."},{"name":"timestamp","type":["null","long"],"default":null,"doc":"Epoch milliseconds of the change in the source."}]}},{"name":"filterMetadata","type":{"type":"record","name":"FilterMetadata","fields":[{"name":"filterId","type":"string"},{"name":"consumerId","type":"string"},{"name":"filteredAt","type":"long","doc":"Epoch milliseconds (millisecond precision) when the event was routed."}]}}]}',
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = '${SINK_DELIVERY_GUARANTEE:-exactly-once}',
   'sink.transactional-id-prefix' = 'cdcrouter-filtered-loan-events'
@@ -44,10 +45,10 @@ CREATE TABLE IF NOT EXISTS `filtered_loan_events` (
 
 CREATE TABLE IF NOT EXISTS `filtered_service_events` (
   `kafka_key` STRING,
-  `eventHeader` ROW<`uuid` STRING, `eventName` STRING, `createdDate` BIGINT, `savedDate` BIGINT, `eventType` STRING>,
-  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING, `entityId` STRING, `updatedAttributes` MAP<STRING, STRING>>>>,
-  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT>,
-  `filterMetadata` ROW<`filterId` STRING, `consumerId` STRING, `filteredAt` BIGINT>
+  `eventHeader` ROW<`uuid` STRING NOT NULL, `eventName` STRING NOT NULL, `createdDate` BIGINT NOT NULL, `savedDate` BIGINT NOT NULL, `eventType` STRING> NOT NULL,
+  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING NOT NULL, `entityId` STRING NOT NULL, `updatedAttributes` MAP<STRING NOT NULL, STRING> NOT NULL> NOT NULL> NOT NULL> NOT NULL,
+  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT> NOT NULL,
+  `filterMetadata` ROW<`filterId` STRING NOT NULL, `consumerId` STRING NOT NULL, `filteredAt` BIGINT NOT NULL> NOT NULL
 ) WITH (
   'connector' = 'kafka',
   'topic' = 'filtered-service-events',
@@ -57,6 +58,7 @@ CREATE TABLE IF NOT EXISTS `filtered_service_events` (
   'value.format' = 'avro-confluent',
   'value.avro-confluent.url' = '${SCHEMA_REGISTRY_URL}',
   'value.avro-confluent.subject' = 'filtered-service-events-value',
+  'value.avro-confluent.schema' = '{"type":"record","name":"FilteredBusinessEvent","namespace":"io.cdcrouter.events","doc":"A raw BusinessEvent routed by one filter to its consumer topic: the raw fields unchanged plus filterMetadata (appended last so the raw Avro body can be passed through).","fields":[{"name":"eventHeader","type":{"type":"record","name":"EventHeader","fields":[{"name":"uuid","type":"string","doc":"Unique per event; stable across re-delivery (derived from the source position)."},{"name":"eventName","type":"string","doc":"For example LoanCreated, CarUpdated, LoanPaymentSubmitted."},{"name":"createdDate","type":"long","doc":"Epoch milliseconds of the source transaction commit."},{"name":"savedDate","type":"long","doc":"Epoch milliseconds when cdcrouter produced the event."},{"name":"eventType","type":["null","string"],"default":null,"doc":"Optional category, e.g. the outbox row''s type."}]}},{"name":"eventBody","type":{"type":"record","name":"EventBody","fields":[{"name":"entities","type":{"type":"array","items":{"type":"record","name":"Entity","fields":[{"name":"entityType","type":"string"},{"name":"entityId","type":"string"},{"name":"updatedAttributes","type":{"type":"map","values":["null","string"]},"default":{},"doc":"Changed columns as canonical strings; JSON columns flattened to dotted keys (loan.loanAmount)."}]}}}]}},{"name":"sourceMetadata","type":{"type":"record","name":"SourceMetadata","fields":[{"name":"table","type":["null","string"],"default":null},{"name":"operation","type":["null","string"],"default":null,"doc":"INSERT, UPDATE, DELETE, SNAPSHOT or OUTBOX."},{"name":"timestamp","type":["null","long"],"default":null,"doc":"Epoch milliseconds of the change in the source."}]}},{"name":"filterMetadata","type":{"type":"record","name":"FilterMetadata","fields":[{"name":"filterId","type":"string"},{"name":"consumerId","type":"string"},{"name":"filteredAt","type":"long","doc":"Epoch milliseconds (millisecond precision) when the event was routed."}]}}]}',
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = '${SINK_DELIVERY_GUARANTEE:-exactly-once}',
   'sink.transactional-id-prefix' = 'cdcrouter-filtered-service-events'
@@ -64,10 +66,10 @@ CREATE TABLE IF NOT EXISTS `filtered_service_events` (
 
 CREATE TABLE IF NOT EXISTS `filtered_car_events` (
   `kafka_key` STRING,
-  `eventHeader` ROW<`uuid` STRING, `eventName` STRING, `createdDate` BIGINT, `savedDate` BIGINT, `eventType` STRING>,
-  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING, `entityId` STRING, `updatedAttributes` MAP<STRING, STRING>>>>,
-  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT>,
-  `filterMetadata` ROW<`filterId` STRING, `consumerId` STRING, `filteredAt` BIGINT>
+  `eventHeader` ROW<`uuid` STRING NOT NULL, `eventName` STRING NOT NULL, `createdDate` BIGINT NOT NULL, `savedDate` BIGINT NOT NULL, `eventType` STRING> NOT NULL,
+  `eventBody` ROW<`entities` ARRAY<ROW<`entityType` STRING NOT NULL, `entityId` STRING NOT NULL, `updatedAttributes` MAP<STRING NOT NULL, STRING> NOT NULL> NOT NULL> NOT NULL> NOT NULL,
+  `sourceMetadata` ROW<`table` STRING, `operation` STRING, `timestamp` BIGINT> NOT NULL,
+  `filterMetadata` ROW<`filterId` STRING NOT NULL, `consumerId` STRING NOT NULL, `filteredAt` BIGINT NOT NULL> NOT NULL
 ) WITH (
   'connector' = 'kafka',
   'topic' = 'filtered-car-events',
@@ -77,6 +79,7 @@ CREATE TABLE IF NOT EXISTS `filtered_car_events` (
   'value.format' = 'avro-confluent',
   'value.avro-confluent.url' = '${SCHEMA_REGISTRY_URL}',
   'value.avro-confluent.subject' = 'filtered-car-events-value',
+  'value.avro-confluent.schema' = '{"type":"record","name":"FilteredBusinessEvent","namespace":"io.cdcrouter.events","doc":"A raw BusinessEvent routed by one filter to its consumer topic: the raw fields unchanged plus filterMetadata (appended last so the raw Avro body can be passed through).","fields":[{"name":"eventHeader","type":{"type":"record","name":"EventHeader","fields":[{"name":"uuid","type":"string","doc":"Unique per event; stable across re-delivery (derived from the source position)."},{"name":"eventName","type":"string","doc":"For example LoanCreated, CarUpdated, LoanPaymentSubmitted."},{"name":"createdDate","type":"long","doc":"Epoch milliseconds of the source transaction commit."},{"name":"savedDate","type":"long","doc":"Epoch milliseconds when cdcrouter produced the event."},{"name":"eventType","type":["null","string"],"default":null,"doc":"Optional category, e.g. the outbox row''s type."}]}},{"name":"eventBody","type":{"type":"record","name":"EventBody","fields":[{"name":"entities","type":{"type":"array","items":{"type":"record","name":"Entity","fields":[{"name":"entityType","type":"string"},{"name":"entityId","type":"string"},{"name":"updatedAttributes","type":{"type":"map","values":["null","string"]},"default":{},"doc":"Changed columns as canonical strings; JSON columns flattened to dotted keys (loan.loanAmount)."}]}}}]}},{"name":"sourceMetadata","type":{"type":"record","name":"SourceMetadata","fields":[{"name":"table","type":["null","string"],"default":null},{"name":"operation","type":["null","string"],"default":null,"doc":"INSERT, UPDATE, DELETE, SNAPSHOT or OUTBOX."},{"name":"timestamp","type":["null","long"],"default":null,"doc":"Epoch milliseconds of the change in the source."}]}},{"name":"filterMetadata","type":{"type":"record","name":"FilterMetadata","fields":[{"name":"filterId","type":"string"},{"name":"consumerId","type":"string"},{"name":"filteredAt","type":"long","doc":"Epoch milliseconds (millisecond precision) when the event was routed."}]}}]}',
   'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = '${SINK_DELIVERY_GUARANTEE:-exactly-once}',
   'sink.transactional-id-prefix' = 'cdcrouter-filtered-car-events'

@@ -17,6 +17,7 @@ placeholders, filled in at deploy time by :func:`render_placeholders`; nothing s
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -328,7 +329,9 @@ def sink_table_ddl(topic: str, target: str = "flink", table: str | None = None) 
     """Sink table DDL for one consumer topic: value = FilteredBusinessEvent, key = entity id."""
     _check_target(target)
     table = table or table_name_for(topic)
-    cols = ",\n".join([f"  {quote_ident(KEY_COLUMN)} STRING", *_columns(FILTERED_SCHEMA, all_nullable=True)])
+    # Sink columns follow the contract exactly (NOT NULL where the Avro field is required), so
+    # the value schema written is FilteredBusinessEvent itself, not a Flink-derived look-alike.
+    cols = ",\n".join([f"  {quote_ident(KEY_COLUMN)} STRING", *_columns(FILTERED_SCHEMA, all_nullable=False)])
     if target == "confluent-cloud":
         opts = _with(
             {
@@ -353,6 +356,7 @@ def sink_table_ddl(topic: str, target: str = "flink", table: str | None = None) 
             "value.format": "avro-confluent",
             "value.avro-confluent.url": "${SCHEMA_REGISTRY_URL}",
             "value.avro-confluent.subject": f"{topic}-value",
+            "value.avro-confluent.schema": _contract_json(),
             "value.fields-include": "EXCEPT_KEY",
             "sink.delivery-guarantee": "${SINK_DELIVERY_GUARANTEE:-exactly-once}",
             "sink.transactional-id-prefix": f"cdcrouter-{topic}",
@@ -396,6 +400,12 @@ def sink_tables(topics: list[str], target: str = "flink") -> dict[str, str]:
         used.add(name)
         out[topic] = name
     return out
+
+
+@cache
+def _contract_json() -> str:
+    """The filtered-event Avro contract as compact JSON, for ``avro-confluent.schema``."""
+    return json.dumps(load_schema(FILTERED_SCHEMA), separators=(",", ":"), ensure_ascii=False)
 
 
 def _with(opts: Mapping[str, str]) -> str:
