@@ -153,3 +153,16 @@ def test_clashing_table_names_get_a_suffix() -> None:
 def test_unknown_target() -> None:
     with pytest.raises(GenerateError):
         generate_sql(fs_of("      - {field: eventHeader.eventName, operator: isNull}\n"), "spark")  # type: ignore[arg-type]
+
+
+def test_a_file_name_cannot_end_the_header_comment() -> None:
+    fs = load_filters_text(
+        "filters:\n  - {id: f, consumerId: c, outputTopic: t, conditions: "
+        "[{field: eventHeader.eventType, operator: isNull}]}\n",
+        "evil\nDROP TABLE x;.yaml",
+    )
+    script = generate_sql(fs)
+    assert not any(line.startswith("DROP") for line in script.splitlines())
+    from cdcrouter.backends.python_eval import compile_filterset
+
+    assert compile_filterset(fs).match is not None  # the generated Python still compiles
