@@ -94,6 +94,24 @@ def _await_metadata(admin: AdminClient, partitions: dict[str, int], timeout_s: f
         time.sleep(0.2)
 
 
+def _await_configs(admin: AdminClient, wanted: dict[str, dict[str, str]], timeout_s: float = 15.0) -> None:
+    """Return once describe_configs shows every altered value (the broker applies them async)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while wanted and time.monotonic() < deadline:
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, t) for t in wanted])
+        try:
+            current = {
+                res.name: {k: e.value for k, e in fut.result().items()} for res, fut in futures.items()
+            }
+        except KafkaException:
+            current = {}
+        if all(current.get(t, {}).get(k) == v for t, cfg in wanted.items() for k, v in cfg.items()):
+            return
+        time.sleep(0.2)
+
+
 def plan_topics(
     admin: AdminClient,
     desired: list[TopicSpec],
@@ -239,6 +257,7 @@ def apply_topics(admin: AdminClient, plan: TopicPlan) -> list[str]:
         for res, fut in admin.incremental_alter_configs(resources).items():
             _result(fut, f"altering {res.name}")
             done.append(f"altered {res.name}")
+        _await_configs(admin, {a.topic: a.config for a in alters})
     _await_metadata(admin, {a.topic: a.spec.partitions for a in creates if a.spec is not None})
     _await_metadata(admin, {a.topic: a.partitions for a in grows if a.partitions})
     deletes = [a.topic for a in plan.actions if a.kind == "delete"]
