@@ -290,3 +290,13 @@ def test_all_problems_are_collected_then_reported() -> None:
         load_filters_text(HEAD + text, "t.yaml")
     assert [d.code for d in err.value.diagnostics] == ["V001", "V008"]
     assert "t.yaml:6:16 V001 [f1]" in err.value.message
+
+
+def test_max_entities_setting() -> None:
+    body = HEAD + cond("eventBody.entities[*].entityType", "equals", "value: Car")
+    fs = load_filters_text("settings:\n  maxEntities: 3\n" + body, "t.yaml")
+    assert fs.filters[0].condition.limit == 3  # type: ignore[attr-defined]
+    found = check("settings:\n  maxEntities: 0\n" + body, head=False)
+    assert [f[:3] for f in found] == [("V018", 2, 16)] and "1 to 100" in found[0][3]
+    found = check("settings:\n  maxEntitys: 3\n" + body, head=False)
+    assert found[0][:3] == ("Y004", 2, 3) and found[0][4] == "did you mean 'maxEntities'?"

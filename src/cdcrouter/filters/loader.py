@@ -20,7 +20,8 @@ from cdcrouter.filters.diagnostics import Collector, closest
 from cdcrouter.filters.raw import RawCondition, RawFilter, RawFilterSet, RawGroup, RawItem, RawList, RawScalar
 from cdcrouter.filters.span import Span
 
-TOP_KEYS = ("filters", "version")
+TOP_KEYS = ("filters", "settings", "version")
+SETTINGS_KEYS = ("maxEntities",)
 FILTER_KEYS = (
     "id",
     "name",
@@ -222,7 +223,15 @@ class _Builder:
             )
             return RawFilterSet(file, (), top.span)
         filters = tuple(f for f in (self.filter(n) for n in flist.items) if f is not None)
-        return RawFilterSet(file, filters, top.span)
+        max_entities = None
+        settings = top.values.get("settings")
+        if settings is not None:
+            if isinstance(settings, _YMap):
+                self.check_keys(settings, SETTINGS_KEYS, "settings")
+                max_entities = self.scalar(settings, "maxEntities", "settings", None)
+            else:
+                self.d.add("Y002", f"'settings' must be a mapping, not {_kind(settings)}", settings.span)
+        return RawFilterSet(file, filters, top.span, max_entities)
 
     def filter(self, node: _YNode) -> RawFilter | None:
         if not isinstance(node, _YMap):

@@ -73,3 +73,4 @@ class RawFilterSet:
     file: str
     filters: tuple[RawFilter, ...]
     span: Span
+    max_entities: RawScalar | None = None  # settings.maxEntities

@@ -97,6 +97,7 @@ class _Resolver:
         self.d = diags
         self.fid: str | None = None
         self.in_entity = False
+        self.max_entities = MAX_ENTITIES
 
     def err(self, code: str, message: str, span: Span, hint: str | None = None) -> None:
         self.d.add(code, message, span, self.fid, hint)
@@ -104,6 +105,17 @@ class _Resolver:
     # ---- filter set ---------------------------------------------------------------------------
 
     def filterset(self, raw: RawFilterSet, text: str) -> FilterSet:
+        if raw.max_entities is not None:
+            v = raw.max_entities.value
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100:
+                self.max_entities = v
+            else:
+                self.err(
+                    "V018",
+                    f"settings.maxEntities must be a whole number from 1 to 100, not {v!r}",
+                    raw.max_entities.span,
+                    f"the default is {MAX_ENTITIES}; smaller plans faster in Flink",
+                )
         filters: list[Filter] = []
         seen_ids: dict[str, Span] = {}
         topics: dict[str, tuple[str, Span]] = {}
@@ -252,7 +264,7 @@ class _Resolver:
                 inner = self.combine(g.items, "AND", g.span)
             finally:
                 self.in_entity = False
-            return AnyEntity(g.span, inner, MAX_ENTITIES) if inner is not None else None
+            return AnyEntity(g.span, inner, self.max_entities) if inner is not None else None
         inner = self.combine(g.items, "OR" if g.kind == "any" else "AND", g.span)
         if inner is None:
             return None
@@ -297,7 +309,7 @@ class _Resolver:
         if node is None:
             return None
         if rp.star is not None and not self.in_entity:
-            return AnyEntity(c.field.span, node, MAX_ENTITIES)
+            return AnyEntity(c.field.span, node, self.max_entities)
         return node
 
     def value_type(self, c: RawCondition, field_type: str, op: str) -> str | None:
