@@ -70,7 +70,15 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
     debezium.deploy(dbz_pipeline, run.conns)
     stop = threading.Event()
     normalizer = debezium.Normalizer(dbz_pipeline, run.conns)
-    worker = threading.Thread(target=normalizer.run, args=(stop,), daemon=True)
+    errors: list[BaseException] = []
+
+    def normalize() -> None:
+        try:
+            normalizer.run(stop)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    worker = threading.Thread(target=normalize, daemon=True)
     try:
         debezium.wait_running(run.conns, debezium.connector_name(dbz_pipeline))
         _wait_slot_active(run, debezium.debezium_slot(dbz_pipeline))
@@ -105,8 +113,12 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
         expected = 9
         embedded = [e for _, e in read_topic(run.conns, run.topic, expect=expected)]
         dbz = [
-            e for _, e in read_topic(run.conns, dbz_pipeline.raw_topic.name, expect=expected, timeout_s=60)
+            e for _, e in read_topic(run.conns, dbz_pipeline.raw_topic.name, expect=expected, timeout_s=180)
         ]
+        assert not errors, f"the normalising stage failed: {errors[0]!r}"
+        status = debezium.ConnectClient(run.conns).status(debezium.connector_name(dbz_pipeline))
+        assert len(dbz) == expected, f"Debezium delivered {len(dbz)}/{expected}; connector: {status}"
+
         assert len(embedded) == expected, embedded
         assert _comparable(dbz) == _comparable(embedded)
     finally:
