@@ -24,7 +24,7 @@ SECRET = "sasl-password-must-not-leak"  # a connection option that must never be
 
 
 def _uuids(bootstrap: str, topic: str, decode: s.Decoder, expect: int) -> Counter[str]:
-    recs = s.consume_all(bootstrap, topic, expect=expect, idle_s=4, timeout_s=90)
+    recs = s.consume_all(bootstrap, topic, expect=expect, idle_s=4, timeout_s=180)
     return Counter(decode(v)["eventHeader"]["uuid"] for _, v in recs)
 
 
