@@ -277,6 +277,7 @@ class FlinkDeployment:
             "carried_offsets": {t: {str(p): o for p, o in v.items()} for t, v in carried.items()},
             "savepoint": None,
             "script": {"sets": script.sets, "ddl": script.ddl, "dml": script.dml},
+            "options": self._extra(),  # raw topic, interval, delivery: what resume must reuse
             "deployed_at": int(time.time() * 1000),
         }
         state.save(self.state_dir, TARGET, self.name, record)
@@ -326,6 +327,10 @@ class FlinkDeployment:
                 f"deployment {self.name!r} has no savepoint to resume from",
                 hint="deploy it with `cdcrouter deploy --target flink`",
             )
+        opts = saved.get("options") or {}
+        self.options.raw_topic = self.options.raw_topic or opts.get("raw")
+        self.options.checkpoint_interval = opts.get("checkpoint_interval", self.options.checkpoint_interval)
+        self.options.exactly_once = opts.get("exactly_once", self.options.exactly_once)
         s = saved["script"]
         script = Script(sets=[tuple(x) for x in s["sets"]], ddl=s["ddl"], dml=s["dml"])  # type: ignore[misc]
         plan = Plan(TARGET, self.name, saved["sql_hash"], [Action("resume", self.name)])
