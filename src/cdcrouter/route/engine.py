@@ -291,7 +291,18 @@ class Router:
                     last_data = time.monotonic()
                     if self._first_at is None:
                         self._first_at = last_data
-                    self._process(msgs)
+                    try:
+                        self._process(msgs)
+                    except KafkaException as exc:  # the batch is redone from the committed offsets
+                        err = exc.args[0]
+                        if err.fatal():
+                            self._recover(err)
+                            continue
+                        if not err.txn_requires_abort():
+                            raise
+                        self._abort(err.str())
+                        self._rewind()
+                        continue
                 if self._in_txn and (
                     len(msgs) < batch
                     or (time.monotonic() - self._txn_started) * 1000 >= self.opts.max_txn_ms
@@ -312,6 +323,11 @@ class Router:
                     log.info("routed: transactions=%d %s", self._transactions, self.metrics.summary())
             if self._in_txn:
                 self._commit()
+        except KafkaException as exc:
+            raise RouteError(
+                f"Kafka failed while routing {self.opts.raw_topic}: {exc.args[0].str()}",
+                hint="check the broker (cdcrouter stack status); a restart resumes from committed offsets",
+            ) from exc
         finally:
             self._close()
         log.info("stopped: %s", self.metrics.summary())
