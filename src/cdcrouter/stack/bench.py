@@ -126,6 +126,7 @@ def run_bench(
     sampler = _Sampler(stack)
     sampler.start()
     result: dict[str, Any] = {"services": [s.name for s in stack.resolve(only)]}
+    everything = result["services"]  # down(only) would spare the dependencies: stop all we started
     marks: dict[str, float] = {}
 
     def timed(name: str, message: str) -> None:
@@ -147,7 +148,7 @@ def run_bench(
         result["noop_up_s"] = round(time.monotonic() - t0, 2)
         time.sleep(settle_seconds)  # let JIT and background start-up work show in the memory peak
         result["peak_pss_mb_after_cold"] = round(sampler.peak_total)
-        stack.down(only)
+        stack.down(everything)
         t0 = time.monotonic()
         stack.up(only, report=report)
         result["warm_up_s"] = round(time.monotonic() - t0, 2)
@@ -155,7 +156,7 @@ def run_bench(
     finally:
         sampler.stop_event.set()
         sampler.join()
-        stack.down(only, purge=True)
+        stack.down(everything, purge=True)
         if not state_dir:
             shutil.rmtree(scratch, ignore_errors=True)
     result["peak_pss_mb"] = round(sampler.peak_total)
