@@ -192,3 +192,30 @@ def test_two_instances_split_partitions_exactly_once(route_env: RouteEnv) -> Non
     assert all(r.metrics.consumed > 0 for r in routers)
     assert sum(r.metrics.consumed for r in routers) == 9_000
     assert _actual(env) == _expected(env, events)
+
+
+def test_a_fenced_instance_takes_its_id_back_and_loses_nothing(route_env: RouteEnv) -> None:
+    """Another producer with the router's transactional.id fences it (what the coordinator does after
+    an expired transaction): the router starts a new producer and redoes from the committed offsets."""
+    from confluent_kafka import Producer
+
+    env = route_env
+    group = env.prefix + "g"
+    router = _router(env, group_id=group, instance_id="f")
+    stop = threading.Event()
+    t = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        events = env.produce(0, 3_000)
+        env.wait_committed(group, 3_000)
+        usurper = Producer(env.kafka(**{"transactional.id": router.opts.transactional_id}))
+        usurper.init_transactions(30)  # bumps the epoch: the router's producer is now fenced
+        events += env.produce(3_000, 3_000)
+        env.wait_committed(group, 6_000)
+    finally:
+        stop.set()
+        t.join(60)
+    assert not t.is_alive()
+    assert len(router._recoveries) == 1
+    assert router.metrics.consumed == 6_000
+    assert _actual(env) == _expected(env, events)

@@ -295,7 +295,7 @@ class Router:
                         self._process(msgs)
                     except KafkaException as exc:  # the batch is redone from the committed offsets
                         err = exc.args[0]
-                        if err.fatal():
+                        if _is_fatal(err):
                             self._recover(err)
                             continue
                         if not err.txn_requires_abort():
@@ -451,7 +451,7 @@ class Router:
                 self._abort(err.str())
                 self._rewind()
                 return False
-            if err.fatal():
+            if _is_fatal(err):
                 self._recover(err)
                 return False
             raise RouteError(
@@ -491,7 +491,7 @@ class Router:
         try:
             self._retrying(lambda: producer.abort_transaction(30), "aborting")
         except KafkaException as exc:
-            if exc.args[0].fatal() and why != "shutting down":
+            if _is_fatal(exc.args[0]) and why != "shutting down":
                 self._recover(exc.args[0])
                 return
             raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
@@ -564,6 +564,11 @@ class Router:
         self._table = table
         self.metrics.reload("applied")
         log.info("filters reloaded from %s: %d filter(s)", self.path, len(table.routes))
+
+
+def _is_fatal(err: KafkaError) -> bool:
+    """Fatal for the producer: produce() reports a fenced producer as _FATAL without the flag."""
+    return bool(err.fatal()) or err.code() in (KafkaError._FATAL, KafkaError._FENCED)
 
 
 def _tps(partitions: list[TopicPartition]) -> str:
