@@ -67,10 +67,11 @@ class RegistrySettings(_Section):
     url: str = "http://127.0.0.1:8080/apis/ccompat/v7"
     basic_auth_user_info: SecretStr | None = None  # "key:secret"
     ssl_ca_location: str | None = None
+    timeout_s: int = 30  # the client's own default is no timeout: a stuck registry would hang us
 
     def to_client_conf(self) -> dict[str, Any]:
         """Settings for ``confluent_kafka.schema_registry.SchemaRegistryClient``."""
-        conf: dict[str, Any] = {"url": self.url}
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
         if self.basic_auth_user_info:
             conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
         if self.ssl_ca_location:
