@@ -78,6 +78,11 @@ def test_kill9_mid_stream_100k(route_env: RouteEnv, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    reason="open: after a broker restart the router stalls in send_offsets_to_transaction once it "
+    "is retried after 'Broker transport failure' (seen 2026-11-24); see docs/routing.md",
+    strict=False,
+)
 def test_exactly_once_across_a_broker_restart(stack: Any, route_env: RouteEnv, tmp_path: Path) -> None:
     """RESTARTS THE SHARED KAFKA BROKER through the stack's own API (down, then up) and leaves it
     running. Every other Kafka client on this stack sees an outage of some seconds, hence --runslow.
