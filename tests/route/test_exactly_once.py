@@ -79,8 +79,8 @@ def test_kill9_mid_stream_100k(route_env: RouteEnv, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="open: after a broker restart the router stalls in send_offsets_to_transaction once it "
-    "is retried after 'Broker transport failure' (seen 2026-11-24); see docs/routing.md",
+    reason="open: after a broker restart the router stopped making progress after one retried "
+    "send_offsets_to_transaction ('Broker transport failure'), cause not yet known; see docs/routing.md",
     strict=False,
 )
 def test_exactly_once_across_a_broker_restart(stack: Any, route_env: RouteEnv, tmp_path: Path) -> None:
