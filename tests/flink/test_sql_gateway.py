@@ -75,18 +75,18 @@ def test_submitted_statement_runs_as_flink_job(flink_stack: Any, gateway: Gatewa
     job_id = result.get("jobID") or result["results"]["data"][0]["fields"][0]
     rest = httpx.Client(base_url=flink_stack.flink_rest_url, timeout=10)
     try:
+        # RUNNING means the job record *and* its tasks: the TaskManager took the work.
         deadline = time.monotonic() + 60
-        state = ""
+        state, tasks = "", []
         while time.monotonic() < deadline:
-            state = rest.get(f"/jobs/{job_id}").json()["state"]
-            if state == "RUNNING":
+            job = rest.get(f"/jobs/{job_id}").json()
+            state, tasks = job["state"], [v["status"] for v in job["vertices"]]
+            if state == "RUNNING" and tasks and all(t == "RUNNING" for t in tasks):
                 break
-            assert state in ("CREATED", "INITIALIZING", "RESTARTING", "RECONCILING"), state
+            assert state not in ("FAILED", "CANCELED", "FINISHED"), f"job ended {state}"
             time.sleep(0.5)
-        assert state == "RUNNING"
-        # Its vertices run too (not only the job record): the TaskManager took the work.
-        vertices = rest.get(f"/jobs/{job_id}").json()["vertices"]
-        assert vertices and all(v["status"] in ("RUNNING", "INITIALIZING", "DEPLOYING") for v in vertices)
+        assert state == "RUNNING", state
+        assert tasks and all(t == "RUNNING" for t in tasks), tasks
     finally:
         rest.patch(f"/jobs/{job_id}", params={"mode": "cancel"})
         rest.close()
