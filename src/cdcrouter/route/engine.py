@@ -63,6 +63,10 @@ class RouterOptions:
     metrics_port: int | None = None
     transaction_timeout_ms: int = 60_000  # > a broker restart; a restart with the same id aborts at once
     retry_s: float = 120.0  # how long retriable transaction errors (broker restart) are retried
+    # Hard limit per transactional call. librdkafka does not always honour its own timeout (a
+    # send_offsets_to_transaction waiting for a stale group coordinator after a broker restart never
+    # returns, librdkafka #5456/#5511); past this limit the producer is abandoned and replaced.
+    txn_call_timeout_s: float = 20.0
     auto_offset_reset: str = "earliest"
     consumer_conf: dict[str, Any] = field(default_factory=dict)
     producer_conf: dict[str, Any] = field(default_factory=dict)
@@ -139,6 +143,7 @@ class Router:
         self._recoveries: list[float] = []
         self._producer_conf: dict[str, Any] = {}
         self._last_commit_at = 0.0
+        self._abandoned: list[Producer] = []  # producers stuck in a call that never returned
 
     # ------------------------------------------------------------------ set-up
 
@@ -207,7 +212,12 @@ class Router:
     def _new_producer(self) -> Producer:
         producer = Producer(self._producer_conf)
         try:
-            self._retrying(lambda: producer.init_transactions(30), "starting transactions")
+            self._retrying(lambda t: producer.init_transactions(t), "starting transactions")
+        except _StuckCall as exc:
+            raise RouteError(
+                f"cannot start transactions as {self.opts.transactional_id}: {exc}",
+                hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
+            ) from exc
         except KafkaException as exc:
             raise RouteError(
                 f"cannot start transactions as {self.opts.transactional_id}: {exc.args[0].str()}",
@@ -226,10 +236,11 @@ class Router:
                 f"transactions of {self.opts.transactional_id} keep failing: {err.str()}",
                 hint="another running instance probably uses the same --instance-id (each needs its own)",
             )
-        log.warning(
-            "producer failed fatally (%s); starting a new one and redoing uncommitted work", err.str()
-        )
-        if self._producer is not None:
+        if err.code() != KafkaError._TIMED_OUT:  # _abandon() has said why already
+            log.warning(
+                "producer failed fatally (%s); starting a new one and redoing uncommitted work", err.str()
+            )
+        if self._producer is not None and not any(p is self._producer for p in self._abandoned):
             self._producer.purge()
         self._producer = self._new_producer()
         self._in_txn = False
@@ -440,11 +451,18 @@ class Router:
         positions = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
         try:
             if positions:
-                gm = consumer.consumer_group_metadata()
+                # fresh group metadata on every attempt: a rebalance after a coordinator move
+                # changes the generation, and stale metadata would be fenced
                 self._retrying(
-                    lambda: producer.send_offsets_to_transaction(positions, gm, 30), "sending offsets"
+                    lambda t: producer.send_offsets_to_transaction(
+                        positions, consumer.consumer_group_metadata(), t
+                    ),
+                    "sending offsets",
                 )
-            self._retrying(lambda: producer.commit_transaction(60), "committing")
+            self._retrying(lambda t: producer.commit_transaction(t), "committing")
+        except _StuckCall as exc:
+            self._abandon(producer, str(exc))
+            return False
         except KafkaException as exc:
             err = exc.args[0]
             if err.txn_requires_abort():
@@ -469,12 +487,15 @@ class Router:
         return True
 
     def _retrying(self, call: Any, what: str) -> None:
-        """Run a transactional call, retrying retriable errors (a broker restart) for a while."""
+        """Run a transactional call ``call(timeout_s)``, retrying retriable errors (a broker restart)
+        for ``retry_s``. Each attempt is bounded by ``txn_call_timeout_s`` even when librdkafka
+        ignores the timeout it is given: then ``_StuckCall`` is raised and the producer must be
+        replaced (it is still inside the call)."""
         deadline = time.monotonic() + self.opts.retry_s
         delay = 0.05
         while True:
             try:
-                call()
+                _bounded(call, self.opts.txn_call_timeout_s, what)
                 return
             except KafkaException as exc:
                 err = exc.args[0]
@@ -484,12 +505,26 @@ class Router:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    def _abandon(self, producer: Producer, why: str) -> None:
+        """A transactional call did not return in time: leave that producer to its stuck thread
+        (destroying it would block too), start a new one with the same transactional.id (its
+        init_transactions fences the old epoch and aborts the open transaction) and redo the work
+        from the committed offsets."""
+        log.warning("%s; replacing the producer and redoing uncommitted work", why)
+        self._abandoned.append(producer)
+        self._recover(KafkaError(KafkaError._TIMED_OUT, why))
+
     def _abort(self, why: str) -> None:
         producer = self._producer
         assert producer is not None
         log.warning("aborting transaction: %s", why)
         try:
-            self._retrying(lambda: producer.abort_transaction(30), "aborting")
+            self._retrying(lambda t: producer.abort_transaction(t), "aborting")
+        except _StuckCall as exc:
+            if why == "shutting down":
+                raise RouteError(f"could not abort the transaction: {exc}") from exc
+            self._abandon(producer, str(exc))
+            return
         except KafkaException as exc:
             if _is_fatal(exc.args[0]) and why != "shutting down":
                 self._recover(exc.args[0])
@@ -513,9 +548,21 @@ class Router:
         if not assignment:
             return
         try:
-            for tp in consumer.committed(assignment, timeout=30):
+            committed: list[TopicPartition] = []
+            self._retrying(
+                lambda t: committed.extend(consumer.committed(assignment, timeout=t)), "reading offsets"
+            )
+            for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                try:
+                    consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                except KafkaException as exc:  # revoked meanwhile: its next owner starts from committed
+                    log.warning("rewind %s[%d]: %s", tp.topic, tp.partition, exc.args[0].str())
+        except _StuckCall as exc:
+            raise RouteError(
+                f"could not rewind to the committed offsets after an abort: {exc}",
+                hint="restart the router; it resumes from the committed offsets",
+            ) from exc
         except KafkaException as exc:
             raise RouteError(
                 f"could not rewind to the committed offsets after an abort: {exc.args[0].str()}",
@@ -564,6 +611,34 @@ class Router:
         self._table = table
         self.metrics.reload("applied")
         log.info("filters reloaded from %s: %d filter(s)", self.path, len(table.routes))
+
+
+class _StuckCall(Exception):
+    """A librdkafka call did not return within its hard limit (the producer is still inside it)."""
+
+
+def _bounded(call: Any, limit_s: float, what: str) -> None:
+    """``call(timeout)`` on a helper thread, waiting at most ``limit_s`` plus a grace period.
+
+    librdkafka is given ``limit_s`` as its own timeout, but some calls ignore it (librdkafka #5456:
+    the coordinator-request timeout is never checked; #5511: a stale cached group coordinator is
+    never re-queried), so the caller cannot rely on it. The GIL is released inside the call."""
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call(limit_s)
+            result.append(None)
+        except BaseException as exc:  # handed to the caller
+            result.append(exc)
+
+    worker = threading.Thread(target=run, name=f"cdcrouter-txn-{what}", daemon=True)
+    worker.start()
+    worker.join(limit_s + 5.0)
+    if not result:
+        raise _StuckCall(f"{what}: librdkafka call still blocked after {limit_s + 5.0:.0f} s")
+    if result[0] is not None:
+        raise result[0]
 
 
 def _is_fatal(err: KafkaError) -> bool:
