@@ -161,3 +161,11 @@ def test_leftovers_of_a_killed_leader_are_found_and_killed(tmp_path: Path):
     assert leftovers(rec) == [child]
     assert kill_leftovers(rec) == [child]
     assert leftovers(rec) == []
+
+
+def test_kafka_cluster_ids_never_look_like_options():
+    from cdcrouter.stack.services.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5_000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)

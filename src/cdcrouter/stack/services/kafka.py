@@ -49,6 +49,18 @@ def write_log4j(path: Path) -> Path:
     return path
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (URL-safe base64 of a UUID), as ``kafka-storage random-uuid`` makes.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with ``-``: the storage tool's
+    argument parser would read it as an option (about 1 in 64 ids otherwise).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     name = "kafka"
     version = versions.KAFKA
@@ -100,7 +112,7 @@ class Kafka(Service):
         write_log4j(home / "log4j2.properties")
         if (home / "data" / "meta.properties").is_file():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         import subprocess
 
         argv = [
