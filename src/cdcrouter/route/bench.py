@@ -12,6 +12,7 @@ Every run uses unique topic, group and transactional names, so it can share a st
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ class BenchSetup:
     raw_schema_id: int
     filtered_topics: list[str]
     all_topics: list[str] = field(default_factory=list)
+    scratch: Path | None = None  # a temp dir setup() made itself: teardown() removes it
 
 
 def setup(
@@ -48,7 +50,9 @@ def setup(
     from cdcrouter.topics import TopicDefaults, admin_client, apply_topics, plan_topics, topics_for
 
     prefix = prefix or f"bench-{uuid.uuid4().hex[:8]}-"
-    workdir = workdir or Path(tempfile.mkdtemp(prefix="cdcrouter-bench-"))
+    scratch = None if workdir else Path(tempfile.mkdtemp(prefix="cdcrouter-bench-"))
+    workdir = workdir or scratch
+    assert workdir is not None
     path = workdir / "filters.yaml"
     path.write_text(bench_filters_yaml(prefix, filters))
     raw = f"{prefix}raw"
@@ -58,7 +62,7 @@ def setup(
     filtered = sorted(s.name for s in specs if s.role == "filtered")
     with RegistryClient(conns.registry.to_client_conf()) as reg:
         ids = apply_schemas(reg, plan_schemas(reg, desired_subjects(raw, filtered)))
-    return BenchSetup(prefix, raw, path, ids[f"{raw}-value"], filtered, [s.name for s in specs])
+    return BenchSetup(prefix, raw, path, ids[f"{raw}-value"], filtered, [s.name for s in specs], scratch)
 
 
 def teardown(conns: Any, s: BenchSetup) -> None:
@@ -71,6 +75,8 @@ def teardown(conns: Any, s: BenchSetup) -> None:
     for fut in admin.delete_topics(s.all_topics, operation_timeout=30).values():
         with contextlib.suppress(Exception):
             fut.result()
+    if s.scratch is not None:
+        shutil.rmtree(s.scratch, ignore_errors=True)
 
 
 def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7, start: int = 0) -> None:
