@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from cdcrouter.filters import load_filters  # isort: skip  (before the back ends: import cycle)
 from cdcrouter.backends.python_eval import compile_filterset
-from cdcrouter.demo.runner import DemoOptions, default_filters_path, run_demo
+from cdcrouter.demo.runner import DEMO_SLOT, DemoOptions, default_filters_path, run_demo
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +31,11 @@ def test_demo_routes_every_change_to_its_consumers(stack_with):
         assert result.consumed[topic] == n, topic
     assert len(result.latencies_ms) == sum(result.consumed.values())
     assert result.views["loan"] and result.views["car"] and result.views["service"]
+
+    # No idle replication slot is left pinning WAL.
+    with psycopg.connect(stack.connections.postgres.conninfo()) as conn:
+        slots = conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (DEMO_SLOT,))
+        assert slots.fetchone() == (0,)
 
 
 def test_demo_filters_are_valid_and_route_the_workload_events():

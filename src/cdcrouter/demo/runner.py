@@ -27,6 +27,7 @@ from cdcrouter.errors import CdcrouterError
 log = logging.getLogger("cdcrouter.demo")
 
 DEMO_SCHEMA = "cdcrouter_demo"
+DEMO_SLOT = "cdcrouter_demo"
 DEMO_SERVICES = ("postgres", "kafka", "registry")
 
 
@@ -93,7 +94,7 @@ def _pipeline(raw_topic: str) -> Any:
         {
             "schema": DEMO_SCHEMA,
             "raw_topic": {"name": raw_topic, "partitions": 3, "replication_factor": 1},
-            "replication": {"slot": "cdcrouter_demo", "publication": "cdcrouter_demo", "snapshot": "never"},
+            "replication": {"slot": DEMO_SLOT, "publication": "cdcrouter_demo", "snapshot": "never"},
             "tables": {
                 "car_entities": {"entity_type": "Car"},
                 "loan_entities": {"entity_type": "Loan"},
@@ -212,9 +213,30 @@ def run_demo(
             t.join(timeout=30)
         if consumers is not None:
             consumers.stop()
+        if not opts.keep:
+            _drop_slot(conns, DEMO_SLOT)
     result.views = consumers.views()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _drop_slot(conns: Connections, slot: str) -> None:
+    """An idle replication slot pins WAL forever: the demo leaves none behind (unless --keep).
+
+    The next run creates a fresh slot; capture skips anything at or before the position it
+    committed to Kafka, so nothing is doubled.
+    """
+    import psycopg
+
+    try:
+        with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                " WHERE slot_name = %s AND NOT active",
+                (slot,),
+            )
+    except psycopg.Error as exc:
+        log.warning("could not drop the demo's replication slot %s: %s", slot, exc)
 
 
 def _per_topic(router: Any, matched: Counter[str]) -> dict[str, int]:
