@@ -153,7 +153,11 @@ def run_demo(
     _ensure_schemas(conns, filters, raw_topic)
 
     stop = threading.Event()
-    capture = CaptureEngine(_pipeline(raw_topic), conns, progress=lambda msg: log.debug("%s", msg))
+    # Every run starts a fresh slot at the current WAL position (snapshot: never), so a run
+    # never depends on a slot an earlier run left behind; the run's own events are all it counts.
+    capture = CaptureEngine(
+        _pipeline(raw_topic), conns, resnapshot=True, progress=lambda msg: log.debug("%s", msg)
+    )
     router = Router(filters, conns, RouterOptions(raw_topic=raw_topic, group_id="cdcrouter-demo-router"))
     probe = LatencyProbe(conns, topics, run_id)
     threads = [
