@@ -70,6 +70,9 @@ def register(app: typer.Typer) -> None:
                     f"cdcrouter stack down --state-dir {stack.state_dir}"
                 )
             elif started:
+                import gc
+
+                gc.collect()  # destroy the engines' Kafka clients before their broker goes away
                 console.print(f"stopping what the demo started: {', '.join(started)}")
                 stack.down(started)
         if not result.complete:
