@@ -4,6 +4,7 @@ a running engine, and a read_committed consumer that decodes values through the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import struct
@@ -18,6 +19,7 @@ import httpx
 import psycopg
 
 from cdcrouter.capture import CaptureEngine, pipeline_from_dict
+from cdcrouter.capture.domain import SAMPLE_OUTBOX, SAMPLE_TABLES
 from cdcrouter.capture.pipeline import Pipeline
 from cdcrouter.config import Connections
 
@@ -158,13 +160,8 @@ def make_pipeline(schema: str, name: str, **overrides: Any) -> Pipeline:
             "publication": f"p_{name}".replace("-", "_")[:63],
         },
         "batching": {"max_ms": 20},
-        "tables": {
-            "car_entities": {"entity_type": "Car"},
-            "loan_entities": {"entity_type": "Loan"},
-            "loan_payments": {"entity_type": "LoanPayment", "events": {"insert": "LoanPaymentSubmitted"}},
-            "service_records": {"entity_type": "ServiceRecord"},
-        },
-        "outbox": {"table": "business_events"},
+        "tables": copy.deepcopy(SAMPLE_TABLES),
+        "outbox": dict(SAMPLE_OUTBOX),
     }
     for key, value in overrides.items():
         doc[key] = (

@@ -9,6 +9,16 @@ from psycopg import sql
 
 from cdcrouter.errors import CaptureError
 
+# How the sample tables become business events: the pipeline ``tables:`` and ``outbox:`` sections
+# shared by the demo and the tests (examples/pipeline.yaml spells the same mapping out for users).
+SAMPLE_TABLES: dict[str, dict[str, object]] = {
+    "car_entities": {"entity_type": "Car"},
+    "loan_entities": {"entity_type": "Loan"},
+    "loan_payments": {"entity_type": "LoanPayment", "events": {"insert": "LoanPaymentSubmitted"}},
+    "service_records": {"entity_type": "ServiceRecord"},
+}
+SAMPLE_OUTBOX: dict[str, str] = {"table": "business_events"}
+
 
 def domain_ddl() -> str:
     """The DDL of the sample domain (unqualified; see :func:`apply_domain`)."""

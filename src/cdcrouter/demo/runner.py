@@ -89,19 +89,15 @@ class _Thread(threading.Thread):
 
 def _pipeline(raw_topic: str) -> Any:
     from cdcrouter.capture import pipeline_from_dict
+    from cdcrouter.capture.domain import SAMPLE_OUTBOX, SAMPLE_TABLES
 
     return pipeline_from_dict(
         {
             "schema": DEMO_SCHEMA,
             "raw_topic": {"name": raw_topic, "partitions": 3, "replication_factor": 1},
             "replication": {"slot": DEMO_SLOT, "publication": "cdcrouter_demo", "snapshot": "never"},
-            "tables": {
-                "car_entities": {"entity_type": "Car"},
-                "loan_entities": {"entity_type": "Loan"},
-                "loan_payments": {"entity_type": "LoanPayment", "events": {"insert": "LoanPaymentSubmitted"}},
-                "service_records": {"entity_type": "ServiceRecord"},
-            },
-            "outbox": {"table": "business_events"},
+            "tables": SAMPLE_TABLES,
+            "outbox": SAMPLE_OUTBOX,
         },
         source="<demo pipeline>",
     )
