@@ -1,0 +1,19 @@
+//! `cdcrouter._native`: a native Avro codec for the BusinessEvent record.
+//!
+//! Decoding and encoding are specialised to `raw-business-event.avsc` and checked byte for byte
+//! against fastavro by `tests/test_native_codec.py`. Any schema change must update both the .avsc
+//! and this crate.
+
+use pyo3::prelude::*;
+
+mod decode;
+mod encode;
+mod reader;
+mod strings;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(decode::decode_business_event, m)?)?;
+    m.add_function(wrap_pyfunction!(encode::encode_business_event, m)?)?;
+    Ok(())
+}
