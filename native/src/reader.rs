@@ -58,8 +58,8 @@ impl fmt::Display for DecodeError {
             ),
             Problem::Trailing(n) => write!(
                 f,
-                "{n} trailing byte(s) after the BusinessEvent record at byte offset {at}: \
-                 the writer used another schema"
+                "{n} trailing bytes after the BusinessEvent record ending at byte offset {at}: \
+                 the writer used another schema than the one its id names"
             ),
             Problem::BadOffset { offset, len } => {
                 write!(f, "offset {offset} is outside the buffer of {len} bytes")

@@ -1,0 +1,12 @@
+"""The native (Rust) Avro codec for BusinessEvent, built from ``native/`` at install time."""
+
+from typing import Any
+
+def decode_business_event(buf: bytes | bytearray, offset: int = 0) -> dict[str, Any]:
+    """The Avro body from ``buf[offset:]`` to the end, decoded exactly as fastavro's
+    ``schemaless_reader`` with the raw schema; ValueError (field and byte offset named) when it
+    is truncated, malformed, or followed by trailing bytes."""
+
+def encode_business_event(event: dict[str, Any]) -> bytes:
+    """The Avro binary body fastavro's ``schemaless_writer`` writes for ``event`` (no header);
+    TypeError/ValueError naming the field for a malformed event."""
