@@ -8,17 +8,24 @@ BASE_STAMP := $(VENV)/.installed-base-$(HASH)
 
 .PHONY: install install-base test test-fast lint demo bench clean
 
+# The native Avro codec (native/, Rust) is compiled by pip install: a change to it reinstalls.
+NATIVE_SRC := $(wildcard native/Cargo.toml native/Cargo.lock native/src/*.rs)
+CARGO_CHECK = @command -v cargo >/dev/null || { echo "error: cargo not found: installing cdcrouter compiles its \
+native Avro codec (native/, Rust). Install Rust: https://rustup.rs"; exit 1; }
+
 $(BIN)/python:
 	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (cdcrouter needs Python 3.11)"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # The demo needs only the package; the tests also need PyFlink (~850 MB) and the dev tools.
-$(BASE_STAMP): pyproject.toml | $(BIN)/python
+$(BASE_STAMP): pyproject.toml $(NATIVE_SRC) | $(BIN)/python
+	$(CARGO_CHECK)
 	$(BIN)/pip install -q -e .
 	@touch $@
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(NATIVE_SRC) | $(BIN)/python
+	$(CARGO_CHECK)
 	$(BIN)/pip install -q -e '.[dev,flink]'
 	@touch $@ $(BASE_STAMP)
 
@@ -44,4 +51,4 @@ bench: install
 	$(BIN)/cdcrouter bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info native/target src/cdcrouter/_native*.so
