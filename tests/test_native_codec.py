@@ -369,3 +369,13 @@ def test_encode_rejects_malformed_events(event: Any, error: type[Exception], mes
 def test_encode_rejects_lone_surrogates() -> None:
     with pytest.raises(UnicodeEncodeError):
         encode_business_event(_with(("eventHeader", "eventName"), "\ud800"))
+
+
+def test_many_distinct_and_long_keys_beyond_the_string_cache() -> None:
+    """More distinct keys than the str cache holds, and keys too long to cache, still decode right."""
+    for start in range(0, 20_000, 2_000):
+        attrs = {f"col.{i}": str(i) for i in range(start, start + 2_000)}
+        attrs["k" * 200] = None
+        event = _with(("eventBody", "entities", 0, "updatedAttributes"), attrs)
+        body = fa_encode(event)
+        assert same(decode_business_event(body), fa_decode(body)[0])
