@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 
 __all__ = ["RouterMetrics"]
@@ -38,6 +38,13 @@ class RouterMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self._commit_s = Histogram(
+            "cdcrouter_route_commit_seconds",
+            "Time to commit one transaction (offsets + commit), the floor of routing latency",
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            registry=self.registry,
+        )
+        self.recent_commits_ms: list[float] = []  # since the last log line: what the summary reports
         self.consumed = 0
         self.dead_lettered = 0
         self.matched: Counter[str] = Counter()
@@ -57,6 +64,18 @@ class RouterMetrics:
             consumer, topic = labels.get(fid, ("?", "?"))
             self._matched.labels(fid, consumer, topic).inc(n)
         self._txns.labels("committed").inc()
+
+    def commit_took(self, seconds: float) -> None:
+        self._commit_s.observe(seconds)
+        self.recent_commits_ms.append(seconds * 1000)
+
+    def commit_timing(self) -> str:
+        """``commits=N p50=.. max=.. ms`` since the last call (for the periodic log line)."""
+        took = sorted(self.recent_commits_ms)
+        self.recent_commits_ms = []
+        if not took:
+            return "commits=0"
+        return f"commits={len(took)} commit_ms p50={took[len(took) // 2]:.1f} max={took[-1]:.1f}"
 
     def aborted(self) -> None:
         self._txns.labels("aborted").inc()
