@@ -22,6 +22,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cdcrouter.capture.avro_fast import encode_business_event
+
+try:  # the Rust codec (same bytes, ~10x faster); the pure-Python encoder otherwise
+    from cdcrouter._native import encode_business_event as _encode_event
+except ImportError:  # pragma: no cover - a build without the extension
+    _encode_event = encode_business_event
 from cdcrouter.capture.pipeline import RawTopic
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
@@ -73,7 +78,10 @@ def register_raw_schema(conns: Connections, topic: str) -> int:
 class AvroEncoder:
     """BusinessEvent dict -> Confluent wire format (magic 0, schema id, Avro binary).
 
-    Uses the specialised encoder in :mod:`cdcrouter.capture.avro_fast` (same bytes as fastavro).
+    Uses ``cdcrouter._native.encode_business_event`` when the extension is built, else the
+    specialised encoder in :mod:`cdcrouter.capture.avro_fast` (both give fastavro's bytes).
+    Streamed table changes do not come through here: :mod:`cdcrouter.capture.fastpath` encodes
+    them straight from the pgoutput message.
     """
 
     def __init__(self, schema_id: int) -> None:
@@ -81,7 +89,7 @@ class AvroEncoder:
         self.prefix = b"\x00" + struct.pack(">I", schema_id)
 
     def encode(self, event: dict[str, Any]) -> bytes:
-        return self.prefix + encode_business_event(event)
+        return self.prefix + _encode_event(event)
 
     def encode_generic(self, event: dict[str, Any]) -> bytes:
         """The same through fastavro's generic writer (reference for tests and benchmarks)."""
