@@ -19,6 +19,9 @@ from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, Invalid
 from cdcrouter.ir.nodes import DECIMAL_PRECISION, DECIMAL_SCALE
 
 _DEC_SYNTAX = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# No exponent, at most 28 integer and 10 fraction digits: rounding and the range check cannot apply,
+# and Decimal('2.5') compares and hashes like its quantized 2.5000000000, so it is used as is.
+_SIMPLE = re.compile(r"[+-]?\d{1,28}(?:\.\d{0,10})?")
 _CTX = Context(prec=DECIMAL_PRECISION + 40, rounding=ROUND_HALF_UP, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
 _LIMIT = Decimal(10) ** (DECIMAL_PRECISION - DECIMAL_SCALE)
@@ -30,6 +33,8 @@ _MISS = object()
 def parse_decimal(s: str) -> Decimal | None:
     """``TRY_CAST(s AS DECIMAL(38, 10))`` for a non-null string (uncached)."""
     t = s.strip(" \n\t")
+    if _SIMPLE.fullmatch(t):
+        return Decimal(t)
     if not _DEC_SYNTAX.fullmatch(t):
         return None
     try:

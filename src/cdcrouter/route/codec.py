@@ -21,7 +21,7 @@ from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
 from cdcrouter._native import decode_business_event
-from cdcrouter.route.wire import HEADER_SIZE, WireFormatError, split
+from cdcrouter.route.wire import HEADER_SIZE, WireFormatError, header, split
 from cdcrouter.schemas import parsed_filtered_schema, parsed_raw_schema, raw_schema
 
 __all__ = ["DecodeError", "RawDecoder", "WriterSchema", "encode_filtered"]
@@ -47,6 +47,7 @@ class RawDecoder:
         self._schemas: dict[int, WriterSchema] = {}
         self._raw_canonical = to_parsing_canonical_form(fastavro.parse_schema(raw_schema()))
         self._reader = parsed_raw_schema()
+        self._passthrough: dict[bytes, WriterSchema] = {}  # wire header -> contract-schema writer
         self._unknown: dict[int, float] = {}  # id -> when the registry said "no such id"
 
     UNKNOWN_TTL_S = 30.0  # ask again after this long: the schema may have been registered since
@@ -67,10 +68,23 @@ class RawDecoder:
                 raise DecodeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from exc
             ws = WriterSchema(schema_id, parsed, to_parsing_canonical_form(parsed) == self._raw_canonical)
             self._schemas[schema_id] = ws
+            if ws.passthrough:
+                self._passthrough[header(schema_id)] = ws
         return ws
+
+    def passthrough_writer(self, wire_header: bytes) -> WriterSchema | None:
+        """The contract-schema writer for a 5-byte wire header seen before, else None (the router's
+        inline hot path; anything else goes through :meth:`decode`)."""
+        return self._passthrough.get(wire_header)
 
     def decode(self, value: bytes | None) -> tuple[dict[str, Any], memoryview, WriterSchema]:
         """``(event, body, writer)``; raises DecodeError for anything that is not a raw event."""
+        ws = self._passthrough.get(value[:HEADER_SIZE]) if type(value) is bytes else None
+        if ws is not None:  # the hot path: a known contract-schema header, one native call
+            try:
+                return decode_business_event(value, HEADER_SIZE), memoryview(value)[HEADER_SIZE:], ws
+            except ValueError as exc:
+                raise DecodeError(f"not a valid Avro record for schema id {ws.schema_id}: {exc}") from exc
         try:
             schema_id, body = split(value)
         except WireFormatError as exc:
