@@ -237,5 +237,7 @@ def test_fast_uuid5_matches_the_standard_library() -> None:
 
     from cdcrouter.capture.normalize import EVENT_NAMESPACE, event_uuid
 
-    for pos in ["0/16B3748:1", "snapshot:1A:car_entities:C1", "", "ÄÖ:99"]:
+    positions = ["0/16B3748:1", "snapshot:1A:car_entities:C1", "", "ÄÖ:99"]
+    positions += [f"{i:X}:car_entities:C{i}" for i in range(2000)]  # every variant digit
+    for pos in positions:
         assert event_uuid(pos) == str(_uuid.uuid5(EVENT_NAMESPACE, pos))

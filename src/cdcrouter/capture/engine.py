@@ -25,7 +25,7 @@ from confluent_kafka import KafkaException
 
 from cdcrouter.capture import source
 from cdcrouter.capture.avro_fast import encode_long
-from cdcrouter.capture.fastpath import RowEncoder
+from cdcrouter.capture.fastpath import RowEncoder, fast_kind_ok
 from cdcrouter.capture.normalize import (
     OutboxRowError,
     OutboxShape,
@@ -494,7 +494,7 @@ class CaptureEngine:
                     rel = decode(buf)
                     assert isinstance(rel, Relation)
                     shape = shapes[rel.oid] = self._shape_for(rel, sql_conn)
-                    if type(shape) is TableShape:
+                    if type(shape) is TableShape and fast_kind_ok(shape.kinds):
                         rows[rel.oid] = RowEncoder(rel, shape, enc.prefix)
                     else:
                         rows.pop(rel.oid, None)

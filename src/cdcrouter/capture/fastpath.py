@@ -20,13 +20,14 @@ the same canonical functions as the generic path, per column.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from hashlib import sha1
 from struct import Struct
 from typing import Final
 
 from cdcrouter.capture.avro_fast import _SMALL, _key, encode_long
 from cdcrouter.capture.canonical import Kind, attributes, canonical_timestamp
-from cdcrouter.capture.normalize import _NS_BYTES, UNCHANGED, TableShape, Value, entity_id
+from cdcrouter.capture.normalize import _NS_BYTES, _VARIANT, UNCHANGED, TableShape, Value, entity_id
 from cdcrouter.capture.pgoutput import Relation
 
 _U32 = Struct(">I").unpack_from
@@ -376,12 +377,10 @@ class RowEncoder:
             op, attrs, eid = self._generic(buf)
             count = len(attrs)
             parts.extend(attrs.values())
-        h = bytearray(sha1(b"%s%X%s%s" % (_NS_BYTES, lsn, self.uuid_mid, eid)).digest()[:16])
-        h[6] = (h[6] & 0x0F) | 0x50
-        h[8] = (h[8] & 0x3F) | 0x80
-        x = h.hex()
+        # uuid5(EVENT_NAMESPACE, "<lsn>:<table>:<entity id>") as normalize.event_uuid
+        x = sha1(b"%s%X%s%s" % (_NS_BYTES, lsn, self.uuid_mid, eid)).hexdigest()
         parts[0] = self.head
-        parts[1] = f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}".encode()
+        parts[1] = f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}".encode()
         parts[2] = self.names[op]
         parts[3] = ms
         parts[4] = saved
@@ -432,6 +431,7 @@ class RowEncoder:
         return op, attrs, self._entity_id(row)
 
 
-def fast_kind_ok(kinds: dict[str, Kind]) -> bool:
-    """Every kind the row encoder knows (all of canonical's kinds today)."""
+def fast_kind_ok(kinds: Mapping[str, Kind]) -> bool:
+    """Whether the row encoder knows every column kind (all of canonical's kinds today); the
+    engine falls back to the generic path for a table where it does not."""
     return all(k in _KIND_CODE for k in kinds.values())

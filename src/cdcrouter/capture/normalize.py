@@ -99,13 +99,14 @@ class OutboxRowError(ValueError):
 _NS_BYTES: Final = EVENT_NAMESPACE.bytes
 
 
+# uuid5 variant bits: the first hex digit of the 4th group keeps its low 2 bits, with 0b10 above
+_VARIANT: Final = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def event_uuid(position: str) -> str:
     """``str(uuid.uuid5(EVENT_NAMESPACE, position))``, without the UUID object (hot path)."""
-    h = bytearray(sha1(_NS_BYTES + position.encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    x = sha1(_NS_BYTES + position.encode()).hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 def _row_attributes(row: Mapping[str, Value], kinds: Mapping[str, Kind]) -> dict[str, str | None]:
