@@ -1,8 +1,9 @@
 """Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro body) over a registry.
 
-A small httpx client of the Confluent Schema Registry REST API (also served by Apicurio's
-``/apis/ccompat/v7``) instead of ``confluent_kafka.schema_registry``, whose extra pulls in an
-OAuth stack we do not need. Schemas are fetched once per id and parsed once.
+The registry client is ``cdcrouter.schemas.registry.RegistryClient`` (our small httpx client of the
+Confluent REST API, also served by Apicurio's ``/apis/ccompat/v7``) rather than
+``confluent_kafka.schema_registry``, whose extra pulls in an OAuth stack we do not need. The SDK's
+subclass only adds a parsed-schema cache (each id fetched and parsed once) and ConsumerError.
 """
 
 from __future__ import annotations
@@ -10,74 +11,59 @@ from __future__ import annotations
 import io
 import struct
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import fastavro
-import httpx
 import orjson
 
 from cdcrouter.config import RegistrySettings
 from cdcrouter.consumer._errors import ConsumerError, DecodeError
+from cdcrouter.schemas import registry
 
 _HEADER = struct.Struct(">bI")
 
 
-class RegistryClient:
-    """Fetch schemas by id and register them under a subject (thread-safe cache)."""
+class RegistryError(ConsumerError, registry.SchemaRegistryError):
+    """A registry failure in the SDK: catchable as ConsumerError and as SchemaRegistryError."""
 
-    def __init__(self, settings: RegistrySettings, timeout: float = 10.0) -> None:
-        auth = None
-        if settings.basic_auth_user_info is not None:
-            user, _, password = settings.basic_auth_user_info.get_secret_value().partition(":")
-            auth = httpx.BasicAuth(user, password)
-        self.url = settings.url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url, auth=auth, timeout=timeout, verify=settings.ssl_ca_location or True
-        )
+
+class RegistryClient(registry.RegistryClient):
+    """The shared registry client, built from ``RegistrySettings``, with a thread-safe schema cache."""
+
+    error = RegistryError
+
+    def __init__(self, settings: RegistrySettings, timeout: float | None = None) -> None:
+        """``timeout`` (seconds) overrides ``settings.timeout_s``."""
+        super().__init__(settings.to_client_conf(), timeout)
         self._parsed: dict[int, Any] = {}
         self._lock = threading.Lock()
-
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            resp = self._http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise ConsumerError(
-                f"schema registry {self.url} unreachable: {exc}",
-                hint="start it (cdcrouter stack up) or set CDCROUTER_REGISTRY__URL",
-            ) from exc
-        if resp.status_code >= 400:
-            raise ConsumerError(
-                f"schema registry {method} {path}: HTTP {resp.status_code} {resp.text[:200]}",
-                hint="check the registry URL, credentials and that the schema id/subject exists",
-            )
-        return resp.json()
 
     def schema(self, schema_id: int) -> Any:
         """The parsed Avro schema for ``schema_id`` (fetched once)."""
         with self._lock:
             parsed = self._parsed.get(schema_id)
         if parsed is None:
-            body = self._call("GET", f"/schemas/ids/{schema_id}")
-            parsed = fastavro.parse_schema(orjson.loads(body["schema"]))
+            text = self.schema_by_id(schema_id)
+            if text is None:
+                raise self.error(
+                    f"schema registry {self.url}: no schema with id {schema_id}",
+                    hint="the record names a schema id this registry does not have: "
+                    "is the consumer using the producer's registry (CDCROUTER_REGISTRY__URL)?",
+                )
+            parsed = fastavro.parse_schema(orjson.loads(text))
             with self._lock:
-                self._parsed[schema_id] = parsed
+                parsed = self._parsed.setdefault(schema_id, parsed)
         return parsed
 
-    def register(self, subject: str, schema: dict[str, Any]) -> int:
-        """Register (or find) ``schema`` under ``subject``; returns its global id."""
-        body = self._call(
-            "POST",
-            f"/subjects/{subject}/versions",
-            content=orjson.dumps({"schema": orjson.dumps(schema).decode(), "schemaType": "AVRO"}),
-            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-        )
-        schema_id = int(body["id"])
+    def register(self, subject: str, schema: str | Mapping[str, Any]) -> int:
+        """Register (or find) ``schema`` under ``subject``; returns its global id, parsed and cached."""
+        schema_id = super().register(subject, schema)
         with self._lock:
-            self._parsed.setdefault(schema_id, fastavro.parse_schema(schema))
+            if schema_id not in self._parsed:
+                raw = orjson.loads(schema) if isinstance(schema, str) else dict(schema)
+                self._parsed[schema_id] = fastavro.parse_schema(raw)
         return schema_id
-
-    def close(self) -> None:
-        self._http.close()
 
 
 def decode(registry: RegistryClient, value: bytes | None) -> dict[str, Any]:

@@ -13,10 +13,10 @@ registry's own messages, so a bad schema never half-lands.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -51,6 +51,12 @@ class SchemaRegistryError(RouteError):
     """The registry refused a request or could not be reached."""
 
 
+UNREACHABLE_HINT = (
+    "is the registry running? start it (cdcrouter stack up) or check connections.registry.url "
+    "(CDCROUTER_REGISTRY__URL)"
+)
+
+
 def subject_for(topic: str) -> str:
     """TopicNameStrategy subject of a topic's values."""
     return f"{topic}-value"
@@ -61,25 +67,43 @@ def canonical(schema_text: str) -> str:
     return json.dumps(json.loads(schema_text), separators=(",", ":"), sort_keys=True)
 
 
-class RegistryClient:
-    """A small, synchronous client for the Confluent Schema Registry REST API."""
+def schema_json(schema: str | Mapping[str, Any]) -> str:
+    """Schema text as sent to the registry: text unchanged, a parsed schema as compact JSON."""
+    if isinstance(schema, str):
+        return schema
+    return json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
 
-    def __init__(self, conf: dict[str, Any], timeout: float = 10.0) -> None:
-        """``conf`` is ``RegistrySettings.to_client_conf()``: url, optional basic auth and CA."""
-        self.url = conf["url"].rstrip("/")
+
+class RegistryClient:
+    """A small, synchronous client for the Confluent Schema Registry REST API.
+
+    The one implementation of the HTTP calls: the router, the CLI and the consumer SDK (whose
+    ``cdcrouter.consumer.RegistryClient`` subclasses this one) share auth, TLS, timeouts and errors.
+    Subclasses choose the exception type with ``error`` (it must subclass SchemaRegistryError).
+    """
+
+    error: type[SchemaRegistryError] = SchemaRegistryError
+
+    def __init__(self, conf: Mapping[str, Any], timeout: float | None = None) -> None:
+        """``conf`` is ``RegistrySettings.to_client_conf()``: url, timeout, optional basic auth and CA.
+
+        ``timeout`` (seconds) overrides the configured one; without either, 10 s: never wait forever.
+        """
+        self.url = str(conf["url"]).rstrip("/")
         auth = None
         if conf.get("basic.auth.user.info"):
-            user, _, password = conf["basic.auth.user.info"].partition(":")
-            auth = (user, password)
+            user, _, password = str(conf["basic.auth.user.info"]).partition(":")
+            auth = httpx.BasicAuth(user, password)
         verify: Any = conf.get("ssl.ca.location") or True
+        seconds = float(timeout if timeout is not None else conf.get("timeout") or 10.0)
         self._http = httpx.Client(
-            base_url=self.url, auth=auth, verify=verify, timeout=timeout, headers={"Accept": CONTENT_TYPE}
+            base_url=self.url, auth=auth, verify=verify, timeout=seconds, headers={"Accept": CONTENT_TYPE}
         )
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> RegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -90,9 +114,9 @@ class RegistryClient:
         try:
             yield
         except httpx.HTTPError as exc:
-            raise SchemaRegistryError(
-                f"schema registry {self.url}: {what} failed: {exc}",
-                hint="is the registry running? check connections.registry.url (cdcrouter stack status)",
+            raise self.error(
+                f"schema registry {self.url}: {what} failed: {type(exc).__name__}: {exc}",
+                hint=UNREACHABLE_HINT,
             ) from exc
 
     def _call(self, method: str, path: str, what: str, body: Any = None) -> tuple[int, Any]:
@@ -108,28 +132,33 @@ class RegistryClient:
         except ValueError:
             data = {"message": resp.text[:500]}
         if resp.status_code >= 500 or resp.status_code in (401, 403):
-            raise SchemaRegistryError(
+            raise self.error(
                 f"schema registry {self.url}: {what}: HTTP {resp.status_code}: {_message(data)}",
-                hint="check the registry's logs and credentials (connections.registry)",
+                hint="check the registry's logs and credentials "
+                "(connections.registry, CDCROUTER_REGISTRY__BASIC_AUTH_USER_INFO)",
             )
         return resp.status_code, data
+
+    def _expect_ok(self, status: int, data: Any, what: str) -> None:
+        if status >= 400:
+            raise self.error(f"schema registry {self.url}: {what}: HTTP {status}: {_message(data)}")
 
     def schema_by_id(self, schema_id: int) -> str | None:
         """The schema text registered under ``schema_id``, or None if the registry has no such id."""
         status, data = self._call("GET", f"/schemas/ids/{schema_id}", f"fetching schema id {schema_id}")
         if status == 404 or _code(data) in NOT_FOUND_CODES:
             return None
-        _expect_ok(status, data, self.url, f"fetching schema id {schema_id}")
+        self._expect_ok(status, data, f"fetching schema id {schema_id}")
         return str(data["schema"])
 
-    def lookup(self, subject: str, schema_text: str) -> int | None:
-        """The id of ``schema_text`` under ``subject`` if it is registered there, else None."""
+    def lookup(self, subject: str, schema: str | Mapping[str, Any]) -> int | None:
+        """The id of ``schema`` under ``subject`` if it is registered there, else None."""
         status, data = self._call(
-            "POST", f"/subjects/{subject}", f"looking up {subject}", {"schema": schema_text}
+            "POST", f"/subjects/{subject}", f"looking up {subject}", {"schema": schema_json(schema)}
         )
         if status == 404 or _code(data) in NOT_FOUND_CODES:
             return None
-        _expect_ok(status, data, self.url, f"looking up {subject}")
+        self._expect_ok(status, data, f"looking up {subject}")
         return int(data["id"])
 
     def latest(self, subject: str) -> dict[str, Any] | None:
@@ -137,7 +166,7 @@ class RegistryClient:
         status, data = self._call("GET", f"/subjects/{subject}/versions/latest", f"reading {subject}")
         if status == 404 or _code(data) in NOT_FOUND_CODES:
             return None
-        _expect_ok(status, data, self.url, f"reading {subject}")
+        self._expect_ok(status, data, f"reading {subject}")
         return dict(data)
 
     def compatibility(self, subject: str) -> str | None:
@@ -155,15 +184,15 @@ class RegistryClient:
         status, data = self._call(
             "PUT", f"/config/{subject}", f"setting {subject} compatibility", {"compatibility": level}
         )
-        _expect_ok(status, data, self.url, f"setting {subject} compatibility to {level}")
+        self._expect_ok(status, data, f"setting {subject} compatibility to {level}")
 
-    def check(self, subject: str, schema_text: str) -> tuple[bool, list[str]]:
-        """Would the registry accept ``schema_text`` as the next version of ``subject``?"""
+    def check(self, subject: str, schema: str | Mapping[str, Any]) -> tuple[bool, list[str]]:
+        """Would the registry accept ``schema`` as the next version of ``subject``?"""
         status, data = self._call(
             "POST",
             f"/compatibility/subjects/{subject}/versions/latest?verbose=true",
             f"checking {subject} compatibility",
-            {"schema": schema_text},
+            {"schema": schema_json(schema)},
         )
         if status == 404 or _code(data) in NOT_FOUND_CODES:
             return True, []  # a new subject accepts anything
@@ -172,18 +201,18 @@ class RegistryClient:
         messages = [str(m) for m in (data or {}).get("messages") or []]
         return bool((data or {}).get("is_compatible")), messages
 
-    def register(self, subject: str, schema_text: str) -> int:
-        """Register ``schema_text`` under ``subject``; returns its id (idempotent)."""
+    def register(self, subject: str, schema: str | Mapping[str, Any]) -> int:
+        """Register ``schema`` (text or parsed JSON) under ``subject``; returns its id (idempotent)."""
         status, data = self._call(
-            "POST", f"/subjects/{subject}/versions", f"registering {subject}", {"schema": schema_text}
+            "POST", f"/subjects/{subject}/versions", f"registering {subject}", {"schema": schema_json(schema)}
         )
         if status == 409:
-            raise SchemaRegistryError(
+            raise self.error(
                 f"schema registry refused the new schema for {subject}: {_message(data)}",
                 hint="make the change compatible (add fields with defaults) or change the subject's "
                 "compatibility level on purpose (--compatibility)",
             )
-        _expect_ok(status, data, self.url, f"registering {subject}")
+        self._expect_ok(status, data, f"registering {subject}")
         return int(data["id"])
 
 
@@ -195,11 +224,6 @@ def _message(data: Any) -> str:
     if isinstance(data, dict):
         return str(data.get("message") or data)
     return str(data)
-
-
-def _expect_ok(status: int, data: Any, url: str, what: str) -> None:
-    if status >= 400:
-        raise SchemaRegistryError(f"schema registry {url}: {what}: HTTP {status}: {_message(data)}")
 
 
 @dataclass(frozen=True)
