@@ -344,6 +344,8 @@ class CaptureEngine:
         pending: list[tuple[bytes, bytes, str | None]] = []
         dlq = p.raw_topic.dlq_topic
         pool = ThreadPoolExecutor(1, thread_name_prefix="cdcrouter-kafka-commit")
+        commit_done = threading.Event()  # set when `inflight` finishes (cheaper than Future.done())
+        change_tags = frozenset((_INSERT, _UPDATE, _DELETE))
 
         def settle(block: bool) -> None:
             """Finish an in-flight commit: ack the slot, then open the next txn with `pending`."""
@@ -389,12 +391,14 @@ class CaptureEngine:
                 last_done.commit_ms,
                 committed.rate,
             )
+            commit_done.clear()
             inflight = pool.submit(sink.commit, inflight_offsets)
+            inflight.add_done_callback(lambda _: commit_done.set())
             batch_events, last_done, batch_start = 0, None, time.monotonic()
 
         try:
             while not stop.is_set():
-                if inflight is not None and inflight.done():
+                if inflight is not None and commit_done.is_set():
                     settle(False)
                 msg = read()
                 if msg is None:
@@ -422,7 +426,7 @@ class CaptureEngine:
                     continue
                 buf = msg.payload
                 tag = buf[0]
-                if tag in (_INSERT, _UPDATE, _DELETE):
+                if tag in change_tags:
                     if skip:
                         continue
                     row_enc = rows.get(_U32(buf, 1)[0])
