@@ -395,10 +395,11 @@ class Router:
         produce = producer.produce
         now_ms = time.time_ns() // 1_000_000  # filteredAt: one clock read per batch
         framing: dict[str, tuple[str, bytes, bytes]] = {}  # filter id -> (topic, header, metadata)
-        consumed = 0
+        errors = 0
         for msg in msgs:
             err = msg.error()
             if err is not None:
+                errors += 1
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
                 if err.fatal():
@@ -409,8 +410,6 @@ class Router:
                 producer.begin_transaction()
                 self._in_txn = True
                 self._txn_started = time.monotonic()
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
-            consumed += 1
             value = msg.value()
             try:
                 # inline hot path of RawDecoder.decode: a known contract-schema header, one native call
@@ -457,7 +456,14 @@ class Router:
                     producer.poll(0.1)
                     produce(topic, out, key)
                 matched[fid] += 1
-        self._pending_consumed += consumed
+        self._pending_consumed += len(msgs) - errors
+        # The next offset per partition: its last record in the batch (a partition's records arrive
+        # in order) wins; earlier ones are skipped without a dict write.
+        for msg in reversed(msgs):
+            if msg.error() is None:
+                tp = (msg.topic(), msg.partition())
+                if offsets.get(tp, -1) <= msg.offset():
+                    offsets[tp] = msg.offset() + 1
         producer.poll(0)
 
     def _dead_letter(self, msg: Any, error: str) -> None:
