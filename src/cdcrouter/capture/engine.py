@@ -363,7 +363,13 @@ class CaptureEngine:
             if pending:
                 sink.begin()
                 for key, value, topic in pending:
-                    produce(key, value, topic)
+                    if topic is None:
+                        try:
+                            produce_raw(raw_name, value, key)
+                            continue
+                        except (BufferError, KafkaException):
+                            pass
+                    produce(key, value, topic)  # waits for room, or raises KafkaSinkError
                 pending.clear()
 
         def emit(key: bytes, value: bytes, topic: str | None = None) -> None:

@@ -305,14 +305,12 @@ class RowEncoder:
         idx = self.id_index
         eid = b""
         id_changed = False
-        for i in range(n):
-            if i < n_old:
-                seg = segs[i]
-                if buf.startswith(seg, pos):  # the same bytes: nothing changed
-                    pos += len(seg)
-                    continue
-            else:
-                seg = b"u"  # not in the old row: reported
+        if n != n_old:  # a column missing from the old row is reported, like an unsent one
+            segs = (segs + [b"u"] * n)[:n]
+        for i, seg in enumerate(segs):
+            if buf.startswith(seg, pos):  # the same bytes: nothing changed
+                pos += len(seg)
+                continue
             k = buf[pos]
             v: bytes | None
             if k == 116:
@@ -349,7 +347,7 @@ class RowEncoder:
             count += 1
             add(self.null[idx])
         elif not id_changed:  # normalize_row adds the entity id to every UPDATE
-            seg = segs[idx] if idx < n_old else b"u"
+            seg = segs[idx]
             if seg[0] == 116:
                 eid = seg[5:]
                 count += 1
