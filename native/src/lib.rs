@@ -3,9 +3,13 @@
 //! Decoding and encoding are specialised to `raw-business-event.avsc` and checked byte for byte
 //! against fastavro by `tests/test_native_codec.py`. Any schema change must update both the .avsc
 //! and this crate.
+//!
+//! It also holds the embedded filter engine's `TRY_CAST(s AS DECIMAL(38, 10))` (`decimal.rs`),
+//! the one per-event cost of numeric filters.
 
 use pyo3::prelude::*;
 
+mod decimal;
 mod decode;
 mod encode;
 mod reader;
@@ -15,5 +19,6 @@ mod strings;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode::decode_business_event, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_business_event, m)?)?;
+    m.add_function(wrap_pyfunction!(decimal::try_cast_decimal, m)?)?;
     Ok(())
 }
