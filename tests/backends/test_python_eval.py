@@ -128,6 +128,10 @@ def test_parse_decimal_matches_flink_measurements() -> None:
         "9999999999999999999999999999": "9999999999999999999999999999.0000000000",
         "1e27": "1000000000000000000000000000.0000000000",
         "0012": "12.0000000000",
+        # more than 28 significant digits below 10^28: abs() in the default context had rounded
+        # them to 1E+28 and read NULL
+        "9999999999999999999999999999.99999999994": "9999999999999999999999999999.9999999999",
+        "-9999999999999999999999999999.99999999994": "-9999999999999999999999999999.9999999999",
     }
     for text, flink in measured.items():
         assert sqlsem.parse_decimal(text) == Decimal(flink), text

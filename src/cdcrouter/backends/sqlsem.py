@@ -2,11 +2,11 @@
 
 Each helper mirrors one Flink 2.2 runtime function, verified with PyFlink (docs/operations.md):
 
-* :func:`to_decimal` is ``TRY_CAST(s AS DECIMAL(38, 10))``: Flink trims only ' ', '\\n' and '\\t',
-  parses Java ``BigDecimal`` syntax (sign, digits -- any Unicode decimal digit --, one '.',
+* :func:`parse_decimal` is ``TRY_CAST(s AS DECIMAL(38, 10))``: Flink trims only ' ', '\\n' and
+  '\\t', parses Java ``BigDecimal`` syntax (sign, digits -- any Unicode decimal digit --, one '.',
   exponent), rounds HALF_UP to 10 fraction digits and reads NULL when more than 28 integer digits
   remain. Anything else ('1_000', 'NaN', '0x10', '12L', '') is NULL.
-  :func:`parse_decimal` is the reference. The embedded engine compares DECIMAL(38, 10) values as
+  It is the reference (a ``Decimal``). The embedded engine compares DECIMAL(38, 10) values as
   ints scaled by 10^10 (exact, and far cheaper than ``Decimal``): :func:`to_scaled` is the cast in
   Rust (``cdcrouter._native.try_cast_decimal``), which hands non-ASCII text and huge exponents to
   :func:`parse_scaled`; :func:`scale_decimal` scales the literals at compile time.
