@@ -13,6 +13,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,19 +45,25 @@ def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
     write_filters(env, bench_filters_yaml(env.prefix, 10))
     group = env.prefix + "g"
     log = tmp_path / "router.log"
-    first = int(n * 0.6)
+    first = n // 5
     events = env.produce(0, first)
     proc = _spawn(env, group, log)
+    # the rest arrives paced while the router works, so the kill lands inside a busy stream
+    writer = threading.Thread(target=_paced, args=(env, first, n, events), daemon=True)
     try:
-        env.wait_committed(group, n // 5, timeout=120)
+        env.wait_committed(group, first, timeout=120)
+        writer.start()
+        time.sleep(1.0)
+        assert writer.is_alive(), "the kill did not land mid-stream"
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
     at_kill = env.committed(group)
-    assert n // 5 <= at_kill < n, "the kill did not land mid-stream"
-    events += env.produce(first, n - first)
+    assert first <= at_kill < n, "the kill did not land mid-stream"
+    writer.join(300)
+    assert not writer.is_alive() and len(events) == n, f"only {len(events)}/{n} events written"
     proc = _spawn(env, group, log)
     try:
         env.wait_committed(group, n, timeout=300)
@@ -95,14 +103,20 @@ def test_exactly_once_across_a_broker_restart(private_kafka: Any, stack_with: An
     write_filters(env, bench_filters_yaml(env.prefix, 10))
     group = env.prefix + "g"
     log = tmp_path / "router.log"
-    events = env.produce(0, n // 2)
+    events = env.produce(0, n // 8)
     proc = _spawn(env, group, log)
+    # The router drains a backlog faster than this test can look, so the rest arrives in paced
+    # chunks from a thread that keeps writing across the restart (its flush waits for the broker).
+    writer = threading.Thread(target=_paced, args=(env, n // 8, n, events), daemon=True)
     try:
-        env.wait_committed(group, n // 10, timeout=120)
-        assert env.committed(group) < n // 2, "the restart did not land mid-stream"
+        env.wait_committed(group, 1_000, timeout=120)
+        writer.start()
+        time.sleep(1.0)
+        assert writer.is_alive(), "the restart did not land mid-stream"
         private_kafka.down(["kafka"])
         private_kafka.up(["kafka"])
-        events += env.produce(n // 2, n // 2)
+        writer.join(300)
+        assert not writer.is_alive() and len(events) == n, f"only {len(events)}/{n} events written"
         try:
             env.wait_committed(group, n, timeout=180)
         except AssertionError:
@@ -119,3 +133,10 @@ def test_exactly_once_across_a_broker_restart(private_kafka: Any, stack_with: An
         doubled = [u for u, k in actual[topic].items() if k > 1]
         assert not doubled, f"{topic}: {len(doubled)} events delivered more than once"
         assert actual[topic] == expected[topic], f"{topic}: events lost or doubled across the restart"
+
+
+def _paced(env: RouteEnv, start: int, end: int, out: list[dict]) -> None:
+    """Append events ``start..end-1`` in chunks of 1,000, at most ~10,000 per second."""
+    for i in range(start, end, 1_000):
+        out.extend(env.produce(i, min(1_000, end - i)))
+        time.sleep(0.1)

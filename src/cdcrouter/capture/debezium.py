@@ -370,9 +370,12 @@ class Normalizer:
             consumer.subscribe([f"^{prefix}\\.{p.schema}\\.({tables})$"])
             self.ready.set()
             while not stop.is_set():
-                msgs = consumer.consume(5000, 0.05)
-                if not msgs:
+                # Block for the first record only, then take what is already queued: consume(n, t)
+                # would wait up to t for n records and add that wait to every change's latency.
+                first = consumer.poll(0.05)
+                if first is None:
                     continue
+                msgs = [first, *consumer.consume(4999, 0)]
                 producer.begin_transaction()
                 for m in msgs:
                     if m.error():

@@ -9,6 +9,7 @@ skips every transaction at or before it, so nothing is lost and nothing doubled.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import select
@@ -174,6 +175,7 @@ class CaptureEngine:
                     stream = source.ReplicationStream(conns.postgres)
                     stream.start(p.replication.slot, p.replication.publication, self.stats.last.end_lsn)
                     self.ready.set()
+                    gc.freeze()  # start-up objects leave the collector's view: no full-GC pauses in the loop
                     self._stream(stream, sink, encoder, sql_conn, self.stats.last, stop)
                     backoff_until = time.monotonic() + self.reconnect_timeout_s
                 except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:

@@ -16,6 +16,7 @@ committed offsets, so nothing is lost or doubled. Filters reload only between tr
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -284,6 +285,9 @@ class Router:
             )
             if self.opts.metrics_port:
                 self.metrics.serve(self.opts.metrics_port)
+            # Everything built so far lives as long as the router: move it out of the collector's
+            # view so full collections (measured 17-38 ms pauses in capture) scan only new objects.
+            gc.freeze()
             self._consumer.subscribe(
                 [self.opts.raw_topic],
                 on_assign=self._on_assign,
