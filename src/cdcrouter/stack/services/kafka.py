@@ -66,7 +66,16 @@ class Kafka(Service):
     version = versions.KAFKA
     port_keys = ("kafka", "kafka-controller")
     start_timeout = 90.0
-    heap_mb = 512
+    heap_mb = 1024  # Kafka's own default heap
+    # Kafka's own default collector settings (kafka-run-class.sh). With the serial collector and
+    # 512 MB the broker stopped ~21 ms every ~1.7 s under 5,000 routed events/s (jstat), and every
+    # stop lands on the routing latency's tail.
+    gc_opts = (
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
+    )
 
     def fetch(self, ctx: StackContext) -> None:
         kafka_jars(ctx)
