@@ -8,6 +8,9 @@ BASE_STAMP := $(VENV)/.installed-base-$(HASH)
 
 .PHONY: install install-base test test-fast lint demo bench clean
 
+# rustup puts cargo in ~/.cargo/bin, which a non-login shell's PATH may lack.
+export PATH := $(PATH):$(HOME)/.cargo/bin
+
 # The native Avro codec (native/, Rust) is compiled by pip install: a change to it reinstalls.
 NATIVE_SRC := $(wildcard native/Cargo.toml native/Cargo.lock native/src/*.rs)
 CARGO_CHECK = @command -v cargo >/dev/null || { echo "error: cargo not found: installing cdcrouter compiles its \
