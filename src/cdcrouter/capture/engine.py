@@ -212,6 +212,7 @@ class CaptureEngine:
                         stream.close()
             return self.stats
         finally:
+            gc.unfreeze()  # a process that goes on (the demo, tests) collects normally again
             sink.close()
             sql_conn.close()
 

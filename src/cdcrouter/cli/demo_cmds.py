@@ -72,7 +72,10 @@ def register(app: typer.Typer) -> None:
             elif started:
                 import gc
 
-                gc.collect()  # destroy the engines' Kafka clients before their broker goes away
+                # destroy the engines' Kafka clients before their broker goes away (the engines
+                # gc.freeze() while running; unfreeze so the collector sees those clients again)
+                gc.unfreeze()
+                gc.collect()
                 console.print(f"stopping what the demo started: {', '.join(started)}")
                 stack.down(started)
         if not result.complete:

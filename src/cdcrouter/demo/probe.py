@@ -15,7 +15,7 @@ from importlib.resources import files
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdcrouter.config import Connections
 
@@ -53,8 +53,7 @@ class LatencyProbe:
             for t in self.topics:
                 for p in sorted(md.topics[t].partitions):
                     # The real end offset now, so only events written after this point count.
-                    _, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=10)
-                    parts.append(TopicPartition(t, p, high))
+                    parts.append(TopicPartition(t, p, _end_offset(consumer, t, p)))
             consumer.assign(parts)
             self.ready.set()
             while not stop.is_set():
@@ -75,3 +74,21 @@ class LatencyProbe:
         record = fastavro.schemaless_reader(io.BytesIO(value[5:]), self._schema, self._schema)
         created = record["eventHeader"]["createdDate"]  # type: ignore[index,call-overload]
         self.latencies_ms.append(now_ms - created)
+
+
+def _end_offset(consumer: Consumer, topic: str, partition: int, timeout_s: float = 60.0) -> int:
+    """The partition's end offset, retried while a just-started broker is still electing leaders
+    (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE and other retriable answers)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        except KafkaException as exc:
+            err = exc.args[0]
+            retriable = err.retriable() or err.code() in (
+                KafkaError.NOT_LEADER_FOR_PARTITION,
+                KafkaError.LEADER_NOT_AVAILABLE,
+            )
+            if not retriable or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -83,8 +83,15 @@ class _Thread(threading.Thread):
             self.error = exc
 
     def check(self) -> None:
-        if self.error is not None:
+        if self.error is None:
+            return
+        if isinstance(self.error, CdcrouterError):
             raise self.error
+        # a library's own exception (Kafka, PostgreSQL): a clear message, not a traceback
+        raise CdcrouterError(
+            f"the demo's {self.name} thread failed: {type(self.error).__name__}: {self.error}",
+            hint="cdcrouter stack status; rerun with -v for the engines' log",
+        ) from self.error
 
 
 def _pipeline(raw_topic: str) -> Any:

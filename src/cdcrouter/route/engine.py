@@ -353,6 +353,7 @@ class Router:
                 hint="check the broker (cdcrouter stack status); a restart resumes from committed offsets",
             ) from exc
         finally:
+            gc.unfreeze()  # a process that goes on (the demo, tests) collects normally again
             self._close()
         log.info("stopped: %s", self.metrics.summary())
         return RunStats(
