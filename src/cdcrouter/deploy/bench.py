@@ -15,14 +15,13 @@ records visible at checkpoints, so its latency follows the checkpoint interval.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from cdcrouter.deploy.flink_target import FlinkDeployment, FlinkOptions
 
@@ -136,21 +135,17 @@ def flink_throughput(
 def flink_latency(
     conns: Any, filters: int, rate: int, seconds: float, workdir: Path, interval: str = "1s"
 ) -> dict[str, Any]:
-    from cdcrouter.route.bench import setup
-    from cdcrouter.route.events import encode_raw, event_key, make_event
+    from cdcrouter.route.bench import Visible, append_now, percentile, read_filtered, setup
 
     s = setup(conns, filters, workdir=workdir)  # a fresh raw topic with its schema registered
     path, topics = _flink_setup(conns, s.raw_topic, filters, workdir)  # Flink registers its own schemas
     dep = _deployment(conns, f"benchlat-{uuid.uuid4().hex[:8]}", s.raw_topic, workdir, interval)
-    lat: list[int] = []
+    seen = Visible()
+    lat = seen.latencies_ms
     stop = threading.Event()
-    reader = threading.Thread(target=_read_visible, args=(conns, topics, lat, stop), daemon=True)
+    group = f"bench-reader-{uuid.uuid4().hex[:8]}"
+    reader = threading.Thread(target=read_filtered, args=(conns, topics, group, seen, stop), daemon=True)
     producer = Producer({**conns.kafka.to_librdkafka(), "linger.ms": 0, "enable.idempotence": True})
-
-    def append(i: int) -> None:
-        event = make_event(i, seed=11)
-        event["eventHeader"]["savedDate"] = time.time_ns() // 1_000_000
-        producer.produce(s.raw_topic, encode_raw(event, s.raw_schema_id), event_key(event))
 
     try:
         _deploy(dep, path)
@@ -161,7 +156,7 @@ def flink_latency(
             if time.monotonic() > deadline:
                 raise RuntimeError("no routed record became visible within 90 s")
             for _ in range(50):
-                append(i)
+                append_now(producer, s, i)
                 i += 1
             producer.flush(5)
             time.sleep(0.2)
@@ -171,7 +166,7 @@ def flink_latency(
         while sent < total:
             due = min(total, int((time.monotonic() - started) * rate))
             while sent < due:
-                append(i)
+                append_now(producer, s, i)
                 i += 1
                 sent += 1
             producer.poll(0)
@@ -190,8 +185,8 @@ def flink_latency(
         "rate_target": rate,
         "rate_achieved": round(sent / send_s),
         "visible_records": len(lat),
-        "p50_ms": _pct(lat, 50),
-        "p99_ms": _pct(lat, 99),
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
         "checkpoint_interval": interval,
     }
 
@@ -202,52 +197,6 @@ def _seconds(interval: str) -> float:
         if interval.endswith(suffix):
             return float(interval[: -len(suffix)]) * factor
     return float(interval)
-
-
-def _read_visible(conns: Any, topics: list[str], out: list[int], stop: threading.Event) -> None:
-    """Append (visible now - savedDate) per record; Avro decoded with the writer's schema id."""
-    import fastavro
-
-    from cdcrouter.schemas.registry import RegistryClient
-
-    reg = RegistryClient(conns.registry.to_client_conf())
-    schemas: dict[int, Any] = {}
-    consumer = Consumer(
-        {
-            **conns.kafka.to_librdkafka(),
-            "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 5,
-        }
-    )
-    consumer.subscribe(topics)
-    try:
-        while not stop.is_set():
-            # consume(n, t) returns only when it has n records or t is up: a long t would add up
-            # to t to every latency measured here, so poll with a short one.
-            for msg in consumer.consume(500, 0.002):
-                if msg.error() is not None:
-                    continue
-                now_ms = time.time_ns() // 1_000_000
-                value = msg.value()
-                sid = int.from_bytes(value[1:5], "big")
-                if sid not in schemas:
-                    import json
-
-                    schemas[sid] = fastavro.parse_schema(json.loads(reg.schema_by_id(sid)))
-                event = fastavro.schemaless_reader(io.BytesIO(value[5:]), schemas[sid], None)
-                out.append(now_ms - event["eventHeader"]["savedDate"])
-    finally:
-        consumer.close()
-
-
-def _pct(values: list[int], p: float) -> float | None:
-    if not values:
-        return None
-    k = min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))
-    return float(values[k])
 
 
 def side_by_side(

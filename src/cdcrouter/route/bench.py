@@ -28,7 +28,18 @@ from confluent_kafka import Consumer, Producer
 
 from cdcrouter.route.events import bench_filters_yaml, encode_raw, event_key, make_event
 
-__all__ = ["BenchSetup", "latency", "produce_events", "render", "setup", "throughput"]
+__all__ = [
+    "BenchSetup",
+    "Visible",
+    "append_now",
+    "latency",
+    "percentile",
+    "produce_events",
+    "read_filtered",
+    "render",
+    "setup",
+    "throughput",
+]
 
 
 @dataclass
@@ -147,7 +158,7 @@ def _throughput(conns: Any, s: BenchSetup, events: int, filters: int) -> dict[st
 
 
 @dataclass
-class _Visible:
+class Visible:
     latencies_ms: list[int] = field(default_factory=list)
     seen: int = 0
 
@@ -177,7 +188,7 @@ def saved_date(value: bytes) -> int:
     raise AssertionError("unreachable")
 
 
-def _read_filtered(conns: Any, topics: list[str], group: str, out: _Visible, stop: threading.Event) -> None:
+def read_filtered(conns: Any, topics: list[str], group: str, out: Visible, stop: threading.Event) -> None:
     consumer = Consumer(
         {
             **conns.kafka.to_librdkafka(),
@@ -226,10 +237,10 @@ def latency(conns: Any, rate: int = 5_000, seconds: float = 20.0, filters: int =
 
 def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int) -> dict[str, Any]:
     router = _router_process(conns, s)
-    seen = _Visible()
+    seen = Visible()
     stop = threading.Event()
     reader = threading.Thread(
-        target=_read_filtered, args=(conns, s.filtered_topics, f"{s.prefix}reader", seen, stop), daemon=True
+        target=read_filtered, args=(conns, s.filtered_topics, f"{s.prefix}reader", seen, stop), daemon=True
     )
     reader.start()
     producer = Producer(
@@ -248,7 +259,7 @@ def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int)
             if router.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"router did not start (exit {router.poll()}); see {router.args}")
             for _ in range(50):
-                _append(producer, s, i)
+                append_now(producer, s, i)
                 i += 1
             producer.flush(5)
             time.sleep(0.2)
@@ -260,7 +271,7 @@ def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int)
         while sent < total:
             due = min(total, int((time.monotonic() - started) * rate))
             while sent < due:
-                _append(producer, s, i)
+                append_now(producer, s, i)
                 i += 1
                 sent += 1
             producer.poll(0)
@@ -283,8 +294,8 @@ def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int)
         "rate_achieved": round(sent / send_s),
         "filters": filters,
         "visible_records": len(lat),
-        "p50_ms": _pct(lat, 50),
-        "p99_ms": _pct(lat, 99),
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
         "max_ms": lat[-1] if lat else None,
         "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
     }
@@ -357,13 +368,13 @@ def _throughput_processes(
     }
 
 
-def _append(producer: Producer, s: BenchSetup, i: int) -> None:
+def append_now(producer: Producer, s: BenchSetup, i: int) -> None:
     event = make_event(i, seed=11)
     event["eventHeader"]["savedDate"] = time.time_ns() // 1_000_000
     producer.produce(s.raw_topic, encode_raw(event, s.raw_schema_id), event_key(event))
 
 
-def _pct(values: list[int], p: float) -> float | None:
+def percentile(values: list[int], p: float) -> float | None:
     if not values:
         return None
     k = min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))
