@@ -7,11 +7,6 @@ Uses a private broker (its own state dir and ports) so the shared stack's Kafka 
 
 from __future__ import annotations
 
-import shutil
-import socket
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,31 +16,6 @@ from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline
 from cdcrouter.capture import apply_domain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def private_kafka() -> Iterator[Any]:
-    from cdcrouter.stack.manager import Stack
-
-    scratch = Path(tempfile.mkdtemp(prefix="cdcrouter-capture-kafka-"))
-    kafka = Stack(scratch / "state", ports={"kafka": _free_port(), "kafka-controller": _free_port()})
-    try:
-        kafka.up(["kafka"])
-    except Exception as exc:
-        from cdcrouter.testing.stack_fixtures import _unavailable
-
-        _unavailable(f"private Kafka did not start: {exc}")
-    try:
-        yield kafka
-    finally:
-        kafka.down(["kafka"], purge=True)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_kafka_restart_during_capture_loses_nothing(

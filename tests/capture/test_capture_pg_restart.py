@@ -6,11 +6,6 @@ never restarted; Kafka and the registry are the shared ones.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,33 +15,6 @@ from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline
 from cdcrouter.capture import apply_domain
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def private_pg(stack: Any) -> Iterator[Any]:
-    """A PostgreSQL of our own, its state outside pytest's basetemp (which a concurrent pytest
-    session resets to mode 0700, locking the ``postgres`` user out of its data dir)."""
-    from cdcrouter.stack.manager import Stack
-
-    scratch = Path(tempfile.mkdtemp(prefix="cdcrouter-capture-pg-"))
-    pg = Stack(scratch / "state", ports={"postgres": _free_port()})
-    try:
-        pg.up(["postgres"])
-    except Exception as exc:
-        from cdcrouter.testing.stack_fixtures import _unavailable
-
-        _unavailable(f"private PostgreSQL did not start: {exc}")
-    try:
-        yield pg
-    finally:
-        pg.down(["postgres"], purge=True)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def test_postgres_restart_during_capture_loses_nothing(stack: Any, private_pg: Any, unique_name: Any) -> None:

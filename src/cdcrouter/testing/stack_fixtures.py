@@ -7,6 +7,7 @@ Tests ask only for what they need, so unit runs need no JVM::
     @pytest.mark.stack_services("connect")        # Connect (+ Kafka, registry)
     def test_z(stack): stack.connect_url ...
     def test_w(stack_with): s = stack_with("postgres", "kafka")
+    def test_v(private_kafka): private_kafka.down(["kafka"]) ...  # a broker of its own to restart
 
 Services come up once per session in the shared state dir (``$CDCROUTER_STATE_DIR``, else the
 repository's ``.cdcrouter/``); an already-running stack is reused. At the end the session stops
@@ -17,8 +18,12 @@ reason. Several sessions may share one stack: use ``unique_name`` for topics, sl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
+import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -202,3 +207,47 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
         return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"[:60]
 
     return make
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_service(service: str, port_keys: tuple[str, ...]) -> Iterator[Stack]:
+    """One service of the test's own, which it may stop and restart: free ports, a state dir
+    outside pytest's basetemp (a concurrent session resets that to mode 0700, locking the
+    ``postgres`` user out). Stopped by its recorded PID and purged at the end, also when it fails
+    to start; the shared stack is not touched."""
+    from cdcrouter.stack.manager import Stack
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"cdcrouter-private-{service}-"))
+    own = Stack(scratch / "state", ports={key: _free_port() for key in port_keys})
+    try:
+        own.up([service])
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # whatever did start is stopped by its PID
+            own.down([service], purge=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+        _unavailable(f"private {service} did not start: {exc}")
+    try:
+        yield own
+    finally:
+        own.down([service], purge=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture
+def private_kafka() -> Iterator[Stack]:
+    """A Kafka broker of this test's own (see :func:`private_service`)."""
+    with private_service("kafka", ("kafka", "kafka-controller")) as own:
+        yield own
+
+
+@pytest.fixture
+def private_pg() -> Iterator[Stack]:
+    """A PostgreSQL of this test's own (see :func:`private_service`)."""
+    with private_service("postgres", ("postgres",)) as own:
+        yield own
