@@ -72,32 +72,29 @@ class RawDecoder:
                 self._passthrough[header(schema_id)] = ws
         return ws
 
-    def passthrough_writer(self, wire_header: bytes) -> WriterSchema | None:
-        """The contract-schema writer for a 5-byte wire header seen before, else None (the router's
-        inline hot path; anything else goes through :meth:`decode`)."""
-        return self._passthrough.get(wire_header)
-
     def decode(self, value: bytes | None) -> tuple[dict[str, Any], memoryview, WriterSchema]:
         """``(event, body, writer)``; raises DecodeError for anything that is not a raw event."""
+        # the hot path: a wire header seen before that names the contract's own schema
         ws = self._passthrough.get(value[:HEADER_SIZE]) if type(value) is bytes else None
-        if ws is not None:  # the hot path: a known contract-schema header, one native call
+        if ws is None:
             try:
-                return decode_business_event(value, HEADER_SIZE), memoryview(value)[HEADER_SIZE:], ws
-            except ValueError as exc:
-                raise DecodeError(f"not a valid Avro record for schema id {ws.schema_id}: {exc}") from exc
+                schema_id, body = split(value)
+            except WireFormatError as exc:
+                raise DecodeError(str(exc)) from exc
+            ws = self.writer(schema_id)
+            if not ws.passthrough:
+                return self._resolve(body, ws), body, ws
+            value = value if type(value) is bytes else bytes(value)
+        # The native decoder reads the framed value in place and checks there are no trailing
+        # bytes (it returns exactly what fastavro would).
         try:
-            schema_id, body = split(value)
-        except WireFormatError as exc:
-            raise DecodeError(str(exc)) from exc
-        ws = self.writer(schema_id)
-        if ws.passthrough:
-            # The contract's own schema: the native decoder reads the framed value in place and
-            # checks there are no trailing bytes (it returns exactly what fastavro would).
-            try:
-                event = decode_business_event(value if type(value) is bytes else bytes(value), HEADER_SIZE)
-            except ValueError as exc:
-                raise DecodeError(f"not a valid Avro record for schema id {schema_id}: {exc}") from exc
-            return event, body, ws
+            return decode_business_event(value, HEADER_SIZE), memoryview(value)[HEADER_SIZE:], ws
+        except ValueError as exc:
+            raise DecodeError(f"not a valid Avro record for schema id {ws.schema_id}: {exc}") from exc
+
+    def _resolve(self, body: memoryview, ws: WriterSchema) -> dict[str, Any]:
+        """Another writer schema: read into the contract's raw shape by Avro schema resolution."""
+        schema_id = ws.schema_id
         stream = io.BytesIO(body)
         try:
             event = fastavro.schemaless_reader(stream, ws.parsed, self._reader)
@@ -115,7 +112,7 @@ class RawDecoder:
             )
         if not isinstance(event, dict):
             raise DecodeError(f"schema id {schema_id} does not describe a BusinessEvent record")
-        return event, body, ws
+        return event
 
 
 def _json(text: str) -> Any:

@@ -27,12 +27,11 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from cdcrouter._native import decode_business_event
 from cdcrouter.errors import CdcrouterError, RouteError
 from cdcrouter.route.codec import DecodeError, RawDecoder, encode_filtered
 from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
 from cdcrouter.route.metrics import RouterMetrics
-from cdcrouter.route.wire import HEADER_SIZE, MetadataEncoder, header
+from cdcrouter.route.wire import MetadataEncoder, header
 from cdcrouter.schemas import filtered_schema_text
 from cdcrouter.schemas.registry import RegistryClient, subject_for
 
@@ -393,8 +392,6 @@ class Router:
         routes = self._table.routes
         match = self._table.filters.match
         decode = self._decoder.decode
-        fast_writer = self._decoder.passthrough_writer  # wire header -> contract writer, or None
-        native_decode = decode_business_event
         offsets = self._offsets
         matched = self._pending_matched
         produce = producer.produce
@@ -415,18 +412,8 @@ class Router:
                 producer.begin_transaction()
                 self._in_txn = True
                 self._txn_started = time.monotonic()
-            value = msg.value()
             try:
-                # inline hot path of RawDecoder.decode: a known contract-schema header, one native call
-                writer = fast_writer(value[:HEADER_SIZE]) if type(value) is bytes else None
-                if writer is not None:
-                    try:
-                        event = native_decode(value, HEADER_SIZE)
-                    except ValueError:
-                        event, body, writer = decode(value)  # raises DecodeError with the details
-                    body = None  # sliced only if a filter matches
-                else:
-                    event, body, writer = decode(value)
+                event, body, writer = decode(msg.value())
                 ids = match(event)
             except DecodeError as exc:
                 self._dead_letter(msg, str(exc))
@@ -440,8 +427,6 @@ class Router:
                 continue
             entities = event["eventBody"]["entities"]
             key = entities[0]["entityId"].encode() if entities else msg.key()
-            if body is None:
-                body = memoryview(value)[HEADER_SIZE:]
             for fid in ids:
                 if writer.passthrough:
                     f = framing.get(fid)
