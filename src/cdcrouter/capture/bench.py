@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -332,12 +333,15 @@ def _run_bench(
             report(
                 f"{engine}: p50 {results[engine]['p50_ms']:.1f} ms, p99 {results[engine]['p99_ms']:.1f} ms"
             )
+        del results["log"]  # removed below: the engines' log is kept only when a run fails
         return results
     finally:
         for w in watchers:
             w.close()
         _stop(capture)
         _stop(normalizer)
+        if "log" not in results:
+            shutil.rmtree(work, ignore_errors=True)
         if with_debezium:
             try:
                 debezium.undeploy(dbz, conns)

@@ -15,6 +15,7 @@ records visible at checkpoints, so its latency follows the checkpoint interval.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -95,6 +96,8 @@ def flink_throughput(
     interval: str = "1s",
     exactly_once: bool = True,
 ) -> dict[str, Any]:
+    from cdcrouter.route.bench import delete_topics
+
     path, topics = _flink_setup(conns, raw_topic, filters, workdir)
     dep = _deployment(conns, f"bench-{uuid.uuid4().hex[:8]}", raw_topic, workdir, interval, exactly_once)
     try:
@@ -120,6 +123,7 @@ def flink_throughput(
     finally:
         dep.delete()
         dep.close()
+        delete_topics(conns, topics)
     return {
         "engine": "flink",
         "delivery": "exactly-once" if exactly_once else "at-least-once",
@@ -135,7 +139,15 @@ def flink_throughput(
 def flink_latency(
     conns: Any, filters: int, rate: int, seconds: float, workdir: Path, interval: str = "1s"
 ) -> dict[str, Any]:
-    from cdcrouter.route.bench import Visible, append_now, percentile, read_filtered, setup
+    from cdcrouter.route.bench import (
+        Visible,
+        append_now,
+        delete_topics,
+        percentile,
+        read_filtered,
+        setup,
+        teardown,
+    )
 
     s = setup(conns, filters, workdir=workdir)  # a fresh raw topic with its schema registered
     path, topics = _flink_setup(conns, s.raw_topic, filters, workdir)  # Flink registers its own schemas
@@ -179,6 +191,8 @@ def flink_latency(
         reader.join(10)
         dep.delete()
         dep.close()
+        delete_topics(conns, topics)
+        teardown(conns, s)
     lat.sort()
     return {
         "engine": "flink",
@@ -216,19 +230,30 @@ def side_by_side(
     from cdcrouter.route.engine import Router, RouterOptions
 
     workdir = Path(tempfile.mkdtemp(prefix="cdcrouter-bench-flink-"))
-    s = emb.setup(conns, filters, workdir=workdir)
-    emb.produce_events(conns, s.raw_topic, s.raw_schema_id, events)
-    router = Router(
-        s.filters_path, conns, RouterOptions(raw_topic=s.raw_topic, group_id=f"{s.prefix}g", reload=False)
-    )
-    stats = router.run(max_events=events, idle_timeout_s=30)
+    try:
+        s = emb.setup(conns, filters, workdir=workdir)
+        try:
+            emb.produce_events(conns, s.raw_topic, s.raw_schema_id, events)
+            router = Router(
+                s.filters_path,
+                conns,
+                RouterOptions(raw_topic=s.raw_topic, group_id=f"{s.prefix}g", reload=False),
+            )
+            stats = router.run(max_events=events, idle_timeout_s=30)
+            flink = flink_throughput(conns, s.raw_topic, events, filters, workdir, interval, exactly_once)
+        finally:
+            emb.teardown(conns, s)
+        if latency:
+            lat_e = emb.latency(conns, rate=rate, seconds=seconds, filters=filters)
+            lat_f = flink_latency(conns, filters, rate, seconds, workdir, interval)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     embedded = {
         "engine": "embedded",
         "events": stats.consumed,
         "seconds": round(stats.active_seconds, 3),
         "events_per_s": round(stats.consumed / stats.active_seconds) if stats.active_seconds else 0,
     }
-    flink = flink_throughput(conns, s.raw_topic, events, filters, workdir, interval, exactly_once)
     out: dict[str, Any] = {
         "events": events,
         "filters": filters,
@@ -238,7 +263,5 @@ def side_by_side(
         else None,
     }
     if latency:
-        lat_e = emb.latency(conns, rate=rate, seconds=seconds, filters=filters)
-        lat_f = flink_latency(conns, filters, rate, seconds, workdir, interval)
         out["latency"] = {"embedded": lat_e, "flink": lat_f}
     return out

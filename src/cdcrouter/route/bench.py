@@ -32,6 +32,7 @@ __all__ = [
     "BenchSetup",
     "Visible",
     "append_now",
+    "delete_topics",
     "latency",
     "percentile",
     "produce_events",
@@ -78,16 +79,21 @@ def setup(
 
 def teardown(conns: Any, s: BenchSetup) -> None:
     """Delete a run's topics, so repeated benchmarks do not pile partitions up on the broker."""
+    delete_topics(conns, s.all_topics)
+    if s.scratch is not None:
+        shutil.rmtree(s.scratch, ignore_errors=True)
+
+
+def delete_topics(conns: Any, topics: list[str]) -> None:
+    """Delete benchmark topics; one that is already gone is fine."""
     import contextlib
 
     from cdcrouter.topics import admin_client
 
     admin = admin_client(conns.kafka.to_librdkafka())
-    for fut in admin.delete_topics(s.all_topics, operation_timeout=30).values():
+    for fut in admin.delete_topics(topics, operation_timeout=30).values():
         with contextlib.suppress(Exception):
             fut.result()
-    if s.scratch is not None:
-        shutil.rmtree(s.scratch, ignore_errors=True)
 
 
 def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7, start: int = 0) -> None:
@@ -222,8 +228,13 @@ def _router_process(conns: Any, s: BenchSetup, instance: str = "0") -> subproces
     }
     cmd = [sys.executable, "-m", "cdcrouter.cli.main", "run", "--filters", str(s.filters_path)]
     cmd += ["--raw-topic", s.raw_topic, "--group", f"{s.prefix}g", "--no-reload", "--instance-id", instance]
-    log = tempfile.NamedTemporaryFile(prefix="cdcrouter-bench-router-", suffix=".log", delete=False)  # noqa: SIM115
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    # beside the run's filters file: the run's directory, which teardown (or its owner) removes
+    with router_log(s, instance).open("ab") as log:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def router_log(s: BenchSetup, instance: str = "0") -> Path:
+    return s.filters_path.parent / f"router-{instance}.log"
 
 
 def latency(conns: Any, rate: int = 5_000, seconds: float = 20.0, filters: int = 20) -> dict[str, Any]:
@@ -257,7 +268,8 @@ def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int)
         i = 0
         while seen.seen == 0:
             if router.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"router did not start (exit {router.poll()}); see {router.args}")
+                tail = router_log(s).read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"router did not start (exit {router.poll()}); its log ends:\n{tail}")
             for _ in range(50):
                 append_now(producer, s, i)
                 i += 1
