@@ -194,21 +194,24 @@ def test_two_instances_split_partitions_exactly_once(route_env: RouteEnv) -> Non
     assert _actual(env) == _expected(env, events)
 
 
-def test_a_fenced_instance_takes_its_id_back_and_loses_nothing(route_env: RouteEnv) -> None:
-    """Another producer with the router's transactional.id fences it (what the coordinator does after
-    an expired transaction): the router starts a new producer and redoes from the committed offsets."""
+@pytest.mark.parametrize("lane", [0, 1])
+def test_a_fenced_instance_takes_its_id_back_and_loses_nothing(route_env: RouteEnv, lane: int) -> None:
+    """Another producer with one lane's transactional.id fences it (what the coordinator does after
+    an expired transaction): the router aborts the other lane too, starts a new producer and redoes
+    from the committed offsets."""
     from confluent_kafka import Producer
 
     env = route_env
     group = env.prefix + "g"
     router = _router(env, group_id=group, instance_id="f")
+    assert len(router.opts.transactional_ids) == 2
     stop = threading.Event()
     t = threading.Thread(target=router.run, args=(stop,), daemon=True)
     t.start()
     try:
         events = env.produce(0, 3_000)
         env.wait_committed(group, 3_000)
-        usurper = Producer(env.kafka(**{"transactional.id": router.opts.transactional_id}))
+        usurper = Producer(env.kafka(**{"transactional.id": router.opts.transactional_ids[lane]}))
         usurper.init_transactions(30)  # bumps the epoch: the router's producer is now fenced
         events += env.produce(3_000, 3_000)
         env.wait_committed(group, 6_000)
@@ -218,4 +221,44 @@ def test_a_fenced_instance_takes_its_id_back_and_loses_nothing(route_env: RouteE
     assert not t.is_alive()
     assert len(router._recoveries) == 1
     assert router.metrics.consumed == 6_000
+    assert _actual(env) == _expected(env, events)
+
+
+def test_fencing_one_lane_mid_stream_loses_and_doubles_nothing(route_env: RouteEnv) -> None:
+    """The fence lands while events stream in and both lanes hold transactions (one committing, one
+    filling): the later one must not commit past the failed one; both are redone, each event once."""
+    from confluent_kafka import Producer
+
+    env = route_env
+    group = env.prefix + "g"
+    router = _router(env, group_id=group, instance_id="m")
+    stop = threading.Event()
+    t = threading.Thread(target=router.run, args=(stop,), daemon=True)
+    events: list[dict[str, Any]] = []
+
+    def paced() -> None:  # 8,000 events in 200-event chunks, ~2,000/s
+        for start in range(0, 8_000, 200):
+            events.extend(env.produce(start, 200))
+            time.sleep(0.1)
+
+    writer = threading.Thread(target=paced, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not router.assigned:  # routing has begun
+            assert time.monotonic() < deadline, "the router was not assigned the raw topic"
+            time.sleep(0.1)
+        writer.start()
+        time.sleep(1.5)
+        assert writer.is_alive(), "the fence did not land mid-stream"
+        usurper = Producer(env.kafka(**{"transactional.id": router.opts.transactional_ids[1]}))
+        usurper.init_transactions(30)
+        writer.join(120)
+        env.wait_committed(group, 8_000)
+    finally:
+        stop.set()
+        t.join(60)
+    assert not t.is_alive()
+    assert len(router._recoveries) == 1
+    assert router.metrics.consumed == 8_000
     assert _actual(env) == _expected(env, events)

@@ -8,7 +8,8 @@ import time
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from cdcrouter.route.engine import _bounded, _StuckCall
+from cdcrouter.route.lanes import StuckCall as _StuckCall
+from cdcrouter.route.lanes import bounded as _bounded
 
 
 def test_a_call_that_never_returns_is_cut_off() -> None:

@@ -170,6 +170,9 @@ def register(app: typer.Typer) -> None:
             envvar="CDCROUTER_INSTANCE_ID",
         ),
         max_txn_ms: int = typer.Option(100, help="commit a transaction at least this often under load"),
+        lanes: int = typer.Option(
+            2, min=1, max=8, help="transactional producers taking turns (one commits while the next fills)"
+        ),
         metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on 127.0.0.1:PORT"),
         no_reload: bool = typer.Option(False, "--no-reload", help="do not watch filters.yaml for changes"),
         max_events: int | None = typer.Option(
@@ -193,6 +196,7 @@ def register(app: typer.Typer) -> None:
             group_id=group,
             instance_id=instance_id,
             max_txn_ms=max_txn_ms,
+            lanes=lanes,
             metrics_port=metrics_port,
             reload=not no_reload,
         )
@@ -234,6 +238,7 @@ def register(app: typer.Typer) -> None:
         skip_latency: bool = typer.Option(False, "--skip-latency"),
         skip_throughput: bool = typer.Option(False, "--skip-throughput"),
         instances: int = typer.Option(1, help="also measure N router processes in one group (6 partitions)"),
+        lanes: str = typer.Option("2", help="router lanes for the latency run; '1,2' runs each in turn"),
         config: Path | None = ConfigOpt,
     ) -> None:
         """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
@@ -241,6 +246,10 @@ def register(app: typer.Typer) -> None:
 
         _logging()
         logging.getLogger("cdcrouter.route").setLevel(logging.WARNING)
+        try:
+            lane_counts = [int(n) for n in lanes.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"--lanes {lanes!r}: expected numbers like 2 or 1,2") from None
         conns = _conns(config)
         if not skip_throughput:
             typer.echo(bench.render(bench.throughput(conns, events=events, filters=filters_count)))
@@ -250,7 +259,9 @@ def register(app: typer.Typer) -> None:
                 )
                 typer.echo(bench.render(result))
         if not skip_latency:
-            typer.echo(bench.render(bench.latency(conns, rate=rate, seconds=seconds, filters=filters_count)))
+            for n in lane_counts:
+                result = bench.latency(conns, rate=rate, seconds=seconds, filters=filters_count, lanes=n)
+                typer.echo(bench.render(result))
 
     route.command("bench")(bench_cmd)
     from cdcrouter.cli.bench_cmds import bench_group

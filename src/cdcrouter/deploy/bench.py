@@ -140,8 +140,10 @@ def flink_latency(
     conns: Any, filters: int, rate: int, seconds: float, workdir: Path, interval: str = "1s"
 ) -> dict[str, Any]:
     from cdcrouter.route.bench import (
+        WARMUP_S,
         Visible,
         append_now,
+        append_paced,
         delete_topics,
         percentile,
         read_filtered,
@@ -172,17 +174,11 @@ def flink_latency(
                 i += 1
             producer.flush(5)
             time.sleep(0.2)
+        i, _ = append_paced(producer, s, rate, WARMUP_S, i)  # the same warm-up as the embedded run
         time.sleep(2 * _seconds(interval))
         lat.clear()
-        total, sent, started = int(rate * seconds), 0, time.monotonic()
-        while sent < total:
-            due = min(total, int((time.monotonic() - started) * rate))
-            while sent < due:
-                append_now(producer, s, i)
-                i += 1
-                sent += 1
-            producer.poll(0)
-            time.sleep(0.001)
+        started = time.monotonic()
+        i, sent = append_paced(producer, s, rate, seconds, i)
         producer.flush(10)
         send_s = time.monotonic() - started
         time.sleep(2 * _seconds(interval) + 1)

@@ -32,6 +32,7 @@ __all__ = [
     "BenchSetup",
     "Visible",
     "append_now",
+    "append_paced",
     "delete_topics",
     "latency",
     "percentile",
@@ -220,7 +221,9 @@ def read_filtered(conns: Any, topics: list[str], group: str, out: Visible, stop:
         consumer.close()
 
 
-def _router_process(conns: Any, s: BenchSetup, instance: str = "0") -> subprocess.Popen[bytes]:
+def _router_process(
+    conns: Any, s: BenchSetup, instance: str = "0", lanes: int = 2
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CDCROUTER_KAFKA__BOOTSTRAP_SERVERS": conns.kafka.bootstrap_servers,
@@ -228,6 +231,7 @@ def _router_process(conns: Any, s: BenchSetup, instance: str = "0") -> subproces
     }
     cmd = [sys.executable, "-m", "cdcrouter.cli.main", "run", "--filters", str(s.filters_path)]
     cmd += ["--raw-topic", s.raw_topic, "--group", f"{s.prefix}g", "--no-reload", "--instance-id", instance]
+    cmd += ["--lanes", str(lanes)]
     # beside the run's filters file: the run's directory, which teardown (or its owner) removes
     with router_log(s, instance).open("ab") as log:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -237,17 +241,21 @@ def router_log(s: BenchSetup, instance: str = "0") -> Path:
     return s.filters_path.parent / f"router-{instance}.log"
 
 
-def latency(conns: Any, rate: int = 5_000, seconds: float = 20.0, filters: int = 20) -> dict[str, Any]:
+def latency(
+    conns: Any, rate: int = 5_000, seconds: float = 20.0, filters: int = 20, lanes: int = 2
+) -> dict[str, Any]:
     """Append at ``rate`` events/s for ``seconds`` and measure append -> visible (read_committed)."""
     s = setup(conns, filters)
     try:
-        return _latency(conns, s, rate, seconds, filters)
+        return _latency(conns, s, rate, seconds, filters, lanes)
     finally:
         teardown(conns, s)
 
 
-def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int) -> dict[str, Any]:
-    router = _router_process(conns, s)
+def _latency(
+    conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int, lanes: int = 2
+) -> dict[str, Any]:
+    router = _router_process(conns, s, lanes=lanes)
     seen = Visible()
     stop = threading.Event()
     reader = threading.Thread(
@@ -275,19 +283,13 @@ def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int)
                 i += 1
             producer.flush(5)
             time.sleep(0.2)
-        time.sleep(1.0)
+        # then the measured rate for a few seconds first: the step from a trickle to full rate
+        # (transaction sizes settling, the broker's first writes to each partition) is not latency
+        i, _ = append_paced(producer, s, rate, WARMUP_S, i)
+        time.sleep(0.5)
         seen.latencies_ms.clear()
-        total = int(rate * seconds)
         started = time.monotonic()
-        sent = 0
-        while sent < total:
-            due = min(total, int((time.monotonic() - started) * rate))
-            while sent < due:
-                append_now(producer, s, i)
-                i += 1
-                sent += 1
-            producer.poll(0)
-            time.sleep(0.001)
+        i, sent = append_paced(producer, s, rate, seconds, i)
         producer.flush(10)
         send_s = time.monotonic() - started
         time.sleep(2.0)  # let the tail become visible
@@ -305,12 +307,32 @@ def _latency(conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int)
         "rate_target": rate,
         "rate_achieved": round(sent / send_s),
         "filters": filters,
+        "lanes": lanes,
         "visible_records": len(lat),
         "p50_ms": percentile(lat, 50),
         "p99_ms": percentile(lat, 99),
         "max_ms": lat[-1] if lat else None,
         "mean_ms": round(statistics.fmean(lat), 1) if lat else None,
     }
+
+
+WARMUP_S = 3.0
+
+
+def append_paced(producer: Producer, s: BenchSetup, rate: int, seconds: float, i: int) -> tuple[int, int]:
+    """Append ``rate`` events/s for ``seconds``; the next event number and how many were sent."""
+    total = int(rate * seconds)
+    started = time.monotonic()
+    sent = 0
+    while sent < total:
+        due = min(total, int((time.monotonic() - started) * rate))
+        while sent < due:
+            append_now(producer, s, i)
+            i += 1
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.001)
+    return i, sent
 
 
 def _committed(conns: Any, topic: str, group: str) -> int:

@@ -1,17 +1,20 @@
 """The embedded routing engine: raw topic -> compiled filters -> filtered topics, exactly once.
 
-One instance = one read_committed consumer in the routing group + one transactional producer with
-a stable ``transactional.id`` (``cdcrouter-router.<group>.<instance>``). Every transaction holds
-the filtered records, the dead-letter records and the consumer offsets of the raw records they came
-from (``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447): either all of
-it becomes visible or none of it does, and a zombie from an older group generation is fenced by
-the broker.
+One instance = one read_committed consumer in the routing group + two transaction lanes, each a
+transactional producer with a stable ``transactional.id`` (``cdcrouter-router.<group>.<instance>``
+and the same with ``.lane1``). Every transaction holds the filtered records, the dead-letter records
+and the consumer offsets of the raw records they came from (``send_offsets_to_transaction`` with the
+consumer's group metadata, KIP-447): either all of it becomes visible or none of it does, and a
+zombie from an older group generation is fenced by the broker.
 
-A transaction is committed when the consumer has caught up, when it is ``max_txn_ms`` old, or when
-it holds ``max_txn_events`` records: small transactions (low latency) when traffic is light, big
-ones (throughput) under load. On a rebalance the open transaction is committed before partitions
-are given away; when a commit fails, the transaction is aborted and the consumer rewinds to the
-committed offsets, so nothing is lost or doubled. Filters reload only between transactions.
+The lanes take turns (see :mod:`cdcrouter.route.lanes`): one commits on the committer thread while
+the next records are routed into the other. A transaction is handed to the committer when the
+consumer has caught up, when it is ``max_txn_ms`` old, or when it holds ``max_txn_events`` records,
+and only once the commit before it has ended, so commits stay in order and a transaction grows
+while the previous one commits: small transactions when traffic is light, big ones under load.
+On a rebalance everything routed is committed before partitions are given away; when a commit
+fails, every open transaction is aborted and the consumer rewinds to the committed offsets, so
+nothing is lost or doubled. Filters change only between transactions.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ import gc
 import logging
 import threading
 import time
-from collections import Counter
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdcrouter.errors import CdcrouterError, RouteError
 from cdcrouter.route.codec import DecodeError, RawDecoder, encode_filtered
 from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
+from cdcrouter.route.lanes import Lane, StuckCall, TxnWork, is_fatal, retrying
 from cdcrouter.route.metrics import RouterMetrics
 from cdcrouter.route.wire import MetadataEncoder, header
 from cdcrouter.schemas import filtered_schema_text
@@ -72,9 +77,16 @@ class RouterOptions:
     consumer_conf: dict[str, Any] = field(default_factory=dict)
     producer_conf: dict[str, Any] = field(default_factory=dict)
 
+    lanes: int = 2  # transactional producers taking turns: one commits while the next batch is produced
+
     @property
     def transactional_id(self) -> str:
         return f"cdcrouter-router.{self.group_id}.{self.instance_id}"
+
+    @property
+    def transactional_ids(self) -> list[str]:
+        """One per lane; the first is the instance's own id, so it fences a one-lane predecessor."""
+        return [self.transactional_id] + [f"{self.transactional_id}.lane{i}" for i in range(1, self.lanes)]
 
     @property
     def dlq(self) -> str:
@@ -88,6 +100,10 @@ class _Route:
     topic: str
     header: bytes  # Confluent header with the filtered schema's id for this topic
     meta: MetadataEncoder
+
+
+class _Skipped(Exception):
+    """A commit not attempted because an earlier one failed (the transaction is aborted instead)."""
 
 
 @dataclass(frozen=True)
@@ -130,27 +146,28 @@ class Router:
         self._decoder = RawDecoder(self._registry.schema_by_id)
         self._schema_ids: dict[str, int] = {}
         self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self._lanes: list[Lane] = []
+        self._fill_at = 0  # index of the lane the next records go into
+        self._committer: ThreadPoolExecutor | None = None
+        # commits handed to the committer, oldest first; it runs them in this order
+        self._inflight: deque[tuple[Lane, Future[float]]] = deque()
+        self._poisoned = False  # a commit failed: the committer commits nothing after it
+        self._group_md: Any = None
         self._table: _Table | None = None
-        self._in_txn = False
-        self._txn_started = 0.0
-        self._offsets: dict[tuple[str, int], int] = {}
-        self._pending_consumed = 0
-        self._pending_dlq = 0
-        self._pending_matched: Counter[str] = Counter()
         self._transactions = 0
         self.assigned: set[tuple[str, int]] = set()  # partitions this instance owns now
         self._first_at: float | None = None
         self._recoveries: list[float] = []
-        self._producer_conf: dict[str, Any] = {}
         self._last_commit_at = 0.0
-        self._abandoned: list[Producer] = []  # producers stuck in a call that never returned
+
+    @property
+    def _fill(self) -> Lane:
+        return self._lanes[self._fill_at]
 
     # ------------------------------------------------------------------ set-up
 
     def _prepare_table(self, filters: CompiledFilters) -> _Table:
         """Resolve every output topic's schema id and check the topics exist (no auto-creation)."""
-        assert self._producer is not None
         missing = self._missing_topics([*filters.topics, self.opts.dlq])
         if missing:
             raise RouteError(
@@ -174,8 +191,9 @@ class Router:
         return _Table(filters, routes)
 
     def _missing_topics(self, topics: list[str]) -> list[str]:
-        assert self._producer is not None
-        md = self._producer.list_topics(timeout=10)
+        producer = self._fill.producer  # never the committing lane's: that one is busy on another thread
+        assert producer is not None
+        md = producer.list_topics(timeout=10)
         return [t for t in topics if t not in md.topics or md.topics[t].error is not None]
 
     def _clients(self) -> None:
@@ -197,7 +215,6 @@ class Router:
         }
         producer_conf = {
             **kafka,
-            "transactional.id": self.opts.transactional_id,
             "transaction.timeout.ms": self.opts.transaction_timeout_ms,
             "linger.ms": 5,
             "batch.num.messages": 10_000,
@@ -209,48 +226,47 @@ class Router:
             "retry.backoff.ms": 5,
             **self.opts.producer_conf,
         }
-        self._producer_conf = producer_conf
-        self._producer = self._new_producer()
+        self._lanes = [
+            Lane(tid, producer_conf, self.opts.retry_s, self.opts.txn_call_timeout_s)
+            for tid in self.opts.transactional_ids
+        ]
+        for lane in self._lanes:
+            self._start_lane(lane)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="cdcrouter-commit")
         self._consumer = Consumer(consumer_conf)
 
-    def _new_producer(self) -> Producer:
-        producer = Producer(self._producer_conf)
+    def _start_lane(self, lane: Lane) -> None:
         try:
-            self._retrying(lambda t: producer.init_transactions(t), "starting transactions")
-        except _StuckCall as exc:
+            lane.start()
+        except StuckCall as exc:
             raise RouteError(
-                f"cannot start transactions as {self.opts.transactional_id}: {exc}",
+                f"cannot start transactions as {lane.transactional_id}: {exc}",
                 hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
             ) from exc
         except KafkaException as exc:
             raise RouteError(
-                f"cannot start transactions as {self.opts.transactional_id}: {exc.args[0].str()}",
+                f"cannot start transactions as {lane.transactional_id}: {exc.args[0].str()}",
                 hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
             ) from exc
-        return producer
 
-    def _recover(self, err: KafkaError) -> None:
+    def _replace(self, lane: Lane, why: str) -> None:
         """A fatal producer error (fenced, e.g. the coordinator expired the transaction during a
-        broker outage): start a new producer with the same transactional.id and redo from the
-        committed offsets. Repeated fencing means another live instance has our id: stop."""
+        broker outage) or a stuck call: a new producer with the same transactional.id. Repeated
+        fencing means another live instance has our id: stop."""
         now = time.monotonic()
         self._recoveries = [t for t in self._recoveries if now - t < 300] + [now]
         if len(self._recoveries) > 3:
             raise RouteError(
-                f"transactions of {self.opts.transactional_id} keep failing: {err.str()}",
+                f"transactions of {lane.transactional_id} keep failing: {why}",
                 hint="another running instance probably uses the same --instance-id (each needs its own)",
             )
-        if err.code() != KafkaError._TIMED_OUT:  # _abandon() has said why already
-            log.warning(
-                "producer failed fatally (%s); starting a new one and redoing uncommitted work", err.str()
-            )
-        if self._producer is not None and not any(p is self._producer for p in self._abandoned):
-            self._producer.purge()
-        self._producer = self._new_producer()
-        self._in_txn = False
-        self.metrics.aborted()
-        self._reset_pending()
-        self._rewind()
+        log.warning("producer %s failed (%s); starting a new one", lane.transactional_id, why)
+        lane.in_txn = False
+        try:
+            lane.replace()
+        except StuckCall as exc:
+            lane.abandon()
+            raise RouteError(f"cannot restart transactions as {lane.transactional_id}: {exc}") from exc
 
     # ------------------------------------------------------------------ run
 
@@ -261,13 +277,13 @@ class Router:
         idle_timeout_s: float | None = None,
     ) -> RunStats:
         """Route until ``stop`` is set, ``max_events`` raw records are committed, or nothing arrived
-        for ``idle_timeout_s`` seconds. The open transaction is committed before returning."""
+        for ``idle_timeout_s`` seconds. The open transactions are committed before returning."""
         stop = stop or threading.Event()
         started = time.monotonic()
         filters = compile_filters_file(self.path)  # bad filters fail before touching Kafka
-        self._clients()
         try:
-            assert self._consumer is not None and self._producer is not None
+            self._clients()
+            assert self._consumer is not None
             if self._missing_topics([self.opts.raw_topic]):
                 raise RouteError(
                     f"raw topic {self.opts.raw_topic} does not exist",
@@ -275,12 +291,13 @@ class Router:
                 )
             self._table = self._prepare_table(filters)
             log.info(
-                "routing %s with %d filter(s) from %s as %s (group %s)",
+                "routing %s with %d filter(s) from %s as %s (group %s, %d lane(s))",
                 self.opts.raw_topic,
                 len(self._table.routes),
                 self.path,
                 self.opts.transactional_id,
                 self.opts.group_id,
+                len(self._lanes),
             )
             if self.opts.metrics_port:
                 self.metrics.serve(self.opts.metrics_port)
@@ -293,59 +310,8 @@ class Router:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            last_data = time.monotonic()
-            next_reload = time.monotonic() + self.opts.reload_check_ms / 1000
-            next_log = time.monotonic() + self.opts.log_interval_s
-            batch = self.opts.batch_size
-            while not stop.is_set():
-                if self._in_txn:
-                    msgs = self._consumer.consume(batch, 0)
-                else:
-                    first = self._consumer.poll(0.05)
-                    msgs = [first] if first is not None else []
-                    if first is not None:
-                        msgs += self._consumer.consume(batch - 1, 0)
-                if msgs:
-                    last_data = time.monotonic()
-                    if self._first_at is None:
-                        self._first_at = last_data
-                    try:
-                        self._process(msgs)
-                    except KafkaException as exc:  # the batch is redone from the committed offsets
-                        err = exc.args[0]
-                        if _is_fatal(err):
-                            self._recover(err)
-                            continue
-                        if not err.txn_requires_abort():
-                            raise
-                        self._abort(err.str())
-                        self._rewind()
-                        continue
-                if self._in_txn and (
-                    len(msgs) < batch
-                    or (time.monotonic() - self._txn_started) * 1000 >= self.opts.max_txn_ms
-                    or self._pending_consumed >= self.opts.max_txn_events
-                ):
-                    self._commit()
-                now = time.monotonic()
-                if not self._in_txn:
-                    if max_events is not None and self.metrics.consumed >= max_events:
-                        break
-                    if idle_timeout_s is not None and now - last_data >= idle_timeout_s:
-                        break
-                    if self.opts.reload and now >= next_reload:
-                        next_reload = now + self.opts.reload_check_ms / 1000
-                        self._maybe_reload()
-                if now >= next_log:
-                    next_log = now + self.opts.log_interval_s
-                    log.info(
-                        "routed: transactions=%d %s %s",
-                        self._transactions,
-                        self.metrics.commit_timing(),
-                        self.metrics.summary(),
-                    )
-            if self._in_txn:
-                self._commit()
+            self._loop(stop, max_events, idle_timeout_s)
+            self._drain()
         except KafkaException as exc:
             raise RouteError(
                 f"Kafka failed while routing {self.opts.raw_topic}: {exc.args[0].str()}",
@@ -364,36 +330,109 @@ class Router:
             (self._last_commit_at - self._first_at) if self._first_at is not None else 0.0,
         )
 
+    def _loop(self, stop: threading.Event, max_events: int | None, idle_timeout_s: float | None) -> None:
+        """Consume, route into the filling lane's transaction, hand it to the committer when it is
+        due and the committer is free; the next records go to the other lane meanwhile."""
+        consumer = self._consumer
+        assert consumer is not None
+        last_data = time.monotonic()
+        next_reload = time.monotonic() + self.opts.reload_check_ms / 1000
+        next_log = time.monotonic() + self.opts.log_interval_s
+        batch = self.opts.batch_size
+        while not stop.is_set():
+            if not self._settle(wait=False):
+                continue
+            fill = self._fill
+            if fill.in_txn and not self._inflight:
+                msgs = consumer.consume(batch, 0)
+            else:
+                # Nothing open, or commits under way that free the next lane: wait for a record, but
+                # briefly while a commit may end (consume() would wait out its whole timeout
+                # whenever fewer than `batch` records come).
+                first = consumer.poll(0.002 if self._inflight else 0.05)
+                msgs = [first] if first is not None else []
+                if first is not None:
+                    msgs += consumer.consume(batch - 1, 0)
+            if msgs:
+                last_data = time.monotonic()
+                if self._first_at is None:
+                    self._first_at = last_data
+                try:
+                    self._process(msgs, fill)
+                except KafkaException as exc:  # the batch is redone from the committed offsets
+                    err = exc.args[0]
+                    if is_fatal(err):
+                        self._fail(err.str(), broken=fill)
+                        continue
+                    if not err.txn_requires_abort():
+                        raise
+                    self._fail(err.str())
+                    continue
+            if fill.in_txn and (
+                len(msgs) < batch
+                or (time.monotonic() - fill.started) * 1000 >= self.opts.max_txn_ms
+                or fill.work.consumed >= self.opts.max_txn_events
+            ):
+                full = fill.work.consumed >= self.opts.max_txn_events
+                if full and self._next_lane_busy() and not self._settle(wait=True):
+                    continue  # full: waited for the next lane's commit, and it failed
+                if not self._next_lane_busy():
+                    self._hand_off(fill)
+            now = time.monotonic()
+            if not self._fill.in_txn:
+                if not self._inflight:
+                    if max_events is not None and self.metrics.consumed >= max_events:
+                        break
+                    if idle_timeout_s is not None and now - last_data >= idle_timeout_s:
+                        break
+                # between transactions: the next records are routed by the new filters, each once
+                if self.opts.reload and now >= next_reload:
+                    next_reload = now + self.opts.reload_check_ms / 1000
+                    self._maybe_reload()
+            if now >= next_log:
+                next_log = now + self.opts.log_interval_s
+                log.info(
+                    "routed: transactions=%d %s %s",
+                    self._transactions,
+                    self.metrics.commit_timing(),
+                    self.metrics.summary(),
+                )
+
     def _close(self) -> None:
-        if self._in_txn and self._producer is not None:
-            try:
-                self._abort("shutting down")
-            except RouteError as exc:  # uncommitted work is redone by the next run; nothing is lost
-                log.warning("%s", exc.message)
+        try:
+            if self._inflight or any(lane.in_txn for lane in self._lanes):
+                self._fail("shutting down", rewind=False)
+        except RouteError as exc:  # uncommitted work is redone by the next run; nothing is lost
+            log.warning("%s", exc.message)
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None
+        for lane in self._lanes:
+            if lane.producer is not None and not lane.abandoned:
+                lane.producer.flush(10)
+            lane.producer = None
+        if self._committer is not None:
+            self._committer.shutdown(wait=False)
+            self._committer = None
         self._registry.close()
 
     # ------------------------------------------------------------------ per record
 
-    def _process(self, msgs: list[Any]) -> None:
-        """Route one consumed batch into the open transaction (begun here if none is open).
+    def _process(self, msgs: list[Any], lane: Lane) -> None:
+        """Route one consumed batch into the lane's open transaction (begun here if none is open).
 
         The per-record loop is the engine's hot path: everything that does not change per record
         (bound methods, each route's framing and metadata bytes for this batch's ``filteredAt``)
         is looked up once per batch.
         """
-        producer = self._producer
+        producer = lane.producer
         assert producer is not None and self._table is not None
+        work = lane.work
         routes = self._table.routes
         match = self._table.filters.match
         decode = self._decoder.decode
-        offsets = self._offsets
-        matched = self._pending_matched
+        offsets = work.offsets
+        matched = work.matched
         produce = producer.produce
         now_ms = time.time_ns() // 1_000_000  # filteredAt: one clock read per batch
         framing: dict[str, tuple[str, bytes, bytes]] = {}  # filter id -> (topic, header, metadata)
@@ -408,20 +447,18 @@ class Router:
                     raise RouteError(f"Kafka consumer failed: {err.str()}")
                 log.warning("consumer: %s", err.str())
                 continue
-            if not self._in_txn:
-                producer.begin_transaction()
-                self._in_txn = True
-                self._txn_started = time.monotonic()
+            if not lane.in_txn:
+                lane.begin()
             try:
                 event, body, writer = decode(msg.value())
                 ids = match(event)
             except DecodeError as exc:
-                self._dead_letter(msg, str(exc))
+                self._dead_letter(msg, str(exc), lane)
                 continue
             except CdcrouterError:
                 raise
             except Exception as exc:  # an evaluator failure must not stop the stream or drop the record
-                self._dead_letter(msg, f"filter evaluation failed: {exc!r}")
+                self._dead_letter(msg, f"filter evaluation failed: {exc!r}", lane)
                 continue
             if not ids:
                 continue
@@ -446,7 +483,7 @@ class Router:
                     producer.poll(0.1)
                     produce(topic, out, key)
                 matched[fid] += 1
-        self._pending_consumed += len(msgs) - errors
+        work.consumed += len(msgs) - errors
         # The next offset per partition: its last record in the batch (a partition's records arrive
         # in order) wins; earlier ones are skipped without a dict write.
         for msg in reversed(msgs):
@@ -456,8 +493,8 @@ class Router:
                     offsets[tp] = msg.offset() + 1
         producer.poll(0)
 
-    def _dead_letter(self, msg: Any, error: str) -> None:
-        assert self._producer is not None
+    def _dead_letter(self, msg: Any, error: str, lane: Lane) -> None:
+        assert lane.producer is not None
         headers = [
             *(msg.headers() or []),
             (ERROR_HEADER, error.encode()),
@@ -465,8 +502,8 @@ class Router:
             ("cdcrouter.source.partition", str(msg.partition()).encode()),
             ("cdcrouter.source.offset", str(msg.offset()).encode()),
         ]
-        self._producer.produce(self.opts.dlq, msg.value(), msg.key(), headers=headers)
-        self._pending_dlq += 1
+        lane.producer.produce(self.opts.dlq, msg.value(), msg.key(), headers=headers)
+        lane.work.dead_lettered += 1
         log.warning(
             "dead-lettered %s[%d]@%d to %s: %s",
             msg.topic(),
@@ -478,102 +515,132 @@ class Router:
 
     # ------------------------------------------------------------------ transactions
 
-    def _commit(self) -> bool:
-        producer, consumer = self._producer, self._consumer
-        assert producer is not None and consumer is not None and self._table is not None
-        positions = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-        began = time.monotonic()
-        try:
-            if positions:
-                # fresh group metadata on every attempt: a rebalance after a coordinator move
-                # changes the generation, and stale metadata would be fenced
-                self._retrying(
-                    lambda t: producer.send_offsets_to_transaction(
-                        positions, consumer.consumer_group_metadata(), t
-                    ),
-                    "sending offsets",
-                )
-            self._retrying(lambda t: producer.commit_transaction(t), "committing")
-        except _StuckCall as exc:
-            self._abandon(producer, str(exc))
-            return False
-        except KafkaException as exc:
-            err = exc.args[0]
-            if err.txn_requires_abort():
-                self._abort(err.str())
-                self._rewind()
-                return False
-            if _is_fatal(err):
-                self._recover(err)
-                return False
-            raise RouteError(
-                f"transaction failed for {self.opts.transactional_id}: {err.str()}",
-                hint="another instance may use the same --instance-id (each needs its own), "
-                "or the broker fenced this one; restart it",
-            ) from exc
-        self._in_txn = False
-        self._transactions += 1
-        self._last_commit_at = time.monotonic()
-        self.metrics.commit_took(self._last_commit_at - began)
-        self.metrics.commit(
-            self._pending_consumed, self._pending_dlq, self._pending_matched, self._table.labels
-        )
-        self._reset_pending()
-        return True
+    def _hand_off(self, lane: Lane) -> None:
+        """Queue the lane's commit on the committer thread and move on to the next lane. The
+        committer runs commits in the order handed off, so they complete in that order."""
+        committer = self._committer
+        assert committer is not None
+        positions = [TopicPartition(t, p, o) for (t, p), o in lane.work.offsets.items()]
+        self._inflight.append((lane, committer.submit(self._commit_in_order, lane, positions)))
+        self._fill_at = (self._fill_at + 1) % len(self._lanes)
+        while self._next_lane_busy(self._fill) and self._settle(wait=True):
+            pass  # one lane: nothing to fill meanwhile
 
-    def _retrying(self, call: Any, what: str) -> None:
-        """Run a transactional call ``call(timeout_s)``, retrying retriable errors (a broker restart)
-        for ``retry_s``. Each attempt is bounded by ``txn_call_timeout_s`` even when librdkafka
-        ignores the timeout it is given: then ``_StuckCall`` is raised and the producer must be
-        replaced (it is still inside the call)."""
-        deadline = time.monotonic() + self.opts.retry_s
-        delay = 0.05
-        while True:
+    def _commit_in_order(self, lane: Lane, positions: list[TopicPartition]) -> float:
+        """On the committer thread. After a failed commit nothing later may commit (its offsets
+        would pass records that are not committed): those wait for the router to abort them."""
+        if self._poisoned:
+            raise _Skipped("an earlier transaction failed")
+        try:
+            return lane.commit(positions, self._group_metadata)
+        except BaseException:
+            self._poisoned = True
+            raise
+
+    def _next_lane_busy(self, lane: Lane | None = None) -> bool:
+        """Is the lane (default: the one after the filling lane) still being committed? Lanes are
+        used in turn, so it is the oldest commit in flight, if any is."""
+        lane = lane or self._lanes[(self._fill_at + 1) % len(self._lanes)]
+        return any(busy is lane for busy, _ in self._inflight)
+
+    def _group_metadata(self, fresh: bool = False) -> Any:
+        """The consumer's group metadata, asked once per assignment (or when ``fresh``)."""
+        consumer = self._consumer
+        assert consumer is not None
+        if fresh or self._group_md is None:
+            self._group_md = consumer.consumer_group_metadata()
+        return self._group_md
+
+    def _settle(self, wait: bool) -> bool:
+        """Take the outcomes of the commits that have ended, oldest first (with ``wait``, wait for
+        the oldest). False when one failed: then everything uncommitted has been aborted and the
+        consumer rewound."""
+        waited = not wait
+        while self._inflight:
+            lane, future = self._inflight[0]
+            if not future.done() and waited:
+                return True
+            waited = True
+            self._inflight.popleft()
             try:
-                _bounded(call, self.opts.txn_call_timeout_s, what)
-                return
+                took = future.result()
+            except StuckCall as exc:
+                lane.abandon()
+                self._fail(str(exc), broken=lane)
+                return False
             except KafkaException as exc:
                 err = exc.args[0]
-                if not err.retriable() or time.monotonic() >= deadline:
-                    raise
-                log.warning("%s: %s; retrying", what, err.str())
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                if err.txn_requires_abort():
+                    self._fail(err.str())
+                    return False
+                if is_fatal(err):
+                    self._fail(err.str(), broken=lane)
+                    return False
+                raise RouteError(
+                    f"transaction failed for {lane.transactional_id}: {err.str()}",
+                    hint="another instance may use the same --instance-id (each needs its own), "
+                    "or the broker fenced this one; restart it",
+                ) from exc
+            self._committed(lane, took)
+        return True
 
-    def _abandon(self, producer: Producer, why: str) -> None:
-        """A transactional call did not return in time: leave that producer to its stuck thread
-        (destroying it would block too), start a new one with the same transactional.id (its
-        init_transactions fences the old epoch and aborts the open transaction) and redo the work
-        from the committed offsets."""
-        log.warning("%s; replacing the producer and redoing uncommitted work", why)
-        self._abandoned.append(producer)
-        self._recover(KafkaError(KafkaError._TIMED_OUT, why))
+    def _committed(self, lane: Lane, took: float) -> None:
+        assert self._table is not None
+        self._transactions += 1
+        self._last_commit_at = time.monotonic()
+        self.metrics.commit_took(took)
+        work = lane.work
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("committed %d on %s in %.1f ms", work.consumed, lane.transactional_id, took * 1000)
+        self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels)
+        lane.work = TxnWork()
 
-    def _abort(self, why: str) -> None:
-        producer = self._producer
-        assert producer is not None
-        log.warning("aborting transaction: %s", why)
-        try:
-            self._retrying(lambda t: producer.abort_transaction(t), "aborting")
-        except _StuckCall as exc:
-            if why == "shutting down":
-                raise RouteError(f"could not abort the transaction: {exc}") from exc
-            self._abandon(producer, str(exc))
-            return
-        except KafkaException as exc:
-            if _is_fatal(exc.args[0]) and why != "shutting down":
-                self._recover(exc.args[0])
-                return
-            raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
-        self._in_txn = False
+    def _drain(self) -> bool:
+        """Commit everything routed so far (before stopping or giving partitions away)."""
+        if self._fill.in_txn:
+            self._hand_off(self._fill)
+        while self._inflight:
+            if not self._settle(wait=True):
+                return False
+        return True
+
+    def _fail(self, why: str, broken: Lane | None = None, rewind: bool = True) -> None:
+        """Abort everything not committed and go back to the committed offsets, so it is redone
+        once. Commits still in flight end first: which of them committed decides where that is."""
+        log.warning("aborting uncommitted transactions: %s", why)
+        replace = {id(broken)} if broken is not None else set()
+        while self._inflight:
+            lane, future = self._inflight.popleft()
+            try:
+                self._committed(lane, future.result())
+            except StuckCall:
+                lane.abandon()
+                replace.add(id(lane))
+            except _Skipped:
+                pass
+            except KafkaException as exc:
+                if is_fatal(exc.args[0]):
+                    replace.add(id(lane))
+        self._poisoned = False
+        for lane in self._lanes:
+            if id(lane) not in replace and lane.in_txn:
+                try:
+                    lane.abort()
+                except StuckCall:
+                    lane.abandon()
+                    replace.add(id(lane))
+                except KafkaException as exc:
+                    if not is_fatal(exc.args[0]):
+                        raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
+                    replace.add(id(lane))
+            lane.work = TxnWork()
+        if why != "shutting down":
+            for lane in self._lanes:
+                if id(lane) in replace:
+                    self._replace(lane, why)
         self.metrics.aborted()
-        self._reset_pending()
-
-    def _reset_pending(self) -> None:
-        self._offsets = {}
-        self._pending_consumed = 0
-        self._pending_dlq = 0
-        self._pending_matched = Counter()
+        if rewind:
+            self._rewind()
 
     def _rewind(self) -> None:
         """After an abort: continue from the committed offsets, so aborted work is redone once."""
@@ -584,8 +651,11 @@ class Router:
             return
         try:
             committed: list[TopicPartition] = []
-            self._retrying(
-                lambda t: committed.extend(consumer.committed(assignment, timeout=t)), "reading offsets"
+            retrying(
+                lambda t: committed.extend(consumer.committed(assignment, timeout=t)),
+                "reading offsets",
+                self.opts.retry_s,
+                self.opts.txn_call_timeout_s,
             )
             for tp in committed:
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
@@ -593,7 +663,7 @@ class Router:
                     consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
                 except KafkaException as exc:  # revoked meanwhile: its next owner starts from committed
                     log.warning("rewind %s[%d]: %s", tp.topic, tp.partition, exc.args[0].str())
-        except _StuckCall as exc:
+        except StuckCall as exc:
             raise RouteError(
                 f"could not rewind to the committed offsets after an abort: {exc}",
                 hint="restart the router; it resumes from the committed offsets",
@@ -608,19 +678,18 @@ class Router:
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _tps(partitions))
+        self._group_md = consumer.consumer_group_metadata()  # a new generation
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("revoking %s", _tps(partitions))
-        if self._in_txn:
-            self._commit()  # hand the partitions over with everything done so far committed
-        self._offsets = {}
+        self._drain()  # hand the partitions over with everything done so far committed
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.warning("lost %s (session timed out)", _tps(partitions))
-        if self._in_txn:
-            self._abort("partitions lost")
+        if self._inflight or any(lane.in_txn for lane in self._lanes):
+            self._fail("partitions lost", rewind=False)
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
 
     # ------------------------------------------------------------------ reload
@@ -646,39 +715,6 @@ class Router:
         self._table = table
         self.metrics.reload("applied")
         log.info("filters reloaded from %s: %d filter(s)", self.path, len(table.routes))
-
-
-class _StuckCall(Exception):
-    """A librdkafka call did not return within its hard limit (the producer is still inside it)."""
-
-
-def _bounded(call: Any, limit_s: float, what: str) -> None:
-    """``call(timeout)`` on a helper thread, waiting at most ``limit_s`` plus a grace period.
-
-    librdkafka is given ``limit_s`` as its own timeout, but some calls ignore it (librdkafka #5456:
-    the coordinator-request timeout is never checked; #5511: a stale cached group coordinator is
-    never re-queried), so the caller cannot rely on it. The GIL is released inside the call."""
-    result: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            call(limit_s)
-            result.append(None)
-        except BaseException as exc:  # handed to the caller
-            result.append(exc)
-
-    worker = threading.Thread(target=run, name=f"cdcrouter-txn-{what}", daemon=True)
-    worker.start()
-    worker.join(limit_s + 5.0)
-    if not result:
-        raise _StuckCall(f"{what}: librdkafka call still blocked after {limit_s + 5.0:.0f} s")
-    if result[0] is not None:
-        raise result[0]
-
-
-def _is_fatal(err: KafkaError) -> bool:
-    """Fatal for the producer: produce() reports a fenced producer as _FATAL without the flag."""
-    return bool(err.fatal()) or err.code() in (KafkaError._FATAL, KafkaError._FENCED)
 
 
 def _tps(partitions: list[TopicPartition]) -> str:
