@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
         skip_latency: bool = typer.Option(False, "--skip-latency"),
         skip_throughput: bool = typer.Option(False, "--skip-throughput"),
         instances: int = typer.Option(1, help="also measure N router processes in one group (6 partitions)"),
-        lanes: str = typer.Option("2", help="router lanes for the latency run; '1,2' runs each in turn"),
+        lanes: str = typer.Option("2", help="router lanes; '1,2' runs each measurement with each in turn"),
+        partitions: int = typer.Option(3, min=1, help="partitions per topic in the latency run"),
         config: Path | None = ConfigOpt,
     ) -> None:
         """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
@@ -252,7 +253,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"--lanes {lanes!r}: expected numbers like 2 or 1,2") from None
         conns = _conns(config)
         if not skip_throughput:
-            typer.echo(bench.render(bench.throughput(conns, events=events, filters=filters_count)))
+            for n in lane_counts:
+                result = bench.throughput(conns, events=events, filters=filters_count, lanes=n)
+                typer.echo(bench.render(result))
             if instances > 1:
                 result = bench.throughput_processes(
                     conns, events=events, filters=filters_count, instances=instances
@@ -260,7 +263,9 @@ def register(app: typer.Typer) -> None:
                 typer.echo(bench.render(result))
         if not skip_latency:
             for n in lane_counts:
-                result = bench.latency(conns, rate=rate, seconds=seconds, filters=filters_count, lanes=n)
+                result = bench.latency(
+                    conns, rate=rate, seconds=seconds, filters=filters_count, lanes=n, partitions=partitions
+                )
                 typer.echo(bench.render(result))
 
     route.command("bench")(bench_cmd)

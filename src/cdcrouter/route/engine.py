@@ -521,6 +521,7 @@ class Router:
         committer = self._committer
         assert committer is not None
         positions = [TopicPartition(t, p, o) for (t, p), o in lane.work.offsets.items()]
+        lane.handed_off = time.monotonic()
         self._inflight.append((lane, committer.submit(self._commit_in_order, lane, positions)))
         self._fill_at = (self._fill_at + 1) % len(self._lanes)
         while self._next_lane_busy(self._fill) and self._settle(wait=True):
@@ -591,7 +592,14 @@ class Router:
         self.metrics.commit_took(took)
         work = lane.work
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("committed %d on %s in %.1f ms", work.consumed, lane.transactional_id, took * 1000)
+            log.debug(
+                "committed %d on %s: filled %.1f ms, queued %.1f ms, commit %.1f ms",
+                work.consumed,
+                lane.transactional_id,
+                (lane.handed_off - lane.started) * 1000,
+                (lane.commit_began - lane.handed_off) * 1000,
+                took * 1000,
+            )
         self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels)
         lane.work = TxnWork()
 

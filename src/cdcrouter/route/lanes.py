@@ -53,6 +53,8 @@ class Lane:
         self.producer: Producer | None = None
         self.in_txn = False
         self.started = 0.0  # monotonic time the open transaction began
+        self.handed_off = 0.0  # ... was handed to the committer
+        self.commit_began = 0.0  # ... the committer began committing it
         self.work = TxnWork()
         self.abandoned: list[Producer] = []  # producers stuck in a call that never returned
 
@@ -80,7 +82,7 @@ class Lane:
         metadata would be fenced."""
         producer = self.producer
         assert producer is not None
-        began = time.monotonic()
+        began = self.commit_began = time.monotonic()
         attempts = 0
 
         def send_offsets(timeout_s: float) -> None:

@@ -92,6 +92,7 @@ class _Session:
     ensured: set[str] = field(default_factory=set)
     started: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    topics_before: set[str] | None = None  # the broker's topics when this session first used it
 
     def ensure(self, names: tuple[str, ...]) -> StackHandle:
         wanted = [s.name for s in self.stack.resolve(names)]
@@ -111,7 +112,36 @@ class _Session:
                     self.failed[name] = reason
                 _unavailable(reason)
             self.ensured.update(wanted)
-        return StackHandle(self.stack, frozenset(self.ensured), self.stack.connections())
+        handle = StackHandle(self.stack, frozenset(self.ensured), self.stack.connections())
+        if "kafka" in self.ensured and self.topics_before is None:
+            self.topics_before = _topics(handle.kafka_conf())
+        return handle
+
+    def delete_new_topics(self) -> None:
+        """Delete the topics this session created. Hundreds of them per run made the shared broker
+        slower for everything after it (1,248 had piled up on a dev broker)."""
+        if self.topics_before is None:
+            return
+        conf = self.stack.connections().kafka.to_librdkafka()
+        try:
+            new = sorted(t for t in _topics(conf) - self.topics_before if not _is_stack_topic(t))
+            if new:
+                from cdcrouter.route.bench import delete_topics
+
+                delete_topics(self.stack.connections(), new)
+        except Exception as exc:  # cleaning up must not turn a green run red
+            print(f"\ncdcrouter tests: could not delete the run's topics: {exc}")
+
+
+def _topics(conf: dict[str, Any]) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    return set(AdminClient(conf).list_topics(timeout=15).topics)
+
+
+def _is_stack_topic(name: str) -> bool:
+    """Internal topics of Kafka, the registry and Connect: never a test's to delete."""
+    return name.startswith(("__", "_schemas", "cdcrouter-connect-"))
 
 
 def _unavailable(reason: str) -> None:
@@ -137,6 +167,7 @@ def _stack_session(pytestconfig: pytest.Config) -> Iterator[_Session]:
 
     session = _Session(Stack(_state_dir(pytestconfig)))
     yield session
+    session.delete_new_topics()
     if session.started and os.environ.get("CDCROUTER_STACK_KEEP", "") not in ("1", "true"):
         session.stack.down(session.started)
 
