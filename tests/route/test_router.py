@@ -219,9 +219,9 @@ def test_a_fenced_instance_takes_its_id_back_and_loses_nothing(route_env: RouteE
         stop.set()
         t.join(60)
     assert not t.is_alive()
-    assert len(router._recoveries) == 1
-    assert router.metrics.consumed == 6_000
     assert _actual(env) == _expected(env, events)
+    assert router.metrics.consumed == 6_000
+    assert len(router._recoveries) == 1, router._recoveries
 
 
 def test_fencing_one_lane_mid_stream_loses_and_doubles_nothing(route_env: RouteEnv) -> None:
@@ -259,6 +259,6 @@ def test_fencing_one_lane_mid_stream_loses_and_doubles_nothing(route_env: RouteE
         stop.set()
         t.join(60)
     assert not t.is_alive()
-    assert len(router._recoveries) == 1
-    assert router.metrics.consumed == 8_000
     assert _actual(env) == _expected(env, events)
+    assert router.metrics.consumed == 8_000
+    assert len(router._recoveries) == 1, router._recoveries

@@ -73,6 +73,7 @@ class RouterOptions:
     # send_offsets_to_transaction waiting for a stale group coordinator after a broker restart never
     # returns, librdkafka #5456/#5511); past this limit the producer is abandoned and replaced.
     txn_call_timeout_s: float = 20.0
+    refence_backoff_s: float = 1.0  # wait before taking a fenced transactional.id back
     auto_offset_reset: str = "earliest"
     consumer_conf: dict[str, Any] = field(default_factory=dict)
     producer_conf: dict[str, Any] = field(default_factory=dict)
@@ -249,24 +250,31 @@ class Router:
                 hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
             ) from exc
 
-    def _replace(self, lane: Lane, why: str) -> None:
+    def _replace(self, lanes: list[Lane], why: str) -> None:
         """A fatal producer error (fenced, e.g. the coordinator expired the transaction during a
-        broker outage) or a stuck call: a new producer with the same transactional.id. Repeated
-        fencing means another live instance has our id: stop."""
+        broker outage) or a stuck call: new producers with the same transactional.ids. One failure
+        counts once, however many lanes it took along (aborting the other lane's transaction after
+        a fence was seen to fail with INVALID_TXN_STATE, fatal in librdkafka). Repeated failures
+        mean another live instance has our id: stop."""
         now = time.monotonic()
         self._recoveries = [t for t in self._recoveries if now - t < 300] + [now]
         if len(self._recoveries) > 3:
             raise RouteError(
-                f"transactions of {lane.transactional_id} keep failing: {why}",
+                f"transactions of {lanes[0].transactional_id} keep failing: {why}",
                 hint="another running instance probably uses the same --instance-id (each needs its own)",
             )
-        log.warning("producer %s failed (%s); starting a new one", lane.transactional_id, why)
-        lane.in_txn = False
-        try:
-            lane.replace()
-        except StuckCall as exc:
-            lane.abandon()
-            raise RouteError(f"cannot restart transactions as {lane.transactional_id}: {exc}") from exc
+        # Whoever fenced us may still be inside its own init_transactions, retrying while the
+        # coordinator aborts our transaction; taking the id back at once made the two fence each
+        # other in turn (3 recoveries for one fence, seen in the tests).
+        time.sleep(self.opts.refence_backoff_s)
+        for lane in lanes:
+            log.warning("producer %s failed (%s); starting a new one", lane.transactional_id, why)
+            lane.in_txn = False
+            try:
+                lane.replace()
+            except StuckCall as exc:
+                lane.abandon()
+                raise RouteError(f"cannot restart transactions as {lane.transactional_id}: {exc}") from exc
 
     # ------------------------------------------------------------------ run
 
@@ -360,13 +368,11 @@ class Router:
                 try:
                     self._process(msgs, fill)
                 except KafkaException as exc:  # the batch is redone from the committed offsets
+                    # Not only txn_requires_abort(): after an abort that purged in-flight records,
+                    # the lane's next transaction fails on the sequence gap ("requires epoch bump")
+                    # and produce() reports it as _STATE; aborting is what clears it.
                     err = exc.args[0]
-                    if is_fatal(err):
-                        self._fail(err.str(), broken=fill)
-                        continue
-                    if not err.txn_requires_abort():
-                        raise
-                    self._fail(err.str())
+                    self._fail(err.str(), broken=fill if is_fatal(err) else None)
                     continue
             if fill.in_txn and (
                 len(msgs) < batch
@@ -642,10 +648,9 @@ class Router:
                         raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
                     replace.add(id(lane))
             lane.work = TxnWork()
-        if why != "shutting down":
-            for lane in self._lanes:
-                if id(lane) in replace:
-                    self._replace(lane, why)
+        broken_lanes = [lane for lane in self._lanes if id(lane) in replace]
+        if broken_lanes and why != "shutting down":
+            self._replace(broken_lanes, why)
         self.metrics.aborted()
         if rewind:
             self._rewind()
