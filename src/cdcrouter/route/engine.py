@@ -414,7 +414,7 @@ class Router:
             self._consumer.close()
             self._consumer = None
         for lane in self._lanes:
-            if lane.producer is not None and not lane.abandoned:
+            if lane.producer is not None and not lane.stuck:
                 lane.producer.flush(10)
             lane.producer = None
         if self._committer is not None:

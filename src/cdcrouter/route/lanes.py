@@ -102,12 +102,16 @@ class Lane:
         self.call(lambda t: producer.abort_transaction(t), "aborting")
         self.in_txn = False
 
+    @property
+    def stuck(self) -> bool:
+        """Is the current producer one left to a call that never returned?"""
+        return any(p is self.producer for p in self.abandoned)
+
     def replace(self) -> None:
         """Drop this lane's producer (purged, or left to its stuck thread) and start a new one."""
-        old = self.producer
+        if self.producer is not None and not self.stuck:
+            self.producer.purge()
         self.producer = None
-        if old is not None and not any(p is old for p in self.abandoned):
-            old.purge()
         self.start()
 
     def abandon(self) -> None:
