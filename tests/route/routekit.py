@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import time
 from collections.abc import Callable
@@ -139,7 +138,6 @@ def setup_env(conns: Any, unique: Callable[[str], str], tmp_path: Path, filters:
 
 def delete_topics(env: RouteEnv) -> None:
     """Drop a test's topics: the shared broker must not pile up partitions (restarts get slow)."""
-    admin = admin_client(env.conns.kafka.to_librdkafka())
-    for fut in admin.delete_topics(env.all_topics, operation_timeout=30).values():
-        with contextlib.suppress(Exception):  # already gone, or the broker is restarting
-            fut.result()
+    from cdcrouter.topics import delete_topics as delete
+
+    delete(env.conns, env.all_topics)

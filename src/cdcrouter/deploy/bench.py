@@ -96,7 +96,7 @@ def flink_throughput(
     interval: str = "1s",
     exactly_once: bool = True,
 ) -> dict[str, Any]:
-    from cdcrouter.route.bench import delete_topics
+    from cdcrouter.topics import delete_topics
 
     path, topics = _flink_setup(conns, raw_topic, filters, workdir)
     dep = _deployment(conns, f"bench-{uuid.uuid4().hex[:8]}", raw_topic, workdir, interval, exactly_once)
@@ -144,12 +144,12 @@ def flink_latency(
         Visible,
         append_now,
         append_paced,
-        delete_topics,
         percentile,
         read_filtered,
         setup,
         teardown,
     )
+    from cdcrouter.topics import delete_topics
 
     s = setup(conns, filters, workdir=workdir)  # a fresh raw topic with its schema registered
     path, topics = _flink_setup(conns, s.raw_topic, filters, workdir)  # Flink registers its own schemas

@@ -34,7 +34,6 @@ __all__ = [
     "Visible",
     "append_now",
     "append_paced",
-    "delete_topics",
     "latency",
     "percentile",
     "produce_events",
@@ -81,21 +80,11 @@ def setup(
 
 def teardown(conns: Any, s: BenchSetup) -> None:
     """Delete a run's topics, so repeated benchmarks do not pile partitions up on the broker."""
+    from cdcrouter.topics import delete_topics
+
     delete_topics(conns, s.all_topics)
     if s.scratch is not None:
         shutil.rmtree(s.scratch, ignore_errors=True)
-
-
-def delete_topics(conns: Any, topics: list[str]) -> None:
-    """Delete benchmark topics; one that is already gone is fine."""
-    import contextlib
-
-    from cdcrouter.topics import admin_client
-
-    admin = admin_client(conns.kafka.to_librdkafka())
-    for fut in admin.delete_topics(topics, operation_timeout=30).values():
-        with contextlib.suppress(Exception):
-            fut.result()
 
 
 def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7, start: int = 0) -> None:

@@ -7,7 +7,9 @@ apply_topics(admin, plan)                            # refuses a plan with refus
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from cdcrouter.topics.plan import TopicAction, TopicPlan, TopicsError, admin_client, apply_topics, plan_topics
 from cdcrouter.topics.spec import TopicDefaults, TopicSpec, desired_topics
@@ -20,10 +22,19 @@ __all__ = [
     "TopicsError",
     "admin_client",
     "apply_topics",
+    "delete_topics",
     "desired_topics",
     "plan_topics",
     "topics_for",
 ]
+
+
+def delete_topics(conns: Any, topics: list[str]) -> None:
+    """Delete scratch topics (benchmarks, tests), waiting up to 30 s; one already gone is fine."""
+    admin = admin_client(conns.kafka.to_librdkafka())
+    for fut in admin.delete_topics(topics, operation_timeout=30).values():
+        with contextlib.suppress(Exception):  # already gone, or the broker is restarting
+            fut.result()
 
 
 def topics_for(
