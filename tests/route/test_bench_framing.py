@@ -20,3 +20,28 @@ def test_a_pre_encoded_event_with_its_saved_date_written_late_is_the_encoded_eve
         event["eventHeader"]["savedDate"] = later
         assert value == encode_raw(event, 42)
         assert bench.saved_date(value) == later
+
+
+def test_filtered_at_reads_the_last_field_of_a_fully_encoded_filtered_record() -> None:
+    from cdcrouter.route.codec import encode_filtered
+    from cdcrouter.route.wire import header
+
+    for i, at in ((0, 1_795_590_000_123), (3, 1_000), (9, 1_795_590_000_000 + 2**20)):
+        event = make_event(i, seed=11)
+        event["eventHeader"]["savedDate"] = at - 17
+        meta = {"filterId": f"f{i}", "consumerId": "c", "filteredAt": at}
+        value = header(7) + encode_filtered(event, meta)
+        assert bench.filtered_at(value) == at
+        assert bench.saved_date(value) == at - 17
+
+
+def test_the_latency_summary_splits_each_record_at_routing() -> None:
+    seen = bench.Visible()
+    seen.samples.extend([(40, 10), (60, 15), (50, 30)])
+    out = seen.summary()
+    assert out["visible_records"] == 3
+    assert out["p50_ms"] == 50.0
+    assert out["append_to_routed_p50_p99_ms"] == [15.0, 30.0]
+    assert out["routed_to_visible_p50_p99_ms"] == [30.0, 45.0]
+    seen.clear()
+    assert seen.summary()["p50_ms"] is None

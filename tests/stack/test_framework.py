@@ -169,3 +169,18 @@ def test_kafka_cluster_ids_never_look_like_options():
     ids = [new_cluster_id() for _ in range(5_000)]
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
     assert len(set(ids)) == len(ids)
+
+
+def test_a_start_rotates_an_oversized_log_and_keeps_one_older(tmp_path: Path):
+    from cdcrouter.stack.process import rotate_log
+
+    log = tmp_path / "kafka.log"
+    assert rotate_log(log, limit=10) is None  # no log yet
+    log.write_text("first run\n")
+    assert rotate_log(log, limit=100) is None and log.read_text() == "first run\n"
+    assert rotate_log(log, limit=5) == tmp_path / "kafka.log.1"
+    assert not log.exists() and (tmp_path / "kafka.log.1").read_text() == "first run\n"
+    log.write_text("second run\n")
+    rotate_log(log, limit=5)
+    assert (tmp_path / "kafka.log.1").read_text() == "second run\n"  # the older one is replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kafka.log.1"]

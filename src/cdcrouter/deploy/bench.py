@@ -22,8 +22,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
 from cdcrouter.deploy.flink_target import FlinkDeployment, FlinkOptions
 
 
@@ -144,7 +142,7 @@ def flink_latency(
         Visible,
         append_now,
         append_paced,
-        percentile,
+        latency_writer,
         read_filtered,
         setup,
         teardown,
@@ -155,18 +153,17 @@ def flink_latency(
     path, topics = _flink_setup(conns, s.raw_topic, filters, workdir)  # Flink registers its own schemas
     dep = _deployment(conns, f"benchlat-{uuid.uuid4().hex[:8]}", s.raw_topic, workdir, interval)
     seen = Visible()
-    lat = seen.latencies_ms
     stop = threading.Event()
     group = f"bench-reader-{uuid.uuid4().hex[:8]}"
     reader = threading.Thread(target=read_filtered, args=(conns, topics, group, seen, stop), daemon=True)
-    producer = Producer({**conns.kafka.to_librdkafka(), "linger.ms": 0, "enable.idempotence": True})
+    producer = latency_writer(conns)
 
     try:
         _deploy(dep, path)
         reader.start()
         i = 0
         deadline = time.monotonic() + 90
-        while not lat:  # warm-up: the job routes and the reader sees it
+        while not seen.samples:  # warm-up: the job routes and the reader sees it
             if time.monotonic() > deadline:
                 raise RuntimeError("no routed record became visible within 90 s")
             for _ in range(50):
@@ -176,7 +173,7 @@ def flink_latency(
             time.sleep(0.2)
         i, _, _ = append_paced(producer, s, rate, WARMUP_S, i)  # the same warm-up as the embedded run
         time.sleep(2 * _seconds(interval))
-        lat.clear()
+        seen.clear()
         i, sent, send_s = append_paced(producer, s, rate, seconds, i)
         producer.flush(10)
         time.sleep(2 * _seconds(interval) + 1)
@@ -187,14 +184,11 @@ def flink_latency(
         dep.close()
         delete_topics(conns, topics)
         teardown(conns, s)
-    lat.sort()
     return {
         "engine": "flink",
         "rate_target": rate,
         "rate_achieved": round(sent / send_s),
-        "visible_records": len(lat),
-        "p50_ms": percentile(lat, 50),
-        "p99_ms": percentile(lat, 99),
+        **seen.summary(),
         "checkpoint_interval": interval,
     }
 

@@ -599,12 +599,13 @@ class Router:
         work = lane.work
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "committed %d on %s: filled %.1f ms, queued %.1f ms, commit %.1f ms",
+                "committed %d on %s: filled %.1f ms, queued %.1f ms, commit %.1f ms (offsets %.1f)",
                 work.consumed,
                 lane.transactional_id,
                 (lane.handed_off - lane.started) * 1000,
                 (lane.commit_began - lane.handed_off) * 1000,
                 took * 1000,
+                lane.offsets_s * 1000,
             )
         self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels)
         lane.work = TxnWork()

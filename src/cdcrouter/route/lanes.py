@@ -55,6 +55,7 @@ class Lane:
         self.started = 0.0  # monotonic time the open transaction began
         self.handed_off = 0.0  # ... was handed to the committer
         self.commit_began = 0.0  # ... the committer began committing it
+        self.offsets_s = 0.0  # how long its last commit spent sending the consumer offsets
         self.work = TxnWork()
         self.abandoned: list[Producer] = []  # producers stuck in a call that never returned
 
@@ -92,6 +93,7 @@ class Lane:
 
         if positions:
             self.call(send_offsets, "sending offsets")
+        self.offsets_s = time.monotonic() - began
         self.call(lambda t: producer.commit_transaction(t), "committing")
         self.in_txn = False
         return time.monotonic() - began

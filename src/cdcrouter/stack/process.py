@@ -82,6 +82,23 @@ def as_user(user: str | None) -> dict[str, object]:
     return {"user": user, "group": user, "extra_groups": []}
 
 
+LOG_ROTATE_BYTES = 64 * 1024 * 1024
+
+
+def rotate_log(log_file: Path, limit: int = LOG_ROTATE_BYTES) -> Path | None:
+    """Before a start: a log past ``limit`` becomes ``<name>.1`` (replacing the one before), so a
+    stack restarted for months keeps two logs per service, not one without end (a test-suite
+    stack's broker and Connect logs reached 800 MB each). The rotated path, or None."""
+    try:
+        if log_file.stat().st_size <= limit:
+            return None
+    except FileNotFoundError:
+        return None
+    older = log_file.with_name(log_file.name + ".1")
+    os.replace(log_file, older)
+    return older
+
+
 def spawn(
     argv: list[str],
     *,
@@ -92,6 +109,7 @@ def spawn(
 ) -> int:
     """Start ``argv`` detached (own session, stdout+stderr appended to ``log_file``); return its PID."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(log_file)
     with open(log_file, "ab") as log:
         log.write(f"\n--- cdcrouter: starting {argv[0]} at {time.strftime('%F %T')} ---\n".encode())
         log.flush()
