@@ -230,9 +230,23 @@ def register(app: typer.Typer) -> None:
             f"{result.topic}, skipped {result.skipped_undecodable} undecodable"
         )
 
+    def _counts(option: str, value: str, example: str, most: int) -> list[int]:
+        """``'1,2'`` -> ``[1, 2]``: a benchmark option that runs each value in turn."""
+        try:
+            counts = [int(n) for n in value.split(",")]
+        except ValueError:
+            raise typer.BadParameter(f"{option} {value!r}: expected numbers like {example}") from None
+        if any(not 1 <= n <= most for n in counts):
+            raise typer.BadParameter(f"{option} {value!r}: each must be between 1 and {most}")
+        return counts
+
     def bench_cmd(
         events: int = typer.Option(200_000, help="events for the throughput run"),
-        filters_count: int = typer.Option(20, "--filters-count", help="number of benchmark filters (max 20)"),
+        filters_count: str = typer.Option(
+            "20",
+            "--filters-count",
+            help="benchmark filters, a topic each (max 20); '4,20' runs each in turn",
+        ),
         rate: int = typer.Option(5_000, help="events/s for the latency run"),
         seconds: float = typer.Option(20.0, help="length of the latency run"),
         skip_latency: bool = typer.Option(False, "--skip-latency"),
@@ -244,29 +258,27 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
         from cdcrouter.route import bench
+        from cdcrouter.route.events import BENCH_FILTERS
 
         _logging()
         logging.getLogger("cdcrouter.route").setLevel(logging.WARNING)
-        try:
-            lane_counts = [int(n) for n in lanes.split(",")]
-        except ValueError:
-            raise typer.BadParameter(f"--lanes {lanes!r}: expected numbers like 2 or 1,2") from None
+        lane_counts = _counts("--lanes", lanes, "2 or 1,2", 8)
+        filter_counts = _counts("--filters-count", filters_count, "20 or 4,20", len(BENCH_FILTERS))
         conns = _conns(config)
-        if not skip_throughput:
-            for n in lane_counts:
-                result = bench.throughput(conns, events=events, filters=filters_count, lanes=n)
-                typer.echo(bench.render(result))
-            if instances > 1:
-                result = bench.throughput_processes(
-                    conns, events=events, filters=filters_count, instances=instances
-                )
-                typer.echo(bench.render(result))
-        if not skip_latency:
-            for n in lane_counts:
-                result = bench.latency(
-                    conns, rate=rate, seconds=seconds, filters=filters_count, lanes=n, partitions=partitions
-                )
-                typer.echo(bench.render(result))
+        for f in filter_counts:
+            if not skip_throughput:
+                for n in lane_counts:
+                    result = bench.throughput(conns, events=events, filters=f, lanes=n)
+                    typer.echo(bench.render(result))
+                if instances > 1:
+                    result = bench.throughput_processes(conns, events=events, filters=f, instances=instances)
+                    typer.echo(bench.render(result))
+            if not skip_latency:
+                for n in lane_counts:
+                    result = bench.latency(
+                        conns, rate=rate, seconds=seconds, filters=f, lanes=n, partitions=partitions
+                    )
+                    typer.echo(bench.render(result))
 
     route.command("bench")(bench_cmd)
     from cdcrouter.cli.bench_cmds import bench_group
