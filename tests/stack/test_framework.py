@@ -184,3 +184,36 @@ def test_a_start_rotates_an_oversized_log_and_keeps_one_older(tmp_path: Path):
     rotate_log(log, limit=5)
     assert (tmp_path / "kafka.log.1").read_text() == "second run\n"  # the older one is replaced
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kafka.log.1"]
+
+
+class _JavaCtx:
+    """A StackContext stand-in that knows which Javas exist."""
+
+    def __init__(self, newest: str | None) -> None:
+        self.newest = newest
+        self.java = "/usr/bin/java"
+
+    def java_for(self, minimum: int = 17) -> str:
+        if self.newest is None:
+            raise StackError(f"no Java {minimum}+ found")
+        return self.newest
+
+
+@pytest.mark.parametrize(
+    ("newest", "major", "expected"),
+    [
+        (None, 17, ("/usr/bin/java", "-XX:+UseG1GC")),  # Java 17 only: Kafka's own G1 settings
+        ("/jdk21/bin/java", 21, ("/jdk21/bin/java", "-XX:+UseZGC", "-XX:+ZGenerational")),
+        ("/jdk25/bin/java", 25, ("/jdk25/bin/java", "-XX:+UseZGC")),  # generational is the only mode
+    ],
+)
+def test_the_broker_takes_generational_zgc_where_java_has_it(
+    newest: str | None, major: int, expected: tuple[str, ...], monkeypatch: pytest.MonkeyPatch
+):
+    from cdcrouter.stack.services import kafka
+
+    monkeypatch.setattr(kafka, "java_major", lambda java: major)
+    java, gc = kafka.Kafka().collector(_JavaCtx(newest))  # type: ignore[arg-type]
+    assert (java, *[opt for opt in gc if opt in expected]) == expected
+    assert ("-XX:+ZGenerational" in gc) == ("-XX:+ZGenerational" in expected)
+    assert ("-XX:+UseG1GC" in gc) == (newest is None)

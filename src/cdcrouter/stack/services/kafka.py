@@ -14,7 +14,7 @@ from typing import Any
 from cdcrouter.errors import StackError
 from cdcrouter.stack import fetch, versions
 from cdcrouter.stack.process import port_accepts
-from cdcrouter.stack.service import HOST, Service, StackContext, jvm_dir
+from cdcrouter.stack.service import HOST, Service, StackContext, java_major, jvm_dir
 
 LOG4J2 = """\
 status = warn
@@ -67,15 +67,29 @@ class Kafka(Service):
     port_keys = ("kafka", "kafka-controller")
     start_timeout = 90.0
     heap_mb = 1024  # Kafka's own default heap
-    # Kafka's own default collector settings (kafka-run-class.sh). With the serial collector and
-    # 512 MB the broker stopped ~21 ms every ~1.7 s under 5,000 routed events/s (jstat), and every
-    # stop lands on the routing latency's tail.
+    # Kafka's own default collector settings (kafka-run-class.sh), used on Java 17. On this 2-core
+    # machine G1's young pauses took 15-175 ms (its workers wait for a core the router and the
+    # benchmark are using) and every record appended during one waited that long: the broker's GC
+    # log and the latency bench's append -> routed split lined up pause for pause.
     gc_opts = (
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
         "-XX:InitiatingHeapOccupancyPercent=35",
         "-XX:+ExplicitGCInvokesConcurrent",
     )
+    # Generational ZGC collects concurrently (pauses well under 1 ms): with it the append ->
+    # routed p99 went from 36-73 ms to 7-11 ms in the same runs. Generational from Java 21 (a flag
+    # there, the only mode from 23), so the broker takes a Java 21+ when one is installed.
+    zgc_min_java = 21
+
+    def collector(self, ctx: StackContext) -> tuple[str, tuple[str, ...]]:
+        """The broker's ``java`` and collector flags: generational ZGC on Java 21+, else G1."""
+        try:
+            java = ctx.java_for(self.zgc_min_java)
+        except StackError:
+            return ctx.java, self.gc_opts
+        zgc = ("-XX:+UseZGC", f"-Xms{self.heap_mb}m")  # a fixed heap: ZGC needs headroom, not resizing
+        return java, zgc + (("-XX:+ZGenerational",) if java_major(java) < 23 else ())
 
     def fetch(self, ctx: StackContext) -> None:
         kafka_jars(ctx)
@@ -148,9 +162,11 @@ class Kafka(Service):
 
     def command(self, ctx: StackContext) -> list[str]:
         home = ctx.service_dir(self.name)
+        java, gc = self.collector(ctx)
         return [
-            ctx.java,
-            *self.java_opts(self.heap_mb),
+            java,
+            *(opt for opt in self.java_opts(self.heap_mb) if opt not in self.gc_opts),
+            *gc,
             f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={home}",
             "-cp",
