@@ -30,6 +30,11 @@ def test_demo_routes_every_change_to_its_consumers(stack_with):
         assert n > 0, topic
         assert result.consumed[topic] == n, topic
     assert len(result.latencies_ms) == sum(result.consumed.values())
+    # each latency splits at filteredAt: routed after the commit, readable after routing
+    assert len(result.routed_ms) == len(result.latencies_ms)
+    assert all(0 <= r <= t for r, t in zip(result.routed_ms, result.latencies_ms, strict=True))
+    split = result.split(0.5)
+    assert split is not None and split[0] + split[1] > 0
     assert result.views["loan"] and result.views["car"] and result.views["service"]
 
     # No idle replication slot is left pinning WAL.

@@ -35,6 +35,7 @@ class LatencyProbe:
         self.ready = threading.Event()
         self.counts: Counter[str] = Counter()
         self.latencies_ms: list[float] = []
+        self.routed_ms: list[float] = []  # the same events' commit -> filterMetadata.filteredAt
         self._schema = _filtered_schema()
 
     def run(self, stop: threading.Event) -> None:
@@ -73,6 +74,8 @@ class LatencyProbe:
             return
         record = fastavro.schemaless_reader(io.BytesIO(value[5:]), self._schema, self._schema)
         created = record["eventHeader"]["createdDate"]  # type: ignore[index,call-overload]
+        routed = record["filterMetadata"]["filteredAt"]  # type: ignore[index,call-overload]
+        self.routed_ms.append(routed - created)
         self.latencies_ms.append(now_ms - created)
 
 

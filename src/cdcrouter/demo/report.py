@@ -36,6 +36,13 @@ def print_summary(console: Console, r: DemoResult) -> None:
             f"latency PostgreSQL commit → readable in the filtered topic: "
             f"p50 [bold]{p50:.0f} ms[/], p99 [bold]{p99:.0f} ms[/] over {len(r.latencies_ms)} events"
         )
+        s50, s99 = r.split(0.50), r.split(0.99)
+        if s50 is not None and s99 is not None:
+            console.print(
+                f"  of which commit → routed (capture, raw topic, router's read) p50 {s50[0]:.0f} / "
+                f"p99 {s99[0]:.0f} ms, routed → readable (transaction, commit, fetch) p50 {s50[1]:.0f} / "
+                f"p99 {s99[1]:.0f} ms"
+            )
     for name, rows in r.views.items():
         if not rows:
             continue

@@ -57,15 +57,27 @@ class DemoResult:
     routed_out: dict[str, int]  # topic -> events routed by this run
     consumed: dict[str, int]  # topic -> events consumed by this run's probe
     latencies_ms: list[float] = field(default_factory=list)
+    routed_ms: list[float] = field(default_factory=list)  # commit -> routed, per event as above
     views: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: float = 0.0
     complete: bool = False
 
-    def percentile(self, q: float) -> float | None:
-        if not self.latencies_ms:
+    def percentile(self, q: float, values: list[float] | None = None) -> float | None:
+        """The ``q`` quantile of ``values`` (default: the end-to-end latencies)."""
+        values = self.latencies_ms if values is None else values
+        if not values:
             return None
-        ordered = sorted(self.latencies_ms)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def split(self, q: float) -> tuple[float, float] | None:
+        """The ``q`` quantiles of commit -> routed and of routed -> readable."""
+        if not self.routed_ms or len(self.routed_ms) != len(self.latencies_ms):
+            return None
+        after = [t - r for t, r in zip(self.latencies_ms, self.routed_ms, strict=True)]
+        capture, route = self.percentile(q, self.routed_ms), self.percentile(q, after)
+        assert capture is not None and route is not None
+        return capture, route
 
 
 class _Thread(threading.Thread):
@@ -212,6 +224,7 @@ def run_demo(
             routed_out={t: routed.get(t, 0) for t in topics},
             consumed={t: probe.counts.get(t, 0) for t in topics},
             latencies_ms=list(probe.latencies_ms),
+            routed_ms=list(probe.routed_ms),
             complete=complete,
         )
     finally:
