@@ -34,6 +34,7 @@ class _Lane:
         self.in_txn = True
         self.started = self.handed_off = self.commit_began = 0.0
         self.work = TxnWork(offsets={("raw", 0): 10}, consumed=10, matched=Counter({"f": 3}))
+        self.abort_fails = False
 
     def commit(self, positions: list[Any], group_metadata: Any) -> float:
         if self.gate is not None:
@@ -47,6 +48,12 @@ class _Lane:
 
     def abort(self) -> None:
         self.calls.append(f"abort {self.transactional_id}")
+        if self.abort_fails:  # what Lane.abort raises once its retries ran out
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Timed out waiting for operation to finish"))
+        self.in_txn = False
+
+    def replace(self) -> None:
+        self.calls.append(f"replace {self.transactional_id}")
         self.in_txn = False
 
 
@@ -97,3 +104,19 @@ def test_commits_in_the_order_handed_over(tmp_path: Path) -> None:
     assert calls == ["commit a", "commit b"]
     assert router.metrics.consumed == 20 and router._transactions == 2
     assert router.metrics.matched == Counter({"f": 6})
+
+
+def test_a_lane_that_cannot_abort_is_replaced_and_the_router_goes_on(tmp_path: Path) -> None:
+    """After a broker restart one producer's abort timed out for the whole retry window; the router
+    then stopped. Now the lane gets a new producer, whose init_transactions aborts the old
+    transaction on the broker, and the work is redone from the committed offsets."""
+    calls: list[str] = []
+    first, second = _Lane("a", calls, fail=True), _Lane("b", calls)
+    second.abort_fails = True
+    router = _router(tmp_path, [first, second], calls)
+    router.opts.refence_backoff_s = 0.0
+    router._hand_off(first)
+    assert router._settle(wait=True) is False  # the commit failed: everything aborted, rewound
+    assert calls == ["commit a", "abort a", "abort b", "replace b", "rewind"]
+    assert not router._inflight and not router._poisoned
+    assert second.work.consumed == 0

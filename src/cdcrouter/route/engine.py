@@ -645,8 +645,10 @@ class Router:
                     lane.abandon()
                     replace.add(id(lane))
                 except KafkaException as exc:
+                    # fatal, or still failing after a call's limit: a new producer with this id
+                    # aborts the transaction on the broker when it registers (init_transactions)
                     if not is_fatal(exc.args[0]):
-                        raise RouteError(f"could not abort the transaction: {exc.args[0].str()}") from exc
+                        log.warning("could not abort on %s: %s", lane.transactional_id, exc.args[0].str())
                     replace.add(id(lane))
             lane.work = TxnWork()
         broken_lanes = [lane for lane in self._lanes if id(lane) in replace]

@@ -99,9 +99,13 @@ class Lane:
         return time.monotonic() - began
 
     def abort(self) -> None:
+        """Abort the open transaction, retrying for one call's limit only: a producer that cannot
+        abort by then is replaced, and the new one's ``init_transactions`` aborts the transaction
+        on the broker. After a broker restart one producer's coordinator request sat unsent for the
+        whole 120 s retry window (its other requests too) while every other client went on."""
         producer = self.producer
         assert producer is not None
-        self.call(lambda t: producer.abort_transaction(t), "aborting")
+        retrying(lambda t: producer.abort_transaction(t), "aborting", self._limit_s, self._limit_s)
         self.in_txn = False
 
     @property
