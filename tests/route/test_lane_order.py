@@ -49,7 +49,7 @@ class _Lane:
     def abort(self) -> None:
         self.calls.append(f"abort {self.transactional_id}")
         if self.abort_fails:  # what Lane.abort raises once its retries ran out
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Timed out waiting for operation to finish"))
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Timed out waiting for operation"))
         self.in_txn = False
 
     def replace(self) -> None:
