@@ -40,7 +40,11 @@ class RouteEnv:
         self, start: int, n: int, seed: int = 7, extra: list[tuple[bytes, bytes]] | None = None
     ) -> list[dict]:
         """Append events ``start..start+n-1`` (and ``extra`` raw (key, value) pairs); returns the events."""
-        producer = Producer(self.kafka(**{"linger.ms": 10, "partitioner": "murmur2_random"}))
+        # idempotent: a key's events stay in the order written, even when a broker restart makes
+        # the producer retry (the order tests compare against it)
+        producer = Producer(
+            self.kafka(**{"linger.ms": 10, "partitioner": "murmur2_random", "enable.idempotence": True})
+        )
         events = []
         for i in range(start, start + n):
             event = make_event(i, seed)

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from cdcrouter.route.events import bench_filters_yaml
+from cdcrouter.route.events import bench_filters_yaml, event_key
 
-from .routekit import RouteEnv, setup_env, write_filters
+from .routekit import RouteEnv, decode_filtered, read_topic, setup_env, write_filters
 from .test_router import _actual, _expected
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
@@ -81,6 +81,7 @@ def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
         doubled = [u for u, k in actual[topic].items() if k > 1]
         assert not doubled, f"{topic}: {len(doubled)} events delivered more than once"
         assert actual[topic] == expected[topic], f"{topic}: events lost or unexpected"
+    assert _keys_out_of_order(env, events) == {}
 
 
 def test_kill9_mid_stream_100k(route_env: RouteEnv, tmp_path: Path) -> None:
@@ -134,6 +135,7 @@ def test_exactly_once_across_a_broker_restart(private_kafka: Any, stack_with: An
         doubled = [u for u, k in actual[topic].items() if k > 1]
         assert not doubled, f"{topic}: {len(doubled)} events delivered more than once"
         assert actual[topic] == expected[topic], f"{topic}: events lost or doubled across the restart"
+    assert _keys_out_of_order(env, events) == {}
 
 
 def _paced(env: RouteEnv, start: int, end: int, out: list[dict]) -> None:
@@ -141,3 +143,21 @@ def _paced(env: RouteEnv, start: int, end: int, out: list[dict]) -> None:
     for i in range(start, end, 1_000):
         out.extend(env.produce(i, min(1_000, end - i)))
         time.sleep(0.1)
+
+
+def _keys_out_of_order(env: RouteEnv, events: list[dict]) -> dict[str, int]:
+    """Per filtered topic, how many records came before an earlier event of the same key. A key
+    lives in one partition, and the raw topic holds its events in the order written; the router's
+    two lanes (two producers) must keep that order."""
+    position = {e["eventHeader"]["uuid"]: (event_key(e), i) for i, e in enumerate(events)}
+    out: dict[str, int] = {}
+    for topic in env.filtered_topics:
+        last: dict[bytes, int] = {}
+        inversions = 0
+        for msg in read_topic(env.kafka(), topic):
+            key, i = position[decode_filtered(msg.value())["eventHeader"]["uuid"]]
+            inversions += last.get(key, -1) > i
+            last[key] = i
+        if inversions:
+            out[topic] = inversions
+    return out

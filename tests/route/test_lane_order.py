@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from cdcrouter.config import Connections
@@ -35,6 +36,13 @@ class _Lane:
         self.started = self.handed_off = self.commit_began = 0.0
         self.work = TxnWork(offsets={("raw", 0): 10}, consumed=10, matched=Counter({"f": 3}))
         self.abort_fails = False
+        self.undelivered = 0
+
+    def deliver(self, timeout_s: float) -> int:
+        self.calls.append(f"deliver {self.transactional_id}")
+        if self.undelivered < 0:  # what flush() raises on a fenced producer
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced by a newer instance", fatal=True))
+        return self.undelivered
 
     def commit(self, positions: list[Any], group_metadata: Any) -> float:
         if self.gate is not None:
@@ -86,7 +94,7 @@ def test_after_a_failed_commit_no_later_lane_commits(tmp_path: Path) -> None:
     router._hand_off(first)  # queued, held at the gate
     threading.Timer(0.2, gate.set).start()
     router._hand_off(second)  # queued behind it; the router then waits for the next lane (a)
-    assert calls == ["commit a", "abort a", "abort b", "rewind"]
+    assert calls == ["deliver a", "deliver b", "commit a", "abort a", "abort b", "rewind"]
     assert router.metrics.consumed == 0 and router._transactions == 0
     assert not router._inflight and not router._poisoned  # ready for the redo
     assert first.work.consumed == second.work.consumed == 0
@@ -101,7 +109,7 @@ def test_commits_in_the_order_handed_over(tmp_path: Path) -> None:
     threading.Timer(0.2, gate.set).start()
     router._hand_off(second)
     assert router._drain()
-    assert calls == ["commit a", "commit b"]
+    assert calls == ["deliver a", "deliver b", "commit a", "commit b"]
     assert router.metrics.consumed == 20 and router._transactions == 2
     assert router.metrics.matched == Counter({"f": 6})
 
@@ -117,6 +125,22 @@ def test_a_lane_that_cannot_abort_is_replaced_and_the_router_goes_on(tmp_path: P
     router.opts.refence_backoff_s = 0.0
     router._hand_off(first)
     assert router._settle(wait=True) is False  # the commit failed: everything aborted, rewound
-    assert calls == ["commit a", "abort a", "abort b", "replace b", "rewind"]
+    assert calls == ["deliver a", "commit a", "abort a", "abort b", "replace b", "rewind"]
     assert not router._inflight and not router._poisoned
     assert second.work.consumed == 0
+
+
+@pytest.mark.parametrize("undelivered", [3, -1])
+def test_a_lane_is_delivered_before_the_next_routes_and_waited_out_when_it_cannot_be(
+    tmp_path: Path, undelivered: int
+) -> None:
+    """Per-key order across the two producers: a lane's records are acknowledged before the next
+    lane gets any. When they cannot be (broker trouble, or the producer was fenced: -1), its
+    commit is waited for first."""
+    calls: list[str] = []
+    first, second = _Lane("a", calls), _Lane("b", calls)
+    first.undelivered = undelivered
+    router = _router(tmp_path, [first, second], calls)
+    router._hand_off(first)
+    assert calls == ["deliver a", "commit a"]  # commit a ended before the hand-off returned
+    assert not router._inflight and router._fill is second

@@ -523,13 +523,31 @@ class Router:
 
     def _hand_off(self, lane: Lane) -> None:
         """Queue the lane's commit on the committer thread and move on to the next lane. The
-        committer runs commits in the order handed off, so they complete in that order."""
+        committer runs commits in the order handed off, so they complete in that order.
+
+        Per-key order: the lanes are two producers on two connections, so the next lane's record
+        for a partition could reach the broker before this lane's last ones (a batch still
+        lingering, or retried) and a key's events would be read out of order. This lane's records
+        are therefore delivered first, on this thread; sending the offsets and ending the
+        transaction still overlap the routing. If they cannot all be delivered within a call's
+        limit (broker trouble), nothing more is routed until this commit has ended either way."""
         committer = self._committer
         assert committer is not None
+        try:
+            undelivered = lane.deliver(self.opts.txn_call_timeout_s)
+        except KafkaException as exc:  # fenced or fatal: its commit fails the same way and recovers
+            log.warning("delivering %s: %s", lane.transactional_id, exc.args[0].str())
+            undelivered = -1
         positions = [TopicPartition(t, p, o) for (t, p), o in lane.work.offsets.items()]
         lane.handed_off = time.monotonic()
         self._inflight.append((lane, committer.submit(self._commit_in_order, lane, positions)))
         self._fill_at = (self._fill_at + 1) % len(self._lanes)
+        if undelivered:
+            if undelivered > 0:
+                tid = lane.transactional_id
+                log.warning("%d records of %s not delivered yet: waiting for its commit", undelivered, tid)
+            while self._inflight and self._settle(wait=True):
+                pass
         while self._next_lane_busy(self._fill) and self._settle(wait=True):
             pass  # one lane: nothing to fill meanwhile
 

@@ -98,6 +98,12 @@ class Lane:
         self.in_txn = False
         return time.monotonic() - began
 
+    def deliver(self, timeout_s: float) -> int:
+        """Wait until the open transaction's records are acknowledged; how many are not yet."""
+        producer = self.producer
+        assert producer is not None
+        return int(producer.flush(timeout_s))
+
     def abort(self) -> None:
         """Abort the open transaction, retrying for one call's limit only: a producer that cannot
         abort by then is replaced, and the new one's ``init_transactions`` aborts the transaction
