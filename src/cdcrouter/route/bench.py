@@ -190,8 +190,13 @@ def saved_date(value: bytes) -> int:
 
     Keeps the reader cheap, so the measuring process does not slow down what it measures."""
     start, end = _saved_date_span(value)
+    return _zigzag(value[start:end])
+
+
+def _zigzag(varint: bytes) -> int:
+    """The long an Avro zig-zag varint (exactly its bytes) encodes."""
     n = 0
-    for shift, b in enumerate(value[start:end]):
+    for shift, b in enumerate(varint):
         n |= (b & 0x7F) << (7 * shift)
     return (n >> 1) ^ -(n & 1)
 
@@ -202,10 +207,7 @@ def filtered_at(value: bytes) -> int:
     start = len(value) - 1
     while start > 0 and value[start - 1] & 0x80:
         start -= 1
-    n = 0
-    for shift, b in enumerate(value[start:]):
-        n |= (b & 0x7F) << (7 * shift)
-    return (n >> 1) ^ -(n & 1)
+    return _zigzag(value[start:])
 
 
 def read_filtered(conns: Any, topics: list[str], group: str, out: Visible, stop: threading.Event) -> None:
