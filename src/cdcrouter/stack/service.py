@@ -214,12 +214,13 @@ class Service:
     # (the broker) overrides this.
     gc_opts: tuple[str, ...] = ("-XX:+UseSerialGC",)
 
-    def java_opts(self, heap_mb: int) -> list[str]:
-        """Small-footprint JVM flags: the whole stack (with Flink) must fit in 6 GB on 2 cores."""
+    def java_opts(self, heap_mb: int, gc_opts: tuple[str, ...] | None = None) -> list[str]:
+        """Small-footprint JVM flags: the whole stack (with Flink) must fit in 6 GB on 2 cores.
+        ``gc_opts`` replaces the class's collector flags (the broker picks its own per Java)."""
         return [
             f"-Xmx{heap_mb}m",
             f"-Xms{min(heap_mb, 128)}m",
-            *self.gc_opts,
+            *(self.gc_opts if gc_opts is None else gc_opts),
             "-XX:MaxMetaspaceSize=256m",
             "-XX:ReservedCodeCacheSize=96m",
             "-Djava.net.preferIPv4Stack=true",

@@ -165,8 +165,7 @@ class Kafka(Service):
         java, gc = self.collector(ctx)
         return [
             java,
-            *(opt for opt in self.java_opts(self.heap_mb) if opt not in self.gc_opts),
-            *gc,
+            *self.java_opts(self.heap_mb, gc),
             f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={home}",
             "-cp",
