@@ -93,6 +93,7 @@ class _Session:
     started: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     topics_before: set[str] | None = None  # the broker's topics when this session first used it
+    names: set[str] = field(default_factory=set)  # every unique_name() this session made
 
     def ensure(self, names: tuple[str, ...]) -> StackHandle:
         wanted = [s.name for s in self.stack.resolve(names)]
@@ -119,13 +120,15 @@ class _Session:
 
     def delete_new_topics(self) -> None:
         """Delete the topics this session created. Hundreds of them per run made the shared broker
-        slower for everything after it (1,248 had piled up on a dev broker)."""
-        if self.topics_before is None:
+        slower for everything after it (1,248 had piled up on a dev broker). Only topics named after
+        this session's ``unique_name``s go: a concurrent session's topics on the same broker stay."""
+        if self.topics_before is None or not self.names:
             return
         conns = self.stack.connections()
+        ours = {n for name in self.names for n in (name, name.replace("-", "_"))}
         try:
             new = sorted(t for t in _topics(conns.kafka.to_librdkafka()) - self.topics_before)
-            new = [t for t in new if not _is_stack_topic(t)]
+            new = [t for t in new if not _is_stack_topic(t) and any(n in t for n in ours)]
             if new:
                 from cdcrouter.topics import delete_topics
 
@@ -229,14 +232,16 @@ def kafka_admin(stack_with: Callable[..., StackHandle]) -> Any:
 
 
 @pytest.fixture
-def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+def unique_name(request: pytest.FixtureRequest, _stack_session: _Session) -> Callable[[str], str]:
     """``unique_name("orders")`` → ``orders-<test>-<random>``: topic, slot, group and subject names
     that cannot collide between tests or sessions sharing one stack. Lowercase ``[a-z0-9_-]`` only,
     at most 60 characters (replication slot names allow 63, ``[a-z0-9_]``: use ``.replace('-', '_')``)."""
     test = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:24]
 
     def make(prefix: str = "t") -> str:
-        return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"[:60]
+        name = f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"[:60]
+        _stack_session.names.add(name)
+        return name
 
     return make
 
