@@ -499,7 +499,10 @@ class CaptureEngine:
                         skip = False
                         continue
                     stats.transactions += 1
-                    if sink.in_transaction or pending:
+                    # the batch being built is `pending` while a commit is in flight, else the
+                    # open Kafka txn; a PostgreSQL txn without events (TRUNCATE, other tables)
+                    # must not turn an in-flight or absent Kafka txn into one to commit
+                    if pending if inflight is not None else sink.in_transaction:
                         last_done = c
                         if batch_events >= max_events or time.monotonic() - batch_start >= max_s:
                             start_commit()

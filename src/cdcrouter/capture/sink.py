@@ -267,6 +267,7 @@ class TransactionalSink:
         Raises:
             KafkaSinkError: the commit failed (nothing was acknowledged to PostgreSQL).
         """
+        self.begin()  # a position alone still needs a begun transaction (librdkafka: "Erroneous state")
         try:
             self.producer.produce(self.raw.offsets_topic, offsets.to_json(), self.slot_key)
         except KafkaException as exc:
