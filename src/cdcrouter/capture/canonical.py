@@ -24,8 +24,8 @@ NULL           null (``None``)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Literal
 
 Kind = Literal["plain", "bool", "json", "timestamptz", "timestamp"]
@@ -38,21 +38,88 @@ def canonical_bool(text: str) -> str:
 
 
 def canonical_timestamp(text: str) -> str:
-    """``2024-05-01 10:00:00.5+00`` (or ISO with any offset, or no offset) -> ``2024-05-01T10:00:00.5Z``."""
-    if text.endswith("+00"):  # the common case: the session runs with TimeZone=UTC
-        return text[:-3].replace(" ", "T", 1) + "Z"
-    if text.endswith("Z") and "T" in text:
-        return _trim_fraction(text[:-1]) + "Z"
-    if text in ("infinity", "-infinity") or text.endswith(" BC"):
-        return text
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(UTC).replace(tzinfo=None)
-    out = dt.isoformat()  # microseconds as 6 digits when non-zero
-    return _trim_fraction(out) + "Z"
+    """PostgreSQL's timestamp text (any offset, or none, or ISO with ``Z``) -> UTC ISO-8601 ``Z``.
+
+    ``2024-05-01 10:00:00.5+00`` -> ``2024-05-01T10:00:00.5Z``. Total over PostgreSQL's range:
+    BC and 5-digit years use ISO-8601's expanded years with astronomical numbering (1 BC is
+    ``0000``, 44 BC is ``-0043``, year 10000 is ``+10000``), as Java's ISO formatter prints
+    them; ``infinity`` and ``-infinity`` have no ISO form and stay as they are.
+    """
+    if text[4:5] == "-":  # a 4-digit year (everything else goes through the general parser)
+        if text.endswith("+00"):  # the common case: the session runs with TimeZone=UTC
+            return text[:-3].replace(" ", "T", 1) + "Z"
+        if text.endswith("Z") and "T" in text:
+            return _trim_fraction(text[:-1]) + "Z"
+    return _general_timestamp(text)
+
+
+_TIMESTAMP = re.compile(
+    r"([+-]?)(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?"
+    r"(?:(Z)|([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?)?( BC)?"
+)
+
+
+def _general_timestamp(text: str) -> str:
+    m = _TIMESTAMP.fullmatch(text)
+    if m is None:
+        return text  # infinity, -infinity (and anything unexpected) as PostgreSQL printed it
+    sign, y, mo, d, hh, mi, ss, frac, _z, off_sign, off_h, off_m, off_s, bc = m.groups()
+    year = -int(y) if sign == "-" else int(y)
+    if bc:
+        year = 1 - year  # astronomical numbering: 1 BC is year 0
+    seconds = int(hh) * 3600 + int(mi) * 60 + int(ss)
+    if off_sign:
+        offset = int(off_h) * 3600 + int(off_m or 0) * 60 + int(off_s or 0)
+        seconds -= offset if off_sign == "+" else -offset
+    days = _days_from_civil(year, int(mo), int(d)) + seconds // 86400
+    seconds %= 86400
+    year, month, day = _civil_from_days(days)
+    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    out = f"{_year_text(year)}-{month:02d}-{day:02d}T{clock}"
+    frac = (frac or "").rstrip("0")
+    return f"{out}.{frac}Z" if frac else out + "Z"
+
+
+def timestamp_from_epoch_us(micros: int) -> str:
+    """Microseconds since 1970 (Debezium's MicroTimestamp) as timestamp text that
+    :func:`canonical_timestamp` reads, for any year (``datetime`` stops at years 1-9999)."""
+    days, us = divmod(micros, 86_400_000_000)
+    year, month, day = _civil_from_days(days)
+    secs, frac = divmod(us, 1_000_000)
+    text = (
+        f"{_year_text(year)}-{month:02d}-{day:02d} {secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+    )
+    return text + (f".{frac:06d}".rstrip("0") if frac else "")
+
+
+def _year_text(year: int) -> str:
+    """ISO-8601 year: 4 digits for 0-9999, else signed (expanded) as Java's ISO formatter."""
+    if 0 <= year <= 9999:
+        return f"{year:04d}"
+    return f"+{year}" if year > 0 else f"-{-year:04d}"
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date, for any year (astronomical)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _civil_from_days(z: int) -> tuple[int, int, int]:
+    """The inverse of :func:`_days_from_civil`."""
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (m <= 2), m, d
 
 
 def _trim_fraction(text: str) -> str:
@@ -68,13 +135,30 @@ def parse_json(text: str) -> object:
     return json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
 
 
+def attribute_key(name: str) -> str:
+    """One segment of an ``updatedAttributes`` key (a column name or a JSON object key).
+
+    Segments are joined with dots, so a dot inside a segment is written ``\\.`` and a backslash
+    ``\\\\``: ``{"a.b": 1}`` and ``{"a": {"b": 2}}`` in column ``loan`` give ``loan.a\\.b`` and
+    ``loan.a.b``, never the same key. Names without dots or backslashes are unchanged.
+    """
+    if "." in name or "\\" in name:
+        return name.replace("\\", "\\\\").replace(".", "\\.")
+    return name
+
+
 def flatten_json(prefix: str, value: object) -> Iterator[tuple[str, str | None]]:
-    """Yield ``(dotted.key, canonical string or None)`` for a parsed JSON value."""
+    """Yield ``(dotted.key, canonical string or None)`` for a parsed JSON value.
+
+    ``prefix`` is used as given (the caller escapes it); object keys are escaped with
+    :func:`attribute_key`, so different JSON paths never give the same key.
+    """
     if isinstance(value, dict):
         if not value:
             yield prefix, "{}"
         for k, v in value.items():
-            yield from flatten_json(f"{prefix}.{k}" if prefix else str(k), v)
+            k = attribute_key(k)
+            yield from flatten_json(f"{prefix}.{k}" if prefix else k, v)
     elif isinstance(value, list):
         if not value:
             yield prefix, "[]"
@@ -92,21 +176,22 @@ def flatten_json(prefix: str, value: object) -> Iterator[tuple[str, str | None]]
 
 def attributes(kind: Kind, column: str, text: str | None) -> Iterator[tuple[str, str | None]]:
     """The ``updatedAttributes`` entries one column value contributes."""
+    key = attribute_key(column)
     if text is None:
-        yield column, None
+        yield key, None
     elif kind == "plain":
-        yield column, text
+        yield key, text
     elif kind == "bool":
-        yield column, canonical_bool(text)
+        yield key, canonical_bool(text)
     elif kind == "json":
         try:
             parsed = parse_json(text)
         except ValueError:
-            yield column, text
+            yield key, text
         else:
-            yield from flatten_json(column, parsed)
+            yield from flatten_json(key, parsed)
     else:  # timestamptz, timestamp
-        yield column, canonical_timestamp(text)
+        yield key, canonical_timestamp(text)
 
 
 def canonical_scalar(kind: Kind, text: str | None) -> str | None:

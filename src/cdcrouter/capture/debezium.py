@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from cdcrouter.capture import source
+from cdcrouter.capture.canonical import timestamp_from_epoch_us
 from cdcrouter.capture.normalize import (
     UNCHANGED,
     OutboxRowError,
@@ -263,7 +264,7 @@ def _pg_text(value: Any, type_name: str) -> Value:
     if type_name == "date" and isinstance(value, int):
         return (_EPOCH + timedelta(days=value)).isoformat()
     if type_name.startswith("timestamp without") and isinstance(value, int):  # MicroTimestamp
-        return (datetime(1970, 1, 1) + timedelta(microseconds=value)).isoformat(sep=" ")
+        return timestamp_from_epoch_us(value)  # any year, BC included
     if type_name.startswith("time") and not type_name.startswith("timestamp") and isinstance(value, int):
         secs, micros = divmod(value, 1_000_000)
         text = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"

@@ -26,7 +26,7 @@ from struct import Struct
 from typing import Final
 
 from cdcrouter.capture.avro_fast import _SMALL, _key, encode_long
-from cdcrouter.capture.canonical import Kind, attributes, canonical_timestamp
+from cdcrouter.capture.canonical import Kind, attribute_key, attributes, canonical_timestamp
 from cdcrouter.capture.normalize import _NS_BYTES, _VARIANT, UNCHANGED, TableShape, Value, entity_id
 from cdcrouter.capture.pgoutput import Relation
 
@@ -57,7 +57,7 @@ def _len(n: int) -> bytes:
 
 def _ts(raw: bytes) -> bytes:
     """canonical_timestamp on bytes: the common ``+00`` form without a round trip through str."""
-    if raw[-3:] == b"+00":
+    if raw[-3:] == b"+00" and raw[4] == 45:  # "-" after a 4-digit year: see canonical_timestamp
         return raw[:-3].replace(b" ", b"T", 1) + b"Z"
     return canonical_timestamp(raw.decode()).encode()
 
@@ -87,6 +87,7 @@ class RowEncoder:
         "id_index",
         "id_positions",
         "key_flags",
+        "keys",
         "kinds",
         "mid",
         "n_columns",
@@ -105,8 +106,9 @@ class RowEncoder:
         self.shape = shape
         self.columns = cols
         self.kinds = tuple(_KIND_CODE[shape.kinds.get(c, "plain")] for c in cols)
-        self.some = tuple(_key(c) + _SOME for c in cols)
-        self.null = tuple(_key(c) + _NULL for c in cols)
+        self.keys = tuple(attribute_key(c) for c in cols)  # the attribute key of each column
+        self.some = tuple(_key(k) + _SOME for k in self.keys)
+        self.null = tuple(_key(k) + _NULL for k in self.keys)
         self.excluded = tuple(c in shape.excluded for c in cols)
         self.key_flags = tuple(c in rel.key_columns for c in cols)
         self.id_columns = shape.id_columns
@@ -162,29 +164,28 @@ class RowEncoder:
 
     def _put(self, attrs: dict[str, bytes], i: int, raw: _Raw) -> None:
         """attrs.update(attributes(kind, column, value)), encoded (raw is bytes or None)."""
-        col = self.columns[i]
         if raw is None:
-            attrs[col] = self.null[i]
+            attrs[self.keys[i]] = self.null[i]
             return
         kind = self.kinds[i]
         if kind != _JSON:
             v = _value(kind, raw)  # type: ignore[arg-type]
-            attrs[col] = self.some[i] + _len(len(v)) + v
+            attrs[self.keys[i]] = self.some[i] + _len(len(v)) + v
             return
-        for k, val in attributes("json", col, raw.decode()):  # type: ignore[union-attr]
+        for k, val in attributes("json", self.columns[i], raw.decode()):  # type: ignore[union-attr]
             attrs[k] = _key(k) + (_NULL if val is None else _SOME + _len(len(b := val.encode())) + b)
 
     def _all(self, attrs: dict[str, bytes], row: list[_Raw]) -> None:
         """Every column of a row (INSERT, DELETE, UPDATE without an old row)."""
-        kinds, some, null, excluded, cols = self.kinds, self.some, self.null, self.excluded, self.columns
+        kinds, some, null, excluded, keys = self.kinds, self.some, self.null, self.excluded, self.keys
         for i, raw in enumerate(row):
             if raw is None:
                 if not excluded[i]:
-                    attrs[cols[i]] = null[i]
+                    attrs[keys[i]] = null[i]
             elif raw is UNCHANGED or excluded[i]:
                 continue
             elif kinds[i] == _PLAIN:
-                attrs[cols[i]] = (
+                attrs[keys[i]] = (
                     some[i] + (_SMALL[len(raw)] if len(raw) < 4096 else encode_long(len(raw))) + raw
                 )  # type: ignore[arg-type, operator]
             else:
@@ -423,7 +424,7 @@ class RowEncoder:
                 raw = row[j] if 0 <= j < n else None
                 if raw is not UNCHANGED:
                     if j < 0:
-                        attrs[col] = _key(col) + _NULL
+                        attrs[attribute_key(col)] = _key(attribute_key(col)) + _NULL
                     else:
                         self._put(attrs, j, raw)
         return op, attrs, self._entity_id(row)

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from cdcrouter.capture.canonical import (
     Kind,
+    attribute_key,
     attributes,
     canonical_bool,
     canonical_scalar,
@@ -112,16 +113,17 @@ def event_uuid(position: str) -> str:
 def _row_attributes(row: Mapping[str, Value], kinds: Mapping[str, Kind]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for col, val in row.items():
+        key = attribute_key(col) if "." in col or "\\" in col else col
         if val is None:
-            out[col] = None
+            out[key] = None
         elif val is not UNCHANGED:
             kind = kinds.get(col, "plain")
             if kind == "plain":
-                out[col] = val  # type: ignore[assignment]
+                out[key] = val  # type: ignore[assignment]
             elif kind == "timestamptz" or kind == "timestamp":
-                out[col] = canonical_timestamp(val)  # type: ignore[arg-type]
+                out[key] = canonical_timestamp(val)  # type: ignore[arg-type]
             elif kind == "bool":
-                out[col] = canonical_bool(val)  # type: ignore[arg-type]
+                out[key] = canonical_bool(val)  # type: ignore[arg-type]
             else:
                 out.update(attributes(kind, col, val))  # type: ignore[arg-type]
     return out
@@ -250,7 +252,7 @@ def normalize_outbox(change: RowChange, shape: OutboxShape, saved_ms: int) -> di
         attrs_in = ent.get("updatedAttributes") or {}
         if not isinstance(attrs_in, dict):
             raise OutboxRowError(f"{shape.entities_column}[{i}].updatedAttributes must be an object")
-        attrs = dict(flatten_json("", attrs_in)) if attrs_in else {}
+        attrs = _outbox_attributes(attrs_in, f"{shape.entities_column}[{i}]")
         entities.append(
             {
                 "entityType": str(ent["entityType"]),
@@ -269,6 +271,21 @@ def normalize_outbox(change: RowChange, shape: OutboxShape, saved_ms: int) -> di
         "eventBody": {"entities": entities},
         "sourceMetadata": {"table": shape.table, "operation": "OUTBOX", "timestamp": change.commit_ms},
     }
+
+
+def _outbox_attributes(given: dict[str, Any], where: str) -> dict[str, str | None]:
+    """The application's attributes: top-level keys as written (they are attribute names the
+    application chose, dots included), nested objects flattened like JSON columns."""
+    out: dict[str, str | None] = {}
+    for name, value in given.items():
+        for key, val in flatten_json(str(name), value):
+            if key in out:
+                raise OutboxRowError(
+                    f"{where}.updatedAttributes gives key {key!r} twice (a key with dots and a nested "
+                    "object naming the same path); write it once"
+                )
+            out[key] = val
+    return out
 
 
 def event_key(event: Mapping[str, Any]) -> bytes:
