@@ -36,6 +36,7 @@ from cdcrouter.capture.normalize import (
     normalize_outbox,
     normalize_row,
 )
+from cdcrouter.capture.outage import Outage
 from cdcrouter.capture.pgoutput import Begin, Change, Commit, PgOutputDecoder, Relation, Truncate, lsn_to_str
 from cdcrouter.capture.pipeline import Pipeline
 from cdcrouter.capture.sink import (
@@ -168,20 +169,20 @@ class CaptureEngine:
         sink = TransactionalSink(conns, p.raw_topic, p.replication.slot)  # fences a zombie first
         try:
             self._start_position(sql_conn, sink, encoder)  # sets self.stats.last
-            backoff_until = time.monotonic() + self.reconnect_timeout_s
+            outage = Outage(self.reconnect_timeout_s)
             while not stop.is_set():
                 stream = None
                 try:
                     stream = source.ReplicationStream(conns.postgres)
                     stream.start(p.replication.slot, p.replication.publication, self.stats.last.end_lsn)
+                    outage.streaming()
                     self.ready.set()
                     gc.freeze()  # start-up objects leave the collector's view: no full-GC pauses in the loop
                     self._stream(stream, sink, encoder, sql_conn, self.stats.last, stop)
-                    backoff_until = time.monotonic() + self.reconnect_timeout_s
                 except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
                     sink.abort()  # the partial batch is replayed from `committed`
                     self.stats.reconnects += 1
-                    if time.monotonic() > backoff_until:
+                    if not outage.failed(self.stats.kafka_commits):
                         raise CaptureError(
                             f"lost the replication connection and could not reconnect: {exc}".strip(),
                             hint="check that PostgreSQL is up; a restart resumes from Kafka's position",
@@ -189,18 +190,18 @@ class CaptureEngine:
                     self.progress(f"replication connection lost ({str(exc).strip()}); reconnecting")
                     stop.wait(1.0)
                     sql_conn = self._reconnect_sql(sql_conn)
+                    self._check_slot(sql_conn)
                 except KafkaSinkError as exc:
                     self.stats.reconnects += 1
-                    if time.monotonic() > backoff_until:
+                    if not outage.failed(self.stats.kafka_commits):
                         raise
                     self.progress(f"Kafka failed ({exc.message}); starting a new producer")
                     sink.close()
                     stop.wait(1.0)
-                    sink = self._new_sink(backoff_until, stop)
+                    sink = self._new_sink(outage.deadline, stop)
                 except CaptureError as exc:
-                    if (
-                        isinstance(exc.__cause__, psycopg2.OperationalError)
-                        and time.monotonic() < backoff_until
+                    if isinstance(exc.__cause__, psycopg2.OperationalError) and outage.failed(
+                        self.stats.kafka_commits
                     ):
                         self.progress(f"PostgreSQL not reachable ({exc.message}); retrying")
                         sink.abort()
@@ -232,6 +233,21 @@ class CaptureEngine:
                 self.stats.last = offsets
             self.progress(f"Kafka is back; resuming after {lsn_to_str(self.stats.last.end_lsn)}")
             return sink
+
+    def _check_slot(self, conn: psycopg.Connection) -> None:
+        """A dropped slot cannot come back: say so now instead of retrying for minutes."""
+        slot = self.pipeline.replication.slot
+        try:
+            gone = not source.slot_exists(conn, slot)
+        except psycopg.Error:
+            return  # PostgreSQL is not answering yet: the reconnect loop finds out
+        if gone:
+            raise CaptureError(
+                f"replication slot {slot} was dropped while capture was running; the changes "
+                f"after {lsn_to_str(self.stats.last.end_lsn)} cannot be read any more",
+                hint="start again with `cdcrouter capture run --resnapshot` (new slot and a fresh "
+                "snapshot: existing rows are sent again as SNAPSHOT events)",
+            )
 
     def _reconnect_sql(self, old: psycopg.Connection) -> psycopg.Connection:
         old.close()
