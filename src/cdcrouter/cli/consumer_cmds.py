@@ -122,10 +122,7 @@ def dlq_list(
     records = read_dlq(conns, topic, limit=max_messages)
     if fmt == "json":
         for r in records:
-            key = r.key.decode("utf-8", "replace") if r.key else None
-            typer.echo(
-                orjson.dumps({"partition": r.partition, "offset": r.offset, "key": key, **r.failure}).decode()
-            )
+            typer.echo(orjson.dumps(_record_json(r)).decode())
         return
     table = Table(title=f"{topic}: {len(records)} record(s)")
     for col in ("p@offset", "origin", "key", "stage", "attempts", "error", "uuid"):
@@ -142,6 +139,21 @@ def dlq_list(
             f.get("event_uuid") or "-",
         )
     console.print(table)
+
+
+_SOURCE_FIELDS = ("topic", "partition", "offset", "timestamp")
+
+
+def _record_json(r: Any) -> dict[str, Any]:
+    """A DLQ record for ``--format json``: its own topic, partition and offset; where it came from
+    as ``source_topic``, ``source_partition``, ``source_offset`` (and ``source_timestamp``)."""
+    failure = dict(r.failure)
+    source: dict[str, Any] = {f"source_{k}": failure.pop(k) for k in _SOURCE_FIELDS if k in failure}
+    for k in ("source_partition", "source_offset", "source_timestamp"):
+        if str(source.get(k, "")).isdigit():
+            source[k] = int(source[k])
+    key = r.key.decode("utf-8", "replace") if r.key else None
+    return {"topic": r.topic, "partition": r.partition, "offset": r.offset, "key": key, **source, **failure}
 
 
 def _load_app(spec: str) -> Any:

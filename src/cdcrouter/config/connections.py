@@ -25,6 +25,7 @@ from cdcrouter.errors import ConfigError
 DEFAULT_STATE_DIR = ".cdcrouter"
 DEFAULT_CONFIG_FILE = "cdcrouter.yaml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+PARTITIONER = "murmur2_random"  # the Java client's default for keyed records: see producer_conf
 
 
 class _Section(BaseModel):
@@ -60,6 +61,20 @@ class KafkaSettings(_Section):
             "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
         }
         conf.update({k: v for k, v in optional.items() if v is not None})
+        return conf
+
+    def producer_conf(self, **overrides: Any) -> dict[str, Any]:
+        """Settings for every cdcrouter producer: the connection, then what all of them share.
+
+        ``murmur2_random`` is the Java client's (and Flink's, and Kafka Streams') default
+        partitioner for keyed records: the same key lands in the same partition whoever writes it,
+        so one entity's events stay in one partition and in order. librdkafka's own default
+        (``consistent_random``, CRC32) would scatter a key that a Java writer or the router
+        placed elsewhere. ``overrides`` add or change the rest (transactional.id, linger.ms, ...).
+        """
+        conf = self.to_librdkafka()
+        conf.update({"partitioner": PARTITIONER, "enable.idempotence": True, "acks": "all"})
+        conf.update(overrides)
         return conf
 
 

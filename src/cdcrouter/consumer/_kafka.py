@@ -1,12 +1,21 @@
-"""Thin helpers over confluent-kafka: client settings, topic creation, error translation."""
+"""Thin helpers over confluent-kafka: client settings, topic creation, bounded reads, error translation.
+
+Topics may be written in transactions (the router's and the capture engine's are): their offsets
+are not contiguous records. A commit or abort marker takes an offset of its own and a
+read_committed reader never sees it nor an aborted record. So a bounded read takes its end from
+the last stable offset (``get_watermark_offsets`` of a read_committed consumer) and is done when
+the consumer's *position* reaches it, never when "the record at end - 1" arrives, and a count of
+records is a count of records read, not ``high - low``.
+"""
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cdcrouter.config import Connections
@@ -42,10 +51,63 @@ def consumer_conf(connections: Connections, group: str, **overrides: Any) -> dic
 
 
 def producer_conf(connections: Connections, **overrides: Any) -> dict[str, Any]:
-    conf = connections.kafka.to_librdkafka()
-    conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 5})
-    conf.update(overrides)
-    return conf
+    """The shared producer settings (idempotent, the Java client's partitioner) plus ``overrides``."""
+    return connections.kafka.producer_conf(**{"linger.ms": 5, **overrides})
+
+
+Bounds = dict[int, tuple[int, int]]
+
+
+def stable_bounds(consumer: Consumer, topic: str, partitions: list[int], timeout: float = 10.0) -> Bounds:
+    """Per partition ``(low watermark, last stable offset)``: what a read_committed reader can reach.
+
+    ``consumer`` must be read_committed: librdkafka then asks the broker for the LSO, which is
+    also past a trailing commit marker or aborted transaction.
+    """
+    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout) for p in partitions}
+
+
+def read_range(
+    consumer: Consumer, topic: str, bounds: Bounds, *, idle_timeout: float = 30.0
+) -> Iterator[Message]:
+    """The committed records of ``topic`` inside ``bounds`` (``[start, end)`` per partition), in
+    offset order per partition, then stop.
+
+    A partition is done once the consumer's position reaches its end: transaction markers and
+    aborted records move the position without yielding a record. Raises when no partition moves
+    for ``idle_timeout`` seconds (a broker that does not answer).
+    """
+    todo = {p: end for p, (start, end) in bounds.items() if start < end}
+    if not todo:
+        return
+    consumer.assign([TopicPartition(topic, p, bounds[p][0]) for p in todo])
+    last_progress = time.monotonic()
+    positions: dict[int, int] = {}
+    try:
+        while todo:
+            for msg in consumer.consume(500, 0.2):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise ConsumerError(f"reading {topic}: {msg.error().str()}", hint="check the broker")
+                if msg.partition() in todo and msg.offset() < todo[msg.partition()]:
+                    yield msg
+            now = time.monotonic()
+            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                if tp.offset >= todo[tp.partition]:
+                    del todo[tp.partition]
+                elif tp.offset != positions.get(tp.partition):
+                    positions[tp.partition] = tp.offset
+                    last_progress = now
+            if todo and now - last_progress > idle_timeout:
+                where = ", ".join(
+                    f"{p}: at {positions.get(p, '-')} of {end}" for p, end in sorted(todo.items())
+                )
+                raise ConsumerError(
+                    f"timed out reading {topic} ({where})", hint="check the broker (cdcrouter stack status)"
+                )
+    finally:
+        consumer.unassign()
 
 
 def admin(connections: Connections) -> AdminClient:

@@ -85,7 +85,11 @@ class ReplayResult:
 
 
 def list_dlqs(connections: Connections) -> list[DlqInfo]:
-    """Every ``*.dlq`` topic with its record count (high minus low watermark, per partition)."""
+    """Every ``*.dlq`` topic with its record count.
+
+    The records are counted by reading them (read_committed): a transactional DLQ's offsets also
+    hold commit markers and aborted records, so ``high - low`` would overcount.
+    """
     try:
         meta = _kafka.admin(connections).list_topics(timeout=10)
     except KafkaException as exc:
@@ -97,12 +101,9 @@ def list_dlqs(connections: Connections) -> list[DlqInfo]:
     c = Consumer(_kafka.consumer_conf(connections, f"cdcrouter-dlq-list-{uuid.uuid4().hex[:8]}"))
     try:
         for name in names:
-            parts = meta.topics[name].partitions
-            count = 0
+            parts = sorted(meta.topics[name].partitions)
             try:
-                for p in parts:
-                    lo, hi = c.get_watermark_offsets(TopicPartition(name, p), timeout=10)
-                    count += max(0, hi - lo)
+                count = sum(1 for _ in _kafka.read_range(c, name, _kafka.stable_bounds(c, name, parts)))
             except KafkaException:
                 continue  # deleted since the metadata was read
             origin, consumer = _split(name)
@@ -121,41 +122,23 @@ def _split(dlq: str) -> tuple[str, str]:
 
 def _bounds(
     c: Consumer, topic: str, partitions: list[int], from_offset: int | None, to_offset: int | None
-) -> dict[int, tuple[int, int]]:
-    """Per partition ``[start, end)`` within the watermarks as they are now."""
+) -> _kafka.Bounds:
+    """Per partition ``[start, end)`` within what a read_committed reader can reach now."""
     out = {}
-    for p in partitions:
-        lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+    for p, (lo, stable) in _kafka.stable_bounds(c, topic, partitions).items():
         start = max(lo, from_offset if from_offset is not None else lo)
-        end = min(hi, to_offset + 1 if to_offset is not None else hi)
+        end = min(stable, to_offset + 1 if to_offset is not None else stable)
         if start < end:
             out[p] = (start, end)
     return out
 
 
-def _read(c: Consumer, topic: str, bounds: dict[int, tuple[int, int]]) -> Iterator[DlqRecord]:
+def _read(c: Consumer, topic: str, bounds: _kafka.Bounds) -> Iterator[DlqRecord]:
     """Records of ``topic`` inside ``bounds``, in offset order per partition, then stop."""
-    if not bounds:
-        return
-    c.assign([TopicPartition(topic, p, start) for p, (start, _) in bounds.items()])
-    left = {p: end for p, (_, end) in bounds.items()}
-    idle = 0
-    while left:
-        msg = c.poll(1.0)
-        if msg is None:
-            idle += 1
-            if idle > 30:
-                raise ConsumerError(f"timed out reading {topic}", hint="check the broker")
-            continue
-        idle = 0
-        if msg.error():
-            raise ConsumerError(f"reading {topic}: {msg.error()}")
-        p, off = msg.partition(), msg.offset()
-        if p not in left or off >= left[p]:
-            continue
-        yield DlqRecord(topic, p, off, msg.key(), msg.value(), list(msg.headers() or []))
-        if off + 1 >= left[p]:
-            del left[p]
+    for msg in _kafka.read_range(c, topic, bounds):
+        yield DlqRecord(
+            topic, msg.partition(), msg.offset(), msg.key(), msg.value(), list(msg.headers() or [])
+        )
 
 
 def read_dlq(
@@ -214,14 +197,17 @@ def replay(
                 tp.partition: tp.offset
                 for tp in c.committed([TopicPartition(topic, p) for p in bounds], timeout=10)
             }
+            moved = {}
             for p, (start, end) in list(bounds.items()):
                 done = committed.get(p, OFFSET_BEGINNING)
                 if done > start:
-                    result.skipped += min(done, end) - start
+                    moved[p] = (start, min(done, end))
                     if done >= end:
                         del bounds[p]
                     else:
                         bounds[p] = (done, end)
+            # count the records skipped, not the offsets (markers of a transactional DLQ take some)
+            result.skipped = sum(1 for _ in _kafka.read_range(c, topic, moved))
         if app is not None:
             _into_app(c, topic, bounds, app, result)
         else:
