@@ -41,38 +41,17 @@ def raw_schema_text() -> str:
 def register_raw_schema(conns: Connections, topic: str) -> int:
     """Register BusinessEvent under ``<topic>-value`` (idempotent); returns the schema id.
 
-    Plain Confluent REST (``POST /subjects/{s}/versions``), so it works with Confluent Schema
-    Registry and Apicurio's ccompat API alike.
+    The same client, plan and compatibility level (FULL_TRANSITIVE) as ``cdcrouter schemas apply``:
+    capture upgrades first, so the raw subject must refuse a schema its older readers cannot read.
     """
-    import httpx
+    from cdcrouter.schemas import raw_schema_text as contract_text
+    from cdcrouter.schemas.registry import RegistryClient, SchemaRegistryError, ensure_schema, subject_for
 
-    reg = conns.registry
-    auth = None
-    if reg.basic_auth_user_info:
-        user, _, secret = reg.basic_auth_user_info.get_secret_value().partition(":")
-        auth = httpx.BasicAuth(user, secret)
-    url = f"{reg.url.rstrip('/')}/subjects/{topic}-value/versions"
     try:
-        resp = httpx.post(
-            url,
-            json={"schema": raw_schema_text(), "schemaType": "AVRO"},
-            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
-            auth=auth,
-            verify=reg.ssl_ca_location or True,
-            timeout=30,
-        )
-    except httpx.HTTPError as exc:
-        raise CaptureError(
-            f"cannot reach the schema registry at {reg.url}: {exc}",
-            hint="is it running? `cdcrouter stack up --only registry`, or check connections.registry.url",
-        ) from exc
-    if resp.status_code >= 300:
-        raise CaptureError(
-            f"schema registry {reg.url} refused the BusinessEvent schema for {topic}-value: "
-            f"HTTP {resp.status_code} {resp.text[:300]}",
-            hint="check the subject's compatibility setting and the registry credentials",
-        )
-    return int(resp.json()["id"])
+        with RegistryClient(conns.registry.to_client_conf()) as client:
+            return ensure_schema(client, subject_for(topic), contract_text())
+    except SchemaRegistryError as exc:
+        raise CaptureError(exc.message, hint=exc.hint) from exc
 
 
 class AvroEncoder:

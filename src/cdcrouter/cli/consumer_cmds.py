@@ -52,7 +52,7 @@ def consume(
     from rich.console import Console
     from rich.markup import escape
 
-    from cdcrouter.consumer._tail import attributes_text, iso, tail
+    from cdcrouter.consumer._tail import attributes_text, extras_text, iso, tail
 
     _check_format(fmt)
     if commit and group is None:
@@ -85,7 +85,7 @@ def consume(
             entity = f"{ent.entity_type} {ent.entity_id}" if ent else "-"
             console.print(
                 f"[dim]{pos:<18}[/] [bold cyan]{escape(ev.name):<24}[/] {escape(entity):<28} "
-                f"{iso(ev.header.created_date):<25} {escape(attributes_text(ev))}"
+                f"{iso(ev.header.created_date):<25} {escape(attributes_text(ev))} {escape(extras_text(row))}"
             )
     except KeyboardInterrupt:
         pass

@@ -120,7 +120,11 @@ def register(app: typer.Typer) -> None:
             filters: Path = FiltersOpt,
             pipeline: Path | None = PipelineOpt,
             raw_topic: str | None = RawTopicOpt,
-            compatibility: str = typer.Option("BACKWARD", help="compatibility level set on every subject"),
+            compatibility: str = typer.Option(
+                "FULL_TRANSITIVE",
+                help="compatibility level set on every subject; FULL_TRANSITIVE keeps old readers "
+                "working when capture upgrades first (docs/routing.md)",
+            ),
             config: Path | None = ConfigOpt,
         ) -> None:
             from cdcrouter.filters import load_filters

@@ -28,6 +28,11 @@ class RegistryError(ConsumerError, registry.SchemaRegistryError):
     """A registry failure in the SDK: catchable as ConsumerError and as SchemaRegistryError."""
 
 
+class UnknownSchemaId(RegistryError):
+    """The registry answered: it has no schema with this id. The app stops on it (the wrong
+    registry, most likely); ``cdcrouter consume`` reports the record and goes on."""
+
+
 class RegistryClient(registry.RegistryClient):
     """The shared registry client, built from ``RegistrySettings``, with a thread-safe schema cache."""
 
@@ -46,7 +51,7 @@ class RegistryClient(registry.RegistryClient):
         if parsed is None:
             text = self.schema_by_id(schema_id)
             if text is None:
-                raise self.error(
+                raise UnknownSchemaId(
                     f"schema registry {self.url}: no schema with id {schema_id}",
                     hint="the record names a schema id this registry does not have: "
                     "is the consumer using the producer's registry (CDCROUTER_REGISTRY__URL)?",
@@ -67,7 +72,8 @@ class RegistryClient(registry.RegistryClient):
 
 
 def decode(registry: RegistryClient, value: bytes | None) -> dict[str, Any]:
-    """Decode one Confluent-wire-format Avro value; :class:`DecodeError` when it is not one."""
+    """Decode one Confluent-wire-format Avro value with its writer schema (every field it wrote,
+    added fields included); :class:`DecodeError` when it is not one."""
     if value is None:
         raise DecodeError("record has no value (tombstone)", hint="filtered topics never carry tombstones")
     if len(value) < _HEADER.size or value[0] != 0:

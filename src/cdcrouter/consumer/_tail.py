@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
@@ -19,16 +20,29 @@ from cdcrouter.config import Connections
 from cdcrouter.consumer import _kafka
 from cdcrouter.consumer._errors import ConsumerError, DecodeError
 from cdcrouter.consumer._event import Event, Origin
-from cdcrouter.consumer._serde import RegistryClient, decode
+from cdcrouter.consumer._serde import RegistryClient, UnknownSchemaId, decode
 
 
 @dataclass(frozen=True)
 class Tailed:
-    """One record: its decoded event, or why it could not be decoded."""
+    """One record: its decoded event, or why it could not be decoded.
+
+    ``record`` is the Avro record as its writer schema has it, so fields added to the raw schema
+    after this release (an evolved schema) are shown too; ``event`` is the contract's view."""
 
     origin: Origin
     event: Event | None
     error: str | None = None
+    record: dict[str, Any] | None = None
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """Fields of the record the contract does not have (dotted paths), e.g. ``eventHeader.traceId``."""
+        if self.record is None or self.event is None:
+            return {}
+        out: dict[str, Any] = {}
+        _extras(self.record, self.event.to_dict(), "", out)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -38,7 +52,9 @@ class Tailed:
             "key": self.origin.key,
             "timestamp": self.origin.timestamp,
         }
-        if self.event is not None:
+        if self.record is not None:
+            out["event"] = _jsonable(self.record)
+        elif self.event is not None:
             out["event"] = self.event.to_dict()
         else:
             out["error"] = self.error
@@ -93,9 +109,11 @@ def tail(
                 ts or None,
             )
             try:
-                yield Tailed(origin, Event.from_avro(decode(registry, msg.value()), origin))
-            except (DecodeError, KeyError, TypeError) as exc:
-                yield Tailed(origin, None, getattr(exc, "message", None) or repr(exc))
+                record = decode(registry, msg.value())
+                row = Tailed(origin, Event.from_avro(record, origin), record=record)
+            except (DecodeError, UnknownSchemaId, KeyError, TypeError) as exc:  # reported; the tail goes on
+                row = Tailed(origin, None, getattr(exc, "message", None) or repr(exc))
+            yield row
             seen += 1
             if commit and group is not None:
                 consumer.commit(offsets=[TopicPartition(topic, msg.partition(), msg.offset() + 1)])
@@ -120,4 +138,36 @@ def attributes_text(event: Event, width: int = 80) -> str:
     for ent in event.entities:
         parts.extend(f"{k}={'∅' if v is None else v}" for k, v in sorted(ent.updated_attributes.items()))
     text = " ".join(parts)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _extras(record: Any, known: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(record, dict) and isinstance(known, dict):
+        for k, v in record.items():
+            path = f"{prefix}.{k}" if prefix else k
+            if k not in known:
+                out[path] = v
+            elif k != "updatedAttributes":  # a map: its keys are data, not fields
+                _extras(v, known[k], path, out)
+    elif isinstance(record, list) and isinstance(known, list):
+        for i, (item, known_item) in enumerate(zip(record, known, strict=False)):
+            _extras(item, known_item, f"{prefix}[{i}]", out)
+
+
+def _jsonable(value: Any) -> Any:
+    """Avro values JSON can carry: bytes as hex, decimals as strings (exact)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def extras_text(row: Tailed, width: int = 60) -> str:
+    """``+path=value`` for every field beyond the contract, cut to ``width``."""
+    text = " ".join(f"+{k}={'∅' if v is None else v}" for k, v in row.extras.items())
     return text if len(text) <= width else text[: width - 1] + "…"

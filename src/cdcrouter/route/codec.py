@@ -1,19 +1,25 @@
-"""Decoding raw records once, and building filtered records by the fast or the safe path.
+"""Decoding raw records once, and framing filtered records around the untouched raw body.
 
 A writer schema is fetched from the registry once per schema id. When it is the contract's raw
 schema (same parsing canonical form), the record is decoded by the native codec
 (:mod:`cdcrouter._native`: several times faster than fastavro, and checked against it byte for
-byte) and the filtered value is built by passing the raw body through (:mod:`cdcrouter.route.wire`).
-Any other writer schema (an evolved raw schema, say) is decoded into the contract's raw shape by
-Avro schema resolution and re-encoded with the filtered schema: slower, but always a valid
-FilteredBusinessEvent.
+byte) and the filtered value is the raw body with the filtered schema's header and the encoded
+``filterMetadata`` around it (:mod:`cdcrouter.route.wire`).
+
+Any other writer schema (an evolved raw schema: capture upgrades first) is first checked against
+the contract once (:func:`cdcrouter.schemas.evolution.resolution_problem`): if the contract cannot
+read it, every record written with it is dead-lettered with a reason naming the field. Otherwise
+its records are read into the contract's shape for the filters (Avro schema resolution), and the
+raw body is still passed through, under the filtered schema derived from the writer schema
+(:class:`FilteredSchemas`), so a filtered record carries every field its raw record carried.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
@@ -23,8 +29,10 @@ from fastavro.schema import to_parsing_canonical_form
 from cdcrouter._native import decode_business_event
 from cdcrouter.route.wire import HEADER_SIZE, WireFormatError, header, split
 from cdcrouter.schemas import parsed_filtered_schema, parsed_raw_schema, raw_schema
+from cdcrouter.schemas.evolution import derived_filtered_schema, resolution_problem
+from cdcrouter.schemas.registry import RegistryClient, SchemaRefused, subject_for
 
-__all__ = ["DecodeError", "RawDecoder", "WriterSchema", "encode_filtered"]
+__all__ = ["DecodeError", "FilteredSchemas", "RawDecoder", "WriterSchema", "encode_filtered"]
 
 
 class DecodeError(ValueError):
@@ -35,7 +43,11 @@ class DecodeError(ValueError):
 class WriterSchema:
     schema_id: int
     parsed: Any
-    passthrough: bool  # identical to the contract's raw schema: the body can be reused as is
+    passthrough: bool  # the contract's raw schema: filtered records take the route's own header
+    problem: str | None = None  # why the contract cannot read this writer schema (its records: DLQ)
+    filtered_text: str | None = None  # evolved writer: the filtered schema derived from it
+    # evolved writer: filtered topic -> header of the derived schema's id there (FilteredSchemas)
+    headers: dict[str, bytes] = field(default_factory=dict, compare=False)
 
 
 class RawDecoder:
@@ -63,14 +75,29 @@ class RawDecoder:
                 self._unknown[schema_id] = time.monotonic()
                 raise DecodeError(f"unknown schema id {schema_id}: the registry has no such schema")
             try:
-                parsed = fastavro.parse_schema(_json(text))
+                doc = _json(text)
+                parsed = fastavro.parse_schema(doc)
             except Exception as exc:
                 raise DecodeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from exc
-            ws = WriterSchema(schema_id, parsed, to_parsing_canonical_form(parsed) == self._raw_canonical)
+            ws = self._describe(schema_id, doc, parsed)
             self._schemas[schema_id] = ws
             if ws.passthrough:
                 self._passthrough[header(schema_id)] = ws
         return ws
+
+    def _describe(self, schema_id: int, doc: Any, parsed: Any) -> WriterSchema:
+        if to_parsing_canonical_form(parsed) == self._raw_canonical:
+            return WriterSchema(schema_id, parsed, True)
+        problem = resolution_problem(parsed, self._reader)
+        filtered_text = None
+        if problem is None:
+            try:
+                filtered_text = json.dumps(derived_filtered_schema(doc), separators=(",", ":"))
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            problem = f"schema id {schema_id} cannot be read as a BusinessEvent: {problem}"
+        return WriterSchema(schema_id, parsed, False, problem, filtered_text)
 
     def decode(self, value: bytes | None) -> tuple[dict[str, Any], memoryview, WriterSchema]:
         """``(event, body, writer)``; raises DecodeError for anything that is not a raw event."""
@@ -83,6 +110,8 @@ class RawDecoder:
                 raise DecodeError(str(exc)) from exc
             ws = self.writer(schema_id)
             if not ws.passthrough:
+                if ws.problem is not None:
+                    raise DecodeError(ws.problem)
                 return self._resolve(body, ws), body, ws
             value = value if type(value) is bytes else bytes(value)
         # The native decoder reads the framed value in place and checks there are no trailing
@@ -116,9 +145,50 @@ class RawDecoder:
 
 
 def _json(text: str) -> Any:
-    import json
-
     return json.loads(text)
+
+
+class FilteredSchemas:
+    """The filtered schema derived from each evolved raw writer schema, registered under each
+    filtered subject it is routed to (once per writer schema id and topic, then cached on the
+    :class:`WriterSchema`).
+
+    An id already registered is only looked up, so a router with read-only registry credentials
+    works once ``schemas apply`` or another instance has registered it. A registration the registry
+    refuses (the subject's compatibility check) makes the records dead letters, with the registry's
+    word; asked again after ``REFUSED_TTL_S``. An unreachable registry is an outage: it raises."""
+
+    REFUSED_TTL_S = 30.0
+
+    def __init__(self, registry: RegistryClient) -> None:
+        self._registry = registry
+        self._refused: dict[tuple[int, str], tuple[float, str]] = {}
+
+    def ensure(self, writer: WriterSchema, topics: Any) -> None:
+        """Every topic in ``topics`` has a header in ``writer.headers``; DecodeError otherwise."""
+        for topic in topics:
+            if topic not in writer.headers:
+                writer.headers[topic] = header(self._register(writer, topic))
+
+    def _register(self, writer: WriterSchema, topic: str) -> int:
+        assert writer.filtered_text is not None
+        key = (writer.schema_id, topic)
+        refused = self._refused.get(key)
+        if refused is not None and time.monotonic() - refused[0] < self.REFUSED_TTL_S:
+            raise DecodeError(refused[1])
+        subject = subject_for(topic)
+        schema_id = self._registry.lookup(subject, writer.filtered_text)
+        if schema_id is not None:
+            return schema_id
+        try:
+            return self._registry.register(subject, writer.filtered_text)
+        except SchemaRefused as exc:
+            why = (
+                f"the filtered schema derived from raw schema id {writer.schema_id} was refused "
+                f"under {subject}: {exc.message}"
+            )
+            self._refused[key] = (time.monotonic(), why)
+            raise DecodeError(why) from exc
 
 
 def encode_filtered(event: dict[str, Any], metadata: dict[str, Any]) -> bytes:

@@ -32,7 +32,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from cdcrouter.errors import CdcrouterError, RouteError
-from cdcrouter.route.codec import DecodeError, RawDecoder, encode_filtered
+from cdcrouter.route.codec import DecodeError, FilteredSchemas, RawDecoder
 from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
 from cdcrouter.route.lanes import Lane, StuckCall, TxnWork, is_fatal, retrying
 from cdcrouter.route.metrics import RouterMetrics
@@ -145,6 +145,7 @@ class Router:
         self.metrics = RouterMetrics()
         self._registry = RegistryClient(connections.registry.to_client_conf())
         self._decoder = RawDecoder(self._registry.schema_by_id)
+        self._evolved = FilteredSchemas(self._registry)
         self._schema_ids: dict[str, int] = {}
         self._consumer: Consumer | None = None
         self._lanes: list[Lane] = []
@@ -437,6 +438,7 @@ class Router:
         routes = self._table.routes
         match = self._table.filters.match
         decode = self._decoder.decode
+        evolved = self._evolved.ensure
         offsets = work.offsets
         matched = work.matched
         produce = producer.produce
@@ -458,6 +460,8 @@ class Router:
             try:
                 event, body, writer = decode(msg.value())
                 ids = match(event)
+                if ids and not writer.passthrough:  # an evolved writer: its derived filtered schemas
+                    evolved(writer, [routes[fid].topic for fid in ids])
             except DecodeError as exc:
                 self._dead_letter(msg, str(exc), lane)
                 continue
@@ -481,8 +485,7 @@ class Router:
                 else:
                     route = routes[fid]
                     topic = route.topic
-                    meta = {"filterId": fid, "consumerId": route.consumer_id, "filteredAt": now_ms}
-                    out = route.header + encode_filtered(event, meta)
+                    out = b"".join((writer.headers[topic], body, route.meta.encode(now_ms)))
                 try:
                     produce(topic, out, key)
                 except BufferError:

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from cdcrouter.errors import RouteError, UsageError
-from cdcrouter.route.codec import DecodeError, RawDecoder, encode_filtered
+from cdcrouter.route.codec import DecodeError, FilteredSchemas, RawDecoder
 from cdcrouter.route.filterset import compile_filters_file
 from cdcrouter.route.wire import MetadataEncoder, header
 from cdcrouter.schemas import filtered_schema_text
@@ -106,6 +106,7 @@ def replay(
     if schema_id is None:
         raise RouteError(f"{subject_for(route.topic)} is not registered", hint="run cdcrouter schemas apply")
     decoder = RawDecoder(registry.schema_by_id)
+    evolved = FilteredSchemas(registry)
     consumer = Consumer(
         {
             **kafka,
@@ -165,20 +166,19 @@ def replay(
                     todo.discard(p)
                 try:
                     event, body, writer = decoder.decode(msg.value())
+                    if filter_id not in filters.match(event):
+                        continue
+                    if not writer.passthrough:
+                        evolved.ensure(writer, [route.topic])
                 except DecodeError:
                     bad += 1
-                    continue
-                if filter_id not in filters.match(event):
                     continue
                 if not in_txn:
                     producer.begin_transaction()
                     in_txn = True
                 now_ms = time.time_ns() // 1_000_000
-                if writer.passthrough:
-                    value = b"".join((head, body, meta.encode(now_ms)))
-                else:
-                    md_ = {"filterId": filter_id, "consumerId": route.consumer_id, "filteredAt": now_ms}
-                    value = head + encode_filtered(event, md_)
+                framing = head if writer.passthrough else writer.headers[route.topic]
+                value = b"".join((framing, body, meta.encode(now_ms)))
                 entities = event["eventBody"]["entities"]
                 key = entities[0]["entityId"].encode() if entities else msg.key()
                 producer.produce(route.topic, value, key)

@@ -8,6 +8,14 @@ and Confluent Cloud serves natively. Subjects follow TopicNameStrategy: ``<topic
 whether the compatibility level must change, and whether the registry accepts the new schema under
 that level. ``apply_schemas`` refuses the whole plan while any change is incompatible, quoting the
 registry's own messages, so a bad schema never half-lands.
+
+Every subject gets ``FULL_TRANSITIVE`` (:data:`DEFAULT_COMPATIBILITY`): capture is the producer that
+upgrades first, so a new raw schema must keep every older reader working (the router's compiled-in
+contract, consumers that have not upgraded: FORWARD), and new readers must still read what the
+topics retain from before (replays, an upgraded consumer starting from the beginning: BACKWARD),
+against every earlier version, not only the latest (TRANSITIVE). Under BACKWARD, the registry's
+usual default, a raw schema without ``eventHeader.eventName`` is accepted and every event after
+it is unroutable.
 """
 
 from __future__ import annotations
@@ -24,12 +32,16 @@ from cdcrouter.errors import RouteError
 
 __all__ = [
     "COMPATIBILITY_LEVELS",
+    "DEFAULT_COMPATIBILITY",
+    "READER_SAFE_LEVELS",
     "RegistryClient",
     "SchemaChange",
     "SchemaPlan",
+    "SchemaRefused",
     "SchemaRegistryError",
     "apply_schemas",
     "desired_subjects",
+    "ensure_schema",
     "plan_schemas",
     "subject_for",
 ]
@@ -45,10 +57,17 @@ COMPATIBILITY_LEVELS = (
     "NONE",
 )
 NOT_FOUND_CODES = {40401, 40402, 40403, 40408}
+DEFAULT_COMPATIBILITY = "FULL_TRANSITIVE"
+# levels under which a new writer schema cannot break a reader of an older version
+READER_SAFE_LEVELS = frozenset({"FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"})
 
 
 class SchemaRegistryError(RouteError):
     """The registry refused a request or could not be reached."""
+
+
+class SchemaRefused(SchemaRegistryError):
+    """The registry refused to register a schema (incompatible or invalid): not worth a retry."""
 
 
 UNREACHABLE_HINT = (
@@ -186,11 +205,18 @@ class RegistryClient:
         )
         self._expect_ok(status, data, f"setting {subject} compatibility to {level}")
 
-    def check(self, subject: str, schema: str | Mapping[str, Any]) -> tuple[bool, list[str]]:
-        """Would the registry accept ``schema`` as the next version of ``subject``?"""
+    def check(
+        self, subject: str, schema: str | Mapping[str, Any], level: str | None = None
+    ) -> tuple[bool, list[str]]:
+        """Would the registry accept ``schema`` as the next version of ``subject`` under ``level``?
+
+        A ``*_TRANSITIVE`` level is checked against every version (``/versions``, which Confluent
+        documents as the check ``register`` does); any other level against the latest only, because
+        Apicurio 3.3.3 checks ``/versions`` against all versions whatever the level (found here)."""
+        target = "versions" if level and level.endswith("_TRANSITIVE") else "versions/latest"
         status, data = self._call(
             "POST",
-            f"/compatibility/subjects/{subject}/versions/latest?verbose=true",
+            f"/compatibility/subjects/{subject}/{target}?verbose=true",
             f"checking {subject} compatibility",
             {"schema": schema_json(schema)},
         )
@@ -206,8 +232,8 @@ class RegistryClient:
         status, data = self._call(
             "POST", f"/subjects/{subject}/versions", f"registering {subject}", {"schema": schema_json(schema)}
         )
-        if status == 409:
-            raise self.error(
+        if status in (409, 422):
+            raise SchemaRefused(
                 f"schema registry refused the new schema for {subject}: {_message(data)}",
                 hint="make the change compatible (add fields with defaults) or change the subject's "
                 "compatibility level on purpose (--compatibility)",
@@ -291,6 +317,14 @@ class SchemaPlan:
         if not self.changes:
             return "no subjects"
         lines = [c.describe() for c in self.changes]
+        unsafe = sorted(
+            {c.desired_compatibility for c in self.changes if c.desired_compatibility} - READER_SAFE_LEVELS
+        )
+        for level in unsafe:
+            lines.append(
+                f"! compatibility {level} lets a new raw schema break readers of the older ones "
+                f"(the router, consumers); {DEFAULT_COMPATIBILITY} keeps them working"
+            )
         summary = f"{len(self.pending)} subject(s) to change, {len(self.incompatible)} incompatible"
         return "\n".join([*lines, summary])
 
@@ -306,9 +340,12 @@ def desired_subjects(raw_topic: str, filtered_topics: list[str]) -> dict[str, st
 
 
 def plan_schemas(
-    client: RegistryClient, subjects: dict[str, str], compatibility: str | None = "BACKWARD"
+    client: RegistryClient, subjects: dict[str, str], compatibility: str | None = DEFAULT_COMPATIBILITY
 ) -> SchemaPlan:
-    """Compare the desired subjects with the registry; reads only."""
+    """Compare the desired subjects with the registry; reads only.
+
+    A new version is checked under the subject's current level; when the plan also changes the
+    level, ``apply_schemas`` checks it again under the new one before registering."""
     if compatibility is not None and compatibility not in COMPATIBILITY_LEVELS:
         raise SchemaRegistryError(
             f"unknown compatibility level {compatibility!r}",
@@ -335,7 +372,7 @@ def plan_schemas(
                 )
             )
             continue
-        ok, messages = client.check(subject, text)
+        ok, messages = client.check(subject, text, current_level)
         plan.changes.append(
             SchemaChange(
                 subject,
@@ -357,15 +394,43 @@ def apply_schemas(client: RegistryClient, plan: SchemaPlan) -> dict[str, int]:
         lines = [c.describe() for c in plan.incompatible]
         raise SchemaRegistryError(
             "refusing to register incompatible schema(s):\n" + "\n".join(lines),
-            hint="make the change backward compatible (new fields need defaults), or register it under "
-            "a new topic; nothing was changed",
+            hint="make the change compatible both ways (new fields need defaults, removed fields must "
+            "have had one), or register it under a new topic; nothing was changed",
         )
-    ids: dict[str, int] = {}
     for change in plan.changes:
         if change.sets_compatibility and change.desired_compatibility:
             client.set_compatibility(change.subject, change.desired_compatibility)
+    # a level just made stricter: the plan's check ran under the old one
+    refused = []
+    for change in plan.changes:
+        if change.action == "register" and change.sets_compatibility and change.current_version is not None:
+            ok, messages = client.check(change.subject, change.schema_text, change.desired_compatibility)
+            if not ok:
+                detail = "; ".join(messages) or "the registry gave no details"
+                level = change.desired_compatibility
+                refused.append(f"! INCOMPATIBLE with {change.subject} under {level}: {detail}")
+    if refused:
+        raise SchemaRegistryError(
+            "refusing to register incompatible schema(s):\n" + "\n".join(refused),
+            hint="the subjects' compatibility levels were set; no schema was registered. Make the change "
+            "compatible (new fields need defaults, removed fields must have had one)",
+        )
+    ids: dict[str, int] = {}
+    for change in plan.changes:
         if change.action == "register":
             ids[change.subject] = client.register(change.subject, change.schema_text)
         elif change.schema_id is not None:
             ids[change.subject] = change.schema_id
     return ids
+
+
+def ensure_schema(
+    client: RegistryClient,
+    subject: str,
+    schema: str | Mapping[str, Any],
+    compatibility: str | None = DEFAULT_COMPATIBILITY,
+) -> int:
+    """Plan and apply one subject (what ``schemas apply`` does for it); returns the schema id.
+
+    Capture registers the raw schema this way, so it gets the same level and the same check."""
+    return apply_schemas(client, plan_schemas(client, {subject: schema_json(schema)}, compatibility))[subject]

@@ -1,0 +1,202 @@
+"""Schema evolution on the real stack: a raw schema the contract cannot read is dead-lettered with
+the field named; a compatible evolved raw schema (an added ``eventHeader.traceId``) is routed with
+its raw body passed through under a derived filtered schema, so consumers get the new field; and
+``consume`` shows every field and reports an undecodable record without stopping."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from confluent_kafka import Producer
+from fastavro.schema import to_parsing_canonical_form
+
+from cdcrouter.consumer._tail import tail
+from cdcrouter.route.engine import Router, RouterOptions
+from cdcrouter.route.events import event_key, make_event
+from cdcrouter.route.filterset import compile_filters_text
+from cdcrouter.route.wire import header
+from cdcrouter.schemas import filtered_schema, raw_schema
+from cdcrouter.schemas.evolution import derived_filtered_schema
+from cdcrouter.schemas.registry import RegistryClient, ensure_schema, subject_for
+
+from .routekit import RouteEnv, delete_topics, read_topic, setup_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
+
+FILTERS = 4  # loan-created, loan-payments, big-loans, ... (routekit's benchmark filters)
+
+
+@pytest.fixture
+def env(stack: Any, unique_name: Any, tmp_path: Path) -> Iterator[RouteEnv]:
+    e = setup_env(stack.connections, unique_name, tmp_path, filters=FILTERS)
+    yield e
+    delete_topics(e)
+
+
+@pytest.fixture
+def registry(env: RouteEnv) -> Iterator[RegistryClient]:
+    with RegistryClient(env.conns.registry.to_client_conf()) as client:
+        yield client
+
+
+def with_trace_id() -> dict[str, Any]:
+    """The raw contract plus an optional ``eventHeader.traceId`` in the middle of the header."""
+    schema = raw_schema()
+    schema["fields"][0]["type"]["fields"].insert(
+        2, {"name": "traceId", "type": ["null", "string"], "default": None}
+    )
+    return schema
+
+
+def produce(env: RouteEnv, schema: dict[str, Any], schema_id: int, events: list[dict[str, Any]]) -> None:
+    parsed = fastavro.parse_schema(schema)
+    producer = Producer(env.kafka(**{"partitioner": "murmur2_random", "enable.idempotence": True}))
+    for event in events:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, event)
+        producer.produce(env.raw, header(schema_id) + buf.getvalue(), event_key(event))
+    assert producer.flush(60) == 0
+
+
+def route(env: RouteEnv, n: int) -> Any:
+    opts = RouterOptions(raw_topic=env.raw, group_id=env.prefix + "g", reload=False)
+    return Router(env.filters_path, env.conns, opts).run(max_events=n, idle_timeout_s=20)
+
+
+def test_the_derived_filtered_schema_of_the_contract_is_the_filtered_contract() -> None:
+    derived = fastavro.parse_schema(derived_filtered_schema(raw_schema()))
+    assert to_parsing_canonical_form(derived) == to_parsing_canonical_form(
+        fastavro.parse_schema(filtered_schema())
+    )
+
+
+def test_an_unreadable_writer_schema_is_dead_lettered_naming_the_field(
+    env: RouteEnv, registry: RegistryClient
+) -> None:
+    # Registered under subjects of their own (compatibility NONE, as any registry's default may be),
+    # then written to the raw topic: the router must say which field makes them unreadable.
+    no_name = raw_schema()
+    header_fields = no_name["fields"][0]["type"]["fields"]
+    header_fields[:] = [f for f in header_fields if f["name"] != "eventName"]
+    mistyped = raw_schema()
+    mistyped["fields"][0]["type"]["fields"][2]["type"] = "string"  # createdDate: long -> string
+    ids = {}
+    for label, schema in (("no-name", no_name), ("mistyped", mistyped)):
+        subject = env.unique(label) + "-value"
+        ensure_schema(registry, subject, schema, compatibility="NONE")
+        ids[label] = registry.lookup(subject, json.dumps(schema))
+    good = env.produce(0, 50)
+    bad = [make_event(i, seed=9) for i in range(6)]
+    for e in bad[:3]:
+        del e["eventHeader"]["eventName"]
+    for e in bad[3:]:
+        e["eventHeader"]["createdDate"] = str(e["eventHeader"]["createdDate"])
+    produce(env, no_name, ids["no-name"], bad[:3])
+    produce(env, mistyped, ids["mistyped"], bad[3:])
+    stats = route(env, 56)
+    assert stats.consumed == 56 and stats.dead_lettered == 6
+    reasons = Counter(dict(m.headers())["cdcrouter.error"].decode() for m in read_topic(env.kafka(), env.dlq))
+    assert reasons == {
+        f"schema id {ids['no-name']} cannot be read as a BusinessEvent: eventHeader.eventName is missing "
+        "from the writer schema, and the contract has no default for it": 3,
+        f"schema id {ids['mistyped']} cannot be read as a BusinessEvent: eventHeader.createdDate: the "
+        "writer schema has string, the contract reads long": 3,
+    }
+    routed = sum(len(read_topic(env.kafka(), t)) for t in env.filtered_topics)
+    assert routed == sum(len(compile_filters_text(env.filters_path.read_text()).match(e)) for e in good) > 0
+
+
+def test_an_evolved_raw_schema_reaches_consumers_with_its_new_field(
+    env: RouteEnv, registry: RegistryClient
+) -> None:
+    evolved = with_trace_id()
+    # the raw subject (FULL_TRANSITIVE since setup) accepts the compatible change as its version 2
+    evolved_id = ensure_schema(registry, subject_for(env.raw), evolved)
+    assert evolved_id != env.raw_schema_id
+    base = env.produce(0, 200)
+    events = [make_event(i, seed=3) for i in range(300)]
+    for i, e in enumerate(events):
+        e["eventHeader"]["traceId"] = None if i % 5 == 0 else f"trace-{i}"
+    produce(env, evolved, evolved_id, events)
+    stats = route(env, 500)
+    assert stats.consumed == 500 and stats.dead_lettered == 0
+
+    cf = compile_filters_text(env.filters_path.read_text())
+    by_uuid = {e["eventHeader"]["uuid"]: e for e in events}
+    base_uuids = {e["eventHeader"]["uuid"] for e in base}
+    raw_body = {}  # uuid -> the raw record's Avro body, to check the pass-through
+    for m in read_topic(env.kafka(), env.raw):
+        value = m.value()
+        schema = fastavro.parse_schema(json.loads(registry.schema_by_id(int.from_bytes(value[1:5], "big"))))
+        rec = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
+        raw_body[rec["eventHeader"]["uuid"]] = value[5:]
+    evolved_seen = 0
+    for topic in env.filtered_topics:
+        want = Counter(
+            e["eventHeader"]["uuid"]
+            for e in [*base, *events]
+            for fid in cf.match(e)
+            if cf.routes[fid].topic == topic
+        )
+        got: Counter[str] = Counter()
+        for m in read_topic(env.kafka(), topic):
+            value = m.value()
+            writer_id = int.from_bytes(value[1:5], "big")
+            # the oracle: fastavro with the writer schema the registry has under that id
+            schema_json = json.loads(registry.schema_by_id(writer_id))
+            rec = fastavro.schemaless_reader(io.BytesIO(value[5:]), fastavro.parse_schema(schema_json), None)
+            uuid = rec["eventHeader"]["uuid"]
+            got[uuid] += 1
+            meta = rec.pop("filterMetadata")
+            assert meta["consumerId"] == cf.routes[meta["filterId"]].consumer_id
+            assert value[5:].startswith(raw_body[uuid])  # the raw body, untouched
+            if uuid in base_uuids:
+                assert "traceId" not in rec["eventHeader"]
+                continue
+            evolved_seen += 1
+            assert rec == by_uuid[uuid]  # every field the raw record carried, traceId included
+            assert registry.lookup(subject_for(topic), json.dumps(schema_json)) == writer_id
+        assert got == want
+    assert evolved_seen > 0
+
+
+def test_consume_shows_new_fields_and_reports_undecodable_records_without_stopping(
+    env: RouteEnv, registry: RegistryClient
+) -> None:
+    evolved = with_trace_id()
+    derived = derived_filtered_schema(evolved)
+    topic = env.filtered_topics[0]
+    derived_id = ensure_schema(registry, subject_for(topic), derived)
+    parsed = fastavro.parse_schema(derived)
+    events = [make_event(i, seed=5) for i in range(4)]
+    values = []
+    for i, e in enumerate(events):
+        e["eventHeader"]["traceId"] = f"trace-{i}"
+        rec = {**e, "filterMetadata": {"filterId": "f", "consumerId": "c", "filteredAt": 1}}
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, rec)
+        values.append(header(derived_id) + buf.getvalue())
+    values.insert(2, header(2_000_000_000) + b"\x02\x04abc")  # an id the registry does not have
+    values.insert(4, b"not avro")
+    producer = Producer(env.kafka())
+    for v in values:
+        producer.produce(topic, v, b"k", partition=0)  # one partition: the order is the oracle
+    assert producer.flush(30) == 0
+
+    rows = list(tail(env.conns, topic, from_beginning=True, max_messages=6, idle_timeout=20))
+    assert [r.origin.offset for r in rows] == list(range(6))  # nothing stopped the tail
+    bad = {r.origin.offset: r.error for r in rows if r.event is None}
+    assert set(bad) == {2, 4}
+    assert "no schema with id 2000000000" in (bad[2] or "")
+    assert "wire format" in (bad[4] or "")
+    good = [r for r in rows if r.event is not None]
+    assert [r.extras for r in good] == [{"eventHeader.traceId": f"trace-{i}"} for i in range(4)]
+    assert [r.to_dict()["event"]["eventHeader"]["traceId"] for r in good] == [f"trace-{i}" for i in range(4)]
+    assert all(r.to_dict()["partition"] == 0 for r in rows)
