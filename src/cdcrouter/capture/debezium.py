@@ -358,7 +358,7 @@ class Normalizer:
         )
         producer = Producer(
             {
-                **conns.kafka.to_librdkafka(),
+                **conns.kafka.producer_conf(),
                 "transactional.id": f"{self.group}-txn",
                 "linger.ms": 5,
                 "queue.buffering.max.messages": 2_000_000,

@@ -198,7 +198,7 @@ class TransactionalSink:
         self.slot_key = slot.encode()
         self.producer = Producer(
             {
-                **conns.kafka.to_librdkafka(),
+                **conns.kafka.producer_conf(),
                 "transactional.id": f"cdcrouter-capture-{slot}",
                 "transaction.timeout.ms": 900_000,
                 "linger.ms": 5,

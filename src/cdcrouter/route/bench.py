@@ -89,14 +89,7 @@ def teardown(conns: Any, s: BenchSetup) -> None:
 
 def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7, start: int = 0) -> None:
     """Append events ``start..start+n-1`` (idempotent producer, batched)."""
-    producer = Producer(
-        {
-            **conns.kafka.to_librdkafka(),
-            "linger.ms": 20,
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",
-        }
-    )
+    producer = Producer(conns.kafka.producer_conf(**{"linger.ms": 20}))
     for i in range(start, start + n):
         event = make_event(i, seed)
         value = encode_raw(event, schema_id)
@@ -333,14 +326,7 @@ def latency_writer(conns: Any) -> Producer:
 
     Without linger nearly every append was a produce request of its own: 17% more produce requests
     in one paired run, for a broker that shares the machine's two cores with everything measured."""
-    return Producer(
-        {
-            **conns.kafka.to_librdkafka(),
-            "linger.ms": 5,  # as cdcrouter.capture.sink.TransactionalSink
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",
-        }
-    )
+    return Producer(conns.kafka.producer_conf(**{"linger.ms": 5}))  # as capture.sink.TransactionalSink
 
 
 def append_paced(

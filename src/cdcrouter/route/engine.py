@@ -216,13 +216,12 @@ class Router:
             **self.opts.consumer_conf,
         }
         producer_conf = {
-            **kafka,
+            **self.conns.kafka.producer_conf(),
             "transaction.timeout.ms": self.opts.transaction_timeout_ms,
             "linger.ms": 5,
             "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
-            "partitioner": "murmur2_random",  # the Java client's default: same key -> same partition
             # The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit's markers are
             # written; the default 100 ms retry backoff then costs ~60 ms per transaction (measured).
             "retry.backoff.ms": 5,

@@ -117,14 +117,14 @@ def replay(
         }
     )
     producer = Producer(
-        {
-            **kafka,
-            "transactional.id": f"cdcrouter-replay.{filter_id}",
-            "linger.ms": 5,
-            "retry.backoff.ms": 5,
-            "partitioner": "murmur2_random",
-            "queue.buffering.max.messages": 1_000_000,
-        }
+        connections.kafka.producer_conf(
+            **{
+                "transactional.id": f"cdcrouter-replay.{filter_id}",
+                "linger.ms": 5,
+                "retry.backoff.ms": 5,
+                "queue.buffering.max.messages": 1_000_000,
+            }
+        )
     )
     try:
         md = consumer.list_topics(raw_topic, timeout=15).topics.get(raw_topic)
