@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 import fastavro
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 EVENT_NAMES = [
@@ -115,7 +115,14 @@ def produce(bootstrap: str, topic: str, registry_url: str, events: list[dict[str
     schema = raw_schema()
     sid = register_schema(registry_url, f"{topic}-value", schema)
     parsed = fastavro.parse_schema(schema)
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",
+        }
+    )
     for ev in events:
         key = ev["eventBody"]["entities"][0]["entityId"].encode()
         p.produce(topic, encode(sid, parsed, ev), key)
@@ -140,21 +147,6 @@ class Decoder:
             r.raise_for_status()
             self.cache[sid] = fastavro.parse_schema(json.loads(r.json()["schema"]))
         return dict(fastavro.schemaless_reader(io.BytesIO(data[5:]), self.cache[sid], None))
-
-
-def end_offsets(bootstrap: str, topic: str) -> int:
-    c = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "offsets-probe", "isolation.level": "read_committed"}
-    )
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        total = 0
-        for p in md.partitions:
-            _lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += hi
-        return total
-    finally:
-        c.close()
 
 
 def consume_all(
