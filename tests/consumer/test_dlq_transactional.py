@@ -70,6 +70,15 @@ def _raw_offsets(conns, topic: str) -> tuple[int, int]:
         c.close()
 
 
+def _stable_end(conns, topic: str, isolation: str = "read_committed") -> int:
+    """The LSO (read_committed) or the high watermark (read_uncommitted) of partition 0."""
+    c = Consumer({**conns.kafka.to_librdkafka(), "group.id": "unused", "isolation.level": isolation})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+    finally:
+        c.close()
+
+
 def test_consumer_dlq_with_an_aborted_tail_and_an_open_transaction(conns, topic, produce, capsys) -> None:
     src = topic(partitions=1)
     uuids = produce(src, [event("LoanCreated", f"L-{i}") for i in range(3)])
@@ -114,6 +123,11 @@ def test_consumer_dlq_with_an_aborted_tail_and_an_open_transaction(conns, topic,
     assert (first.replayed, first.skipped, first.targets) == (3, 0, {src: 3})
     again = replay(conns, dlq, to_offset=2)
     assert (again.replayed, again.skipped) == (0, 3)
+    # --force from the start: 0-2 go into the open transaction, then junk (no origin header) ends
+    # the run with a clear error; the transaction is aborted, not left to hold back src's readers.
+    assert main(["dlq", "replay", dlq, "--force"]) == 1
+    assert "has no origin topic header" in capsys.readouterr().err
+    assert _stable_end(conns, src) == _stable_end(conns, src, "read_uncommitted")
     # The rest through the CLI (the junk records have no origin header: --to-topic).
     assert main(["dlq", "replay", dlq, "--to-topic", src]) == 0
     assert "replayed 2 record(s)" in capsys.readouterr().out

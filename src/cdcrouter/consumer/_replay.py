@@ -285,5 +285,11 @@ def _to_topic(
             f"replay of {topic} failed: {exc}",
             hint="nothing past the last committed chunk was replayed; re-run",
         ) from exc
+    except BaseException:
+        # e.g. a record without an origin topic: an open transaction would hold back every
+        # read_committed reader of the target (its last stable offset) until it timed out
+        if in_txn:
+            producer.abort_transaction(30)
+        raise
     finally:
         producer.flush(10)
