@@ -12,8 +12,10 @@ from cdcrouter.capture import apply_domain
 
 
 @pytest.fixture
-def capture_run(stack: Any, unique_name: Callable[[str], str]) -> Iterator[CaptureRun]:
-    """A fresh sample-domain schema with its own pipeline (topic, slot, publication)."""
+def capture_run(pg_stack: Any, unique_name: Callable[[str], str]) -> Iterator[CaptureRun]:
+    """A fresh sample-domain schema with its own pipeline (topic, slot, publication), on the
+    PostgreSQL of the test's ``pg_versions`` run (else the shared stack's)."""
+    stack = pg_stack
     name = unique_name("cap")
     schema = name.replace("-", "_")
     conns = stack.connections

@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 
 from cdcrouter.capture.sink import read_offsets
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
 CARS, ROUNDS, PER_TXN = 1000, 49, 100  # 1,000 inserts + 49,000 updates = 50,000 changes
 TOTAL = CARS * (ROUNDS + 1)
@@ -30,8 +30,14 @@ def _write_pipeline(run: CaptureRun, path: Path) -> None:
     YAML().dump(doc, path)
 
 
-def _capture(path: Path, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CDCROUTER_STATE_DIR": str(state_dir)}
+def _capture(run: CaptureRun, path: Path, log: Path) -> subprocess.Popen[bytes]:
+    pg = run.conns.postgres  # the run's server (a private one on another major), over the stack's
+    env = {
+        **os.environ,
+        "CDCROUTER_STATE_DIR": str(run.state_dir),
+        "CDCROUTER_POSTGRES__PORT": str(pg.port),
+        "CDCROUTER_POSTGRES__PASSWORD": pg.password.get_secret_value() if pg.password else "",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "cdcrouter.cli.main", "capture", "run", "--pipeline", str(path)],
         env=env,
@@ -88,7 +94,7 @@ def test_kill_9_mid_stream_then_restart_is_exactly_once(capture_run: CaptureRun,
     _write_pipeline(run, pfile)
     offsets_topic, slot = run.pipeline.raw_topic.offsets_topic, run.pipeline.replication.slot
 
-    first = _capture(pfile, run.state_dir, log)
+    first = _capture(run, pfile, log)
     try:
         _wait_active(run, first)
         gen = threading.Thread(target=_generate, args=(run,))
@@ -105,7 +111,7 @@ def test_kill_9_mid_stream_then_restart_is_exactly_once(capture_run: CaptureRun,
         f"the kill did not land mid-stream ({before}); see {log}"
     )
 
-    second = _capture(pfile, run.state_dir, log)
+    second = _capture(run, pfile, log)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

@@ -10,7 +10,7 @@ from capture_helpers import CaptureRun, make_pipeline, strip_volatile
 
 from cdcrouter.capture import CaptureEngine
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
 T0 = "2024-05-01 10:00:00+00"
 

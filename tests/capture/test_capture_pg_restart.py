@@ -1,7 +1,7 @@
 """A PostgreSQL restart during capture loses nothing (and doubles nothing).
 
-Runs against a private PostgreSQL (its own state dir and port) so the shared stack's server is
-never restarted; Kafka and the registry are the shared ones.
+Runs against a private PostgreSQL (its own state dir and port, on 15 and on 18) so the shared
+stack's server is never restarted; Kafka and the registry are the shared ones.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline
 
 from cdcrouter.capture import apply_domain
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
 
 def test_postgres_restart_during_capture_loses_nothing(stack: Any, private_pg: Any, unique_name: Any) -> None:

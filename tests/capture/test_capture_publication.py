@@ -10,7 +10,7 @@ from capture_helpers import CaptureRun, make_pipeline
 
 from cdcrouter.capture.pgoutput import str_to_lsn
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
 
 def test_row_filter_and_excluded_columns_are_pushed_down(capture_run: CaptureRun) -> None:

@@ -116,6 +116,8 @@ class CaptureEngine:
         conn = source.connect_sql(self.conns.postgres)
         with source.pg_errors("cannot prepare capture", self.conns.postgres):
             source.check_wal_level(conn)
+            repl = self.pipeline.replication
+            source.sync_failover(conn, self.conns.postgres, repl.slot, repl.failover)
             self._infos = source.inspect_tables(conn, self.pipeline.schema, self.pipeline.captured_tables())
             source.check_tables(self.pipeline, self._infos)
             source.ensure_publication(conn, self.pipeline, self._infos)
@@ -290,7 +292,9 @@ class CaptureEngine:
         p = self.pipeline
         stream = source.ReplicationStream(self.conns.postgres)
         try:
-            point, snap = stream.create_slot_with_snapshot(p.replication.slot)
+            point, snap = stream.create_slot_with_snapshot(
+                p.replication.slot, failover=p.replication.failover
+            )
             sink.begin()
             count = 0
             now = _now_ms()

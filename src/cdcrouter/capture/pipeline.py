@@ -74,6 +74,8 @@ class Replication(_Model):
     # full: cdcrouter sets REPLICA IDENTITY FULL so UPDATEs report exactly the changed columns and
     # DELETEs carry the old row. default: UPDATEs report every column PostgreSQL sends.
     replica_identity: Literal["full", "default"] = "full"
+    # PostgreSQL 17+: create the slot as a failover slot, synchronised to standbys.
+    failover: bool = False
 
     @field_validator("slot", "publication")
     @classmethod

@@ -262,6 +262,36 @@ def drop_publication(conn: psycopg.Connection, publication: str) -> None:
     conn.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(publication)))
 
 
+FAILOVER_SINCE = 170000  # server_version_num of the first release with failover slots
+
+
+def _failover_unsupported(version: int) -> CaptureError:
+    return CaptureError(
+        "replication.failover needs PostgreSQL 17 or newer; "
+        f"this server is {version // 10000}.{version % 10000}",
+        hint="set replication.failover: false (or remove it), or upgrade PostgreSQL to 17+",
+    )
+
+
+def sync_failover(conn: psycopg.Connection, pg: PostgresSettings, slot: str, failover: bool) -> None:
+    """Give an existing slot the failover flag the pipeline asks for (a new slot is created with it),
+    so turning ``replication.failover`` on or off takes effect at the next start."""
+    version = conn.info.server_version
+    if version < FAILOVER_SINCE:
+        if failover:
+            raise _failover_unsupported(version)
+        return
+    row = conn.execute("SELECT failover FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+    if row is None or row[0] == failover:
+        return
+    stream = ReplicationStream(pg)
+    try:
+        with pg_errors(f"cannot set failover on replication slot {slot}", pg):
+            stream.cursor.execute(f'ALTER_REPLICATION_SLOT "{slot}" (FAILOVER {str(failover).lower()})')
+    finally:
+        stream.close()
+
+
 class ReplicationStream:
     """A psycopg2 logical replication connection: slot creation with snapshot, then streaming."""
 
@@ -276,15 +306,20 @@ class ReplicationStream:
             )
         self.cursor = self.conn.cursor()
 
-    def create_slot_with_snapshot(self, slot: str) -> tuple[int, str]:
+    def create_slot_with_snapshot(self, slot: str, *, failover: bool = False) -> tuple[int, str]:
         """Create the slot; returns (consistent point LSN, exported snapshot name).
 
-        The snapshot stays usable only until this connection runs its next command.
+        ``failover`` (PostgreSQL 17+) lets standbys with ``sync_replication_slots`` keep a copy
+        of the slot, so capture resumes from it after a failover. The snapshot stays usable only
+        until this connection runs its next command.
         """
         from cdcrouter.capture.pgoutput import str_to_lsn
 
+        if failover and self.conn.server_version < FAILOVER_SINCE:
+            raise _failover_unsupported(self.conn.server_version)
+        options = "(SNAPSHOT 'export', FAILOVER true)" if failover else "EXPORT_SNAPSHOT"
         with pg_errors(f"cannot create replication slot {slot}", self.pg):
-            self.cursor.execute(f'CREATE_REPLICATION_SLOT "{slot}" LOGICAL pgoutput EXPORT_SNAPSHOT')
+            self.cursor.execute(f'CREATE_REPLICATION_SLOT "{slot}" LOGICAL pgoutput {options}')
             _name, point, snapshot, _plugin = self.cursor.fetchone()
         return str_to_lsn(point), snapshot
 

@@ -30,16 +30,33 @@ Ports = Annotated[
     typer.Option("--port", help="NAME=PORT override, repeatable (e.g. --port kafka=19092)."),
 ]
 Format = Annotated[str, typer.Option("--format", help="human or json.")]
+PgVersion = Annotated[
+    str | None,
+    typer.Option(
+        "--pg-version",
+        envvar="CDCROUTER_STACK_PG_VERSION",
+        help="PostgreSQL major: 15, 16, 17 or 18 (default: the data dir's, else 15).",
+        show_default=False,
+    ),
+]
 
 
 def _only(only: str | None) -> list[str] | None:
     return [s.strip() for s in only.split(",") if s.strip()] if only else None
 
 
-def _stack(state_dir: Path | None, ports: list[str] | None = None, *, allow_fetch: bool = True):
+def _stack(
+    state_dir: Path | None,
+    ports: list[str] | None = None,
+    *,
+    allow_fetch: bool = True,
+    pg_version: str | None = None,
+):
     from cdcrouter.stack.manager import Stack, parse_port_overrides
 
-    return Stack(state_dir, ports=parse_port_overrides(ports or []), allow_fetch=allow_fetch)
+    return Stack(
+        state_dir, ports=parse_port_overrides(ports or []), allow_fetch=allow_fetch, pg_version=pg_version
+    )
 
 
 def _reporter():
@@ -85,9 +102,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(stack_app, name="stack")
 
     @stack_app.command("fetch")
-    def fetch_cmd(only: Only = None, state_dir: StateDir = None) -> None:
+    def fetch_cmd(only: Only = None, state_dir: StateDir = None, pg_version: PgVersion = None) -> None:
         """Download jars (Maven) and packages the services need into the jar cache."""
-        stack = _stack(state_dir)
+        stack = _stack(state_dir, pg_version=pg_version)
         started = time.monotonic()
         stack.fetch(_only(only), report=_reporter())
         typer.echo(f"fetched into {stack.ctx.cache_dir} in {time.monotonic() - started:.1f}s")
@@ -101,9 +118,10 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-fetch", help="Never download; fail if jars are missing.")
         ] = False,
         fmt: Format = "human",
+        pg_version: PgVersion = None,
     ) -> None:
         """Start all services (or --only some) and wait until each is healthy; a no-op if running."""
-        stack = _stack(state_dir, port, allow_fetch=not no_fetch)
+        stack = _stack(state_dir, port, allow_fetch=not no_fetch, pg_version=pg_version)
         started = time.monotonic()
         stack.up(_only(only), report=_reporter())
         if fmt != "json":

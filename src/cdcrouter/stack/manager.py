@@ -33,6 +33,7 @@ from cdcrouter.stack.process import (
 )
 from cdcrouter.stack.service import DEFAULT_PORTS, HOST, Service, StackContext, default_cache_dir
 from cdcrouter.stack.services import groups, service_classes
+from cdcrouter.stack.services.postgres import stack_major
 
 if TYPE_CHECKING:
     from cdcrouter.config import Connections
@@ -106,6 +107,8 @@ class Stack:
             recorded by an earlier ``up`` in this state dir, then :data:`DEFAULT_PORTS`.
         cache_dir: the jar cache (default ``$CDCROUTER_STACK_CACHE`` or ``~/.cache/cdcrouter/stack``).
         allow_fetch: may ``up`` download missing jars/packages.
+        pg_version: the PostgreSQL major (default ``$CDCROUTER_STACK_PG_VERSION``, else the data
+            dir's, else 15).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Stack:
         ports: dict[str, int] | None = None,
         cache_dir: str | Path | None = None,
         allow_fetch: bool = True,
+        pg_version: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.state_dir = self.state_dir.absolute()
@@ -128,6 +132,9 @@ class Stack:
             ports=merged,
             allow_fetch=allow_fetch,
         )
+        if pg_version:
+            self.ctx.pg_version = pg_version
+        stack_major(self.ctx)  # an unsupported --pg-version is a usage error before anything starts
         self.services: dict[str, Service] = {cls.name: cls() for cls in service_classes()}
         self._fetch_lock = threading.Lock()
 

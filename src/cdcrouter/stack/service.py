@@ -59,12 +59,14 @@ def jvm_dir() -> Path:
 
 @dataclass
 class StackContext:
-    """Where one stack lives: its state dir, jar cache, ports, and whether fetching is allowed."""
+    """Where one stack lives: state dir, jar cache, ports, PostgreSQL major, whether fetching is allowed."""
 
     state_dir: Path
     cache_dir: Path = field(default_factory=default_cache_dir)
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     allow_fetch: bool = True
+    # The PostgreSQL major to run (None: the data dir's, else the default); the env var picks one too.
+    pg_version: str | None = field(default_factory=lambda: os.environ.get("CDCROUTER_STACK_PG_VERSION"))
 
     def service_dir(self, name: str) -> Path:
         path = self.state_dir / name

