@@ -329,7 +329,8 @@ class Normalizer:
             kinds = {c.name: c.kind or "plain" for c in info.columns}
             names = {op: p.event_name(table, op) for op in ("INSERT", "UPDATE", "DELETE", "SNAPSHOT")}
             ids = source.id_columns(p, info)
-            excluded = frozenset(p.tables[table].exclude_columns)
+            # generated columns: in Debezium's snapshot rows, never in its stream (docs/capture.md)
+            excluded = frozenset(p.tables[table].exclude_columns) | frozenset(info.generated)
             shape = TableShape(
                 table, p.entity_type(table), ids, kinds, names, p.tables[table].event_type, excluded
             )

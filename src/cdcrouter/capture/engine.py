@@ -66,6 +66,9 @@ class CaptureStats:
     skipped_transactions: int = 0
     dead_letters: int = 0
     reconnects: int = 0
+    # changes of relations the pipeline does not capture (the publication was edited by hand):
+    # skipped, logged once per relation (docs/capture.md)
+    unknown_relation_changes: int = 0
     last: Offsets = field(default_factory=Offsets)
 
 
@@ -105,6 +108,7 @@ class CaptureEngine:
         self.ready = threading.Event()  # set once streaming has started (snapshot done)
         self._infos: dict[str, source.TableInfo] = {}
         self._shapes: dict[int, TableShape | OutboxShape | None] = {}
+        self._reported: set[str] = set()  # warnings already logged (once each)
 
     @property
     def raw_topic(self) -> str:
@@ -121,7 +125,31 @@ class CaptureEngine:
             self._infos = source.inspect_tables(conn, self.pipeline.schema, self.pipeline.captured_tables())
             source.check_tables(self.pipeline, self._infos)
             source.ensure_publication(conn, self.pipeline, self._infos)
+        for line in source.generated_column_warnings(self._infos):
+            self._warn_once(line)
         return conn
+
+    def _warn_once(self, line: str) -> None:
+        if line not in self._reported:
+            self._reported.add(line)
+            log.warning("%s", line)
+            self.progress(line)
+
+    def _check_partitions(self, table: str, conn: psycopg.Connection) -> None:
+        """A partition attached while capture runs: FULL identity with ``replica_identity: full``,
+        else a clear warning when PostgreSQL will refuse the application's UPDATEs on it."""
+        p = self.pipeline
+        with source.pg_errors(f"cannot inspect the partitions of {table}", self.conns.postgres):
+            storages = source.inspect_storage(conn, p.schema, [table])
+            if p.replication.replica_identity == "full":
+                for st in source.set_full_identity(conn, storages):
+                    self._warn_once(f"set REPLICA IDENTITY FULL on {st.label} (attached since start-up)")
+                storages = source.inspect_storage(conn, p.schema, [table])
+        for problem, fix in source.identity_problems(p, storages):
+            self._warn_once(
+                f"{problem}: PostgreSQL refuses the application's UPDATEs and DELETEs on it while it is "
+                f"published; fix: {fix}"
+            )
 
     def _shape_for(self, rel: Relation, conn: psycopg.Connection) -> TableShape | OutboxShape | None:
         p = self.pipeline
@@ -133,6 +161,8 @@ class CaptureEngine:
         if rel.name not in p.tables:
             return None
         info = self._infos.get(rel.name)
+        if info is not None and info.partitioned:
+            self._check_partitions(rel.name, conn)
         if info is None or any(col not in {c.name for c in info.columns} for col in rel.columns):
             # the table changed since start: look again (and refuse new unsupported columns)
             with source.pg_errors("cannot inspect a changed table", self.conns.postgres):
@@ -478,7 +508,8 @@ class CaptureEngine:
                     assert isinstance(ch, Change)
                     rel = ch.relation
                     shape = shapes.get(rel.oid)
-                    if shape is None:
+                    if shape is None:  # not in the pipeline: logged once at its Relation message
+                        stats.unknown_relation_changes += 1
                         continue
                     change = RowChange(
                         ch.operation, ch.new, ch.old, f"{msg.data_start:X}:{rel.name}", commit_ms
@@ -530,6 +561,12 @@ class CaptureEngine:
                     rel = decode(buf)
                     assert isinstance(rel, Relation)
                     shape = shapes[rel.oid] = self._shape_for(rel, sql_conn)
+                    if shape is None:
+                        self._warn_once(
+                            f"the publication sends changes of {rel.schema}.{rel.name}, which the pipeline "
+                            "does not capture: they are skipped and counted (unknown_relation_changes); "
+                            "remove the table from the publication or add it to the pipeline"
+                        )
                     if type(shape) is TableShape and fast_kind_ok(shape.kinds):
                         rows[rel.oid] = RowEncoder(rel, shape, enc.prefix)
                     else:

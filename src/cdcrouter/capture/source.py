@@ -9,6 +9,7 @@ module as a :class:`CaptureError` that says what to do.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -60,8 +61,10 @@ class Column:
 @dataclass(frozen=True, slots=True)
 class TableInfo:
     name: str
-    columns: tuple[Column, ...]
+    columns: tuple[Column, ...]  # the captured columns: generated columns are not among them
     replica_identity: str  # d, n, f, i
+    generated: tuple[str, ...] = ()  # generated columns: pgoutput never sends them, so never captured
+    partitioned: bool = False
 
     @property
     def primary_key(self) -> tuple[str, ...]:
@@ -105,7 +108,8 @@ def inspect_tables(conn: psycopg.Connection, schema: str, tables: list[str]) -> 
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
                coalesce(bt.oid, t.oid)::int, coalesce(bt.typcategory, t.typcategory),
                coalesce(bt.typtype, t.typtype),
-               coalesce(a.attnum = ANY (i.indkey), false), c.relreplident
+               coalesce(a.attnum = ANY (i.indkey), false), c.relreplident, a.attgenerated <> '',
+               c.relkind = 'p'
         FROM pg_class c
         JOIN pg_namespace n ON n.oid = c.relnamespace
         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -118,11 +122,31 @@ def inspect_tables(conn: psycopg.Connection, schema: str, tables: list[str]) -> 
         (schema, tables),
     ).fetchall()
     cols: dict[str, list[Column]] = {}
-    ident: dict[str, str] = {}
-    for rel, col, type_name, base_oid, category, typtype, is_pk, replident in rows:
-        cols.setdefault(rel, []).append(Column(col, type_name, kind_of(base_oid, category, typtype), is_pk))
-        ident[rel] = replident
-    return {name: TableInfo(name, tuple(c), ident[name]) for name, c in cols.items()}
+    generated: dict[str, list[str]] = {}
+    ident: dict[str, tuple[str, bool]] = {}
+    for rel, col, type_name, base_oid, category, typtype, is_pk, replident, is_gen, is_part in rows:
+        cols.setdefault(rel, [])
+        generated.setdefault(rel, [])
+        if is_gen:
+            generated[rel].append(col)
+        else:
+            cols[rel].append(Column(col, type_name, kind_of(base_oid, category, typtype), is_pk))
+        ident[rel] = (replident, is_part)
+    return {
+        name: TableInfo(name, tuple(c), ident[name][0], tuple(generated[name]), ident[name][1])
+        for name, c in cols.items()
+    }
+
+
+def generated_column_warnings(infos: dict[str, TableInfo]) -> list[str]:
+    """One line per captured table with generated columns: they are never captured."""
+    return [
+        f"table {name} has generated columns ({', '.join(info.generated)}): they are not captured, "
+        "because PostgreSQL's logical replication does not send them; snapshot and streamed events "
+        "both leave them out (see docs/capture.md)"
+        for name, info in sorted(infos.items())
+        if info.generated
+    ]
 
 
 def check_tables(pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
@@ -137,7 +161,7 @@ def check_tables(pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
         spec = pipeline.tables.get(table)
         names = {c.name for c in info.columns}
         excluded = set(spec.exclude_columns) if spec else set()
-        for col in sorted(excluded - names):
+        for col in sorted(excluded - names - set(info.generated)):
             raise CaptureError(
                 f"tables.{table}.exclude_columns names {col!r}, which {table} does not have",
                 hint=f"columns of {table}: {', '.join(sorted(names))}",
@@ -155,6 +179,12 @@ def check_tables(pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
                     hint=f"remove {col!r} from exclude_columns (events need their entity id)",
                 )
             for col in id_cols:
+                if col in info.generated:
+                    raise CaptureError(
+                        f"tables.{table}.entity_id names {col!r}, a generated column, which logical "
+                        "replication never sends",
+                        hint=f"use a stored (non-generated) column of {table} as entity_id",
+                    )
                 if col not in names:
                     raise CaptureError(
                         f"tables.{table}.entity_id names {col!r}, which {table} does not have",
@@ -180,8 +210,169 @@ def id_columns(pipeline: Pipeline, info: TableInfo) -> tuple[str, ...]:
     return _id_columns(spec.entity_id) or info.primary_key
 
 
+_PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def _quote(name: str) -> str:
+    return name if _PLAIN_IDENT.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """A table the application writes rows into: a captured table, or a partition of one."""
+
+    table: str  # the captured (pipeline) table it belongs to
+    schema: str
+    name: str
+    is_partition: bool
+    has_rows: bool  # relkind r: a partitioned table (p) stores nothing itself
+    replica_identity: str  # d, n, f, i
+    identity_columns: tuple[str, ...] | None  # None: no usable identity (FULL: every column)
+
+    @property
+    def ident(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+
+    @property
+    def qualified(self) -> str:
+        """``schema.name`` as SQL text (quoted where PostgreSQL needs it), for messages."""
+        return f"{_quote(self.schema)}.{_quote(self.name)}"
+
+    @property
+    def label(self) -> str:
+        if self.is_partition:
+            return f"partition {self.qualified} of {self.table}"
+        return f"table {self.qualified}"
+
+    @property
+    def usable(self) -> bool:
+        """Whether PostgreSQL lets the application UPDATE/DELETE it once it is published."""
+        return not self.has_rows or self.replica_identity == "f" or bool(self.identity_columns)
+
+
+def inspect_storage(conn: psycopg.Connection, schema: str, tables: list[str]) -> list[Storage]:
+    """Each captured table and every partition below it, with its replica identity."""
+    rows = conn.execute(
+        """
+        WITH roots AS (
+            SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
+        ), rels AS (
+            SELECT relname AS root, oid AS relid, false AS is_partition FROM roots
+            UNION
+            SELECT r.relname, t.relid, true FROM roots r, pg_partition_tree(r.oid) t WHERE t.level > 0
+        )
+        SELECT rels.root, n.nspname, c.relname, rels.is_partition, c.relkind = 'r', c.relreplident,
+               (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_index i
+                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+                WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary
+                                                               WHEN 'i' THEN i.indisreplident
+                                                               ELSE false END)
+        FROM rels JOIN pg_class c ON c.oid = rels.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+        ORDER BY 1, 4, 2, 3
+        """,
+        (schema, tables),
+    ).fetchall()
+    return [
+        Storage(root, ns, name, is_part, has_rows, ident, tuple(cols) if cols else None)
+        for root, ns, name, is_part, has_rows, ident, cols in rows
+    ]
+
+
+def _why_unusable(st: Storage) -> str:
+    if st.replica_identity == "n":
+        return "has REPLICA IDENTITY NOTHING"
+    if st.replica_identity == "i":
+        return "has REPLICA IDENTITY USING INDEX, but that index is gone"
+    return "has no primary key and REPLICA IDENTITY DEFAULT"
+
+
+def identity_problems(pipeline: Pipeline, storages: list[Storage]) -> list[tuple[str, str]]:
+    """(problem, fix) for every table or partition whose UPDATEs and DELETEs PostgreSQL would
+    refuse once the publication includes it: no usable replica identity, or (with
+    ``replica_identity: default``) a column list that leaves out part of the identity."""
+    out: list[tuple[str, str]] = []
+    for st in storages:
+        fix = f"ALTER TABLE {st.qualified} REPLICA IDENTITY FULL"
+        if not st.usable:
+            out.append((f"{st.label} {_why_unusable(st)}", fix))
+            continue
+        spec = pipeline.tables.get(st.table)
+        if (
+            spec
+            and spec.exclude_columns
+            and pipeline.replication.replica_identity == "default"
+            and st.identity_columns
+            and st.replica_identity != "f"
+        ):
+            left_out = sorted(set(spec.exclude_columns) & set(st.identity_columns))
+            if left_out:
+                out.append(
+                    (
+                        f"tables.{st.table}.exclude_columns leaves out {', '.join(left_out)}, part of the "
+                        f"replica identity of {st.label}: a publication column list must cover it",
+                        f"keep {', '.join(left_out)}, or {fix}",
+                    )
+                )
+    return out
+
+
+def _raise_identity_problems(problems: list[tuple[str, str]]) -> None:
+    if not problems:
+        return
+    raise CaptureError(
+        "capture would break the application's writes: "
+        + "; ".join(p for p, _ in problems)
+        + ". Once in the publication, PostgreSQL would refuse every UPDATE and DELETE of it "
+        '("does not have a replica identity and publishes updates"). Nothing was changed',
+        hint="run "
+        + "; ".join(dict.fromkeys(f for _, f in problems))
+        + " (or REPLICA IDENTITY USING INDEX <a unique index on NOT NULL columns>), "
+        "or set replication.replica_identity: full to have cdcrouter set FULL itself",
+    )
+
+
+def set_full_identity(conn: psycopg.Connection, storages: list[Storage]) -> list[Storage]:
+    """``REPLICA IDENTITY FULL`` on every table and partition that lacks it; returns them."""
+    changed = []
+    for st in storages:
+        if st.replica_identity == "f":
+            continue
+        try:
+            conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(st.ident))
+        except psycopg.Error as exc:
+            raise CaptureError(
+                f"cannot set REPLICA IDENTITY FULL on {st.label}: {str(exc).strip()}",
+                hint=f"let the capture user own it, or run ALTER TABLE {st.qualified} "
+                "REPLICA IDENTITY FULL yourself; the publication was not changed",
+            ) from exc
+        changed.append(st)
+    return changed
+
+
+def prepare_identity(conn: psycopg.Connection, pipeline: Pipeline, tables: list[str]) -> list[Storage]:
+    """Bring ``tables`` (and their partitions) to an identity the publication can live with:
+    FULL with ``replica_identity: full`` (tables, not the outbox), else refuse. Returns what was
+    set to FULL. Raises CaptureError before anything would break the application's writes."""
+    storages = inspect_storage(conn, pipeline.schema, tables)
+    changed: list[Storage] = []
+    if pipeline.replication.replica_identity == "full":
+        changed = set_full_identity(conn, [st for st in storages if st.table in pipeline.tables])
+        if changed:
+            storages = inspect_storage(conn, pipeline.schema, tables)
+    _raise_identity_problems(identity_problems(pipeline, storages))
+    return changed
+
+
 def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
-    """Create the publication, or bring its table list in line with the pipeline."""
+    """Create the publication, or bring its table list in line with the pipeline.
+
+    First every table (and partition) gets a replica identity the publication can live with,
+    or capture refuses: a table in a publication without one makes PostgreSQL refuse the
+    application's UPDATEs and DELETEs. Changes of partitions are published under the
+    partitioned (root) table: ``publish_via_partition_root``.
+    """
+    prepare_identity(conn, pipeline, pipeline.captured_tables())
     schema = pipeline.schema
     parts = []
     for table in pipeline.captured_tables():
@@ -198,15 +389,20 @@ def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict
     table_list = sql.SQL(", ").join(parts)
     pub = sql.Identifier(pipeline.replication.publication)
     exists = conn.execute(
-        "SELECT 1 FROM pg_publication WHERE pubname = %s", (pipeline.replication.publication,)
+        "SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (pipeline.replication.publication,)
     ).fetchone()
     try:
         if exists:
             conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(pub, table_list))
+            if not exists[0]:
+                conn.execute(
+                    sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(pub)
+                )
         else:
             conn.execute(
                 sql.SQL(
-                    "CREATE PUBLICATION {} FOR TABLE {} WITH (publish = 'insert, update, delete, truncate')"
+                    "CREATE PUBLICATION {} FOR TABLE {} WITH "
+                    "(publish = 'insert, update, delete, truncate', publish_via_partition_root = true)"
                 ).format(pub, table_list)
             )
     except psycopg.Error as exc:
@@ -214,14 +410,6 @@ def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict
             f"cannot create or update publication {pipeline.replication.publication}: {str(exc).strip()}",
             hint="check row_filter / exclude_columns in the pipeline and that the user owns the tables",
         ) from exc
-    if pipeline.replication.replica_identity == "full":
-        for table in pipeline.tables:
-            if infos[table].replica_identity != "f":
-                conn.execute(
-                    sql.SQL("ALTER TABLE {}.{} REPLICA IDENTITY FULL").format(
-                        sql.Identifier(schema), sql.Identifier(table)
-                    )
-                )
 
 
 def check_wal_level(conn: psycopg.Connection) -> None:
