@@ -27,6 +27,7 @@ from confluent_kafka import KafkaException
 from cdcrouter.capture import source
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.capture.fastpath import RowEncoder, fast_kind_ok
+from cdcrouter.capture.kafka_limits import KafkaFatal
 from cdcrouter.capture.normalize import (
     OutboxRowError,
     OutboxShape,
@@ -43,6 +44,7 @@ from cdcrouter.capture.sink import (
     AvroEncoder,
     KafkaSinkError,
     Offsets,
+    RecordsRejected,
     TransactionalSink,
     ensure_topics,
     read_offsets,
@@ -109,6 +111,7 @@ class CaptureEngine:
         self._infos: dict[str, source.TableInfo] = {}
         self._shapes: dict[int, TableShape | OutboxShape | None] = {}
         self._reported: set[str] = set()  # warnings already logged (once each)
+        self.size_cap: int | None = None  # record limit learnt from the broker refusing records (or None)
 
     @property
     def raw_topic(self) -> str:
@@ -223,6 +226,11 @@ class CaptureEngine:
                     stop.wait(1.0)
                     sql_conn = self._reconnect_sql(sql_conn)
                     self._check_slot(sql_conn)
+                except RecordsRejected as exc:  # never loops: each time the cap drops below a record
+                    self.progress(f"{exc.message}; replaying the batch with them dead-lettered")
+                    self.size_cap = exc.next_cap
+                    sink.close()
+                    sink = self._new_sink(outage.deadline, stop)
                 except KafkaSinkError as exc:
                     self.stats.reconnects += 1
                     if not outage.failed(self.stats.kafka_commits):
@@ -254,8 +262,10 @@ class CaptureEngine:
         p = self.pipeline
         while True:
             try:
-                sink = TransactionalSink(self.conns, p.raw_topic, p.replication.slot)
+                sink = TransactionalSink(self.conns, p.raw_topic, p.replication.slot, size_cap=self.size_cap)
                 offsets = read_offsets(self.conns, p.raw_topic.offsets_topic, p.replication.slot)
+            except KafkaFatal:
+                raise
             except CaptureError:
                 if time.monotonic() > deadline or stop.is_set():
                     raise
@@ -394,7 +404,7 @@ class CaptureEngine:
         acked = committed.end_lsn
         inflight: Future[None] | None = None
         inflight_offsets = committed
-        pending: list[tuple[bytes, bytes, str | None]] = []
+        pending: list[tuple[bytes, bytes, str | None, int]] = []  # key, value, topic, LSN
         dlq = p.raw_topic.dlq_topic
         pool = ThreadPoolExecutor(1, thread_name_prefix="cdcrouter-kafka-commit")
         commit_done = threading.Event()  # set when `inflight` finishes (cheaper than Future.done())
@@ -415,27 +425,29 @@ class CaptureEngine:
             last_feedback = time.monotonic()
             if pending:
                 sink.begin()
-                for key, value, topic in pending:
+                for key, value, topic, lsn in pending:
                     if topic is None:
                         try:
                             produce_raw(raw_name, value, key)
                             continue
                         except (BufferError, KafkaException):
                             pass
-                    produce(key, value, topic)  # waits for room, or raises KafkaSinkError
+                    if produce(key, value, topic, lsn):  # waits for room, or raises KafkaSinkError
+                        stats.dead_letters += 1  # too large for the raw topic
                 pending.clear()
 
-        def emit(key: bytes, value: bytes, topic: str | None = None) -> None:
+        def emit(key: bytes, value: bytes, topic: str | None = None, lsn: int = 0) -> None:
             nonlocal batch_start
             if inflight is not None:
-                pending.append((key, value, topic))
+                pending.append((key, value, topic, lsn))
                 if len(pending) >= max_events:
                     settle(True)
                 return
             if not sink.in_transaction:
                 sink.begin()
                 batch_start = time.monotonic()
-            produce(key, value, topic)
+            if produce(key, value, topic, lsn):
+                stats.dead_letters += 1
 
         def start_commit() -> None:
             nonlocal inflight, inflight_offsets, batch_events, last_done, batch_start
@@ -497,10 +509,11 @@ class CaptureEngine:
                         if inflight is None and sink.in_transaction:
                             try:
                                 produce_raw(raw_name, value, key)
-                            except (BufferError, KafkaException):
-                                produce(key, value)  # waits for room, or raises KafkaSinkError
+                            except (BufferError, KafkaException):  # full, too large, or failed
+                                if produce(key, value, None, msg.data_start):
+                                    stats.dead_letters += 1
                         else:
-                            emit(key, value)
+                            emit(key, value, None, msg.data_start)
                         batch_events += 1
                         stats.events += 1
                         continue
@@ -531,7 +544,7 @@ class CaptureEngine:
                             emit(b"", json.dumps(letter).encode(), dlq)
                             stats.dead_letters += 1
                             continue
-                    emit(event_key(event), encode(event))
+                    emit(event_key(event), encode(event), None, msg.data_start)
                     batch_events += 1
                     stats.events += 1
                 elif tag == _BEGIN:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cdcrouter.errors import ConfigError
 
 DEFAULT_RAW_TOPIC = "raw-business-events"
+RAW_MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # rows with a few MB of text fit; Kafka's default is ~1 MB
 _IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -48,6 +49,9 @@ class RawTopic(_Model):
     partitions: int = Field(default=3, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
     retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=-1)
+    # the topic's max.message.bytes when capture creates it; the producer is sized from the
+    # topic's actual setting, and a change that still does not fit is dead-lettered
+    max_message_bytes: int = Field(default=RAW_MAX_MESSAGE_BYTES, ge=2048, le=1_000_000_000)
 
     @field_validator("name")
     @classmethod
@@ -63,7 +67,8 @@ class RawTopic(_Model):
 
     @property
     def dlq_topic(self) -> str:
-        """Outbox rows that cannot become events land here (with the reason), never dropped."""
+        """Changes that cannot become events (bad outbox rows, records too large for the raw
+        topic) land here with the reason, never dropped."""
         return f"{self.name}.capture-dlq"
 
 

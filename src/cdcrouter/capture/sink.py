@@ -27,11 +27,21 @@ try:  # the Rust codec (same bytes, ~10x faster); the pure-Python encoder otherw
     from cdcrouter._native import encode_business_event as _encode_event
 except ImportError:  # pragma: no cover - a build without the extension
     _encode_event = encode_business_event
+from cdcrouter.capture.kafka_limits import (
+    SIZE_ERRORS,
+    Oversized,
+    permanent_error,
+    producer_limits,
+    table_of,
+    topic_max_message_bytes,
+)
+from cdcrouter.capture.pgoutput import lsn_to_str
 from cdcrouter.capture.pipeline import RawTopic
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
 
 log = logging.getLogger("cdcrouter.capture")
+_kafka_log = logging.getLogger("cdcrouter.capture.kafka")  # librdkafka's own log lines
 
 
 def raw_schema_text() -> str:
@@ -80,13 +90,13 @@ class AvroEncoder:
 
 def ensure_topics(conns: Connections, raw: RawTopic) -> None:
     """Create the raw topic, its offsets topic and its dead-letter topic unless they exist."""
-    admin = AdminClient(conns.kafka.to_librdkafka())
+    admin = AdminClient({**conns.kafka.to_librdkafka(), "logger": _kafka_log})
     wanted = [
         NewTopic(
             raw.name,
             num_partitions=raw.partitions,
             replication_factor=raw.replication_factor,
-            config={"retention.ms": str(raw.retention_ms)},
+            config={"retention.ms": str(raw.retention_ms), "max.message.bytes": str(raw.max_message_bytes)},
         ),
         NewTopic(
             raw.offsets_topic,
@@ -156,6 +166,7 @@ def read_offsets(conns: Connections, topic: str, slot: str, timeout_s: float = 3
         "enable.partition.eof": True,
         "auto.offset.reset": "earliest",
         "log_level": 3,
+        "logger": _kafka_log,
     }
     consumer = Consumer(conf)
     try:
@@ -190,22 +201,50 @@ class KafkaSinkError(CaptureError):
     the producer, reads the committed position back and resumes from there."""
 
 
-class TransactionalSink:
-    """One transactional producer per slot: ``transactional.id`` fences a zombie predecessor."""
+class RecordsRejected(KafkaSinkError):
+    """The broker refused records of the transaction as too large (the topic's limit is lower than
+    the producer was sized for). The transaction is aborted; the engine replays the batch through a
+    producer limited to ``next_cap`` bytes, so those records fail at produce() and are
+    dead-lettered, while every other record goes through."""
 
-    def __init__(self, conns: Connections, raw: RawTopic, slot: str) -> None:
+    def __init__(self, message: str, next_cap: int) -> None:
+        super().__init__(message, hint="capture replays the batch with the refused records dead-lettered")
+        self.next_cap = next_cap
+
+
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})  # our own abort's doing
+
+
+class TransactionalSink:
+    """One transactional producer per slot: ``transactional.id`` fences a zombie predecessor.
+
+    The producer is sized from the raw topic's ``max.message.bytes`` (see
+    :mod:`cdcrouter.capture.kafka_limits`); ``size_cap`` lowers that after the broker refused records.
+    """
+
+    def __init__(self, conns: Connections, raw: RawTopic, slot: str, *, size_cap: int | None = None) -> None:
         self.raw = raw
         self.slot_key = slot.encode()
+        kafka = conns.kafka.to_librdkafka()
+        self._kafka = kafka
+        limits = producer_limits(topic_max_message_bytes(kafka, raw.name), size_cap)
+        self.limit = limits["message.max.bytes"]  # the largest record (key + value + framing) it takes
+        self.failed: list[tuple[str, int, KafkaError]] = []  # delivery errors: topic, size, error
+        self.dead_letters = 0
+        self._schema: Any = None
         self.producer = Producer(
             {
                 **conns.kafka.producer_conf(),
                 "transactional.id": f"cdcrouter-capture-{slot}",
                 "transaction.timeout.ms": 900_000,
                 "linger.ms": 5,
-                "batch.size": 1_000_000,
                 "queue.buffering.max.messages": 2_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,
-                "message.max.bytes": 10_000_000,
+                **limits,
+                # only failures call back: nothing per record on the hot path
+                "delivery.report.only.error": True,
+                "on_delivery": self._on_delivery,
+                "logger": _kafka_log,
             }
         )
         self.produce = self.producer.produce  # hot path: bound method
@@ -213,56 +252,133 @@ class TransactionalSink:
         try:
             self.producer.init_transactions(60)
         except KafkaException as exc:
-            raise CaptureError(
-                f"cannot initialise Kafka transactions on {conns.kafka.bootstrap_servers}: "
-                f"{exc.args[0].str()}",
+            err = exc.args[0]
+            what = f"cannot initialise Kafka transactions on {conns.kafka.bootstrap_servers}"
+            raise permanent_error(err, what) or KafkaSinkError(
+                f"{what}: {err.str()}",
                 hint="is Kafka running and does the user have WRITE on TransactionalId cdcrouter-capture-*?",
             ) from exc
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None and err.code() not in _PURGED:
+            self.failed.append((msg.topic(), len(msg.key() or b"") + len(msg.value() or b""), err))
 
     def begin(self) -> None:
         if not self.in_transaction:
             try:
                 self.producer.begin_transaction()
             except KafkaException as exc:
-                raise KafkaSinkError(f"cannot begin a Kafka transaction: {exc.args[0].str()}") from exc
+                raise self._failure(exc.args[0], "cannot begin a Kafka transaction") from exc
             self.in_transaction = True
 
-    def produce_event(self, key: bytes, value: bytes, topic: str | None = None) -> None:
-        """Produce into the open transaction (the raw topic unless ``topic`` says otherwise)."""
+    def produce_event(self, key: bytes, value: bytes, topic: str | None = None, lsn: int = 0) -> bool:
+        """Produce into the open transaction (the raw topic unless ``topic`` says otherwise).
+
+        Returns True when the record was too large for the raw topic and a dead letter describing
+        it (``lsn``: the change's WAL position) went to the capture DLQ instead, in the same txn.
+        """
+        target = topic or self.raw.name
         while True:
             try:
-                self.produce(topic or self.raw.name, value, key)
-                return
+                self.produce(target, value, key)
+                return False
             except BufferError:
                 self.producer.poll(0.05)
+                if self.failed:
+                    raise self._failure(None, f"cannot produce to {target}") from None
             except KafkaException as exc:
-                raise KafkaSinkError(
-                    f"cannot produce to {topic or self.raw.name}: {exc.args[0].str()}"
-                ) from exc
+                err = exc.args[0]
+                if err.code() in SIZE_ERRORS and topic is None:
+                    self._dead_letter(key, value, lsn, err)
+                    return True
+                raise self._failure(err, f"cannot produce to {target}") from exc
+
+    def _dead_letter(self, key: bytes, value: bytes, lsn: int, err: KafkaError) -> None:
+        if self._schema is None:
+            self._schema = fastavro.parse_schema(json.loads(raw_schema_text()))
+        table = table_of(value, self._schema)
+        letter = Oversized(key, len(key) + len(value), self.limit, lsn, table, err.str())
+        try:
+            self.produce(self.raw.dlq_topic, letter.letter(), key, headers=letter.headers())
+        except KafkaException as exc:
+            raise self._failure(exc.args[0], f"cannot dead-letter to {self.raw.dlq_topic}") from exc
+        self.dead_letters += 1
+        log.warning(
+            "dead-lettered a change of %s to %s: %s bytes, the raw topic takes %s (entity %s, LSN %s)",
+            table or "?",
+            self.raw.dlq_topic,
+            letter.size,
+            letter.limit,
+            key.decode(errors="replace"),
+            lsn_to_str(lsn) if lsn else "?",
+        )
+
+    def _failure(self, err: KafkaError | None, what: str) -> CaptureError:
+        """The error to raise: a refused record first, then anything a retry cannot fix."""
+        self.producer.poll(0.1)  # serve pending delivery reports: they name the real cause
+        if self.failed:
+            return self._rejected()
+        assert err is not None
+        return permanent_error(err, what) or KafkaSinkError(f"{what}: {err.str()}")
+
+    def _rejected(self) -> CaptureError:
+        """Abort after delivery failures; say what to do about them."""
+        failed, self.failed = self.failed, []
+        self.in_transaction = False
+        with contextlib.suppress(KafkaException):
+            self.producer.abort_transaction(30)
+        for topic, _size, err in failed:
+            if err.code() not in SIZE_ERRORS:
+                return permanent_error(err, f"Kafka refused a record for {topic}") or KafkaSinkError(
+                    f"Kafka could not deliver a record to {topic}: {err.str()}"
+                )
+        largest = max(size for _t, size, _e in failed)
+        # size again from the topic (lowered under us?); if it still claims room, trust the broker
+        fresh = producer_limits(topic_max_message_bytes(self._kafka, self.raw.name))["message.max.bytes"]
+        next_cap = fresh if fresh < largest else largest - 1
+        topics = sorted({t for t, _s, _e in failed})
+        return RecordsRejected(
+            f"the broker refused {len(failed)} record(s) for {', '.join(topics)} as too large "
+            f"(largest {largest} bytes; the producer allowed {self.limit})",
+            next_cap,
+        )
 
     def commit(self, offsets: Offsets) -> None:
         """Write the position and commit: the events and the position become visible together.
 
         Raises:
             KafkaSinkError: the commit failed (nothing was acknowledged to PostgreSQL).
+            KafkaFatal: Kafka refused something a retry cannot fix.
         """
         self.begin()  # a position alone still needs a begun transaction (librdkafka: "Erroneous state")
         try:
             self.producer.produce(self.raw.offsets_topic, offsets.to_json(), self.slot_key)
         except KafkaException as exc:
-            raise KafkaSinkError(f"cannot produce the capture position: {exc.args[0].str()}") from exc
+            raise self._failure(exc.args[0], "cannot produce the capture position") from exc
+        # a refused record leaves the transaction abortable, and commit_transaction would wait out
+        # its whole timeout for it: deliver first, and abort as soon as a delivery fails
+        deadline = time.monotonic() + 120
+        while self.producer.flush(0.1) and not self.failed and time.monotonic() < deadline:
+            pass
+        if self.failed:
+            raise self._rejected()
         for attempt in range(3):
             try:
                 self.producer.commit_transaction(120)
                 break
             except KafkaException as exc:
                 err = exc.args[0]
+                if self.failed:
+                    raise self._rejected() from exc
                 if err.retriable() and attempt < 2:
                     continue  # librdkafka allows retrying a retriable commit
                 self.in_transaction = False
                 if err.txn_requires_abort():
                     with contextlib.suppress(KafkaException):
                         self.producer.abort_transaction(30)
+                fatal = permanent_error(err, "Kafka transaction commit failed")
+                if fatal is not None:
+                    raise fatal from exc
                 raise KafkaSinkError(
                     f"Kafka transaction commit failed: {err.str()}",
                     hint="capture resumes from the last committed position; nothing was acknowledged",
@@ -271,6 +387,7 @@ class TransactionalSink:
 
     def abort(self) -> None:
         """Abort the open transaction, if any (a failing broker is the caller's next problem)."""
+        self.failed.clear()
         if self.in_transaction:
             try:
                 self.producer.abort_transaction(30)

@@ -64,5 +64,6 @@ def topics_for(
             "raw_partitions": rt.partitions,
             "raw_replication": rt.replication_factor,
             "raw_retention_ms": rt.retention_ms,
+            "raw_max_message_bytes": rt.max_message_bytes,
         }
     return desired_topics(raw["name"], filtered, defaults, **overrides)  # type: ignore[arg-type]

@@ -42,6 +42,7 @@ def desired_topics(
     raw_partitions: int | None = None,
     raw_replication: int | None = None,
     raw_retention_ms: int | None = None,
+    raw_max_message_bytes: int | None = None,
     consumer_dlqs: bool = True,
 ) -> list[TopicSpec]:
     """Every topic the pipeline needs.
@@ -53,6 +54,7 @@ def desired_topics(
         raw_*: overrides for the raw topic (from pipeline.yaml's ``raw_topic``).
         consumer_dlqs: also declare ``<topic>.<consumer>.dlq`` for the consumer SDK.
     """
+    from cdcrouter.capture.pipeline import RAW_MAX_MESSAGE_BYTES
     from cdcrouter.route.engine import dlq_topic_for
 
     d = defaults or TopicDefaults()
@@ -61,7 +63,10 @@ def desired_topics(
             raw_topic,
             raw_partitions or d.partitions,
             raw_replication or d.replication_factor,
-            {"retention.ms": str(raw_retention_ms if raw_retention_ms is not None else d.retention_ms)},
+            {
+                "retention.ms": str(raw_retention_ms if raw_retention_ms is not None else d.retention_ms),
+                "max.message.bytes": str(raw_max_message_bytes or RAW_MAX_MESSAGE_BYTES),
+            },
             "raw",
         ),
         TopicSpec(
