@@ -28,6 +28,7 @@ from cdcrouter.capture import source
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.capture.fastpath import RowEncoder, fast_kind_ok
 from cdcrouter.capture.kafka_limits import KafkaFatal
+from cdcrouter.capture.metrics import CaptureMetrics
 from cdcrouter.capture.normalize import (
     OutboxRowError,
     OutboxShape,
@@ -111,6 +112,7 @@ class CaptureEngine:
         self._infos: dict[str, source.TableInfo] = {}
         self._shapes: dict[int, TableShape | OutboxShape | None] = {}
         self._reported: set[str] = set()  # warnings already logged (once each)
+        self.metrics = CaptureMetrics(lambda: self.stats, connections.postgres, pipeline.replication.slot)
         self.size_cap: int | None = None  # record limit learnt from the broker refusing records (or None)
 
     @property
@@ -409,6 +411,7 @@ class CaptureEngine:
         pool = ThreadPoolExecutor(1, thread_name_prefix="cdcrouter-kafka-commit")
         commit_done = threading.Event()  # set when `inflight` finishes (cheaper than Future.done())
         change_tags = frozenset((_INSERT, _UPDATE, _DELETE))
+        commit_took = self.metrics.commit_took
 
         def settle(block: bool) -> None:
             """Finish an in-flight commit: ack the slot, then open the next txn with `pending`."""
@@ -449,6 +452,11 @@ class CaptureEngine:
             if produce(key, value, topic, lsn):
                 stats.dead_letters += 1
 
+        def timed_commit(offsets: Offsets) -> None:
+            started = time.perf_counter()
+            sink.commit(offsets)
+            commit_took(time.perf_counter() - started)
+
         def start_commit() -> None:
             nonlocal inflight, inflight_offsets, batch_events, last_done, batch_start
             settle(True)  # one commit at a time; flushes `pending` into the open txn
@@ -463,7 +471,7 @@ class CaptureEngine:
                 committed.rate,
             )
             commit_done.clear()
-            inflight = pool.submit(sink.commit, inflight_offsets)
+            inflight = pool.submit(timed_commit, inflight_offsets)
             inflight.add_done_callback(lambda _: commit_done.set())
             batch_events, last_done, batch_start = 0, None, time.monotonic()
 

@@ -55,11 +55,19 @@ def register(app: typer.Typer) -> None:
         resnapshot: Annotated[
             bool, typer.Option("--resnapshot", help="Drop the slot and take a new initial snapshot.")
         ] = False,
+        metrics_port: Annotated[
+            int | None,
+            typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (default: off)."),
+        ] = None,
+        metrics_address: Annotated[
+            str, typer.Option(help="Address for --metrics-port (0.0.0.0: every interface).")
+        ] = "127.0.0.1",
     ) -> None:
         """Capture changes until SIGTERM/Ctrl-C (finishes the open batch, then exits)."""
         import logging
 
         from cdcrouter.capture import CaptureEngine
+        from cdcrouter.errors import CaptureError
 
         logging.basicConfig(level=logging.WARNING)
         p, conns = _load(pipeline, config)
@@ -71,7 +79,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"capture: {line}", err=True)
 
         say(f"{conns.postgres.redacted()} -> {conns.kafka.bootstrap_servers} topic {p.raw_topic.name}")
-        stats = CaptureEngine(p, conns, resnapshot=resnapshot, progress=say).run(stop, duration_s=duration)
+        engine = CaptureEngine(p, conns, resnapshot=resnapshot, progress=say)
+        if metrics_port is not None:
+            try:
+                engine.metrics.serve(metrics_port, metrics_address)
+            except OSError as exc:
+                raise CaptureError(
+                    f"cannot serve metrics on {metrics_address}:{metrics_port}: {exc.strerror or exc}",
+                    hint="pick a free port with --metrics-port, or check --metrics-address",
+                ) from exc
+            say(f"metrics on http://{metrics_address}:{engine.metrics.port}/metrics")
+        stats = engine.run(stop, duration_s=duration)
         say(
             f"stopped: {stats.events} events in {stats.transactions} transactions, "
             f"{stats.kafka_commits} Kafka commits, {stats.snapshot_events} snapshot rows"
