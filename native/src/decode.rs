@@ -10,6 +10,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
+use crate::projection::Projection;
 use crate::reader::{DecodeError, Problem, Reader, Result};
 use crate::strings::StrCache;
 
@@ -17,13 +18,15 @@ use crate::strings::StrCache;
 ///
 /// The whole rest of `buf` must be the record: trailing bytes raise ValueError, as do truncated
 /// input, bad varints, bad union indexes and invalid UTF-8 (the message names the field and the
-/// byte offset).
+/// byte offset). With a `projection`, the body was written with an evolved schema whose added
+/// fields the projection locates; they are read past, and the dict is the contract's.
 #[pyfunction]
-#[pyo3(signature = (buf, offset = 0))]
+#[pyo3(signature = (buf, offset = 0, projection = None))]
 pub fn decode_business_event<'py>(
     py: Python<'py>,
     buf: Cow<'_, [u8]>,
     offset: i64,
+    projection: Option<&Bound<'py, Projection>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     if offset < 0 || offset as u64 > buf.len() as u64 {
         let problem = Problem::BadOffset {
@@ -38,7 +41,9 @@ pub fn decode_business_event<'py>(
     }
     let mut r = Reader::new(&buf, offset as usize);
     let mut cache = StrCache::new(py);
-    match decode(py, &mut r, &mut cache) {
+    let none = Projection::default();
+    let p = projection.map_or(&none, |p| p.get());
+    match decode(py, &mut r, &mut cache, p) {
         Ok(event) => Ok(event),
         Err(Fail::Py(e)) => Err(e),
         Err(Fail::Avro(e)) => Err(to_py(e)),
@@ -69,10 +74,19 @@ impl From<PyErr> for Fail {
 
 type Out<T> = std::result::Result<T, Fail>;
 
-fn decode<'py>(py: Python<'py>, r: &mut Reader<'_>, cache: &mut StrCache<'py>) -> Out<Bound<'py, PyDict>> {
-    let header = decode_header(py, r, cache)?;
-    let body = decode_body(py, r, cache)?;
-    let meta = decode_source_metadata(py, r, cache)?;
+fn decode<'py>(
+    py: Python<'py>,
+    r: &mut Reader<'_>,
+    cache: &mut StrCache<'py>,
+    p: &Projection,
+) -> Out<Bound<'py, PyDict>> {
+    p.event.skip(r, 0)?;
+    let header = decode_header(py, r, cache, p)?;
+    p.event.skip(r, 1)?;
+    let body = decode_body(py, r, cache, p)?;
+    p.event.skip(r, 2)?;
+    let meta = decode_source_metadata(py, r, cache, p)?;
+    p.event.skip(r, 3)?;
     r.finish()?;
     let event = PyDict::new(py);
     event.set_item(intern!(py, "eventHeader"), header)?;
@@ -122,12 +136,20 @@ fn decode_header<'py>(
     py: Python<'py>,
     r: &mut Reader<'_>,
     cache: &mut StrCache<'py>,
+    p: &Projection,
 ) -> Out<Bound<'py, PyDict>> {
+    let g = &p.header;
+    g.skip(r, 0)?;
     let uuid = fresh(py, r, "eventHeader.uuid")?;
+    g.skip(r, 1)?;
     let name = repeated(r, cache, "eventHeader.eventName")?;
+    g.skip(r, 2)?;
     let created = r.long("eventHeader.createdDate")?;
+    g.skip(r, 3)?;
     let saved = r.long("eventHeader.savedDate")?;
+    g.skip(r, 4)?;
     let event_type = opt_repeated(py, r, cache, "eventHeader.eventType")?;
+    g.skip(r, 5)?;
     let h = PyDict::new(py);
     h.set_item(intern!(py, "uuid"), uuid)?;
     h.set_item(intern!(py, "eventName"), name)?;
@@ -141,8 +163,10 @@ fn decode_body<'py>(
     py: Python<'py>,
     r: &mut Reader<'_>,
     cache: &mut StrCache<'py>,
+    p: &Projection,
 ) -> Out<Bound<'py, PyDict>> {
     const FIELD: &str = "eventBody.entities";
+    p.body.skip(r, 0)?;
     let mut entities: Vec<Bound<'py, PyAny>> = Vec::new();
     loop {
         let n = r.block_count(FIELD)?;
@@ -153,9 +177,10 @@ fn decode_body<'py>(
         // reserve only what the input could hold.
         entities.reserve(n.min(r.remaining() as u64 / 3) as usize);
         for _ in 0..n {
-            entities.push(decode_entity(py, r, cache)?.into_any());
+            entities.push(decode_entity(py, r, cache, p)?.into_any());
         }
     }
+    p.body.skip(r, 1)?;
     let body = PyDict::new(py);
     body.set_item(intern!(py, "entities"), PyList::new(py, entities)?)?;
     Ok(body)
@@ -165,10 +190,15 @@ fn decode_entity<'py>(
     py: Python<'py>,
     r: &mut Reader<'_>,
     cache: &mut StrCache<'py>,
+    p: &Projection,
 ) -> Out<Bound<'py, PyDict>> {
     const ATTRS: &str = "eventBody.entities[].updatedAttributes";
+    let g = &p.entity;
+    g.skip(r, 0)?;
     let entity_type = repeated(r, cache, "eventBody.entities[].entityType")?;
+    g.skip(r, 1)?;
     let entity_id = fresh(py, r, "eventBody.entities[].entityId")?;
+    g.skip(r, 2)?;
     let attrs = PyDict::new(py);
     loop {
         let n = r.block_count(ATTRS)?;
@@ -185,6 +215,7 @@ fn decode_entity<'py>(
             attrs.set_item(key, value)?;
         }
     }
+    g.skip(r, 3)?;
     let e = PyDict::new(py);
     e.set_item(intern!(py, "entityType"), entity_type)?;
     e.set_item(intern!(py, "entityId"), entity_id)?;
@@ -196,14 +227,20 @@ fn decode_source_metadata<'py>(
     py: Python<'py>,
     r: &mut Reader<'_>,
     cache: &mut StrCache<'py>,
+    p: &Projection,
 ) -> Out<Bound<'py, PyDict>> {
+    let g = &p.source;
+    g.skip(r, 0)?;
     let table = opt_repeated(py, r, cache, "sourceMetadata.table")?;
+    g.skip(r, 1)?;
     let operation = opt_repeated(py, r, cache, "sourceMetadata.operation")?;
+    g.skip(r, 2)?;
     let timestamp = if r.union_present("sourceMetadata.timestamp")? {
         pyo3::types::PyInt::new(py, r.long("sourceMetadata.timestamp")?).into_any()
     } else {
         py.None().into_bound(py)
     };
+    g.skip(r, 3)?;
     let m = PyDict::new(py);
     m.set_item(intern!(py, "table"), table)?;
     m.set_item(intern!(py, "operation"), operation)?;

@@ -4,6 +4,9 @@
 //! against fastavro by `tests/test_native_codec.py`. Any schema change must update both the .avsc
 //! and this crate.
 //!
+//! `projection.rs` lets the decoder read an evolved raw schema (the contract's fields with fields
+//! added between them) into the same dict.
+//!
 //! It also holds the embedded filter engine's `TRY_CAST(s AS DECIMAL(38, 10))` (`decimal.rs`),
 //! the one per-event cost of numeric filters.
 
@@ -12,6 +15,7 @@ use pyo3::prelude::*;
 mod decimal;
 mod decode;
 mod encode;
+mod projection;
 mod reader;
 mod strings;
 
@@ -20,5 +24,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode::decode_business_event, m)?)?;
     m.add_function(wrap_pyfunction!(encode::encode_business_event, m)?)?;
     m.add_function(wrap_pyfunction!(decimal::try_cast_decimal, m)?)?;
+    m.add_class::<projection::Projection>()?;
     Ok(())
 }

@@ -50,7 +50,7 @@ impl fmt::Display for DecodeError {
             }
             Problem::BadUnionIndex(i) => write!(
                 f,
-                "bad union index {i} for {field} at byte offset {at} (the schema's union has branches 0 and 1)"
+                "bad union index {i} for {field} at byte offset {at} (not a branch of the schema's union)"
             ),
             Problem::BadUtf8 { valid_up_to } => write!(
                 f,
@@ -204,6 +204,29 @@ impl<'a> Reader<'a> {
             self.long(field)?;
         }
         Ok(count.unsigned_abs())
+    }
+
+    /// Reads past `n` bytes.
+    #[inline]
+    pub fn skip(&mut self, n: usize, field: &'static str) -> Result<()> {
+        let left = self.remaining();
+        if n > left {
+            return Err(self.err(
+                Problem::Truncated {
+                    needed: n as u64,
+                    left,
+                },
+                field,
+                self.pos,
+            ));
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    /// The error for a union branch index `i` (read at `at`) the schema does not have.
+    pub fn bad_union(&self, i: i64, field: &'static str, at: usize) -> DecodeError {
+        self.err(Problem::BadUnionIndex(i), field, at)
     }
 
     /// Fails unless the whole buffer was consumed.

@@ -2,10 +2,27 @@
 
 from typing import Any
 
-def decode_business_event(buf: bytes | bytearray, offset: int = 0) -> dict[str, Any]:
+class Projection:
+    """Where an evolved raw writer schema adds fields to the contract's records (see
+    ``cdcrouter.schemas.evolution.projection_gaps``): one list of gaps per record, a gap being the
+    skip specs of the added fields before a contract field (the last: after the last field)."""
+
+    def __init__(
+        self,
+        event: list[list[Any]],
+        header: list[list[Any]],
+        body: list[list[Any]],
+        entity: list[list[Any]],
+        source: list[list[Any]],
+    ) -> None: ...
+
+def decode_business_event(
+    buf: bytes | bytearray, offset: int = 0, projection: Projection | None = None
+) -> dict[str, Any]:
     """The Avro body from ``buf[offset:]`` to the end, decoded exactly as fastavro's
-    ``schemaless_reader`` with the raw schema; ValueError (field and byte offset named) when it
-    is truncated, malformed, or followed by trailing bytes."""
+    ``schemaless_reader`` with the raw schema as reader (and the evolved writer schema the
+    ``projection`` describes as writer); ValueError (field and byte offset named) when it is
+    truncated, malformed, or followed by trailing bytes."""
 
 def encode_business_event(event: dict[str, Any]) -> bytes:
     """The Avro binary body fastavro's ``schemaless_writer`` writes for ``event`` (no header);

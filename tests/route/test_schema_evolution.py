@@ -16,19 +16,22 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 from fastavro.schema import to_parsing_canonical_form
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdcrouter.consumer._tail import tail
+from cdcrouter.route.codec import DecodeError, RawDecoder
 from cdcrouter.route.engine import Router, RouterOptions
 from cdcrouter.route.events import event_key, make_event
 from cdcrouter.route.filterset import compile_filters_text
 from cdcrouter.route.wire import header
-from cdcrouter.schemas import filtered_schema, raw_schema
+from cdcrouter.schemas import filtered_schema, parsed_raw_schema, raw_schema
 from cdcrouter.schemas.evolution import derived_filtered_schema
 from cdcrouter.schemas.registry import RegistryClient, ensure_schema, subject_for
 
 from .routekit import RouteEnv, delete_topics, read_topic, setup_env
 
-pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
+on_stack = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
 
 FILTERS = 4  # loan-created, loan-payments, big-loans, ... (routekit's benchmark filters)
 
@@ -77,6 +80,8 @@ def test_the_derived_filtered_schema_of_the_contract_is_the_filtered_contract() 
     )
 
 
+@on_stack[0]
+@on_stack[1]
 def test_an_unreadable_writer_schema_is_dead_lettered_naming_the_field(
     env: RouteEnv, registry: RegistryClient
 ) -> None:
@@ -113,6 +118,8 @@ def test_an_unreadable_writer_schema_is_dead_lettered_naming_the_field(
     assert routed == sum(len(compile_filters_text(env.filters_path.read_text()).match(e)) for e in good) > 0
 
 
+@on_stack[0]
+@on_stack[1]
 def test_an_evolved_raw_schema_reaches_consumers_with_its_new_field(
     env: RouteEnv, registry: RegistryClient
 ) -> None:
@@ -167,6 +174,8 @@ def test_an_evolved_raw_schema_reaches_consumers_with_its_new_field(
     assert evolved_seen > 0
 
 
+@on_stack[0]
+@on_stack[1]
 def test_consume_shows_new_fields_and_reports_undecodable_records_without_stopping(
     env: RouteEnv, registry: RegistryClient
 ) -> None:
@@ -200,3 +209,150 @@ def test_consume_shows_new_fields_and_reports_undecodable_records_without_stoppi
     assert [r.extras for r in good] == [{"eventHeader.traceId": f"trace-{i}"} for i in range(4)]
     assert [r.to_dict()["event"]["eventHeader"]["traceId"] for r in good] == [f"trace-{i}" for i in range(4)]
     assert all(r.to_dict()["partition"] == 0 for r in rows)
+
+
+# --- the evolved writer's native read (unit: no stack) ---------------------------------------------
+
+# added fields of every Avro kind: (type, default, value maker)
+ADDED: list[tuple[Any, Any, Any]] = [
+    (["null", "string"], None, lambda r: None if r.random() < 0.3 else f"t{r.randrange(10**9)}"),
+    ("double", 0.0, lambda r: r.uniform(-1e9, 1e9)),
+    ("float", 0.0, lambda r: 0.5 * r.randrange(-100, 100)),
+    ("boolean", False, lambda r: r.random() < 0.5),
+    ("long", 0, lambda r: r.randrange(-(2**63), 2**63)),
+    ("bytes", "", lambda r: r.randbytes(r.randrange(5))),
+    ({"type": "array", "items": "string"}, [], lambda r: [str(i) for i in range(r.randrange(4))]),
+    (
+        {"type": "map", "values": ["null", "int"]},
+        {},
+        lambda r: {f"k{i}": i or None for i in range(r.randrange(4))},
+    ),
+    ({"type": "enum", "name": "Kind", "symbols": ["A", "B", "C"]}, "A", lambda r: r.choice("ABC")),
+    ({"type": "fixed", "name": "Digest", "size": 4}, "\u0000" * 4, lambda r: r.randbytes(4)),
+    (
+        {
+            "type": "record",
+            "name": "Nested",
+            "fields": [{"name": "a", "type": "int"}, {"name": "b", "type": ["null", "bytes"]}],
+        },
+        {"a": 0, "b": None},
+        lambda r: {"a": r.randrange(-1000, 1000), "b": None if r.random() < 0.5 else b"xy"},
+    ),
+]
+
+
+def _field(record: dict[str, Any], name: str) -> Any:
+    return next(f["type"] for f in record["fields"] if f["name"] == name)
+
+
+RECORDS = {  # contract record -> where it sits in the schema's JSON
+    "event": lambda s: s,
+    "header": lambda s: _field(s, "eventHeader"),
+    "body": lambda s: _field(s, "eventBody"),
+    "entity": lambda s: _field(_field(s, "eventBody"), "entities")["items"],
+    "source": lambda s: _field(s, "sourceMetadata"),
+}
+
+
+def evolve(choices: list[tuple[str, int, int]]) -> tuple[dict[str, Any], list[tuple[str, str, int]]]:
+    """The contract with added fields: (record, gap, kind of ADDED) each; returns the schema and
+    (record, field name, kind) of every added field."""
+    schema = raw_schema()
+    added = []
+    for n, (record, gap, k) in enumerate(choices):
+        fields = RECORDS[record](schema)["fields"]
+        contract = [f for f in fields if not f["name"].startswith("x")]
+        at = fields.index(contract[gap]) if gap < len(contract) else len(fields)
+        t = json.loads(json.dumps(ADDED[k][0]))
+        if isinstance(t, dict) and "name" in t:
+            t["name"] = f"{t['name']}{n}"
+        fields.insert(at, {"name": f"x{n}", "type": t, "default": ADDED[k][1]})
+        added.append((record, f"x{n}", k))
+    return schema, added
+
+
+def with_added(event: dict[str, Any], added: list[tuple[str, str, int]], rng: Any) -> dict[str, Any]:
+    event = json.loads(json.dumps(event))
+    places = {
+        "event": [event],
+        "header": [event["eventHeader"]],
+        "body": [event["eventBody"]],
+        "entity": event["eventBody"]["entities"],
+        "source": [event["sourceMetadata"]],
+    }
+    for record, name, k in added:
+        for place in places[record]:
+            place[name] = ADDED[k][2](rng)
+    return event
+
+
+GAPS = {"event": 4, "header": 6, "body": 2, "entity": 4, "source": 4}
+CHOICES = st.lists(
+    st.sampled_from(sorted(GAPS)).flatmap(
+        lambda rec: st.tuples(st.just(rec), st.integers(0, GAPS[rec] - 1), st.integers(0, len(ADDED) - 1))
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(CHOICES, st.integers(0, 10_000))
+def test_the_native_read_of_an_evolved_writer_equals_fastavros_resolution(
+    choices: list[tuple[str, int, int]], seed: int
+) -> None:
+    import random
+
+    schema, added = evolve(choices)
+    decoder = RawDecoder({41: json.dumps(schema)}.get)
+    writer = decoder.writer(41)
+    assert writer.problem is None and writer.projection is not None
+    parsed = fastavro.parse_schema(schema)
+    rng = random.Random(seed)
+    for i in range(5):
+        event = with_added(make_event(seed * 10 + i), added, rng)
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, event)
+        body = buf.getvalue()
+        want = fastavro.schemaless_reader(io.BytesIO(body), parsed, parsed_raw_schema())
+        got, passed, _ = decoder.decode(header(41) + body)
+        assert got == want and repr(got) == repr(want)
+        assert bytes(passed) == body
+        for cut in (1, len(body) // 2):  # truncated: a DecodeError, never a crash
+            with pytest.raises(DecodeError):
+                decoder.decode(header(41) + body[:-cut])
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["swap union", "reorder", "recursive", "logical type"],
+)
+def test_other_evolved_shapes_are_read_by_fastavro(change: str) -> None:
+    schema = raw_schema()
+    fields = schema["fields"][0]["type"]["fields"]
+    if change == "swap union":
+        fields[4] = {"name": "eventType", "type": ["string", "null"], "default": "x"}
+    elif change == "reorder":
+        fields[2], fields[3] = fields[3], fields[2]
+    elif change == "recursive":
+        node = {"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"]}]}
+        fields.append({"name": "chain", "type": ["null", node], "default": None})
+    else:
+        fields[2] = {"name": "createdDate", "type": {"type": "long", "logicalType": "timestamp-millis"}}
+        fields.append({"name": "traceId", "type": ["null", "string"], "default": None})
+    decoder = RawDecoder({42: json.dumps(schema)}.get)
+    writer = decoder.writer(42)
+    assert writer.problem is None and writer.projection is None and not writer.passthrough
+    event = make_event(3)
+    if change == "swap union":
+        event["eventHeader"]["eventType"] = "t"
+    if change == "recursive":
+        event["eventHeader"]["chain"] = {"next": {"next": None}}
+    if change == "logical type":
+        event["eventHeader"]["createdDate"] = 1_764_000_000_000
+    buf = io.BytesIO()
+    parsed = fastavro.parse_schema(schema)
+    fastavro.schemaless_writer(buf, parsed, event)
+    want = fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), parsed, parsed_raw_schema())
+    got, _, _ = decoder.decode(header(42) + buf.getvalue())
+    assert got == want

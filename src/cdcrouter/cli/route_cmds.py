@@ -258,6 +258,11 @@ def register(app: typer.Typer) -> None:
         instances: int = typer.Option(1, help="also measure N router processes in one group (6 partitions)"),
         lanes: str = typer.Option("2", help="router lanes; '1,2' runs each measurement with each in turn"),
         partitions: int = typer.Option(3, min=1, help="partitions per topic in the latency run"),
+        schema: str = typer.Option(
+            "base",
+            help="throughput: raw events written with the contract's schema (base), an evolved one with "
+            "added fields (evolved), or each in turn (base,evolved)",
+        ),
         config: Path | None = ConfigOpt,
     ) -> None:
         """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
@@ -268,12 +273,18 @@ def register(app: typer.Typer) -> None:
         logging.getLogger("cdcrouter.route").setLevel(logging.WARNING)
         lane_counts = _counts("--lanes", lanes, "2 or 1,2", 8)
         filter_counts = _counts("--filters-count", filters_count, "20 or 4,20", len(BENCH_FILTERS))
+        schemas = [x.strip() for x in schema.split(",") if x.strip()]
+        if not schemas or set(schemas) - {"base", "evolved"}:
+            raise typer.BadParameter(f"--schema {schema!r}: expected base, evolved or base,evolved")
         conns = _conns(config)
         for f in filter_counts:
             if not skip_throughput:
                 for n in lane_counts:
-                    result = bench.throughput(conns, events=events, filters=f, lanes=n)
-                    typer.echo(bench.render(result))
+                    for kind in schemas:
+                        result = bench.throughput(
+                            conns, events=events, filters=f, lanes=n, evolved=kind == "evolved"
+                        )
+                        typer.echo(bench.render(result))
                 if instances > 1:
                     result = bench.throughput_processes(conns, events=events, filters=f, instances=instances)
                     typer.echo(bench.render(result))

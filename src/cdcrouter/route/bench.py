@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, Producer
 
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.route.events import bench_filters_yaml, encode_raw, event_key, make_event
+from cdcrouter.route.wire import header
 
 __all__ = [
     "BenchSetup",
@@ -53,13 +54,46 @@ class BenchSetup:
     filtered_topics: list[str]
     all_topics: list[str] = field(default_factory=list)
     scratch: Path | None = None  # a temp dir setup() made itself: teardown() removes it
+    writer_schema: dict[str, Any] | None = None  # an evolved raw schema the events are written with
+
+
+def evolved_raw_schema() -> dict[str, Any]:
+    """The contract plus what a compatible evolution typically adds: an optional
+    ``eventHeader.traceId`` (in the middle of the header) and an optional ``sourceMetadata.txId``."""
+    from cdcrouter.schemas import raw_schema
+
+    schema = raw_schema()
+    schema["fields"][0]["type"]["fields"].insert(
+        2, {"name": "traceId", "type": ["null", "string"], "default": None}
+    )
+    schema["fields"][2]["type"]["fields"].append({"name": "txId", "type": ["null", "long"], "default": None})
+    return schema
+
+
+def evolved_event(event: dict[str, Any], i: int) -> dict[str, Any]:
+    """``event`` with the evolved schema's fields set (a 32-hex trace id, a transaction id)."""
+    event["eventHeader"]["traceId"] = f"{i:032x}"
+    event["sourceMetadata"]["txId"] = 700_000 + i // 3
+    return event
 
 
 def setup(
-    conns: Any, filters: int = 20, prefix: str | None = None, workdir: Path | None = None, partitions: int = 3
+    conns: Any,
+    filters: int = 20,
+    prefix: str | None = None,
+    workdir: Path | None = None,
+    partitions: int = 3,
+    evolved: bool = False,
 ) -> BenchSetup:
-    """Fresh raw + filtered topics and registered schemas for one run."""
-    from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
+    """Fresh raw + filtered topics and registered schemas for one run; with ``evolved``, the raw
+    subject's version 2 is :func:`evolved_raw_schema` and the events are written with it."""
+    from cdcrouter.schemas.registry import (
+        RegistryClient,
+        apply_schemas,
+        desired_subjects,
+        ensure_schema,
+        plan_schemas,
+    )
     from cdcrouter.topics import TopicDefaults, admin_client, apply_topics, plan_topics, topics_for
 
     prefix = prefix or f"bench-{uuid.uuid4().hex[:8]}-"
@@ -73,9 +107,11 @@ def setup(
     admin = admin_client(conns.kafka.to_librdkafka())
     apply_topics(admin, plan_topics(admin, specs))
     filtered = sorted(s.name for s in specs if s.role == "filtered")
+    writer = evolved_raw_schema() if evolved else None
     with RegistryClient(conns.registry.to_client_conf()) as reg:
         ids = apply_schemas(reg, plan_schemas(reg, desired_subjects(raw, filtered)))
-    return BenchSetup(prefix, raw, path, ids[f"{raw}-value"], filtered, [s.name for s in specs], scratch)
+        raw_id = ids[f"{raw}-value"] if writer is None else ensure_schema(reg, f"{raw}-value", writer)
+    return BenchSetup(prefix, raw, path, raw_id, filtered, [s.name for s in specs], scratch, writer)
 
 
 def teardown(conns: Any, s: BenchSetup) -> None:
@@ -87,12 +123,32 @@ def teardown(conns: Any, s: BenchSetup) -> None:
         shutil.rmtree(s.scratch, ignore_errors=True)
 
 
-def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7, start: int = 0) -> None:
-    """Append events ``start..start+n-1`` (idempotent producer, batched)."""
+def produce_events(
+    conns: Any,
+    topic: str,
+    schema_id: int,
+    n: int,
+    seed: int = 7,
+    start: int = 0,
+    writer: dict[str, Any] | None = None,
+) -> None:
+    """Append events ``start..start+n-1`` (idempotent producer, batched); written with ``writer``
+    (an evolved raw schema, its fields set by :func:`evolved_event`) when given."""
+    import io
+
+    import fastavro
+
+    parsed = fastavro.parse_schema(writer) if writer is not None else None
     producer = Producer(conns.kafka.producer_conf(**{"linger.ms": 20}))
     for i in range(start, start + n):
         event = make_event(i, seed)
-        value = encode_raw(event, schema_id)
+        if parsed is None:
+            value = encode_raw(event, schema_id)
+        else:
+            buf = io.BytesIO(header(schema_id))
+            buf.seek(0, 2)
+            fastavro.schemaless_writer(buf, parsed, evolved_event(event, i))
+            value = buf.getvalue()
         while True:
             try:
                 producer.produce(topic, value, event_key(event))
@@ -102,10 +158,13 @@ def produce_events(conns: Any, topic: str, schema_id: int, n: int, seed: int = 7
     producer.flush(60)
 
 
-def throughput(conns: Any, events: int = 200_000, filters: int = 20, lanes: int = 2) -> dict[str, Any]:
-    """Drain ``events`` pre-written events with one in-process router."""
+def throughput(
+    conns: Any, events: int = 200_000, filters: int = 20, lanes: int = 2, evolved: bool = False
+) -> dict[str, Any]:
+    """Drain ``events`` pre-written events with one in-process router; ``evolved``: the events are
+    written with :func:`evolved_raw_schema` (the pass-through of an evolved writer schema)."""
 
-    s = setup(conns, filters)
+    s = setup(conns, filters, evolved=evolved)
     try:
         return _throughput(conns, s, events, filters, lanes)
     finally:
@@ -115,7 +174,7 @@ def throughput(conns: Any, events: int = 200_000, filters: int = 20, lanes: int 
 def _throughput(conns: Any, s: BenchSetup, events: int, filters: int, lanes: int = 2) -> dict[str, Any]:
     from cdcrouter.route.engine import Router, RouterOptions
 
-    produce_events(conns, s.raw_topic, s.raw_schema_id, events)
+    produce_events(conns, s.raw_topic, s.raw_schema_id, events, writer=s.writer_schema)
     # "On one core": the router and every librdkafka thread it starts (they inherit the calling
     # thread's affinity) share one CPU; the broker and the rest of the machine keep the others.
     allowed = os.sched_getaffinity(0)
@@ -136,6 +195,7 @@ def _throughput(conns: Any, s: BenchSetup, events: int, filters: int, lanes: int
     routed = sum(stats.matched.values())
     return {
         "benchmark": "embedded throughput",
+        "writer_schema": "evolved" if s.writer_schema is not None else "base",
         "events": stats.consumed,
         "filters": filters,
         "lanes": lanes,

@@ -26,13 +26,20 @@ import fastavro
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
 
+from cdcrouter import _native
 from cdcrouter._native import decode_business_event
 from cdcrouter.route.wire import HEADER_SIZE, WireFormatError, header, split
 from cdcrouter.schemas import parsed_filtered_schema, parsed_raw_schema, raw_schema
-from cdcrouter.schemas.evolution import derived_filtered_schema, resolution_problem
+from cdcrouter.schemas.evolution import derived_filtered_schema, projection_gaps, resolution_problem
 from cdcrouter.schemas.registry import RegistryClient, SchemaRefused, subject_for
 
 __all__ = ["DecodeError", "FilteredSchemas", "RawDecoder", "WriterSchema", "encode_filtered"]
+
+
+_PROJECTION_ARGS = ("event", "header", "body", "entity", "source")  # Projection's parameters
+# None in a native build from before native/src/projection.rs (rebuild: pip install -e .): evolved
+# writers are then read by fastavro, slower but the same dicts; nothing else changes.
+Projection: Any = getattr(_native, "Projection", None)
 
 
 class DecodeError(ValueError):
@@ -48,6 +55,8 @@ class WriterSchema:
     filtered_text: str | None = None  # evolved writer: the filtered schema derived from it
     # evolved writer: filtered topic -> header of the derived schema's id there (FilteredSchemas)
     headers: dict[str, bytes] = field(default_factory=dict, compare=False)
+    # evolved writer of the contract's shape plus added fields: the native decoder reads it
+    projection: Any = None  # cdcrouter._native.Projection
 
 
 class RawDecoder:
@@ -59,7 +68,7 @@ class RawDecoder:
         self._schemas: dict[int, WriterSchema] = {}
         self._raw_canonical = to_parsing_canonical_form(fastavro.parse_schema(raw_schema()))
         self._reader = parsed_raw_schema()
-        self._passthrough: dict[bytes, WriterSchema] = {}  # wire header -> contract-schema writer
+        self._native: dict[bytes, WriterSchema] = {}  # wire header -> a writer the native codec reads
         self._unknown: dict[int, float] = {}  # id -> when the registry said "no such id"
 
     UNKNOWN_TTL_S = 30.0  # ask again after this long: the schema may have been registered since
@@ -81,8 +90,8 @@ class RawDecoder:
                 raise DecodeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from exc
             ws = self._describe(schema_id, doc, parsed)
             self._schemas[schema_id] = ws
-            if ws.passthrough:
-                self._passthrough[header(schema_id)] = ws
+            if ws.passthrough or ws.projection is not None:
+                self._native[header(schema_id)] = ws
         return ws
 
     def _describe(self, schema_id: int, doc: Any, parsed: Any) -> WriterSchema:
@@ -97,27 +106,33 @@ class RawDecoder:
                 problem = str(exc)
         if problem is not None:
             problem = f"schema id {schema_id} cannot be read as a BusinessEvent: {problem}"
-        return WriterSchema(schema_id, parsed, False, problem, filtered_text)
+            return WriterSchema(schema_id, parsed, False, problem)
+        gaps = projection_gaps(parsed, self._reader) if Projection is not None else None
+        projection = None if gaps is None else Projection(*(gaps[k] for k in _PROJECTION_ARGS))
+        return WriterSchema(schema_id, parsed, False, None, filtered_text, projection=projection)
 
     def decode(self, value: bytes | None) -> tuple[dict[str, Any], memoryview, WriterSchema]:
         """``(event, body, writer)``; raises DecodeError for anything that is not a raw event."""
-        # the hot path: a wire header seen before that names the contract's own schema
-        ws = self._passthrough.get(value[:HEADER_SIZE]) if type(value) is bytes else None
+        # the hot path: a wire header seen before that names a writer the native codec reads
+        ws = self._native.get(value[:HEADER_SIZE]) if type(value) is bytes else None
         if ws is None:
             try:
                 schema_id, body = split(value)
             except WireFormatError as exc:
                 raise DecodeError(str(exc)) from exc
             ws = self.writer(schema_id)
-            if not ws.passthrough:
-                if ws.problem is not None:
-                    raise DecodeError(ws.problem)
+            if ws.problem is not None:
+                raise DecodeError(ws.problem)
+            if not ws.passthrough and ws.projection is None:
                 return self._resolve(body, ws), body, ws
             value = value if type(value) is bytes else bytes(value)
         # The native decoder reads the framed value in place and checks there are no trailing
-        # bytes (it returns exactly what fastavro would).
+        # bytes (it returns exactly what fastavro would, with the contract as reader schema).
+        projection = ws.projection
         try:
-            return decode_business_event(value, HEADER_SIZE), memoryview(value)[HEADER_SIZE:], ws
+            if projection is None:
+                return decode_business_event(value, HEADER_SIZE), memoryview(value)[HEADER_SIZE:], ws
+            return decode_business_event(value, HEADER_SIZE, projection), memoryview(value)[HEADER_SIZE:], ws
         except ValueError as exc:
             raise DecodeError(f"not a valid Avro record for schema id {ws.schema_id}: {exc}") from exc
 

@@ -187,3 +187,93 @@ def _declared_names(schema: Any, namespace: str | None, out: set[str] | None = N
         elif isinstance(t, list | Mapping):
             _declared_names(t, namespace, out)
     return out
+
+
+# contract record full name -> its key in a projection (cdcrouter._native.Projection's arguments)
+PROJECTED_RECORDS = {
+    "io.cdcrouter.events.BusinessEvent": "event",
+    "io.cdcrouter.events.EventHeader": "header",
+    "io.cdcrouter.events.EventBody": "body",
+    "io.cdcrouter.events.Entity": "entity",
+    "io.cdcrouter.events.SourceMetadata": "source",
+}
+Spec = Any  # a skip spec: a type name, or (kind, argument)
+
+
+def projection_gaps(writer: Any, reader: Any) -> dict[str, list[list[Spec]]] | None:
+    """Where ``writer`` (parsed) adds fields to the contract ``reader`` (parsed), per contract record:
+    ``{"header": [[skip specs before uuid], [before eventName], ..., [after the last field]], ...}``.
+
+    Only for writer schemas that have every contract field, in the contract's order, with exactly
+    the contract's encoding (same types, same union branch order, no logical types), and no
+    recursive added type: then the native decoder reads past the added fields and fills the
+    contract's dict. None for any other shape (fastavro's schema resolution reads those)."""
+    return _Projector(named_types(writer), named_types(reader)).run(writer, reader)
+
+
+class _Projector:
+    def __init__(self, wnamed: Mapping[str, Any], rnamed: Mapping[str, Any]) -> None:
+        self.wnamed, self.rnamed = wnamed, rnamed
+        self.gaps: dict[str, list[list[Spec]]] = {}
+
+    def run(self, writer: Any, reader: Any) -> dict[str, list[list[Spec]]] | None:
+        if not self.same(writer, reader) or set(self.gaps) != set(PROJECTED_RECORDS.values()):
+            return None
+        return self.gaps
+
+    def same(self, wt: Any, rt: Any) -> bool:
+        w, r = deref(wt, self.wnamed), deref(rt, self.rnamed)
+        wk, rk = kind(w), kind(r)
+        if wk != rk:
+            return False
+        if rk == "record":
+            return self.record(w, r)
+        if rk == "array":
+            return self.same(w["items"], r["items"])
+        if rk == "map":
+            return self.same(w["values"], r["values"])
+        if rk == "union":
+            return len(w) == len(r) and all(self.same(a, b) for a, b in zip(w, r, strict=True))
+        return rk in PRIMITIVES and not (isinstance(w, dict) and w.get("logicalType"))
+
+    def record(self, w: Any, r: Any) -> bool:
+        key = PROJECTED_RECORDS.get(r["name"])
+        if key is None or w["name"] != r["name"] or key in self.gaps:
+            return False
+        contract = [f["name"] for f in r["fields"]]
+        gaps: list[list[Spec]] = [[] for _ in range(len(contract) + 1)]
+        self.gaps[key] = gaps
+        i = 0
+        for f in w["fields"]:
+            if i < len(contract) and f["name"] == contract[i]:
+                if not self.same(f["type"], r["fields"][i]["type"]):
+                    return False
+                i += 1
+            elif f["name"] in contract:
+                return False  # a contract field out of the contract's order
+            else:
+                spec = self.skip_spec(f["type"], ())
+                if spec is None:
+                    return False
+                gaps[i].append(spec)
+        return i == len(contract)
+
+    def skip_spec(self, t: Any, enclosing: tuple[str, ...]) -> Spec | None:
+        t = deref(t, self.wnamed)
+        k = kind(t)
+        if k in PRIMITIVES:
+            return k
+        if k == "enum":
+            return "enum"
+        if k == "fixed":
+            return ("fixed", int(t["size"]))
+        if k == "array" or k == "map":
+            inner = self.skip_spec(t["items" if k == "array" else "values"], enclosing)
+            return None if inner is None else (k, inner)
+        if k == "union":
+            branches = [self.skip_spec(b, enclosing) for b in t]
+            return None if any(b is None for b in branches) else ("union", branches)
+        if k == "record" and t["name"] not in enclosing:
+            fields = [self.skip_spec(f["type"], (*enclosing, t["name"])) for f in t["fields"]]
+            return None if any(f is None for f in fields) else ("record", fields)
+        return None  # a recursive record: fastavro reads it
