@@ -179,11 +179,12 @@ class FilteredSchemas:
         self._registry = registry
         self._refused: dict[tuple[int, str], tuple[float, str]] = {}
 
-    def ensure(self, writer: WriterSchema, topics: Any) -> None:
-        """Every topic in ``topics`` has a header in ``writer.headers``; DecodeError otherwise."""
-        for topic in topics:
-            if topic not in writer.headers:
-                writer.headers[topic] = header(self._register(writer, topic))
+    def header(self, writer: WriterSchema, topic: str) -> bytes:
+        """The wire header for ``writer``'s records in ``topic``; DecodeError if it is refused."""
+        head = writer.headers.get(topic)
+        if head is None:
+            head = writer.headers[topic] = header(self._register(writer, topic))
+        return head
 
     def _register(self, writer: WriterSchema, topic: str) -> int:
         assert writer.filtered_text is not None

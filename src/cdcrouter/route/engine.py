@@ -437,12 +437,16 @@ class Router:
         routes = self._table.routes
         match = self._table.filters.match
         decode = self._decoder.decode
-        evolved = self._evolved.ensure
+        evolved = self._evolved.header
         offsets = work.offsets
         matched = work.matched
         produce = producer.produce
         now_ms = time.time_ns() // 1_000_000  # filteredAt: one clock read per batch
-        framing: dict[str, tuple[str, bytes, bytes]] = {}  # filter id -> (topic, header, metadata)
+        # per writer schema id: filter id -> (topic, header, metadata); an evolved raw writer schema's
+        # records go out under the filtered schema derived from it, so their headers differ
+        framings: dict[int, dict[str, tuple[str, bytes, bytes]]] = {}
+        framing: dict[str, tuple[str, bytes, bytes]] = {}
+        last_writer = None
         errors = 0
         for msg in msgs:
             err = msg.error()
@@ -459,8 +463,15 @@ class Router:
             try:
                 event, body, writer = decode(msg.value())
                 ids = match(event)
-                if ids and not writer.passthrough:  # an evolved writer: its derived filtered schemas
-                    evolved(writer, [routes[fid].topic for fid in ids])
+                if writer is not last_writer:
+                    last_writer = writer
+                    framing = framings.setdefault(writer.schema_id, {})
+                if not writer.passthrough:  # registered (or refused: DecodeError) before any produce
+                    for fid in ids:
+                        if fid not in framing:
+                            route = routes[fid]
+                            head = evolved(writer, route.topic)
+                            framing[fid] = (route.topic, head, route.meta.encode(now_ms))
             except DecodeError as exc:
                 self._dead_letter(msg, str(exc), lane)
                 continue
@@ -474,17 +485,12 @@ class Router:
             entities = event["eventBody"]["entities"]
             key = entities[0]["entityId"].encode() if entities else msg.key()
             for fid in ids:
-                if writer.passthrough:
-                    f = framing.get(fid)
-                    if f is None:
-                        route = routes[fid]
-                        f = framing[fid] = (route.topic, route.header, route.meta.encode(now_ms))
-                    topic = f[0]
-                    out = b"".join((f[1], body, f[2]))
-                else:
+                f = framing.get(fid)
+                if f is None:
                     route = routes[fid]
-                    topic = route.topic
-                    out = b"".join((writer.headers[topic], body, route.meta.encode(now_ms)))
+                    f = framing[fid] = (route.topic, route.header, route.meta.encode(now_ms))
+                topic = f[0]
+                out = b"".join((f[1], body, f[2]))
                 try:
                     produce(topic, out, key)
                 except BufferError:

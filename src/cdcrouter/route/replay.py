@@ -168,8 +168,7 @@ def replay(
                     event, body, writer = decoder.decode(msg.value())
                     if filter_id not in filters.match(event):
                         continue
-                    if not writer.passthrough:
-                        evolved.ensure(writer, [route.topic])
+                    framing = head if writer.passthrough else evolved.header(writer, route.topic)
                 except DecodeError:
                     bad += 1
                     continue
@@ -177,7 +176,6 @@ def replay(
                     producer.begin_transaction()
                     in_txn = True
                 now_ms = time.time_ns() // 1_000_000
-                framing = head if writer.passthrough else writer.headers[route.topic]
                 value = b"".join((framing, body, meta.encode(now_ms)))
                 entities = event["eventBody"]["entities"]
                 key = entities[0]["entityId"].encode() if entities else msg.key()
