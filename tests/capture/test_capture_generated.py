@@ -10,7 +10,7 @@ from capture_helpers import CaptureRun, make_pipeline
 
 from cdcrouter.errors import CaptureError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
 DDL = (
     "CREATE TABLE invoices (id int PRIMARY KEY, net numeric(10, 2), "
@@ -47,3 +47,34 @@ def test_a_generated_entity_id_is_refused(capture_run: CaptureRun) -> None:
     with pytest.raises(CaptureError, match="generated column"):
         run.start()
     run.engines.clear()  # the engine thread ended with the error this test expects
+
+
+@pytest.mark.pg_versions("18")
+def test_a_virtual_generated_column_is_never_put_under_full_identity(capture_run: CaptureRun) -> None:
+    """PostgreSQL 18 refuses UPDATEs of a published table whose FULL identity holds a VIRTUAL
+    generated column (no publication can send one): capture refuses instead, and captures the
+    table with the primary key as identity."""
+    run = capture_run
+    run.sql(
+        "CREATE TABLE parcels (id int PRIMARY KEY, kg int, "
+        "grams int GENERATED ALWAYS AS (kg * 1000) VIRTUAL)",
+        "INSERT INTO parcels (id, kg) VALUES (1, 2)",
+    )
+    run.pipeline = make_pipeline(run.schema, run.topic.removeprefix("raw-"), tables={"parcels": {}})
+    with pytest.raises(CaptureError) as info:
+        run.start()
+    run.engines.clear()  # the engine thread ended with the error this test expects
+    assert f"table {run.schema}.parcels has VIRTUAL generated columns (grams)" in info.value.message
+    assert "replica_identity: default" in (info.value.hint or "")
+    run.sql("UPDATE parcels SET kg = 3 WHERE id = 1")  # the application's writes still work
+
+    run.pipeline = make_pipeline(
+        run.schema,
+        run.topic.removeprefix("raw-"),
+        tables={"parcels": {}},
+        replication={"replica_identity": "default"},
+    )
+    run.start()
+    run.sql("UPDATE parcels SET kg = 4 WHERE id = 1")
+    attrs = [e["eventBody"]["entities"][0]["updatedAttributes"] for e in run.events(expect=2)]
+    assert attrs == [{"id": "1", "kg": "3"}, {"id": "1", "kg": "4"}]

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from capture_helpers import CaptureRun, make_pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
 PARTITIONS = {
     "list": (

@@ -11,7 +11,7 @@ from capture_helpers import CaptureRun, make_pipeline
 
 from cdcrouter.errors import CaptureError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
 
 def _use(run: CaptureRun, tables: dict[str, Any], **over: Any) -> None:

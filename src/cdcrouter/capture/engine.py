@@ -168,7 +168,9 @@ class CaptureEngine:
         info = self._infos.get(rel.name)
         if info is not None and info.partitioned:
             self._check_partitions(rel.name, conn)
-        if info is None or any(col not in {c.name for c in info.columns} for col in rel.columns):
+        if info is None or any(
+            col not in {c.name for c in info.columns} and col not in info.generated for col in rel.columns
+        ):
             # the table changed since start: look again (and refuse new unsupported columns)
             with source.pg_errors("cannot inspect a changed table", self.conns.postgres):
                 self._infos.update(source.inspect_tables(conn, p.schema, [rel.name]))
@@ -183,7 +185,8 @@ class CaptureEngine:
             kinds,
             names,
             p.tables[rel.name].event_type,
-            frozenset(p.tables[rel.name].exclude_columns),
+            # generated columns: PostgreSQL 18 sends stored ones, earlier versions none; never captured
+            frozenset(p.tables[rel.name].exclude_columns) | frozenset(info.generated),
         )
 
     # --- run --------------------------------------------------------------------------------

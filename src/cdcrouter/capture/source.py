@@ -210,6 +210,8 @@ def id_columns(pipeline: Pipeline, info: TableInfo) -> tuple[str, ...]:
     return _id_columns(spec.entity_id) or info.primary_key
 
 
+GENERATED_COLUMNS_SINCE = 180000  # publish_generated_columns (stored generated columns) exists
+
 _PLAIN_IDENT = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
@@ -228,6 +230,7 @@ class Storage:
     has_rows: bool  # relkind r: a partitioned table (p) stores nothing itself
     replica_identity: str  # d, n, f, i
     identity_columns: tuple[str, ...] | None  # None: no usable identity (FULL: every column)
+    virtual_columns: tuple[str, ...] = ()  # VIRTUAL generated columns (PostgreSQL 18+)
 
     @property
     def ident(self) -> sql.Composed:
@@ -267,15 +270,17 @@ def inspect_storage(conn: psycopg.Connection, schema: str, tables: list[str]) ->
                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
                 WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'd' THEN i.indisprimary
                                                                WHEN 'i' THEN i.indisreplident
-                                                               ELSE false END)
+                                                               ELSE false END),
+               (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = 'v')
         FROM rels JOIN pg_class c ON c.oid = rels.relid JOIN pg_namespace n ON n.oid = c.relnamespace
         ORDER BY 1, 4, 2, 3
         """,
         (schema, tables),
     ).fetchall()
     return [
-        Storage(root, ns, name, is_part, has_rows, ident, tuple(cols) if cols else None)
-        for root, ns, name, is_part, has_rows, ident, cols in rows
+        Storage(root, ns, name, is_part, has_rows, ident, tuple(cols) if cols else None, tuple(virt or ()))
+        for root, ns, name, is_part, has_rows, ident, cols, virt in rows
     ]
 
 
@@ -294,6 +299,20 @@ def identity_problems(pipeline: Pipeline, storages: list[Storage]) -> list[tuple
     out: list[tuple[str, str]] = []
     for st in storages:
         fix = f"ALTER TABLE {st.qualified} REPLICA IDENTITY FULL"
+        full_wanted = pipeline.replication.replica_identity == "full" and st.table in pipeline.tables
+        if st.has_rows and st.virtual_columns and (st.replica_identity == "f" or full_wanted):
+            reset = (
+                f"ALTER TABLE {st.qualified} REPLICA IDENTITY DEFAULT, " if st.replica_identity == "f" else ""
+            )
+            out.append(
+                (
+                    f"{st.label} has VIRTUAL generated columns ({', '.join(st.virtual_columns)}), which "
+                    "REPLICA IDENTITY FULL would include but no publication can send",
+                    f"{reset}set replication.replica_identity: default (with a primary key on the table), "
+                    "or make the generated columns STORED",
+                )
+            )
+            continue
         if not st.usable:
             out.append((f"{st.label} {_why_unusable(st)}", fix))
             continue
@@ -336,7 +355,7 @@ def set_full_identity(conn: psycopg.Connection, storages: list[Storage]) -> list
     """``REPLICA IDENTITY FULL`` on every table and partition that lacks it; returns them."""
     changed = []
     for st in storages:
-        if st.replica_identity == "f":
+        if st.replica_identity == "f" or st.virtual_columns:  # FULL with virtual columns: refused
             continue
         try:
             conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(st.ident))
@@ -388,22 +407,28 @@ def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict
         parts.append(item)
     table_list = sql.SQL(", ").join(parts)
     pub = sql.Identifier(pipeline.replication.publication)
-    exists = conn.execute(
-        "SELECT pubviaroot FROM pg_publication WHERE pubname = %s", (pipeline.replication.publication,)
+    # PostgreSQL 18 refuses UPDATEs of a FULL-identity table whose stored generated columns the
+    # publication does not send: it sends them, and the engines drop them (docs/capture.md).
+    gencols = conn.info.server_version >= GENERATED_COLUMNS_SINCE
+    options = ["publish_via_partition_root = true"] + (
+        ["publish_generated_columns = stored"] if gencols else []
+    )
+    current = conn.execute(
+        "SELECT pubviaroot, " + ("pubgencols = 's'" if gencols else "true") + " FROM pg_publication "
+        "WHERE pubname = %s",
+        (pipeline.replication.publication,),
     ).fetchone()
+    with_options = sql.SQL(", ".join(options))
     try:
-        if exists:
+        if current:
             conn.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(pub, table_list))
-            if not exists[0]:
-                conn.execute(
-                    sql.SQL("ALTER PUBLICATION {} SET (publish_via_partition_root = true)").format(pub)
-                )
+            if not all(current):
+                conn.execute(sql.SQL("ALTER PUBLICATION {} SET ({})").format(pub, with_options))
         else:
             conn.execute(
-                sql.SQL(
-                    "CREATE PUBLICATION {} FOR TABLE {} WITH "
-                    "(publish = 'insert, update, delete, truncate', publish_via_partition_root = true)"
-                ).format(pub, table_list)
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {} WITH (publish = {}, {})").format(
+                    pub, table_list, sql.Literal("insert, update, delete, truncate"), with_options
+                )
             )
     except psycopg.Error as exc:
         raise CaptureError(
