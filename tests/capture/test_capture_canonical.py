@@ -210,3 +210,33 @@ def test_debezium_micro_timestamps_of_any_year_reach_the_same_canonical_form(
     from cdcrouter.capture.debezium import _pg_text
 
     assert canonical_timestamp(_pg_text(micros, "timestamp without time zone")) == canonical  # type: ignore[arg-type]
+
+
+def test_filters_address_an_escaped_key_and_the_nested_one_apart() -> None:
+    """The filter language takes everything after ``updatedAttributes.`` as the map key, so the
+    escaped key capture writes is addressed as written; the ordinary dotted path is unchanged."""
+    from cdcrouter.backends.flink_sql import where_clause
+    from cdcrouter.backends.python_eval import compile_filterset
+    from cdcrouter.filters import load_filters_text
+
+    def one(field: str) -> str:
+        return (
+            "filters:\n  - {id: f, consumerId: c, outputTopic: t, conditions: "
+            f"[{{field: '{field}', operator: equals, value: '1'}}]}}\n"
+        )
+
+    attrs = dict(attributes("json", "doc", '{"a.b": "1", "a": {"b": "2"}, "loan": {"loanAmount": "1"}}'))
+    event = {
+        "eventHeader": {"uuid": "u", "eventName": "E", "createdDate": 0, "savedDate": 0, "eventType": None},
+        "eventBody": {"entities": [{"entityType": "T", "entityId": "1", "updatedAttributes": attrs}]},
+        "sourceMetadata": {"table": "t", "operation": "INSERT", "timestamp": 0},
+    }
+    base = "eventBody.entities[0].updatedAttributes."
+    escaped = load_filters_text(one(base + "doc.a\\.b"))
+    nested = load_filters_text(one(base + "doc.a.b"))
+    ordinary = load_filters_text(one(base + "doc.loan.loanAmount"))
+    assert compile_filterset(escaped).match(event) == ["f"]
+    assert compile_filterset(nested).match(event) == []  # doc.a.b is "2"
+    assert compile_filterset(ordinary).match(event) == ["f"]
+    assert "['doc.a\\.b']" in where_clause(escaped.filters[0])
+    assert "['doc.loan.loanAmount']" in where_clause(ordinary.filters[0])

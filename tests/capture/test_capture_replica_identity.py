@@ -113,3 +113,28 @@ def test_a_partition_attached_while_capture_runs_is_made_full_or_reported(captur
     run.sql("UPDATE readings SET v = 2 WHERE site = 'b'")  # would fail without an identity
     events = run.events(expect=2)
     assert events[1]["eventBody"]["entities"][0]["updatedAttributes"] == {"site": "b", "at": "1", "v": "2"}
+
+
+def test_with_default_identity_a_partition_attached_without_one_is_reported_with_the_fix(
+    capture_run: CaptureRun,
+) -> None:
+    run = capture_run
+    run.sql(
+        "CREATE TABLE readings (site text NOT NULL, at int NOT NULL, v int) PARTITION BY LIST (site)",
+        "CREATE TABLE readings_a PARTITION OF readings FOR VALUES IN ('a')",
+        "ALTER TABLE readings_a REPLICA IDENTITY FULL",
+    )
+    _use(run, {"readings": {"entity_id": ["site", "at"]}}, replication={"replica_identity": "default"})
+    engine = run.start()
+    lines: list[str] = []
+    engine.progress = lines.append
+    run.sql(
+        "CREATE TABLE readings_b (site text NOT NULL, at int NOT NULL, v int)",
+        "ALTER TABLE readings ATTACH PARTITION readings_b FOR VALUES IN ('b')",
+    )
+    run.sql("INSERT INTO readings VALUES ('b', 1, 1)")
+    run.events(expect=1)
+    reports = [line for line in lines if f"{run.schema}.readings_b" in line]
+    assert len(reports) == 1, lines
+    assert "has no primary key" in reports[0]
+    assert f"ALTER TABLE {run.schema}.readings_b REPLICA IDENTITY FULL" in reports[0]

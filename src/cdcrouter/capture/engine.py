@@ -532,8 +532,13 @@ class CaptureEngine:
                     assert isinstance(ch, Change)
                     rel = ch.relation
                     shape = shapes.get(rel.oid)
-                    if shape is None:  # not in the pipeline: logged once at its Relation message
+                    if shape is None:  # not in the pipeline: never skipped silently
                         stats.unknown_relation_changes += 1
+                        self._warn_once(
+                            f"the publication sends changes of {rel.schema}.{rel.name}, which the pipeline "
+                            "does not capture: they are skipped and counted (unknown_relation_changes); "
+                            "remove the table from the publication or add it to the pipeline"
+                        )
                         continue
                     change = RowChange(
                         ch.operation, ch.new, ch.old, f"{msg.data_start:X}:{rel.name}", commit_ms
@@ -584,13 +589,9 @@ class CaptureEngine:
                 elif tag == _RELATION:
                     rel = decode(buf)
                     assert isinstance(rel, Relation)
+                    # (pgoutput also describes each partition whose changes it sends under the root:
+                    # such a relation has no shape, and no changes of its own arrive)
                     shape = shapes[rel.oid] = self._shape_for(rel, sql_conn)
-                    if shape is None:
-                        self._warn_once(
-                            f"the publication sends changes of {rel.schema}.{rel.name}, which the pipeline "
-                            "does not capture: they are skipped and counted (unknown_relation_changes); "
-                            "remove the table from the publication or add it to the pipeline"
-                        )
                     if type(shape) is TableShape and fast_kind_ok(shape.kinds):
                         rows[rel.oid] = RowEncoder(rel, shape, enc.prefix)
                     else:
