@@ -123,5 +123,6 @@ def test_a_partition_created_while_capture_runs_is_captured_and_unknown_tables_a
         ("UPDATE", "150", {"id": "150", "amount": "2"}),
     ]
     assert engine.stats.unknown_relation_changes == 2
+    assert engine.metrics.registry.get_sample_value("cdcrouter_capture_unknown_relation_changes_total") == 2
     unknown = [line for line in lines if "does not capture" in line]
     assert len(unknown) == 1 and f"{run.schema}.stranger" in unknown[0], lines  # partitions are known

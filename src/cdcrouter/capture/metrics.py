@@ -55,6 +55,11 @@ class _StatsCollector(Collector):
                 s.reconnects,
             ),
             ("snapshot_rows", "Rows sent by snapshots", s.snapshot_events),
+            (
+                "unknown_relation_changes",
+                "Changes of relations the pipeline does not capture, skipped (and logged once each)",
+                s.unknown_relation_changes,
+            ),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(f"cdcrouter_capture_{name}", doc, value=value)
