@@ -126,3 +126,26 @@ def test_a_partition_created_while_capture_runs_is_captured_and_unknown_tables_a
     assert engine.metrics.registry.get_sample_value("cdcrouter_capture_unknown_relation_changes_total") == 2
     unknown = [line for line in lines if "does not capture" in line]
     assert len(unknown) == 1 and f"{run.schema}.stranger" in unknown[0], lines  # partitions are known
+
+
+def test_a_sub_partitioned_table_is_captured_under_the_top_root(capture_run: CaptureRun) -> None:
+    run = capture_run
+    run.sql(
+        "CREATE TABLE orders (id int NOT NULL, y int NOT NULL, k text NOT NULL, amount int, "
+        "PRIMARY KEY (id, y, k)) PARTITION BY RANGE (y)",
+        "CREATE TABLE orders_2024 PARTITION OF orders FOR VALUES FROM (2024) TO (2025) PARTITION BY LIST (k)",
+        "CREATE TABLE orders_2024_eu PARTITION OF orders_2024 FOR VALUES IN ('eu')",
+        "CREATE TABLE orders_2024_us PARTITION OF orders_2024 FOR VALUES IN ('us')",
+    )
+    run.pipeline = make_pipeline(
+        run.schema, run.topic.removeprefix("raw-"), tables={"orders": {"entity_id": "id"}}
+    )
+    run.start()
+    run.sql("INSERT INTO orders VALUES (1, 2024, 'eu', 10)")
+    run.sql("UPDATE orders SET amount = 11 WHERE id = 1")
+    run.sql("DELETE FROM orders WHERE id = 1")
+    assert _summary(run.events(expect=3)) == [
+        ("INSERT", "1", {"id": "1", "y": "2024", "k": "eu", "amount": "10"}),
+        ("UPDATE", "1", {"id": "1", "amount": "11"}),  # FULL identity reached the leaf
+        ("DELETE", "1", {"id": "1", "y": "2024", "k": "eu", "amount": "11"}),
+    ]

@@ -11,10 +11,13 @@ number         exactly as PostgreSQL prints it (``numeric`` keeps its scale: ``1
 bool           ``true`` / ``false``
 timestamptz    UTC ISO-8601 with ``T`` and ``Z``: ``2024-05-01T10:00:00.5Z`` (fraction as
                PostgreSQL prints it: trailing zeros dropped, none when whole seconds)
-timestamp      the same form; a timestamp without time zone is read as UTC
+timestamp      the same form; a timestamp without time zone is read as UTC. Outside years
+               1-9999: ISO-8601 expanded years (``-0043-03-15T12:00:00Z`` is 44 BC,
+               ``+10000-01-01T00:00:00Z``); ``infinity`` / ``-infinity`` as they are
 json / jsonb   flattened to dotted keys (``loan.terms.months``); array items by index
                (``loan.items.0``); JSON numbers as written, booleans ``true``/``false``, JSON
-               null as null, empty object/array as ``{}`` / ``[]``
+               null as null, empty object/array as ``{}`` / ``[]``. A dot in a key (or a
+               column name) is escaped: ``{"a.b": 1}`` is ``loan.a\\.b`` (see attribute_key)
 everything     PostgreSQL's text output as is (text, uuid, date, time, interval, enum, bytea as
 else           ``\\x...`` hex, inet, ...)
 NULL           null (``None``)
