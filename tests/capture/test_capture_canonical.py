@@ -240,3 +240,20 @@ def test_filters_address_an_escaped_key_and_the_nested_one_apart() -> None:
     assert compile_filterset(ordinary).match(event) == ["f"]
     assert "['doc.a\\.b']" in where_clause(escaped.filters[0])
     assert "['doc.loan.loanAmount']" in where_clause(ordinary.filters[0])
+
+
+@pytest.mark.parametrize(
+    ("days", "pg_text"),
+    [  # (date - '1970-01-01', date::text) as PostgreSQL 15 printed them
+        (19844, "2024-05-01"),
+        (-719162, "0001-01-01"),
+        (-719528, "0001-01-01 BC"),
+        (-735160, "0044-03-15 BC"),
+        (-2440550, "4713-01-01 BC"),
+        (2932897, "10000-01-01"),
+    ],
+)
+def test_debezium_dates_of_any_year_become_postgresql_text(days: int, pg_text: str) -> None:
+    from cdcrouter.capture.debezium import _pg_text
+
+    assert _pg_text(days, "date") == pg_text

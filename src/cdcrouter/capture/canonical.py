@@ -95,6 +95,15 @@ def timestamp_from_epoch_us(micros: int) -> str:
     return text + (f".{frac:06d}".rstrip("0") if frac else "")
 
 
+def date_from_epoch_days(days: int) -> str:
+    """Days since 1970 (Debezium's Date) as PostgreSQL prints the date (``DateStyle=ISO``),
+    for any year: ``0044-03-15 BC``, ``10000-01-01``."""
+    year, month, day = _civil_from_days(days)
+    if year <= 0:
+        return f"{1 - year:04d}-{month:02d}-{day:02d} BC"
+    return f"{year:04d}-{month:02d}-{day:02d}"
+
+
 def _year_text(year: int) -> str:
     """ISO-8601 year: 4 digits for 0-9999, else signed (expanded) as Java's ISO formatter."""
     if 0 <= year <= 9999:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -21,7 +20,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from cdcrouter.capture import source
-from cdcrouter.capture.canonical import timestamp_from_epoch_us
+from cdcrouter.capture.canonical import date_from_epoch_days, timestamp_from_epoch_us
 from cdcrouter.capture.normalize import (
     UNCHANGED,
     OutboxRowError,
@@ -40,7 +39,6 @@ from cdcrouter.errors import CaptureError, DeployError
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
 UNAVAILABLE = "__debezium_unavailable_value"
-_EPOCH = date(1970, 1, 1)
 
 
 def connector_name(pipeline: Pipeline) -> str:
@@ -262,7 +260,7 @@ def _pg_text(value: Any, type_name: str) -> Value:
     if isinstance(value, bool):
         return "t" if value else "f"
     if type_name == "date" and isinstance(value, int):
-        return (_EPOCH + timedelta(days=value)).isoformat()
+        return date_from_epoch_days(value)  # any year, BC included
     if type_name.startswith("timestamp without") and isinstance(value, int):  # MicroTimestamp
         return timestamp_from_epoch_us(value)  # any year, BC included
     if type_name.startswith("time") and not type_name.startswith("timestamp") and isinstance(value, int):
