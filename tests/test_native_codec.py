@@ -2,7 +2,7 @@
 
 Decoding is checked against ``fastavro.schemaless_reader`` (same dict, key order and types) on
 arbitrary events, on hand-built multi-block bodies (negative block counts with byte sizes), and on
-random bytes; encoding against ``fastavro.schemaless_writer`` and the capture's Python encoder.
+random bytes; encoding against ``fastavro.schemaless_writer``.
 Malformed input must raise ValueError, never crash.
 """
 
@@ -17,9 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdcrouter._native import decode_business_event, encode_business_event
-from cdcrouter.capture.avro_fast import encode_business_event as py_encode
+from cdcrouter.capture.avro_fast import encode_long as zigzag_long
+from cdcrouter.capture.avro_fast import encode_string as avro_string
 from cdcrouter.route.events import make_event
-from cdcrouter.route.wire import avro_string, header, zigzag_long
+from cdcrouter.route.wire import header
 from cdcrouter.schemas import parsed_raw_schema
 
 LONGS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -296,16 +297,14 @@ def test_offset_at_the_end_is_truncation() -> None:
 
 
 @given(EVENTS)
-def test_encode_equals_fastavro_and_python_encoder(event: dict[str, Any]) -> None:
-    out = encode_business_event(event)
-    assert out == fa_encode(event)
-    assert out == py_encode(event)
+def test_encode_equals_fastavro(event: dict[str, Any]) -> None:
+    assert encode_business_event(event) == fa_encode(event)
 
 
 def test_encode_generated_events() -> None:
     for i in range(500):
         event = make_event(i)
-        assert encode_business_event(event) == fa_encode(event) == py_encode(event)
+        assert encode_business_event(event) == fa_encode(event)
 
 
 def test_encode_missing_optional_fields_take_the_schema_defaults() -> None:

@@ -1,11 +1,10 @@
-"""The specialised BusinessEvent encoder writes exactly fastavro's bytes."""
+"""Capture's BusinessEvent encoder (the native codec, framed) writes exactly fastavro's bytes."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdcrouter.capture.avro_fast import encode_business_event
 from cdcrouter.capture.sink import AvroEncoder
 
 texts = st.text(max_size=40)
@@ -43,11 +42,3 @@ events = st.fixed_dictionaries(
 def test_fast_encoder_equals_fastavro(event: dict, schema_id: int) -> None:
     enc = AvroEncoder(schema_id)
     assert enc.encode(event) == enc.encode_generic(event)
-
-
-@settings(max_examples=300)
-@given(events)
-def test_python_encoder_equals_fastavro(event: dict) -> None:
-    """The pure-Python encoder (the fallback without cdcrouter._native, and the fast path's parts)."""
-    enc = AvroEncoder(1)
-    assert enc.prefix + encode_business_event(event) == enc.encode_generic(event)

@@ -21,12 +21,7 @@ import fastavro
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cdcrouter.capture.avro_fast import encode_business_event
-
-try:  # the Rust codec (same bytes, ~10x faster); the pure-Python encoder otherwise
-    from cdcrouter._native import encode_business_event as _encode_event
-except ImportError:  # pragma: no cover - a build without the extension
-    _encode_event = encode_business_event
+from cdcrouter._native import encode_business_event as _encode_event
 from cdcrouter.capture.kafka_limits import (
     SIZE_ERRORS,
     Oversized,
@@ -67,8 +62,8 @@ def register_raw_schema(conns: Connections, topic: str) -> int:
 class AvroEncoder:
     """BusinessEvent dict -> Confluent wire format (magic 0, schema id, Avro binary).
 
-    Uses ``cdcrouter._native.encode_business_event`` when the extension is built, else the
-    specialised encoder in :mod:`cdcrouter.capture.avro_fast` (both give fastavro's bytes).
+    Uses ``cdcrouter._native.encode_business_event`` (fastavro's bytes, pinned by
+    tests/test_native_codec.py; the extension is required, so there is no Python fallback).
     Streamed table changes do not come through here: :mod:`cdcrouter.capture.fastpath` encodes
     them straight from the pgoutput message.
     """

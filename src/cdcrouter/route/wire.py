@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import struct
 
+from cdcrouter.capture.avro_fast import encode_long, encode_string
+
 MAGIC = 0
 HEADER_SIZE = 5
 _HEADER = struct.Struct(">bI")
@@ -39,22 +41,6 @@ def split(value: bytes | None) -> tuple[int, memoryview]:
     return _HEADER.unpack_from(value)[1], memoryview(value)[HEADER_SIZE:]
 
 
-def zigzag_long(n: int) -> bytes:
-    """Avro's variable-length zig-zag encoding of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def avro_string(s: str) -> bytes:
-    data = s.encode("utf-8")
-    return zigzag_long(len(data)) + data
-
-
 class MetadataEncoder:
     """Encodes ``FilterMetadata{filterId, consumerId, filteredAt}`` for one filter, fast.
 
@@ -64,14 +50,14 @@ class MetadataEncoder:
     __slots__ = ("_cache_ms", "_cache_tail", "prefix")
 
     def __init__(self, filter_id: str, consumer_id: str) -> None:
-        self.prefix = avro_string(filter_id) + avro_string(consumer_id)
+        self.prefix = encode_string(filter_id) + encode_string(consumer_id)
         self._cache_ms = -1
         self._cache_tail = b""
 
     def encode(self, filtered_at_ms: int) -> bytes:
         if filtered_at_ms != self._cache_ms:
             self._cache_ms = filtered_at_ms
-            self._cache_tail = self.prefix + zigzag_long(filtered_at_ms)
+            self._cache_tail = self.prefix + encode_long(filtered_at_ms)
         return self._cache_tail
 
 
