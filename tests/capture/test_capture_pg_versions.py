@@ -1,14 +1,17 @@
-"""What differs between PostgreSQL majors: failover slots (17+), refused clearly before 17.
+"""What differs between PostgreSQL majors: failover slots (17+, both engines), refused clearly before 17.
 
 The oracle is the server's own catalogue (``pg_replication_slots.failover``), not cdcrouter.
 """
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
-from capture_helpers import CaptureRun, make_pipeline
+from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline
 
+from cdcrouter.capture import debezium
 from cdcrouter.errors import CaptureError
 
 pytestmark = pytest.mark.integration
@@ -45,6 +48,33 @@ def test_failover_slot_is_created_and_follows_the_pipeline_on_17_plus(capture_ru
     assert [e["eventBody"]["entities"][0]["entityId"] for e in run.events(expect=2)] == ["C1", "C2"]
 
 
+@pytest.mark.stack_services("postgres", "kafka", "registry", "connect")
+@pytest.mark.pg_versions("18")
+def test_debezium_connector_makes_a_failover_slot_on_17_plus(capture_run: CaptureRun) -> None:
+    run = capture_run
+    _with_failover(run, True)
+    pipeline = run.pipeline
+    slot = debezium.debezium_slot(pipeline)
+    debezium.deploy(pipeline, run.conns)
+    try:
+        debezium.wait_running(run.conns, debezium.connector_name(pipeline))
+        deadline, row = time.monotonic() + 60, None
+        with psycopg.connect(run.conns.postgres.conninfo()) as conn:
+            while row is None and time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT failover FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+                ).fetchone()
+                time.sleep(0.2)
+        assert row is not None, f"Connect created no slot {slot}"
+        assert row[0] is True, "slot.failover did not reach Debezium"
+    finally:
+        debezium.undeploy(pipeline, run.conns)
+        prefix = debezium.topic_prefix(pipeline)
+        drop_capture_objects(
+            run.conns, pipeline, None, [*debezium.table_topics(pipeline), f"__debezium-heartbeat.{prefix}"]
+        )
+
+
 @pytest.mark.pg_versions("15")
 def test_failover_before_17_is_refused_with_a_hint(capture_run: CaptureRun) -> None:
     run = capture_run
@@ -54,3 +84,5 @@ def test_failover_before_17_is_refused_with_a_hint(capture_run: CaptureRun) -> N
     run.engines.clear()  # its thread ended with the error just checked
     assert "needs PostgreSQL 17 or newer; this server is 15." in str(info.value)
     assert "replication.failover: false" in (info.value.hint or "")
+    with pytest.raises(CaptureError, match="needs PostgreSQL 17 or newer"):  # `connector deploy` too
+        debezium.prepare_source(run.pipeline, run.conns)

@@ -118,6 +118,8 @@ def render_connect_config(
         "topic.creation.default.replication.factor": str(pipeline.raw_topic.replication_factor),
         "exactly.once.support": "required",
         "transaction.boundary": "poll",
+        # Debezium 3.4 creates a failover slot (PostgreSQL 17+ primary) only when asked
+        **({"slot.failover": "true"} if pipeline.replication.failover else {}),
     }
 
 
@@ -195,6 +197,7 @@ def prepare_source(pipeline: Pipeline, conns: Connections) -> dict[str, source.T
     try:
         with source.pg_errors("cannot prepare capture", conns.postgres):
             source.check_wal_level(conn)
+            source.check_failover(conn, pipeline.replication.failover)
             infos = source.inspect_tables(conn, pipeline.schema, pipeline.captured_tables())
             source.check_tables(pipeline, infos)
             source.ensure_publication(conn, pipeline, infos)

@@ -486,13 +486,18 @@ def _failover_unsupported(version: int) -> CaptureError:
     )
 
 
+def check_failover(conn: psycopg.Connection, failover: bool) -> bool:
+    """Refuse ``replication.failover`` before PostgreSQL 17; True if the server has failover slots."""
+    version = conn.info.server_version
+    if failover and version < FAILOVER_SINCE:
+        raise _failover_unsupported(version)
+    return version >= FAILOVER_SINCE
+
+
 def sync_failover(conn: psycopg.Connection, pg: PostgresSettings, slot: str, failover: bool) -> None:
     """Give an existing slot the failover flag the pipeline asks for (a new slot is created with it),
     so turning ``replication.failover`` on or off takes effect at the next start."""
-    version = conn.info.server_version
-    if version < FAILOVER_SINCE:
-        if failover:
-            raise _failover_unsupported(version)
+    if not check_failover(conn, failover):
         return
     row = conn.execute("SELECT failover FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
     if row is None or row[0] == failover:
