@@ -19,11 +19,13 @@ from fastavro.schema import to_parsing_canonical_form
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdcrouter.cli.main import main
 from cdcrouter.consumer._tail import tail
 from cdcrouter.route.codec import DecodeError, RawDecoder
 from cdcrouter.route.engine import Router, RouterOptions
 from cdcrouter.route.events import event_key, make_event
 from cdcrouter.route.filterset import compile_filters_text
+from cdcrouter.route.replay import Position, replay
 from cdcrouter.route.wire import header
 from cdcrouter.schemas import filtered_schema, parsed_raw_schema, raw_schema
 from cdcrouter.schemas.evolution import derived_filtered_schema
@@ -173,11 +175,26 @@ def test_an_evolved_raw_schema_reaches_consumers_with_its_new_field(
         assert got == want
     assert evolved_seen > 0
 
+    # a replay frames evolved records the same way: the new field reaches the filter's topic again
+    topic = env.prefix + "loan-created"
+    before = len(read_topic(env.kafka(), topic))
+    result = replay(env.filters_path, "loan-created", env.conns, env.raw, Position(offset=0))
+    copies: Counter[str] = Counter()
+    for m in read_topic(env.kafka(), topic):
+        writer = json.loads(registry.schema_by_id(int.from_bytes(m.value()[1:5], "big")))
+        rec = fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), fastavro.parse_schema(writer), None)
+        uuid = rec["eventHeader"]["uuid"]
+        copies[uuid] += 1
+        if uuid in by_uuid:
+            assert rec["eventHeader"]["traceId"] == by_uuid[uuid]["eventHeader"]["traceId"]
+    assert result.routed == before and set(copies.values()) == {2}
+    assert any(u in by_uuid for u in copies)
+
 
 @on_stack[0]
 @on_stack[1]
 def test_consume_shows_new_fields_and_reports_undecodable_records_without_stopping(
-    env: RouteEnv, registry: RegistryClient
+    env: RouteEnv, registry: RegistryClient, capsys: Any, monkeypatch: Any
 ) -> None:
     evolved = with_trace_id()
     derived = derived_filtered_schema(evolved)
@@ -209,6 +226,22 @@ def test_consume_shows_new_fields_and_reports_undecodable_records_without_stoppi
     assert [r.extras for r in good] == [{"eventHeader.traceId": f"trace-{i}"} for i in range(4)]
     assert [r.to_dict()["event"]["eventHeader"]["traceId"] for r in good] == [f"trace-{i}" for i in range(4)]
     assert all(r.to_dict()["partition"] == 0 for r in rows)
+
+    # the same through the command, both formats
+    monkeypatch.setenv("CDCROUTER_KAFKA__BOOTSTRAP_SERVERS", env.conns.kafka.bootstrap_servers)
+    monkeypatch.setenv("CDCROUTER_REGISTRY__URL", env.conns.registry.url)
+    assert (
+        main(["consume", topic, "--from-beginning", "--max", "6", "--timeout", "20", "--format", "json"]) == 0
+    )
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["offset"] for x in lines] == list(range(6))
+    assert [x["event"]["eventHeader"]["traceId"] for x in lines if "event" in x] == [
+        f"trace-{i}" for i in range(4)
+    ]
+    assert [x["offset"] for x in lines if "error" in x] == [2, 4]
+    assert main(["consume", topic, "--from-beginning", "--max", "6", "--timeout", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "+eventHeader.traceId=trace-3" in out and out.count("undecodable") == 2
 
 
 # --- the evolved writer's native read (unit: no stack) ---------------------------------------------
