@@ -125,6 +125,7 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
         stop.set()
         worker.join(30) if worker.is_alive() else None
         debezium.undeploy(dbz_pipeline, run.conns)
+        run.stop()  # dbz_pipeline names the same slot as the embedded run: stop that first
         prefix = debezium.topic_prefix(dbz_pipeline)
         raw = dbz_pipeline.raw_topic
         drop_capture_objects(
