@@ -193,6 +193,46 @@ def test_an_evolved_raw_schema_reaches_consumers_with_its_new_field(
 
 @on_stack[0]
 @on_stack[1]
+def test_a_derived_schema_the_filtered_subject_refuses_dead_letters_its_records(
+    env: RouteEnv, registry: RegistryClient
+) -> None:
+    """The loan-created subject already has a version whose eventHeader.traceId is a long: the
+    schema derived from a raw writer whose traceId is a string cannot follow it, so the records that
+    would go there are dead letters with the registry's word; the rest is routed."""
+    topic = env.prefix + "loan-created"
+    taken = filtered_schema()
+    taken["fields"][0]["type"]["fields"].append({"name": "traceId", "type": "long", "default": 0})
+    ensure_schema(registry, subject_for(topic), taken)
+    evolved = with_trace_id()
+    evolved_id = ensure_schema(registry, subject_for(env.raw), evolved)
+    events = [make_event(i, seed=4) for i in range(200)]
+    for i, e in enumerate(events):
+        e["eventHeader"]["traceId"] = f"trace-{i}"
+    produce(env, evolved, evolved_id, events)
+    stats = route(env, 200)
+    cf = compile_filters_text(env.filters_path.read_text())
+    refused = {e["eventHeader"]["uuid"] for e in events if "loan-created" in cf.match(e)}
+    assert refused and stats.dead_lettered == len(refused)
+    dlq = read_topic(env.kafka(), env.dlq)
+    reasons = {dict(m.headers())["cdcrouter.error"].decode() for m in dlq}
+    assert len(reasons) == 1
+    (reason,) = reasons
+    assert f"derived from raw schema id {evolved_id} was refused under {topic}-value" in reason
+    assert read_topic(env.kafka(), topic) == []
+    for other in env.filtered_topics:
+        if other != topic:
+            want = sum(
+                1
+                for e in events
+                if e["eventHeader"]["uuid"] not in refused
+                for fid in cf.match(e)
+                if cf.routes[fid].topic == other
+            )
+            assert len(read_topic(env.kafka(), other)) == want
+
+
+@on_stack[0]
+@on_stack[1]
 def test_consume_shows_new_fields_and_reports_undecodable_records_without_stopping(
     env: RouteEnv, registry: RegistryClient, capsys: Any, monkeypatch: Any
 ) -> None:
