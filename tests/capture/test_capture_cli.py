@@ -30,7 +30,7 @@ def test_run_then_status(
     monkeypatch.setenv("CDCROUTER_STATE_DIR", str(capture_run.state_dir))
     assert main(["capture", "run", "--pipeline", str(pipeline), "--duration", "3"]) == 0
     err = capsys.readouterr().err
-    assert "snapshot: 1 rows" in err and "stopped:" in err
+    assert "snapshot of car_entities done: 1 rows" in err and "stopped:" in err
     assert main(["capture", "status", "--pipeline", str(pipeline), "--format", "json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["slot_exists"] is True and status["active"] is False

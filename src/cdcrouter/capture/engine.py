@@ -9,6 +9,7 @@ skips every transaction at or before it, so nothing is lost and nothing doubled.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -39,7 +40,16 @@ from cdcrouter.capture.normalize import (
     normalize_row,
 )
 from cdcrouter.capture.outage import Outage
-from cdcrouter.capture.pgoutput import Begin, Change, Commit, PgOutputDecoder, Relation, Truncate, lsn_to_str
+from cdcrouter.capture.pgoutput import (
+    Begin,
+    Change,
+    Commit,
+    LogicalMessage,
+    PgOutputDecoder,
+    Relation,
+    Truncate,
+    lsn_to_str,
+)
 from cdcrouter.capture.pipeline import Pipeline
 from cdcrouter.capture.sink import (
     AvroEncoder,
@@ -51,12 +61,21 @@ from cdcrouter.capture.sink import (
     read_offsets,
     register_raw_schema,
 )
+from cdcrouter.capture.snapshot import (
+    SIGNAL_PREFIX,
+    WATERMARK_PREFIX,
+    SnapshotProgress,
+    SnapshotRunner,
+    TableSnapshot,
+    describe_snapshot,
+    estimate_rows,
+)
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
 
 log = logging.getLogger("cdcrouter.capture")
 
-_INSERT, _UPDATE, _DELETE, _BEGIN, _COMMIT, _RELATION, _TRUNCATE = (ord(c) for c in "IUDBCRT")
+_INSERT, _UPDATE, _DELETE, _BEGIN, _COMMIT, _RELATION, _TRUNCATE, _MESSAGE = (ord(c) for c in "IUDBCRTM")
 _U32 = struct.Struct(">I").unpack_from
 
 
@@ -66,6 +85,7 @@ class CaptureStats:
     transactions: int = 0
     kafka_commits: int = 0
     snapshot_events: int = 0
+    snapshot_rows_superseded: int = 0  # chunk rows left out: a streamed change was as new or newer
     skipped_transactions: int = 0
     dead_letters: int = 0
     reconnects: int = 0
@@ -100,6 +120,7 @@ class CaptureEngine:
         progress: Callable[[str], None] | None = None,
         progress_interval_s: float = 5.0,
         reconnect_timeout_s: float = 120.0,
+        snapshot_progress: Callable[[SnapshotProgress | None], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.conns = connections
@@ -107,8 +128,10 @@ class CaptureEngine:
         self.progress = progress or log.info
         self.progress_interval_s = progress_interval_s
         self.reconnect_timeout_s = reconnect_timeout_s
+        self.snapshot_progress = snapshot_progress  # called after each snapshot chunk (None: done)
         self.stats = CaptureStats()
-        self.ready = threading.Event()  # set once streaming has started (snapshot done)
+        self.streaming = threading.Event()  # set once streaming has started
+        self.ready = threading.Event()  # set once streaming and no snapshot is pending
         self._infos: dict[str, source.TableInfo] = {}
         self._shapes: dict[int, TableShape | OutboxShape | None] = {}
         self._reported: set[str] = set()  # warnings already logged (once each)
@@ -216,10 +239,17 @@ class CaptureEngine:
                     stream = source.ReplicationStream(conns.postgres)
                     stream.start(p.replication.slot, p.replication.publication, self.stats.last.end_lsn)
                     outage.streaming()
-                    self.ready.set()
+                    self.streaming.set()
+                    if not self.stats.last.snapshot:
+                        self.ready.set()
                     gc.freeze()  # start-up objects leave the collector's view: no full-GC pauses in the loop
                     self._stream(stream, sink, encoder, sql_conn, self.stats.last, stop)
-                except (psycopg2.OperationalError, psycopg2.InterfaceError, psycopg2.DatabaseError) as exc:
+                except (
+                    psycopg2.OperationalError,
+                    psycopg2.InterfaceError,
+                    psycopg2.DatabaseError,
+                    psycopg.OperationalError,  # the snapshot reader's connection
+                ) as exc:
                     sink.abort()  # the partial batch is replayed from `committed`
                     self.stats.reconnects += 1
                     if not outage.failed(self.stats.kafka_commits):
@@ -313,7 +343,7 @@ class CaptureEngine:
             if has_slot:
                 source.drop_slot(conn, slot)
             has_slot, offsets = False, None
-        if offsets is not None and offsets.snapshot_done:
+        if offsets is not None and (offsets.snapshot_done or offsets.end_lsn):
             if not has_slot:
                 raise CaptureError(
                     f"replication slot {slot} is gone, but Kafka has events up to "
@@ -322,52 +352,79 @@ class CaptureEngine:
                     hint="restart with `cdcrouter capture run --resnapshot` to take a new snapshot "
                     "(existing rows are sent again as SNAPSHOT events)",
                 )
-            self.progress(f"resuming slot {slot} after {lsn_to_str(offsets.end_lsn)}")
+            offsets = self._follow_tables(conn, sink, offsets)
+            pending = [s["table"] for s in offsets.snapshot]
+            more = f"; snapshot pending for {', '.join(pending)}" if pending else ""
+            self.progress(f"resuming slot {slot} after {lsn_to_str(offsets.end_lsn)}{more}")
             self.stats.last = offsets
             return offsets
-        if has_slot:  # created, but its snapshot never reached Kafka: start over
-            self.progress(f"slot {slot} has no committed snapshot in Kafka; recreating it")
+        if has_slot:  # created, but its start never reached Kafka: start over
+            self.progress(f"slot {slot} has no committed position in Kafka; recreating it")
             source.drop_slot(conn, slot)
         return self._snapshot(conn, sink, enc, offsets)
+
+    def _follow_tables(self, conn: psycopg.Connection, sink: TransactionalSink, offsets: Offsets) -> Offsets:
+        """Tables added to the pipeline since the last run get a snapshot (``snapshot: initial``);
+        removed ones leave the snapshot queue. Committed at once, so a table is queued once."""
+        p = self.pipeline
+        current = tuple(p.tables)
+        if offsets.tables is None:  # a position written before tables were recorded
+            return dataclasses.replace(offsets, tables=current)
+        added = [t for t in current if t not in offsets.tables]
+        queue = [s for s in offsets.snapshot if s["table"] in p.tables]
+        if not added and len(queue) == len(offsets.snapshot) and set(offsets.tables) == set(current):
+            return offsets
+        if p.replication.snapshot == "initial":
+            with source.pg_errors("cannot estimate the size of the new tables", self.conns.postgres):
+                for table in added:
+                    est = estimate_rows(conn, p.schema, table, p.tables[table].row_filter)
+                    queue.append(TableSnapshot(table, "added", estimate=est).to_dict())
+                    self.progress(f"table {table} is new in the pipeline: snapshot queued (~{est:,} rows)")
+        offsets = dataclasses.replace(
+            offsets, snapshot=tuple(queue), snapshot_done=not queue, tables=current, committed_at_ms=_now_ms()
+        )
+        sink.begin()
+        sink.commit(offsets)
+        return offsets
 
     def _snapshot(
         self, conn: psycopg.Connection, sink: TransactionalSink, enc: AvroEncoder, prior: Offsets | None
     ) -> Offsets:
-        """Create the slot and, with ``snapshot: initial``, send every existing row in one Kafka txn."""
+        """Create the slot and, with ``snapshot: initial``, queue every table for a chunked
+        snapshot that runs while streaming (capture/snapshot.py). The slot's start position and
+        the queue are committed to Kafka at once."""
         p = self.pipeline
         stream = source.ReplicationStream(self.conns.postgres)
         try:
-            point, snap = stream.create_slot_with_snapshot(
+            point, _exported = stream.create_slot_with_snapshot(
                 p.replication.slot, failover=p.replication.failover
             )
-            sink.begin()
-            count = 0
-            now = _now_ms()
-            if p.replication.snapshot == "initial":
-                for table, spec in p.tables.items():
-                    info = self._infos[table]
-                    cols = [c.name for c in info.columns if c.name not in spec.exclude_columns]
-                    shape = self._shape_for(
-                        Relation(0, p.schema, table, info.replica_identity, tuple(cols), (), ()), conn
-                    )
-                    assert isinstance(shape, TableShape)
-                    for row in source.snapshot_rows(
-                        self.conns.postgres, snap, p.schema, table, cols, spec.row_filter
-                    ):
-                        new = dict(zip(cols, row, strict=True))
-                        pos = f"snapshot:{point:X}:{table}"
-                        event = normalize_row(RowChange("SNAPSHOT", new, None, pos, now), shape, _now_ms())
-                        sink.produce_event(event_key(event), enc.encode(event))
-                        count += 1
-            total = (prior.events_total if prior else 0) + count
-            offsets = Offsets(0, point, True, total, _now_ms(), now, 0.0)
-            sink.commit(offsets)
         finally:
             stream.close()
-        self.stats.snapshot_events += count
+        queue = []
+        if p.replication.snapshot == "initial":
+            with source.pg_errors("cannot estimate table sizes", self.conns.postgres):
+                for table, spec in p.tables.items():
+                    est = estimate_rows(conn, p.schema, table, spec.row_filter)
+                    queue.append(TableSnapshot(table, "initial", estimate=est).to_dict())
+        now = _now_ms()
+        total = prior.events_total if prior else 0
+        offsets = Offsets(0, point, not queue, total, now, now, 0.0, tuple(queue), tuple(p.tables))
+        sink.begin()
+        sink.commit(offsets)
         self.stats.last = offsets
-        self.progress(f"created slot {p.replication.slot} at {lsn_to_str(point)}; snapshot: {count} rows")
+        what = f"{len(queue)} tables queued (chunked, while streaming)" if queue else "none"
+        self.progress(f"created slot {p.replication.slot} at {lsn_to_str(point)}; snapshot: {what}")
         return offsets
+
+    def _table_shape(self, table: str, conn: psycopg.Connection) -> TableShape:
+        p = self.pipeline
+        info = self._infos[table]
+        cols = [c.name for c in info.columns if c.name not in p.tables[table].exclude_columns]
+        rel = Relation(0, p.schema, table, info.replica_identity, tuple(cols), (), ())
+        shape = self._shape_for(rel, conn)
+        assert isinstance(shape, TableShape)
+        return shape
 
     def _stream(
         self,
@@ -415,6 +472,20 @@ class CaptureEngine:
         commit_done = threading.Event()  # set when `inflight` finishes (cheaper than Future.done())
         change_tags = frozenset((_INSERT, _UPDATE, _DELETE))
         commit_took = self.metrics.commit_took
+        snap = SnapshotRunner(
+            self.conns.postgres,
+            p,
+            self._infos,
+            lambda table: self._table_shape(table, sql_conn),
+            encode,
+            [TableSnapshot.from_dict(d) for d in committed.snapshot],
+            self.progress,
+        )
+        tables = committed.tables if committed.tables is not None else tuple(p.tables)
+        chunk_rows = p.replication.snapshot_chunk_size
+        recent = snap.recent.append
+        watch = snap.watch  # relation oids of the table whose chunk waits for its watermark
+        ready = self.ready
 
         def settle(block: bool) -> None:
             """Finish an in-flight commit: ack the slot, then open the next txn with `pending`."""
@@ -426,6 +497,8 @@ class CaptureEngine:
             committed = inflight_offsets
             stats.last = committed
             stats.kafka_commits += 1
+            if not committed.snapshot and not ready.is_set():
+                ready.set()
             cur.send_feedback(write_lsn=committed.end_lsn, flush_lsn=committed.end_lsn, force=True)
             acked = committed.end_lsn
             last_feedback = time.monotonic()
@@ -463,20 +536,33 @@ class CaptureEngine:
         def start_commit() -> None:
             nonlocal inflight, inflight_offsets, batch_events, last_done, batch_start
             settle(True)  # one commit at a time; flushes `pending` into the open txn
-            assert last_done is not None
+            sink.begin()  # snapshot progress alone may have produced nothing yet
+            done = last_done
+            state = snap.state()
+            snap.dirty = False
             inflight_offsets = Offsets(
-                last_done.commit_lsn,
-                last_done.end_lsn,
-                True,
+                done.commit_lsn if done else committed.commit_lsn,
+                done.end_lsn if done else committed.end_lsn,
+                not state,
                 committed.events_total + batch_events,
                 _now_ms(),
-                last_done.commit_ms,
+                done.commit_ms if done else committed.last_commit_ms,
                 committed.rate,
+                state,
+                tables,
             )
             commit_done.clear()
             inflight = pool.submit(timed_commit, inflight_offsets)
             inflight.add_done_callback(lambda _: commit_done.set())
             batch_events, last_done, batch_start = 0, None, time.monotonic()
+
+        def next_chunk() -> None:
+            """Between PostgreSQL transactions: read the next snapshot chunk (capture/snapshot.py)."""
+            nonlocal watch
+            if snap.next_chunk(chunk_rows):
+                start_commit()  # a table finished without rows to wait for: commit the progress
+                self._snapshot_report(snap)
+            watch = snap.watch
 
         try:
             while not stop.is_set():
@@ -487,6 +573,8 @@ class CaptureEngine:
                     now = time.monotonic()
                     if not in_txn and last_done is not None:
                         start_commit()  # caught up: commit now for low latency
+                    if not in_txn and snap.queue and snap.chunk is None:
+                        next_chunk()
                     elif (
                         not in_txn
                         and inflight is None
@@ -502,6 +590,8 @@ class CaptureEngine:
                         committed = self._report(
                             committed, stats.events - progress_events, now - last_progress
                         )
+                        if snap.queue:
+                            self.progress(describe_snapshot(snap.progress()))
                         progress_events, last_progress = stats.events, now
                     busy = last_done is not None or inflight is not None
                     select.select([cur], [], [], 0.005 if busy else 0.2)
@@ -511,6 +601,8 @@ class CaptureEngine:
                 if tag in change_tags:
                     if skip:
                         continue
+                    if watch and _U32(buf, 1)[0] in watch:
+                        snap.saw(decode(buf))  # type: ignore[arg-type]
                     row_enc = rows.get(_U32(buf, 1)[0])
                     if row_enc is not None:  # a captured table: the fused hot path
                         now_ms = time_ns() // 1_000_000
@@ -567,6 +659,7 @@ class CaptureEngine:
                     b = decode(buf)
                     assert isinstance(b, Begin)
                     in_txn, commit_ms = True, b.commit_ms
+                    recent(b.xid)
                     ms = encode_long(commit_ms)
                     skip = b.final_lsn <= max(committed.commit_lsn, inflight_offsets.commit_lsn)
                     if skip:
@@ -581,17 +674,43 @@ class CaptureEngine:
                     stats.transactions += 1
                     # the batch being built is `pending` while a commit is in flight, else the
                     # open Kafka txn; a PostgreSQL txn without events (TRUNCATE, other tables)
-                    # must not turn an in-flight or absent Kafka txn into one to commit
-                    if pending if inflight is not None else sink.in_transaction:
+                    # must not turn an in-flight or absent Kafka txn into one to commit, unless
+                    # snapshot progress (a signal) has to be committed
+                    if (pending if inflight is not None else sink.in_transaction) or snap.dirty:
                         last_done = c
-                        if batch_events >= max_events or time.monotonic() - batch_start >= max_s:
+                        if (
+                            snap.dirty
+                            or batch_events >= max_events
+                            or time.monotonic() - batch_start >= max_s
+                        ):
                             start_commit()
+                    if snap.queue and snap.chunk is None:
+                        next_chunk()
+                elif tag == _MESSAGE:
+                    m = decode(buf)
+                    assert isinstance(m, LogicalMessage)
+                    if m.prefix == WATERMARK_PREFIX and not m.transactional:
+                        out = snap.on_watermark(m)
+                        if out is not None:  # the chunk's rows and its progress: one Kafka txn
+                            watch = snap.watch
+                            for key, value in out:
+                                emit(key, value)
+                            batch_events += len(out)
+                            stats.snapshot_events += len(out)
+                            stats.snapshot_rows_superseded = snap.dropped
+                            if not in_txn:
+                                start_commit()
+                            self._snapshot_report(snap)
+                    elif m.prefix == SIGNAL_PREFIX and m.transactional and not skip:
+                        snap.on_signal(m)  # queued; committed with its transaction
                 elif tag == _RELATION:
                     rel = decode(buf)
                     assert isinstance(rel, Relation)
                     # (pgoutput also describes each partition whose changes it sends under the root:
                     # such a relation has no shape, and no changes of its own arrive)
                     shape = shapes[rel.oid] = self._shape_for(rel, sql_conn)
+                    if type(shape) is TableShape:
+                        snap.relation(shape.table, rel.oid)
                     if type(shape) is TableShape and fast_kind_ok(shape.kinds):
                         rows[rel.oid] = RowEncoder(rel, shape, enc.prefix)
                     else:
@@ -619,6 +738,7 @@ class CaptureEngine:
                     log.warning("Kafka commit failed while stopping; resuming from %s", stats.last)
             pool.shutdown(wait=True)
             sink.abort()  # a half-read PostgreSQL transaction is replayed from the last commit
+            snap.close()
         return stats.last
 
     def _report(self, committed: Offsets, events: int, seconds: float) -> Offsets:
@@ -628,12 +748,8 @@ class CaptureEngine:
             f"captured {self.stats.events} events ({rate:,.0f}/s), committed up to "
             f"{lsn_to_str(committed.end_lsn)}, {self.stats.kafka_commits} Kafka txns, lag {lag} ms"
         )
-        return Offsets(
-            committed.commit_lsn,
-            committed.end_lsn,
-            committed.snapshot_done,
-            committed.events_total,
-            committed.committed_at_ms,
-            committed.last_commit_ms,
-            rate,
-        )
+        return dataclasses.replace(committed, rate=rate)
+
+    def _snapshot_report(self, snap: SnapshotRunner) -> None:
+        if self.snapshot_progress is not None:
+            self.snapshot_progress(snap.progress())

@@ -1,7 +1,8 @@
 """Decoder for PostgreSQL's ``pgoutput`` logical replication messages (protocol version 1).
 
-Only what capture needs: Begin, Commit, Relation, Type, Insert, Update, Delete, Truncate
-(Origin and logical Messages are skipped). Values stay in PostgreSQL's text output form; the
+Only what capture needs: Begin, Commit, Relation, Type, Insert, Update, Delete, Truncate and
+logical Messages (``pg_logical_emit_message``: snapshot watermarks and signals); Origin is
+skipped. Values stay in PostgreSQL's text output form; the
 ``u`` marker (an unchanged TOASTed value that was not sent) becomes :data:`UNCHANGED`.
 See https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
 """
@@ -18,6 +19,7 @@ PG_EPOCH_MS = 946_684_800_000  # 2000-01-01 in Unix milliseconds
 _BEGIN = Struct(">QqI")  # final_lsn, commit timestamp (us since 2000), xid
 _COMMIT = Struct(">BQQq")  # flags, commit_lsn, end_lsn, commit timestamp
 _I32 = Struct(">I")
+_LSN = Struct(">Q")
 _I16 = Struct(">h")
 _RELCOL = Struct(">Ii")
 
@@ -63,13 +65,23 @@ class Truncate:
 
 
 @dataclass(frozen=True, slots=True)
+class LogicalMessage:
+    """``pg_logical_emit_message``: sent at once when not transactional, else inside its txn."""
+
+    transactional: bool
+    lsn: int
+    prefix: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class TypeInfo:
     oid: int
     schema: str
     name: str
 
 
-Message = Begin | Commit | Relation | Change | Truncate | TypeInfo | None
+Message = Begin | Commit | Relation | Change | Truncate | TypeInfo | LogicalMessage | None
 
 
 def lsn_to_str(lsn: int) -> str:
@@ -133,7 +145,12 @@ class PgOutputDecoder:
             n = _I32.unpack_from(buf, 1)[0]
             oids = [_I32.unpack_from(buf, 6 + 4 * i)[0] for i in range(n)]
             return Truncate(tuple(self.relations[o] for o in oids if o in self.relations))
-        return None  # O (origin), M (logical message): not used
+        if tag == 77:  # M (proto_version 1: no xid field)
+            flags, lsn = buf[1], _LSN.unpack_from(buf, 2)[0]
+            prefix, pos = _cstring(buf, 10)
+            (n,) = _I32.unpack_from(buf, pos)
+            return LogicalMessage(bool(flags & 1), lsn, prefix, bytes(buf[pos + 4 : pos + 4 + n]))
+        return None  # O (origin): not used
 
     def _relation(self, buf: bytes) -> Relation:
         oid = _I32.unpack_from(buf, 1)[0]

@@ -76,6 +76,8 @@ class Replication(_Model):
     slot: str = "cdcrouter_slot"
     publication: str = "cdcrouter_pub"
     snapshot: Literal["initial", "never"] = "initial"
+    # rows per snapshot chunk: one SELECT, one Kafka transaction (docs/capture.md, Snapshots)
+    snapshot_chunk_size: int = Field(default=10_000, ge=1, le=1_000_000)
     # full: cdcrouter sets REPLICA IDENTITY FULL so UPDATEs report exactly the changed columns and
     # DELETEs carry the old row. default: UPDATEs report every column PostgreSQL sends.
     replica_identity: Literal["full", "default"] = "full"

@@ -122,37 +122,58 @@ def ensure_topics(conns: Connections, raw: RawTopic) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Offsets:
-    """What Kafka has committed for one slot: the last PostgreSQL transaction fully in Kafka."""
+    """What Kafka has committed for one slot: the last PostgreSQL transaction fully in Kafka, and
+    how far the snapshots have got (each chunk is committed together with this record)."""
 
     commit_lsn: int = 0  # final LSN of that transaction (later transactions have larger ones)
     end_lsn: int = 0  # where streaming resumes
-    snapshot_done: bool = False
+    snapshot_done: bool = False  # no snapshot pending (records before chunked snapshots: always true)
     events_total: int = 0
     committed_at_ms: int = 0
     last_commit_ms: int = 0  # the source commit time of that transaction
     rate: float = 0.0  # events/s over the last progress window
+    # pending table snapshots, the first one in progress (see capture/snapshot.py TableSnapshot)
+    snapshot: tuple[dict[str, Any], ...] = ()
+    # the captured tables this slot knows (a table added to the pipeline later gets a snapshot);
+    # None in records written before this field existed
+    tables: tuple[str, ...] | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "commit_lsn": self.commit_lsn,
-                "end_lsn": self.end_lsn,
-                "snapshot_done": self.snapshot_done,
-                "events_total": self.events_total,
-                "committed_at_ms": self.committed_at_ms,
-                "last_commit_ms": self.last_commit_ms,
-                "rate": round(self.rate, 1),
-            }
-        ).encode()
+        doc: dict[str, Any] = {
+            "commit_lsn": self.commit_lsn,
+            "end_lsn": self.end_lsn,
+            "snapshot_done": self.snapshot_done,
+            "events_total": self.events_total,
+            "committed_at_ms": self.committed_at_ms,
+            "last_commit_ms": self.last_commit_ms,
+            "rate": round(self.rate, 1),
+            "snapshot": list(self.snapshot),
+        }
+        if self.tables is not None:
+            doc["tables"] = list(self.tables)
+        return json.dumps(doc).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Offsets:
         d = json.loads(data)
-        return cls(**{k: d[k] for k in cls.__slots__ if k in d})  # type: ignore[attr-defined]
+        out = {k: d[k] for k in cls.__slots__ if k in d}  # type: ignore[attr-defined]
+        if "snapshot" in out:
+            out["snapshot"] = tuple(out["snapshot"])
+        if out.get("tables") is not None:
+            out["tables"] = tuple(out["tables"])
+        return cls(**out)
 
 
-def read_offsets(conns: Connections, topic: str, slot: str, timeout_s: float = 30.0) -> Offsets | None:
-    """The last committed offsets record for ``slot`` (read_committed), or None if there is none."""
+def read_offsets(
+    conns: Connections, topic: str, slot: str, timeout_s: float = 30.0, stall_s: float | None = None
+) -> Offsets | None:
+    """The last committed offsets record for ``slot`` (read_committed), or None if there is none.
+
+    Reads up to the end offset seen at the start. A running capture commits continuously, so the
+    end-of-partition event alone can be minutes away. ``stall_s`` (for ``capture status``): stop
+    when nothing new arrives that long, because a crashed capture's open transaction holds
+    read_committed readers back until its producer is fenced or times out.
+    """
     conf = {
         **conns.kafka.to_librdkafka(),
         "group.id": f"cdcrouter-capture-offsets-reader-{slot}",
@@ -165,13 +186,23 @@ def read_offsets(conns: Connections, topic: str, slot: str, timeout_s: float = 3
     }
     consumer = Consumer(conf)
     try:
-        consumer.assign([TopicPartition(topic, 0, 0)])
+        tp = TopicPartition(topic, 0, 0)
+        consumer.assign([tp])
+        try:
+            _low, end = consumer.get_watermark_offsets(tp, timeout=min(10.0, timeout_s))
+        except KafkaException:
+            end = None  # an unknown topic shows up as an error from poll below
         last: Offsets | None = None
         deadline = time.monotonic() + timeout_s
+        progress_at = time.monotonic()
         key = slot.encode()
         while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
+            msg = consumer.poll(0.2)
             if msg is None:
+                if end is not None and _position(consumer, tp) >= end:
+                    return last  # the end ends with a transaction marker, never delivered
+                if stall_s is not None and time.monotonic() - progress_at >= stall_s:
+                    return last
                 continue
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
@@ -181,14 +212,22 @@ def read_offsets(conns: Connections, topic: str, slot: str, timeout_s: float = 3
                 raise CaptureError(
                     f"cannot read {topic}: {msg.error().str()}", hint="check the Kafka connection and ACLs"
                 )
+            progress_at = time.monotonic()
             if msg.key() == key and msg.value() is not None:
                 last = Offsets.from_json(msg.value())
+            if end is not None and msg.offset() + 1 >= end:
+                return last
         raise CaptureError(
             f"timed out reading the committed capture position from {topic}",
             hint="is Kafka reachable? a stuck transaction clears after transaction.timeout.ms",
         )
     finally:
         consumer.close()
+
+
+def _position(consumer: Consumer, tp: TopicPartition) -> int:
+    pos = consumer.position([tp])[0].offset
+    return pos if pos >= 0 else 0
 
 
 class KafkaSinkError(CaptureError):
@@ -231,7 +270,9 @@ class TransactionalSink:
             {
                 **conns.kafka.producer_conf(),
                 "transactional.id": f"cdcrouter-capture-{slot}",
-                "transaction.timeout.ms": 900_000,
+                # no transaction needs long (snapshots commit chunk by chunk): a crashed capture's
+                # open transaction holds read_committed readers back for at most this long
+                "transaction.timeout.ms": 60_000,
                 "linger.ms": 5,
                 "queue.buffering.max.messages": 2_000_000,
                 "queue.buffering.max.kbytes": 1_048_576,

@@ -547,7 +547,8 @@ class ReplicationStream:
                 slot_name=slot,
                 slot_type=psycopg2.extras.REPLICATION_LOGICAL,
                 start_lsn=start_lsn,
-                options={"proto_version": "1", "publication_names": publication},
+                # messages: snapshot watermarks and signals (pg_logical_emit_message, PostgreSQL 14+)
+                options={"proto_version": "1", "publication_names": publication, "messages": "true"},
                 decode=False,
                 status_interval=10,
             )

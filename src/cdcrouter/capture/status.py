@@ -8,12 +8,14 @@ from typing import Any
 from cdcrouter.capture import source
 from cdcrouter.capture.pgoutput import lsn_to_str
 from cdcrouter.capture.pipeline import Pipeline
-from cdcrouter.capture.sink import read_offsets
+from cdcrouter.capture.sink import Offsets, read_offsets
+from cdcrouter.capture.snapshot import TableSnapshot, progress_of
 from cdcrouter.config.connections import Connections
 
 
 def capture_status(pipeline: Pipeline, conns: Connections) -> dict[str, Any]:
-    """Slot state, retained WAL, and what Kafka has committed (last event time, events/s)."""
+    """Slot state, retained WAL, what Kafka has committed (last event time, events/s), and the
+    progress of a snapshot that is under way (rows, estimate, rows/s, ETA)."""
     slot = pipeline.replication.slot
     out: dict[str, Any] = {"slot": slot, "publication": pipeline.replication.publication}
     conn = source.connect_sql(conns.postgres)
@@ -45,7 +47,7 @@ def capture_status(pipeline: Pipeline, conns: Connections) -> dict[str, Any]:
             wal_status=wal_status,
             current_wal_lsn=current,
         )
-    offsets = read_offsets(conns, pipeline.raw_topic.offsets_topic, slot, timeout_s=15)
+    offsets = read_offsets(conns, pipeline.raw_topic.offsets_topic, slot, timeout_s=15, stall_s=3)
     out["raw_topic"] = pipeline.raw_topic.name
     if offsets is None:
         out["kafka"] = None
@@ -58,7 +60,25 @@ def capture_status(pipeline: Pipeline, conns: Connections) -> dict[str, Any]:
             "last_commit_time": _iso(offsets.committed_at_ms),
             "snapshot_done": offsets.snapshot_done,
         }
+        if offsets.snapshot:
+            out["snapshot"] = _snapshot_progress(offsets)
     return out
+
+
+def _snapshot_progress(offsets: Offsets) -> dict[str, Any]:
+    """The running snapshot as of the last commit: rows done of the planner's estimate, ETA."""
+    pending = [TableSnapshot.from_dict(d) for d in offsets.snapshot]
+    pr = progress_of(pending[0], len(pending) - 1, offsets.committed_at_ms)
+    return {
+        "table": pr.table,
+        "where": pending[0].where,
+        "rows": pr.rows,
+        "estimated_rows": pr.estimate,
+        "percent": round(100 * pr.rows / pr.estimate, 1) if pr.estimate else None,
+        "rows_per_s": round(pr.rows_per_s, 1),
+        "eta_s": round(pr.eta_s) if pr.eta_s is not None else None,
+        "queued": [s.table for s in pending[1:]],
+    }
 
 
 def _iso(ms: int) -> str | None:
