@@ -69,6 +69,7 @@ from cdcrouter.capture.snapshot import (
     TableSnapshot,
     describe_snapshot,
     estimate_rows,
+    initial_queue,
 )
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
@@ -86,6 +87,7 @@ class CaptureStats:
     kafka_commits: int = 0
     snapshot_events: int = 0
     snapshot_rows_superseded: int = 0  # chunk rows left out: a streamed change was as new or newer
+    longest_txn_ms: float = 0.0  # the longest Kafka transaction, begin to committed
     skipped_transactions: int = 0
     dead_letters: int = 0
     reconnects: int = 0
@@ -396,17 +398,14 @@ class CaptureEngine:
         p = self.pipeline
         stream = source.ReplicationStream(self.conns.postgres)
         try:
-            point, _exported = stream.create_slot_with_snapshot(
+            point, exported = stream.create_slot_with_snapshot(
                 p.replication.slot, failover=p.replication.failover
             )
+            queue = []
+            if p.replication.snapshot == "initial":  # while the slot's snapshot is still valid
+                queue = [t.to_dict() for t in initial_queue(self.conns.postgres, p, exported)]
         finally:
             stream.close()
-        queue = []
-        if p.replication.snapshot == "initial":
-            with source.pg_errors("cannot estimate table sizes", self.conns.postgres):
-                for table, spec in p.tables.items():
-                    est = estimate_rows(conn, p.schema, table, spec.row_filter)
-                    queue.append(TableSnapshot(table, "initial", estimate=est).to_dict())
         now = _now_ms()
         total = prior.events_total if prior else 0
         offsets = Offsets(0, point, not queue, total, now, now, 0.0, tuple(queue), tuple(p.tables))
@@ -497,6 +496,7 @@ class CaptureEngine:
             committed = inflight_offsets
             stats.last = committed
             stats.kafka_commits += 1
+            stats.longest_txn_ms = max(stats.longest_txn_ms, sink.longest_s * 1000)
             if not committed.snapshot and not ready.is_set():
                 ready.set()
             cur.send_feedback(write_lsn=committed.end_lsn, flush_lsn=committed.end_lsn, force=True)
@@ -746,10 +746,18 @@ class CaptureEngine:
         lag = max(0, _now_ms() - committed.last_commit_ms) if events else 0
         self.progress(
             f"captured {self.stats.events} events ({rate:,.0f}/s), committed up to "
-            f"{lsn_to_str(committed.end_lsn)}, {self.stats.kafka_commits} Kafka txns, lag {lag} ms"
+            f"{lsn_to_str(committed.end_lsn)}, {self.stats.kafka_commits} Kafka txns, lag {lag} ms, "
+            f"longest Kafka txn {self.stats.longest_txn_ms:,.0f} ms"
         )
         return dataclasses.replace(committed, rate=rate)
 
     def _snapshot_report(self, snap: SnapshotRunner) -> None:
+        """After a chunk: the metrics' gauges and the CLI's progress bar."""
+        pr = snap.progress()
+        for done in snap.finished:
+            self.metrics.snapshot_progress(done.table, done.rows, done.estimate, done=True)
+        snap.finished.clear()
+        if pr is not None:
+            self.metrics.snapshot_progress(pr.table, pr.rows, pr.estimate)
         if self.snapshot_progress is not None:
-            self.snapshot_progress(snap.progress())
+            self.snapshot_progress(pr)

@@ -285,6 +285,8 @@ class TransactionalSink:
         )
         self.produce = self.producer.produce  # hot path: bound method
         self.in_transaction = False
+        self.began = 0.0
+        self.longest_s = 0.0  # the longest transaction so far, begin to commit (benchmarks)
         try:
             self.producer.init_transactions(60)
         except KafkaException as exc:
@@ -306,6 +308,7 @@ class TransactionalSink:
             except KafkaException as exc:
                 raise self._failure(exc.args[0], "cannot begin a Kafka transaction") from exc
             self.in_transaction = True
+            self.began = time.monotonic()
 
     def produce_event(self, key: bytes, value: bytes, topic: str | None = None, lsn: int = 0) -> bool:
         """Produce into the open transaction (the raw topic unless ``topic`` says otherwise).
@@ -420,6 +423,7 @@ class TransactionalSink:
                     hint="capture resumes from the last committed position; nothing was acknowledged",
                 ) from exc
         self.in_transaction = False
+        self.longest_s = max(self.longest_s, time.monotonic() - self.began)  # begin -> committed
 
     def abort(self) -> None:
         """Abort the open transaction, if any (a failing broker is the caller's next problem)."""

@@ -111,6 +111,30 @@ def estimate_rows(conn: psycopg.Connection, schema: str, table: str, *filters: s
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
+def initial_queue(pg: PostgresSettings, pipeline: Pipeline, exported: str) -> list[TableSnapshot]:
+    """The tables to snapshot after the slot was created: those that had rows at the slot's
+    start (``exported``: the slot's snapshot, valid while its connection stays idle). A table
+    empty then gets no SNAPSHOT events at all: its rows arrive as streamed INSERTs."""
+    queue = []
+    with source.pg_errors("cannot inspect the tables to snapshot", pg):
+        conn = source.connect_sql(pg)
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
+            for table, spec in pipeline.tables.items():
+                cond = sql.SQL(spec.row_filter or "true")  # type: ignore[arg-type]
+                query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{} WHERE {})").format(
+                    sql.Identifier(pipeline.schema), sql.Identifier(table), cond
+                )
+                if conn.execute(query).fetchone()[0]:  # type: ignore[index]
+                    est = estimate_rows(conn, pipeline.schema, table, spec.row_filter)
+                    queue.append(TableSnapshot(table, "initial", estimate=est))
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+    return queue
+
+
 def where_problem(where: str) -> str | None:
     """Why ``where`` is not one plain SQL condition, or None.
 
@@ -239,6 +263,7 @@ class SnapshotRunner:
         self.oids: dict[str, set[int]] = {}  # table -> relation oids seen in the stream
         self.dropped = 0  # chunk rows left out because a streamed change was as new or newer
         self.rereads = 0  # chunks read again because their snapshot missed a streamed change
+        self.finished: list[TableSnapshot] = []  # done since the engine last looked (metrics)
         self._plans: dict[str, _Plan] = {}
         self._conn: psycopg.Connection | None = None
 
@@ -386,6 +411,7 @@ class SnapshotRunner:
 
     def _finish(self) -> bool:
         snap = self.queue.pop(0)
+        self.finished.append(snap)
         if snap.started_ms:
             secs = max(0.001, (_now_ms() - snap.started_ms) / 1000)
             self.say(f"snapshot of {snap.table} done: {snap.rows:,} rows in {secs:,.1f} s")

@@ -572,26 +572,3 @@ class ReplicationStream:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
-
-
-def snapshot_rows(
-    pg: PostgresSettings, snapshot: str, schema: str, table: str, columns: list[str], row_filter: str | None
-) -> Iterator[tuple[str | None, ...]]:
-    """Rows of one table as of the exported snapshot, each value in PostgreSQL's text form."""
-    with pg_errors(f"cannot read the snapshot of {schema}.{table}", pg):
-        conn = connect_sql(pg)
-        try:
-            conn.autocommit = False
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            query = sql.SQL("COPY (SELECT {} FROM {}.{} WHERE {}) TO STDOUT").format(
-                sql.SQL(", ").join(map(sql.Identifier, columns)),
-                sql.Identifier(schema),
-                sql.Identifier(table),
-                sql.SQL(row_filter or "true"),  # type: ignore[arg-type]
-            )
-            with conn.cursor().copy(query) as copy:
-                yield from copy.rows()
-            conn.rollback()
-        finally:
-            conn.close()

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -38,6 +39,43 @@ def _load(pipeline_file: Path, config: Path | None):
     if config is None and pipeline.connections:
         config = pipeline_file
     return pipeline, load_connections(config_file=config)
+
+
+class _SnapshotBar:
+    """A rich progress bar per snapshotted table, when capture runs in a terminal."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("snapshot {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>10,.0f} rows/s"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.tasks: dict[str, Any] = {}
+
+    def update(self, pr: Any) -> None:  # SnapshotProgress | None
+        for table, task in list(self.tasks.items()):
+            if pr is None or pr.table != table:  # that table is done
+                self.progress.update(task, total=self.progress.tasks[task].completed)
+                del self.tasks[table]
+        if pr is None:
+            return
+        task = self.tasks.get(pr.table)
+        total = max(pr.estimate, pr.rows) or None
+        if task is None:
+            task = self.tasks[pr.table] = self.progress.add_task(pr.table, total=total, rate=0.0)
+        self.progress.update(task, completed=pr.rows, total=total, rate=pr.rows_per_s)
+
+    def close(self) -> None:
+        self.progress.stop()
 
 
 def register(app: typer.Typer) -> None:
@@ -75,11 +113,22 @@ def register(app: typer.Typer) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
 
+        bar = _SnapshotBar() if sys.stderr.isatty() else None
+
         def say(line: str) -> None:
-            typer.echo(f"capture: {line}", err=True)
+            if bar is not None:
+                bar.console.print(f"capture: {line}", markup=False, highlight=False)
+            else:
+                typer.echo(f"capture: {line}", err=True)
 
         say(f"{conns.postgres.redacted()} -> {conns.kafka.bootstrap_servers} topic {p.raw_topic.name}")
-        engine = CaptureEngine(p, conns, resnapshot=resnapshot, progress=say)
+        engine = CaptureEngine(
+            p,
+            conns,
+            resnapshot=resnapshot,
+            progress=say,
+            snapshot_progress=bar.update if bar is not None else None,
+        )
         if metrics_port is not None:
             try:
                 engine.metrics.serve(metrics_port, metrics_address)
@@ -89,11 +138,38 @@ def register(app: typer.Typer) -> None:
                     hint="pick a free port with --metrics-port, or check --metrics-address",
                 ) from exc
             say(f"metrics on http://{metrics_address}:{engine.metrics.port}/metrics")
-        stats = engine.run(stop, duration_s=duration)
+        try:
+            stats = engine.run(stop, duration_s=duration)
+        finally:
+            if bar is not None:
+                bar.close()
         say(
             f"stopped: {stats.events} events in {stats.transactions} transactions, "
-            f"{stats.kafka_commits} Kafka commits, {stats.snapshot_events} snapshot rows"
+            f"{stats.kafka_commits} Kafka commits, {stats.snapshot_events} snapshot rows, "
+            f"longest Kafka transaction {stats.longest_txn_ms:,.0f} ms"
         )
+
+    @capture.command("snapshot")
+    def snapshot(
+        table: Annotated[str, typer.Option("--table", help="The captured table to snapshot again.")],
+        where: Annotated[
+            str | None, typer.Option("--where", help="One SQL condition: only the rows matching it.")
+        ] = None,
+        pipeline: PipelineFile = Path("pipeline.yaml"),
+        config: ConfigFile = None,
+    ) -> None:
+        """Snapshot one table again, or part of it, on a running capture (nothing stops).
+
+        The request is a transactional logical message that capture reads from its own stream:
+        a running capture queues it at once, a stopped one when it starts again.
+        """
+        from cdcrouter.capture.snapshot import request_snapshot
+
+        p, conns = _load(pipeline, config)
+        sid = request_snapshot(p, conns.postgres, table, where)
+        part = f" (rows where {where})" if where else ""
+        typer.echo(f"snapshot {sid} of {table}{part} requested from the capture on slot {p.replication.slot}")
+        typer.echo(f"progress: cdcrouter capture status --pipeline {pipeline}")
 
     @capture.command("status")
     def status(
