@@ -560,6 +560,15 @@ class ReplicationStream:
                     hint="changes made while it was gone are lost to capture; start again with "
                     "`cdcrouter capture run --resnapshot` (new slot and a fresh snapshot)",
                 ) from exc
+            if exc.pgcode == "55000" and "invalidated" in text:  # sqlstate: object not in prerequisite state
+                # wal_removed (max_slot_wal_keep_size), idle_timeout (18's idle_replication_slot_timeout):
+                # a retry cannot bring the slot back, so this is not the OperationalError the engine retries
+                raise CaptureError(
+                    f"replication slot {slot} was invalidated by PostgreSQL: {text}",
+                    hint="the changes it held are gone; start again with `cdcrouter capture run "
+                    "--resnapshot` (new slot and a fresh snapshot), and see docs/capture.md for the "
+                    "settings that invalidate slots",
+                ) from None
             if "is active for PID" in text:
                 raise CaptureError(
                     f"replication slot {slot} is in use by another process: {text}",
