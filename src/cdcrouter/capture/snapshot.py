@@ -144,6 +144,8 @@ def where_problem(where: str) -> str | None:
     """
     depth, quote = 0, ""
     for i, ch in enumerate(where):
+        if ch == "\\":  # anywhere: E'\'' would end a string where this scan sees it go on
+            return "a backslash is not allowed (one condition, no statements or comments)"
         if quote:
             if ch == quote:
                 quote = ""

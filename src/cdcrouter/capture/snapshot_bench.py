@@ -140,7 +140,7 @@ def run_snapshot_bench(
             hi = min(rows, lo + step - 1)
             conn.execute(
                 "INSERT INTO snap_rows (id, name, amount) "
-                "SELECT g, 'row ' || g, (g % 100000) / 100.0 FROM generate_series(%s::bigint, %s) g",
+                "SELECT g, 'row ' || g, (g %% 100000) / 100.0 FROM generate_series(%s::bigint, %s) g",
                 (lo, hi),
             )
         conn.execute("ANALYZE snap_rows")
