@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.demo_cmds",  # demo (the README's main job)
     "cdcrouter.cli.bench_cmds",  # bench generate|match (other modules add theirs to the group)
     "cdcrouter.cli.deploy_cmds",  # deploy [--target], deploy status|stop|resume|delete|list
+    "cdcrouter.cli.status_cmds",  # status: the whole pipeline for on-call
 )
 
 

@@ -1,0 +1,93 @@
+"""Running the status view: once, or refreshed in place (rich Live) until Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cdcrouter.observe.collect import StatusOptions, collect_status
+from cdcrouter.observe.targets import Targets, resolve_targets
+
+
+def _default(path: Path | None, name: str) -> Path | None:
+    """An explicit path must exist (the loaders say so); the default is used only when present."""
+    if path is not None:
+        return path
+    return Path(name) if Path(name).is_file() else None
+
+
+def load_inputs(
+    pipeline: Path | None, filters: Path | None, raw_topic: str | None, group: str, config: Path | None
+) -> tuple[Targets, Any]:
+    """Targets and connections, found the way ``capture`` and ``run`` find them."""
+    from cdcrouter.config import load_connections
+
+    pipeline = _default(pipeline, "pipeline.yaml")
+    pipe = None
+    if pipeline is not None:
+        from cdcrouter.capture import load_pipeline
+
+        pipe = load_pipeline(pipeline)
+        if config is None and pipe.connections:  # as `capture run` honours it
+            config = pipeline
+    targets = resolve_targets(_default(filters, "filters.yaml"), pipe, raw_topic, group)
+    return targets, load_connections(config_file=config)
+
+
+def run_status(
+    *,
+    pipeline: Path | None,
+    filters: Path | None,
+    raw_topic: str | None,
+    group: str,
+    config: Path | None,
+    interval: float,
+    latency_records: int,
+    deploy_target: str | None,
+    deploy_name: str | None,
+    watch: bool,
+    as_json: bool,
+) -> bool:
+    """Print the status (JSON: one document per line when watching); True when healthy."""
+    from rich.console import Console
+
+    from cdcrouter.observe.render import render_status
+
+    targets, conns = load_inputs(pipeline, filters, raw_topic, group, config)
+    opts = StatusOptions(
+        interval_s=interval,
+        latency_records=latency_records,
+        state_dir=Path(os.environ.get("CDCROUTER_STATE_DIR", ".cdcrouter")),
+        deploy_target=deploy_target,
+        deploy_name=deploy_name,
+    )
+    console = Console()
+    if not watch:
+        doc = collect_status(targets, conns, opts)
+        if as_json:
+            sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        else:
+            console.print(render_status(doc))
+        return bool(doc["healthy"])
+    healthy = True
+    try:
+        if as_json:
+            while True:
+                doc = collect_status(targets, conns, opts)
+                healthy = bool(doc["healthy"])
+                sys.stdout.write(json.dumps(doc, default=str) + "\n")
+                sys.stdout.flush()
+        from rich.live import Live
+
+        doc = collect_status(targets, conns, opts)
+        with Live(render_status(doc), console=console, auto_refresh=False) as live:
+            while True:
+                healthy = bool(doc["healthy"])
+                doc = collect_status(targets, conns, opts)
+                live.update(render_status(doc), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    return healthy

@@ -1,0 +1,128 @@
+"""`cdcrouter status` as a probe: exit codes, the JSON keys against docs/operations.md (the
+documented list is the oracle), and the routing job's state on a stand-in Confluent Cloud."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cdcrouter.testing.fake_confluent_cloud import FakeConfluentCloud
+
+from .statuskit import StatusEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry")]
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+OPAQUE = {"capture.snapshot", "jobs[].detail", "filtered_topics[].end_offsets"}  # values, not keys
+
+
+def documented_keys() -> set[str]:
+    """Every key path in the Monitoring section's JSON key table."""
+    text = DOCS.read_text()
+    section = text[text.index("### JSON keys") : text.index("### Problems it marks")]
+    keys: set[str] = set()
+    for row in re.findall(r"^\| (`.+?) \|", section, flags=re.M):
+        paths = re.findall(r"`([a-z0-9_.\[\]]+)`", row)
+        # `a.b[].c`, `...b[].d`: the second spelled from the first's prefix
+        keys.update(p if not p.startswith("...") else paths[0].rsplit(".", 2)[0] + "." + p[3:] for p in paths)
+    return keys
+
+
+def documented_codes() -> set[str]:
+    text = DOCS.read_text()
+    section = text[text.index("### Problems it marks") :]
+    return {
+        c
+        for row in re.findall(r"^\| (`.+?) \|", section, flags=re.M)
+        for c in re.findall(r"`([a-z_]+)`", row)
+    }
+
+
+def key_paths(doc: dict[str, Any]) -> set[str]:
+    """The document's key paths; the router group's are documented as a filtered topic group's."""
+    group = "raw_topic.router_group."
+    return {
+        "filtered_topics[].groups[]." + p[len(group) :] if p.startswith(group) else p for p in _paths(doc)
+    }
+
+
+def _paths(value: Any, prefix: str = "") -> set[str]:
+    """``a.b``, ``a.c[].d``, ...: every key path in a JSON document (lists merged over items)."""
+    out: set[str] = set()
+    if isinstance(value, dict) and prefix not in OPAQUE:
+        for k, v in value.items():
+            path = f"{prefix}.{k}" if prefix else k
+            out.add(path)
+            out |= _paths(v, path)
+    elif isinstance(value, list):
+        for item in value:
+            out |= _paths(item, f"{prefix}[]")
+    return out
+
+
+@pytest.fixture
+def cloud(monkeypatch: pytest.MonkeyPatch):
+    with FakeConfluentCloud(api_key="KEY1", api_secret="s3cret", step_seconds=0.02) as fake:
+        settings = {
+            "FLINK_ENDPOINT": fake.url, "ORGANIZATION_ID": fake.organization_id,
+            "ENVIRONMENT_ID": fake.environment_id, "COMPUTE_POOL_ID": "lfcp-1", "PRINCIPAL": "sa-1",
+            "CATALOG": "env", "DATABASE": "cluster", "FLINK_API_KEY": "KEY1", "FLINK_API_SECRET": "s3cret",
+        }  # fmt: skip
+        for k, v in settings.items():
+            monkeypatch.setenv(f"CDCROUTER_CONFLUENT_CLOUD__{k}", v)
+        yield fake
+
+
+def test_json_keys_are_the_documented_ones_and_problems_mark_a_stopped_job(
+    status_env: StatusEnv, cloud: FakeConfluentCloud
+) -> None:
+    """Every section filled (a member, a lagging consumer group, a DLQ record, a stopped statement):
+    the document's key paths are exactly the documented ones."""
+    from confluent_kafka import Producer
+
+    from cdcrouter.cli.main import main
+
+    env = status_env
+    deploy = ["--target", "confluent-cloud", "--filters", str(env.filters_file), "--name", "routing"]
+    assert main(["deploy", *deploy, "--yes"]) in (0, None)
+    env.start_capture()
+    env.start_router()
+    env.insert_cars(3)
+    env.wait_count(f"{env.name}-cars", 6)
+    with env.consuming(f"{env.name}-fleet", f"{env.name}-cars") as read:  # commits, then stops
+        env.wait_read(read, 6)
+    env.insert_cars(1)  # the stopped consumer now lags
+    producer = Producer(env.conns.kafka.producer_conf())
+    producer.produce(env.raw, b"\x00garbage", b"k")
+    assert producer.flush(30) == 0
+    env.wait_count(f"{env.raw}.router.dlq", 1)
+
+    code, running = env.status_json("--deploy-target", "confluent-cloud", "--deploy-name", "routing")
+    assert code == 0  # unhealthy, but without --exit-code the view itself succeeded
+    assert [j["state"] for j in running["jobs"]] == ["RUNNING"]
+    assert main(["deploy", "stop", "--target", "confluent-cloud", "--name", "routing"]) in (0, None)
+    code, doc = env.status_json(
+        "--deploy-target", "confluent-cloud", "--deploy-name", "routing", "--exit-code"
+    )
+
+    assert code == 3
+    assert [(j["state"], j["ok"]) for j in doc["jobs"]] == [("STOPPED", False)]
+    codes = {p["code"] for p in doc["problems"]}
+    assert {"job_not_running", "dlq_not_empty", "consumer_stalled"} <= codes
+    assert codes <= documented_codes()
+    assert sorted(key_paths(doc) ^ documented_keys()) == []
+
+
+def test_usage_and_user_errors_keep_their_exit_codes(status_env: StatusEnv, tmp_path: Path, capsys) -> None:
+    from cdcrouter.cli.main import main
+
+    assert main(["status", "--format", "xml"]) == 2
+    assert main(["status", "--interval", "0"]) == 2
+    capsys.readouterr()
+    missing = tmp_path / "nope.yaml"
+    assert main(["status", "--pipeline", str(missing), "--exit-code"]) == 1
+    err = capsys.readouterr().err
+    assert "nope.yaml" in err and "Traceback" not in err

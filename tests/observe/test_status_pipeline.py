@@ -1,0 +1,133 @@
+"""`cdcrouter status` on a real pipeline: capture and the router in-process on the shared stack,
+each problem it must mark produced for real, and checked against an oracle read directly from
+PostgreSQL or Kafka."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from .statuskit import StatusEnv
+
+pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry")]
+
+
+def _codes(doc: dict) -> set[str]:
+    return {p["code"] for p in doc["problems"]}
+
+
+def test_healthy_pipeline_shows_every_section_and_exits_0(status_env: StatusEnv) -> None:
+    env = status_env
+    env.start_capture()
+    env.start_router()
+    env.insert_cars(5)
+    cars_topic = f"{env.name}-cars"
+    env.wait_count(cars_topic, 10)  # 5 created + 5 updated
+    with env.consuming(f"{env.name}-fleet", cars_topic) as read:
+        env.wait_read(read, 10)
+        with env.flowing():
+            code, doc = env.status_json("--exit-code")
+
+    assert code == 0, doc["problems"]
+    assert doc["healthy"] is True and doc["problems"] == []
+    cap = doc["capture"]
+    assert cap["slot"] == env.slot and cap["active"] is True and cap["wal_status"] == "reserved"
+    assert cap["kafka"]["events_total"] >= 10
+    with psycopg.connect(env.conns.postgres.conninfo()) as conn:  # oracle: the server itself
+        active = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (env.slot,))
+        assert active.fetchone() == (True,)
+    router = doc["raw_topic"]["router_group"]
+    assert router["group"] == env.group
+    # one member owns both raw partitions (the oracle: the pipeline asked for 2)
+    assert [m["assignment"] for m in router["members"]] == [[0, 1]]
+    assert router["committed_in_window"] > 0 and not router["lag_growing"]
+    by_id = {f["id"]: f for f in doc["filters"]}
+    assert set(by_id) == {"cars", "car-updates"}
+    assert by_id["cars"]["events_per_s"] > 0 and by_id["car-updates"]["events_per_s"] > 0
+    # every car change matches `cars`; only updates match `car-updates`
+    assert by_id["cars"]["events_in_window"] >= by_id["car-updates"]["events_in_window"]
+    groups = {g["group"]: g for t in doc["filtered_topics"] for g in t["groups"]}
+    assert f"{env.name}-fleet" in groups
+    assert {d["name"]: d["depth"] for d in doc["dead_letter_topics"]} == {
+        f"{env.raw}.router.dlq": 0,
+        f"{env.raw}.capture-dlq": 0,
+    }
+    lat = {x["filter_id"]: x for x in doc["latency"]}
+    assert lat["cars"]["samples"] > 0
+    # routed after the source commit, and on this machine within a minute
+    assert 0 <= lat["cars"]["p50_ms"] <= lat["cars"]["max_ms"] < 60_000
+
+    code, text = env.status()
+    assert code == 0
+    for heading in ("Capture", f"Raw topic {env.raw}", "Filters", "Dead-letter topics", "healthy"):
+        assert heading in text
+
+
+def test_stopped_router_lag_grows_and_is_marked(status_env: StatusEnv) -> None:
+    env = status_env
+    env.start_router()
+    raw_before = env.count(env.raw)
+    env.halt("router")
+    with env.flowing(every_s=0.05):  # raw records keep arriving; nobody routes them
+        env.start_capture()
+        code, doc = env.status_json("--exit-code")
+
+    assert code == 3
+    router = doc["raw_topic"]["router_group"]
+    assert router["members"] == [] and router["committed_in_window"] == 0
+    # oracle: every raw record is unrouted (the router stopped before any arrived)
+    unrouted = env.count(env.raw) - raw_before
+    assert 0 < router["lag_before"] < router["lag"] <= unrouted
+    assert router["lag_growing"] is True
+    marked = [p for p in doc["problems"] if p["code"] == "router_lag_growing"]
+    assert len(marked) == 1 and env.group in marked[0]["where"]
+
+
+def test_poison_record_goes_to_the_router_dlq_and_is_marked(status_env: StatusEnv) -> None:
+    from confluent_kafka import Producer
+
+    env = status_env
+    env.start_router()
+    producer = Producer(env.conns.kafka.producer_conf())
+    producer.produce(env.raw, b"not avro at all", b"k")  # undecodable: the router dead-letters it
+    assert producer.flush(30) == 0
+    dlq = f"{env.raw}.router.dlq"
+    env.wait_count(dlq, 1)  # oracle: read the DLQ itself
+
+    code, doc = env.status_json("--exit-code", capture=False)
+
+    assert code == 3
+    assert doc["capture"] is None  # no pipeline file: routing only, the capture DLQ unknown
+    depths = {d["name"]: d["depth"] for d in doc["dead_letter_topics"]}
+    assert depths[dlq] == 1
+    marked = [p for p in doc["problems"] if p["code"] == "dlq_not_empty"]
+    assert [p["where"] for p in marked] == [dlq]
+    # the router moved past it: no lag, nothing else wrong with routing
+    assert doc["raw_topic"]["router_group"]["lag"] == 0
+    assert "router_lag_growing" not in _codes(doc) and "router_stalled" not in _codes(doc)
+
+
+def test_stopped_capture_leaves_an_inactive_slot_whose_wal_grows(status_env: StatusEnv) -> None:
+    env = status_env
+    env.start_capture()
+    env.insert_cars(2)
+    env.wait_count(env.raw, 4)
+    env.halt("capture")
+    with env.flowing(every_s=0.05):  # the application keeps writing: the slot must keep that WAL
+        code, doc = env.status_json("--exit-code")
+
+    assert code == 3
+    cap = doc["capture"]
+    assert cap["active"] is False
+    assert cap["retained_wal_growth_bytes"] > 0
+    with psycopg.connect(env.conns.postgres.conninfo()) as conn:  # oracle: the server, afterwards
+        row = conn.execute(
+            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            (env.slot,),
+        ).fetchone()
+    assert row is not None and row[0] is False
+    assert row[1] >= cap["retained_wal_bytes"] + cap["retained_wal_growth_bytes"]
+    assert "slot_inactive" in _codes(doc)
+    # its committed Kafka position still shows where capture stopped
+    assert cap["kafka"]["events_total"] >= 4
