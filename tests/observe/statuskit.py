@@ -270,6 +270,7 @@ def teardown_env(env: StatusEnv) -> None:
         conn.close()
     raw = pipe.raw_topic
     topics = [raw.name, raw.offsets_topic, raw.dlq_topic, f"{raw.name}.router.dlq", *env.topics]
+    topics += [f"{env.name}-cars.fleet.dlq", f"{env.name}-car-updates.audit.dlq"]
     futures = AdminClient({**env.conns.kafka.to_librdkafka(), "log_level": 0}).delete_topics(topics)
     for fut in futures.values():
         with contextlib.suppress(Exception):

@@ -48,9 +48,12 @@ def test_healthy_pipeline_shows_every_section_and_exits_0(status_env: StatusEnv)
     assert by_id["cars"]["events_in_window"] >= by_id["car-updates"]["events_in_window"]
     groups = {g["group"]: g for t in doc["filtered_topics"] for g in t["groups"]}
     assert f"{env.name}-fleet" in groups
+    # `topics apply` created every consumer's DLQ beside the router's and capture's: all empty
     assert {d["name"]: d["depth"] for d in doc["dead_letter_topics"]} == {
         f"{env.raw}.router.dlq": 0,
         f"{env.raw}.capture-dlq": 0,
+        f"{env.name}-cars.fleet.dlq": 0,
+        f"{env.name}-car-updates.audit.dlq": 0,
     }
     lat = {x["filter_id"]: x for x in doc["latency"]}
     assert lat["cars"]["samples"] > 0
@@ -65,18 +68,21 @@ def test_healthy_pipeline_shows_every_section_and_exits_0(status_env: StatusEnv)
 
 def test_stopped_router_lag_grows_and_is_marked(status_env: StatusEnv) -> None:
     env = status_env
+    env.start_capture()
     env.start_router()
-    raw_before = env.count(env.raw)
+    env.insert_cars(2)
+    env.wait_count(f"{env.name}-cars", 4)  # all 4 raw events routed (each matches `cars`)
     env.halt("router")
+    routed = env.count(env.raw)
+    assert routed == 4
     with env.flowing(every_s=0.05):  # raw records keep arriving; nobody routes them
-        env.start_capture()
         code, doc = env.status_json("--exit-code")
 
     assert code == 3
     router = doc["raw_topic"]["router_group"]
     assert router["members"] == [] and router["committed_in_window"] == 0
-    # oracle: every raw record is unrouted (the router stopped before any arrived)
-    unrouted = env.count(env.raw) - raw_before
+    # oracle: the raw records written after the router stopped, counted afterwards
+    unrouted = env.count(env.raw) - routed
     assert 0 < router["lag_before"] < router["lag"] <= unrouted
     assert router["lag_growing"] is True
     marked = [p for p in doc["problems"] if p["code"] == "router_lag_growing"]

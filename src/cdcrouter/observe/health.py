@@ -22,8 +22,8 @@ def problems_of(doc: dict[str, Any]) -> list[dict[str, str]]:
             _p("raw_topic_missing", raw["name"], "the raw topic does not exist", "cdcrouter topics apply")
         )
     router = raw.get("router_group")
-    if router and any(r["committed"] is not None for r in router["partitions"]):  # routing on Flink: none
-        out += _lag("router", router, raw["name"], "cdcrouter run")
+    if router and _router_in_use(router, doc.get("jobs", [])):
+        out += _lag("router", router, raw["name"], "start the router: cdcrouter run")
     for topic in doc.get("filtered_topics", []):
         if not topic["exists"]:
             out.append(
@@ -53,6 +53,13 @@ def problems_of(doc: dict[str, Any]) -> list[dict[str, str]]:
                 )
             )
     return out
+
+
+def _router_in_use(router: dict[str, Any], jobs: list[dict[str, Any]]) -> bool:
+    """The embedded router's group is judged unless routing runs on Flink / Confluent Cloud and the
+    group never was used (no commit, no member): then the job's state speaks for routing."""
+    used = router["members"] or any(r["committed"] is not None for r in router["partitions"])
+    return bool(used or not jobs)
 
 
 def _capture(cap: dict[str, Any] | None) -> list[dict[str, str]]:
