@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-class Format(StrEnum):
-    human = "human"
-    json = "json"
-
-
-class DeployTarget(StrEnum):
-    flink = "flink"
-    confluent_cloud = "confluent-cloud"
+from cdcrouter.cli.filters_cmds import Format
+from cdcrouter.cli.filters_cmds import Target as DeployTarget
 
 
 def register(app: typer.Typer) -> None:

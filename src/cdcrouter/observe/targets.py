@@ -7,14 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Route:
-    """One enabled filter: where its events go and who reads them."""
-
-    filter_id: str
-    consumer_id: str
-    topic: str
+from cdcrouter.route.filterset import RouteSpec as Route  # one enabled filter: topic and consumer
 
 
 @dataclass(frozen=True)
