@@ -2,8 +2,9 @@
 
 1. ``snap_rows`` gets N rows (before capture's slot exists, so they are snapshot rows only);
    the sample ``loan_entities`` is the streamed table.
-2. ``capture run`` runs as a subprocess (``snapshot: initial``, chunks of ``chunk`` rows) while
-   ``rate`` INSERTs/s go into ``loan_entities`` (10 rows per transaction).
+2. ``capture run`` runs as a subprocess (``snapshot: initial``, chunks of ``chunk`` rows); once
+   it streams (its slot active), ``rate`` INSERTs/s go into ``loan_entities`` (10 rows per
+   transaction).
 3. A read_committed consumer counts every snapshot row per id (exactly once?), notes when the
    first one is readable, and per streamed change the latency commit (``createdDate``) ->
    readable.
@@ -200,8 +201,9 @@ def run_snapshot_bench(
     kill: dict[str, float] = {}
     try:
         deadline = time.monotonic() + 60
-        while not source.slot_exists(slot_conn, name) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        active = "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND active"
+        while slot_conn.execute(active, (name,)).fetchone() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the writer starts once capture streams
         writer.start()
         next_report = time.monotonic() + 10
         deadline = time.monotonic() + max(600, rows / 2000)
@@ -249,10 +251,13 @@ def run_snapshot_bench(
     resent = sum(c - 1 for c in counts if c > 1)
     missing = counts.count(0)
     window_end = next((t for t in reader.received_at if t > kill["at"]), kill["at"]) if kill else 0.0
-    normal = [
-        lat for created, lat in reader.latencies if not (kill and kill["at"] - 1 <= created <= window_end)
-    ]
-    during = [lat for created, lat in reader.latencies if kill and kill["at"] - 1 <= created <= window_end]
+
+    def in_window(created: float) -> bool:  # committed while no capture was running
+        return bool(kill) and kill["at"] - 1 <= created <= window_end
+
+    normal = [(lat, c) for c, lat in reader.latencies if not in_window(c)]
+    during = [lat for c, lat in reader.latencies if in_window(c)]
+    worst = sorted(normal, reverse=True)[:5]
     longest = max((int(m.replace(b",", b"")) for m in _LONGEST.findall(log.read_bytes())), default=0)
     snapshot_s = (reader.last_snapshot_at or snapshot_done) - started
     restart_s = (window_end - kill["at"]) if kill else 0.0
@@ -271,9 +276,11 @@ def run_snapshot_bench(
         "rows_missing": missing,
         "killed_at_rows": kill.get("rows"),
         "restart_window_s": round(restart_s, 2),
-        "latency_p50_ms": round(_percentile(normal, 0.5), 1),
-        "latency_p99_ms": round(_percentile(normal, 0.99), 1),
-        "latency_max_ms": round(max(normal, default=float("nan")), 1),
+        "latency_p50_ms": round(_percentile([lat for lat, _ in normal], 0.5), 1),
+        "latency_p99_ms": round(_percentile([lat for lat, _ in normal], 0.99), 1),
+        "latency_max_ms": round(worst[0][0] if worst else float("nan"), 1),
+        "latency_over_1s": sum(1 for lat, _ in normal if lat > 1000),
+        "latency_worst_at_s": [round(c - started, 1) for _, c in worst],
         "latency_restart_window_max_ms": round(max(during, default=0.0), 1),
         "peak_rss_mb": round(peak[0] / 1024, 1),
         "longest_kafka_txn_ms": longest,
