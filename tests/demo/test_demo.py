@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import psycopg
 import pytest
+from rich.console import Console
 
 from cdcrouter.filters import load_filters  # isort: skip  (before the back ends: import cycle)
 from cdcrouter.backends.python_eval import compile_filterset
+from cdcrouter.demo.report import print_summary
 from cdcrouter.demo.runner import DEMO_SLOT, DemoOptions, default_filters_path, run_demo
 
 pytestmark = pytest.mark.integration
@@ -36,6 +40,16 @@ def test_demo_routes_every_change_to_its_consumers(stack_with):
     split = result.split(0.5)
     assert split is not None and split[0] + split[1] > 0
     assert result.views["loan"] and result.views["car"] and result.views["service"]
+
+    # It ends with `cdcrouter status`'s view, taken while capture and the router still ran.
+    st = result.status
+    assert st is not None
+    assert st["capture"]["slot"] == DEMO_SLOT and st["capture"]["active"] is True
+    assert st["raw_topic"]["router_group"]["members"], st["raw_topic"]
+    assert {f["topic"] for f in st["filters"]} == set(result.routed_out)
+    out = io.StringIO()
+    print_summary(Console(file=out, width=200), result)
+    assert "Raw topic raw-business-events" in out.getvalue() and "Dead-letter topics" in out.getvalue()
 
     # No idle replication slot is left pinning WAL.
     with psycopg.connect(stack.connections.postgres.conninfo()) as conn:

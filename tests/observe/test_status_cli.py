@@ -126,3 +126,40 @@ def test_usage_and_user_errors_keep_their_exit_codes(status_env: StatusEnv, tmp_
     assert main(["status", "--pipeline", str(missing), "--exit-code"]) == 1
     err = capsys.readouterr().err
     assert "nope.yaml" in err and "Traceback" not in err
+
+
+def test_watch_refreshes_until_interrupted(status_env: StatusEnv) -> None:
+    """The real command in its own process: one JSON document per refresh, Ctrl-C ends it cleanly
+    (exit 3 with --exit-code: no router runs and the raw topic holds unrouted records)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = status_env
+    env.start_capture()
+    env.insert_cars(1)
+    env.wait_count(env.raw, 2)
+    env.start_router()  # the router commits, so its group is judged; then it stops
+    env.wait_count(f"{env.name}-cars", 2)
+    env.halt("router")
+    env.insert_cars(1)
+    args = [
+        sys.executable, "-m", "cdcrouter.cli.main", "status", "--pipeline", str(env.pipeline_file),
+        "--filters", str(env.filters_file), "--group", env.group, "--interval", "0.5",
+        "--watch", "--format", "json", "--exit-code",
+    ]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    try:
+        assert proc.stdout is not None
+        docs = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert [d["version"] for d in docs] == [1, 1] and docs[0]["generated_at"] < docs[1]["generated_at"]
+    assert all("router_stalled" in {p["code"] for p in d["problems"]} for d in docs), docs[1]["problems"]
+    assert code == 3, proc.stderr.read() if proc.stderr else ""

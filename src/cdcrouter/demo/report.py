@@ -52,6 +52,10 @@ def print_summary(console: Console, r: DemoResult) -> None:
         for row in rows[:5]:
             view.add_row(*(str(v) for v in row.values()))
         console.print(view)
+    if r.status is not None:
+        from cdcrouter.observe.render import render_status
+
+        console.print(render_status(r.status))
     status = (
         "[green]complete[/]" if r.complete else "[red]incomplete: timed out before every event arrived[/]"
     )

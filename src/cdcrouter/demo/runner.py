@@ -45,6 +45,7 @@ class DemoOptions:
     keep: bool = False
     timeout_s: float = 180.0
     seed: int = 7
+    status: bool = True  # end with `cdcrouter status`'s view of the still-running pipeline
 
 
 @dataclass
@@ -61,6 +62,7 @@ class DemoResult:
     views: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     seconds: float = 0.0
     complete: bool = False
+    status: dict[str, Any] | None = None  # `cdcrouter status`'s document, taken before the stop
 
     def percentile(self, q: float, values: list[float] | None = None) -> float | None:
         """The ``q`` quantile of ``values`` (default: the end-to-end latencies)."""
@@ -227,6 +229,9 @@ def run_demo(
             routed_ms=list(probe.routed_ms),
             complete=complete,
         )
+        if opts.status:
+            on_step("status of the running pipeline (cdcrouter status)")
+            result.status = _status(conns, filters, raw_topic, router.opts.group_id)
     finally:
         stop.set()
         for t in threads:
@@ -238,6 +243,19 @@ def run_demo(
     result.views = consumers.views()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _status(conns: Connections, filters: Path, raw_topic: str, group: str) -> dict[str, Any] | None:
+    """What ``cdcrouter status`` shows for the demo's pipeline while it still runs; None (and a
+    warning) when it cannot be read: the demo's own result stands either way."""
+    from cdcrouter.observe import StatusOptions, collect_status, resolve_targets
+
+    try:
+        targets = resolve_targets(filters, _pipeline(raw_topic), raw_topic, group)
+        return collect_status(targets, conns, StatusOptions(interval_s=1.0))
+    except CdcrouterError as exc:
+        log.warning("could not read the pipeline's status: %s", exc.message)
+        return None
 
 
 def _drop_slot(conns: Connections, slot: str) -> None:

@@ -61,7 +61,7 @@ def render_status(doc: dict[str, Any]) -> Group:
     router = raw["router_group"]
     t = _table(f"Raw topic {raw['name']}: router group {router['group']} ({router['state']})",
                "partition", "committed", "end (stable)", "lag", "lag before", "member")  # fmt: skip
-    owner = {p: m["client_id"] or m["member_id"] for m in router["members"] for p in m["assignment"]}
+    owner = {p: f"{m['client_id']} {m['host']}" for m in router["members"] for p in m["assignment"]}
     marked = any(w.startswith(f"{router['group']} on {raw['name']}") for w in bad)
     for r in router["partitions"]:
         t.add_row(
