@@ -88,3 +88,22 @@ def test_server_binaries_unpack_with_their_modes_and_are_checked(tmp_path: Path)
     with pytest.raises(StackError, match=r"lacks \['lib/postgresql/pgoutput.so'\]"):
         tar_fetch(lacking, tmp_path / "pg2", ["bin/postgres", "lib/postgresql/pgoutput.so"])
     assert not (tmp_path / "pg2").exists() and not list(tmp_path.glob(".pg2-*")), "a half unpack was left"
+
+
+def test_a_running_server_of_another_major_is_not_taken_for_the_one_asked() -> None:
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="cdcrouter-test-"))  # outside pytest's 0700 basetemp
+    port = _free_port()
+    first = Stack(scratch / "state", ports={"postgres": port}, pg_version="15")
+    try:
+        first.up(["postgres"])
+        again = Stack(scratch / "state", pg_version="18")
+        with pytest.raises(StackError, match=r"the PostgreSQL running for .* is 15, not 18") as info:
+            again.up(["postgres"])
+        assert "--state-dir" in (info.value.hint or "")
+        assert Stack(scratch / "state").up(["postgres"]) == []  # without a wish: the running one is fine
+    finally:
+        first.down(purge=True)
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -278,9 +278,17 @@ class Postgres(Service):
         try:
             with psycopg.connect(self._conninfo(ctx, "postgres"), password=password(ctx)) as conn:
                 conn.execute("SELECT 1")
-            return True
+                running = str(conn.info.server_version // 10000)
         except psycopg.Error:
             return False
+        wanted = (ctx.pg_version or "").strip()
+        if wanted and running != wanted:  # `up --pg-version 17` must not pass for a running 18
+            raise StackError(
+                f"the PostgreSQL running for {ctx.state_dir} is {running}, not {wanted}",
+                hint=f"stop it first (`cdcrouter stack down --only postgres`), or run {wanted} beside "
+                "it with another --state-dir and --port postgres=N",
+            )
+        return True
 
     def after_start(self, ctx: StackContext) -> None:
         import psycopg
