@@ -208,7 +208,9 @@ class FilteredSchemas:
 
 
 def encode_filtered(event: dict[str, Any], metadata: dict[str, Any]) -> bytes:
-    """The filtered Avro body by full re-encode (the safe path, and the fast path's reference)."""
+    """The contract's filtered Avro body by a full fastavro re-encode: not used for routing (every
+    record's raw body is passed through), kept as the reference the pass-through is checked against
+    (tests/route/test_wire.py, the bench framing test)."""
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, parsed_filtered_schema(), {**event, "filterMetadata": metadata})
     return buf.getvalue()

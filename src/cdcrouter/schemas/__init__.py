@@ -2,7 +2,9 @@
 
 ``filtered-business-event.avsc`` is the raw record plus a trailing ``filterMetadata`` field, so a
 router can pass the raw Avro body through and append the metadata bytes (see
-:mod:`cdcrouter.route.wire`). Registry operations live in :mod:`cdcrouter.schemas.registry`.
+:mod:`cdcrouter.route.wire`). Registry operations live in :mod:`cdcrouter.schemas.registry`; what an
+evolved raw writer schema means for the contract (can it be read, its derived filtered schema) in
+:mod:`cdcrouter.schemas.evolution`.
 """
 
 from __future__ import annotations
