@@ -63,12 +63,9 @@ class KafkaFatal(CaptureError):
 def permanent_error(err: KafkaError, what: str) -> KafkaFatal | None:
     """A KafkaFatal for an error no retry can fix (``what`` says what was being done), else None."""
     hint = _HINTS.get(err.code())
-    if hint is None and not err.fatal():
+    if hint is None:  # includes librdkafka's fatal errors (fenced, epoch): a new producer fixes those
         return None
-    return KafkaFatal(
-        f"{what}: {err.str()} ({err.name()}); retrying cannot fix this",
-        hint=hint or "the producer hit a fatal error; see the broker log, then restart capture",
-    )
+    return KafkaFatal(f"{what}: {err.str()} ({err.name()}); retrying cannot fix this", hint=hint)
 
 
 def topic_max_message_bytes(kafka_conf: dict[str, Any], topic: str, wait_s: float = 15.0) -> int:

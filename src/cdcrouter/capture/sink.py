@@ -246,6 +246,7 @@ class RecordsRejected(KafkaSinkError):
         self.next_cap = next_cap
 
 
+TOPIC_CHECK_S = 5.0  # a commit whose records are not delivered this long checks that its topics exist
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})  # our own abort's doing
 
 
@@ -382,6 +383,30 @@ class TransactionalSink:
             next_cap,
         )
 
+    def _missing_topic(self) -> str | None:
+        """The raw or offsets topic if the broker says it does not exist (None when it cannot say)."""
+        for topic in (self.raw.name, self.raw.offsets_topic):
+            try:
+                meta = self.producer.list_topics(topic, timeout=5).topics.get(topic)
+            except KafkaException:
+                return None
+            if meta is None or (
+                meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            ):
+                return topic
+        return None
+
+    def _check_topics(self) -> None:
+        """Raise KafkaFatal if the raw or offsets topic is gone."""
+        missing = self._missing_topic()
+        if missing is not None:
+            self.abort()
+            fatal = permanent_error(
+                KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART), f"cannot deliver to {missing}"
+            )
+            assert fatal is not None
+            raise fatal
+
     def commit(self, offsets: Offsets) -> None:
         """Write the position and commit: the events and the position become visible together.
 
@@ -396,9 +421,15 @@ class TransactionalSink:
             raise self._failure(exc.args[0], "cannot produce the capture position") from exc
         # a refused record leaves the transaction abortable, and commit_transaction would wait out
         # its whole timeout for it: deliver first, and abort as soon as a delivery fails
-        deadline = time.monotonic() + 120
-        while self.producer.flush(0.1) and not self.failed and time.monotonic() < deadline:
-            pass
+        started = time.monotonic()
+        next_check = started + TOPIC_CHECK_S
+        while self.producer.flush(0.1) and not self.failed:
+            now = time.monotonic()
+            if now - started > 120:
+                break  # commit_transaction reports what is wrong
+            if now >= next_check:  # slow: a deleted topic holds records until they time out
+                next_check = now + TOPIC_CHECK_S
+                self._check_topics()
         if self.failed:
             raise self._rejected()
         for attempt in range(3):
@@ -415,7 +446,10 @@ class TransactionalSink:
                 if err.txn_requires_abort():
                     with contextlib.suppress(KafkaException):
                         self.producer.abort_transaction(30)
-                fatal = permanent_error(err, "Kafka transaction commit failed")
+                what = "Kafka transaction commit failed"
+                if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    what += f" (topic {self._missing_topic() or '?'} is missing)"
+                fatal = permanent_error(err, what)
                 if fatal is not None:
                     raise fatal from exc
                 raise KafkaSinkError(
@@ -438,4 +472,7 @@ class TransactionalSink:
 
     def close(self) -> None:
         self.abort()
-        self.producer.flush(5)
+        try:
+            self.producer.flush(5)
+        except KafkaException as exc:  # a fatal producer raises here: never hide the error that ended it
+            log.warning("closing the Kafka producer: %s", exc.args[0].str())
