@@ -8,15 +8,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-from capture_helpers import CaptureRun, make_pipeline, read_topic
+from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline, read_topic
 from confluent_kafka import Consumer, TopicPartition
 from ruamel.yaml import YAML
 
+from cdcrouter.capture import CaptureEngine, apply_domain
 from cdcrouter.capture.sink import Offsets, TransactionalSink, ensure_topics, read_offsets
 from cdcrouter.capture.status import capture_status
 
@@ -128,3 +131,54 @@ def test_kill_9_mid_snapshot_resumes_at_next_chunk(capture_run: CaptureRun, tmp_
     resent = sum(per_key.values()) - len(per_key)
     assert resent == 0, f"{resent} rows were sent twice across the kill"
     assert len(per_key) == ROWS == len(records), f"{len(per_key)} distinct rows of {ROWS}"
+
+
+def test_postgres_restart_mid_snapshot_resumes_exactly_once(
+    stack: Any, private_pg: Any, unique_name: Any
+) -> None:
+    """The chunk reader's own connection dies with PostgreSQL: capture reconnects, resumes from
+    the committed chunk, and every row is still sent exactly once."""
+    conns = stack.connections.model_copy(update={"postgres": private_pg.connections().postgres})
+    name = unique_name("snr")
+    schema = name.replace("-", "_")
+    apply_domain(conns.postgres.conninfo(), schema)
+    pipeline = make_pipeline(
+        schema, name, raw_topic={"partitions": 1}, replication={"snapshot_chunk_size": 50}, outbox=None
+    )
+    pipeline = pipeline.model_copy(update={"tables": {"car_entities": pipeline.tables["car_entities"]}})
+    run = CaptureRun(conns, pipeline, schema, stack.state_dir)
+    rows = 6000
+    run.sql(
+        "INSERT INTO car_entities (id, vin, make, model) "
+        f"SELECT 'C' || lpad(g::text, 5, '0'), 'V', 'M', 'X' FROM generate_series(1, {rows}) g"
+    )
+    try:
+        engine = CaptureEngine(pipeline, conns, progress=lambda _m: None)
+        stop, errors = threading.Event(), []
+        thread = threading.Thread(target=lambda: _run(engine, stop, errors), daemon=True)
+        thread.start()
+        run.engines.append((engine, thread, stop))
+        engine.errors = errors  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 60
+        while engine.stats.snapshot_events < 500 and time.monotonic() < deadline and not errors:
+            time.sleep(0.01)
+        assert 0 < engine.stats.snapshot_events < rows and not errors, "the restart did not land mid-snapshot"
+        private_pg.down(["postgres"])
+        private_pg.up(["postgres"])
+        assert engine.ready.wait(120), f"the snapshot did not finish after the restart: {errors}"
+        records = read_topic(conns, pipeline.raw_topic.name, expect=rows, timeout_s=60)
+        run.stop()
+        assert engine.stats.reconnects >= 1, "the restart was not noticed"
+        per_key = Counter(k for k, e in records if e["sourceMetadata"]["operation"] == "SNAPSHOT")
+        assert len(per_key) == rows and len(records) == rows, f"{len(records)} records, {len(per_key)} rows"
+    finally:
+        run.engines.clear()
+        drop_capture_objects(conns, pipeline, schema)
+
+
+def _run(engine: CaptureEngine, stop: threading.Event, errors: list[BaseException]) -> None:
+    try:
+        engine.run(stop)
+    except BaseException as exc:
+        errors.append(exc)
+        engine.ready.set()

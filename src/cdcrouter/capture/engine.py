@@ -694,7 +694,7 @@ class CaptureEngine:
                         if out is not None:  # the chunk's rows and its progress: one Kafka txn
                             watch = snap.watch
                             for key, value in out:
-                                emit(key, value)
+                                emit(key, value, None, m.lsn)  # a dead letter names the chunk's watermark
                             batch_events += len(out)
                             stats.snapshot_events += len(out)
                             stats.snapshot_rows_superseded = snap.dropped

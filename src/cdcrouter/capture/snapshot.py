@@ -278,8 +278,10 @@ class SnapshotRunner:
         return progress_of(self.queue[0], len(self.queue) - 1) if self.queue else None
 
     def relation(self, table: str, oid: int) -> None:
-        """A Relation message: remember which oids carry ``table``'s changes."""
+        """A Relation message: remember which oids carry ``table``'s changes; its columns may
+        have changed (the engine has looked at the table again), so plan its chunks anew."""
         self.oids.setdefault(table, set()).add(oid)
+        self._plans.pop(table, None)
 
     def enqueue(self, table: str, sid: str, where: str | None = None) -> TableSnapshot:
         spec = self.pipeline.tables[table]
