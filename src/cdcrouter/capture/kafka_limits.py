@@ -23,6 +23,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from cdcrouter.capture.pgoutput import lsn_to_str
 from cdcrouter.errors import CaptureError
 
+log = logging.getLogger("cdcrouter.capture")
+
 # The broker counts the record batch (61 bytes of header) and the record's own framing against
 # max.message.bytes; the producer's own limit stays this far below the topic's.
 FRAMING_MARGIN = 512
@@ -68,11 +70,15 @@ def permanent_error(err: KafkaError, what: str) -> KafkaFatal | None:
     return KafkaFatal(f"{what}: {err.str()} ({err.name()}); retrying cannot fix this", hint=hint)
 
 
-def topic_max_message_bytes(kafka_conf: dict[str, Any], topic: str, wait_s: float = 15.0) -> int:
+def topic_max_message_bytes(
+    kafka_conf: dict[str, Any], topic: str, configured: int, wait_s: float = 15.0
+) -> int:
     """The topic's effective ``max.message.bytes`` (its own setting or the broker default).
 
     A topic created a moment ago may not be known to every broker yet: that is waited out for
-    ``wait_s``; a topic still unknown after that is an error a retry cannot fix.
+    ``wait_s``; a topic still unknown after that is an error a retry cannot fix. A user without
+    DESCRIBE_CONFIGS gets ``configured`` (the pipeline's ``raw_topic.max_message_bytes``) and a
+    warning: a record the broker then refuses is still dead-lettered, through a replay.
     """
     admin = AdminClient(
         {**kafka_conf, "log_level": 3, "logger": logging.getLogger("cdcrouter.capture.kafka")}
@@ -90,6 +96,14 @@ def topic_max_message_bytes(kafka_conf: dict[str, Any], topic: str, wait_s: floa
             if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() < deadline:
                 time.sleep(0.2)
                 continue
+            if err.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+                log.warning(
+                    "cannot read %s's max.message.bytes (%s); assuming raw_topic.max_message_bytes = %d",
+                    topic,
+                    err.str(),
+                    configured,
+                )
+                return configured
             raise permanent_error(err, f"cannot describe topic {topic}") or CaptureError(
                 f"cannot describe topic {topic}: {err.str()}",
                 hint="is Kafka running? `cdcrouter stack up --only kafka`, or check connections.kafka",

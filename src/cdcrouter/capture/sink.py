@@ -262,7 +262,7 @@ class TransactionalSink:
         self.slot_key = slot.encode()
         kafka = conns.kafka.to_librdkafka()
         self._kafka = kafka
-        limits = producer_limits(topic_max_message_bytes(kafka, raw.name), size_cap)
+        limits = producer_limits(topic_max_message_bytes(kafka, raw.name, raw.max_message_bytes), size_cap)
         self.limit = limits["message.max.bytes"]  # the largest record (key + value + framing) it takes
         self.failed: list[tuple[str, int, KafkaError]] = []  # delivery errors: topic, size, error
         self.dead_letters = 0
@@ -374,7 +374,9 @@ class TransactionalSink:
                 )
         largest = max(size for _t, size, _e in failed)
         # size again from the topic (lowered under us?); if it still claims room, trust the broker
-        fresh = producer_limits(topic_max_message_bytes(self._kafka, self.raw.name))["message.max.bytes"]
+        fresh = producer_limits(
+            topic_max_message_bytes(self._kafka, self.raw.name, self.raw.max_message_bytes)
+        )["message.max.bytes"]
         next_cap = fresh if fresh < largest else largest - 1
         topics = sorted({t for t, _s, _e in failed})
         return RecordsRejected(
