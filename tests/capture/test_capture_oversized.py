@@ -21,7 +21,9 @@ from capture_helpers import CaptureRun, make_pipeline, read_topic
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
+from cdcrouter.capture.kafka_limits import topic_max_message_bytes
 from cdcrouter.capture.pipeline import RAW_MAX_MESSAGE_BYTES
+from cdcrouter.topics.spec import desired_topics
 
 pytestmark = pytest.mark.integration
 
@@ -103,6 +105,11 @@ def test_large_rows_fit_or_are_dead_lettered_and_capture_goes_on(capture_run: Ca
     assert int(letters[0][1]["limit"]) < RAW_MAX_MESSAGE_BYTES
     engine = run.engines[0][0]
     assert engine.stats.dead_letters == 1 and engine.stats.reconnects == 0
+    # capture created the raw topic with the size `topics plan|apply` declares for it
+    declared = desired_topics(run.topic, {}, raw_max_message_bytes=run.pipeline.raw_topic.max_message_bytes)
+    kafka = run.conns.kafka.to_librdkafka()
+    created = topic_max_message_bytes(kafka, run.topic, configured=0)
+    assert str(created) == declared[0].config["max.message.bytes"] == str(RAW_MAX_MESSAGE_BYTES)
 
 
 def test_slow_path_outbox_rows_over_the_topic_limit_are_dead_lettered(capture_run: CaptureRun) -> None:
