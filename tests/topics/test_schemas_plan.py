@@ -160,3 +160,37 @@ def test_capture_registers_the_raw_schema_with_the_same_level(
     apply_schemas(registry, plan_schemas(registry, {f"{other}-value": json.dumps(older)}))
     with pytest.raises(CaptureError, match="incompatible"):
         register_raw_schema(stack.connections, other)
+
+
+def test_the_schemas_commands_set_and_check_the_level(
+    stack: Any,
+    registry: RegistryClient,
+    unique_name: Callable[[str], str],
+    tmp_path: Any,
+    capsys: Any,
+    monkeypatch: Any,
+) -> None:
+    """Through the CLI: apply sets FULL_TRANSITIVE on every subject; a subject left at BACKWARD shows
+    up in the plan as a level to change; a weaker --compatibility is warned about."""
+    from cdcrouter.cli.main import main
+    from cdcrouter.route.events import bench_filters_yaml
+
+    monkeypatch.setenv("CDCROUTER_REGISTRY__URL", stack.connections.registry.url)
+    prefix = unique_name("sr-cli") + "-"
+    filters = tmp_path / "filters.yaml"
+    filters.write_text(bench_filters_yaml(prefix, 2))
+    raw = prefix + "raw"
+    args = ["schemas", "apply", "-f", str(filters), "--raw-topic", raw]
+    assert main(args) == 0
+    subjects = [f"{raw}-value", f"{prefix}loan-created-value", f"{prefix}loan-payments-value"]
+    assert [registry.compatibility(s) for s in subjects] == ["FULL_TRANSITIVE"] * 3
+    registry.set_compatibility(subjects[0], "BACKWARD")
+    capsys.readouterr()
+    assert main(["schemas", "plan", "-f", str(filters), "--raw-topic", raw]) == 0
+    assert f"~ set {subjects[0]} compatibility BACKWARD -> FULL_TRANSITIVE" in capsys.readouterr().out
+    assert (
+        main(["schemas", "plan", "-f", str(filters), "--raw-topic", raw, "--compatibility", "backward"]) == 0
+    )
+    assert "BACKWARD lets a new raw schema break readers" in capsys.readouterr().out
+    assert main(args) == 0
+    assert registry.compatibility(subjects[0]) == "FULL_TRANSITIVE"
