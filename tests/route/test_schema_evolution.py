@@ -429,3 +429,31 @@ def test_other_evolved_shapes_are_read_by_fastavro(change: str) -> None:
     want = fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), parsed, parsed_raw_schema())
     got, _, _ = decoder.decode(header(42) + buf.getvalue())
     assert got == want
+
+
+@on_stack[0]
+@on_stack[1]
+def test_a_consumer_app_keeps_working_on_evolved_records(env: RouteEnv, registry: RegistryClient) -> None:
+    """The guide's promise: an SDK app built on the contract handles records of a derived schema."""
+    from cdcrouter.consumer import ConsumerApp
+
+    topic = env.filtered_topics[1]
+    derived = derived_filtered_schema(with_trace_id())
+    derived_id = ensure_schema(registry, subject_for(topic), derived)
+    parsed = fastavro.parse_schema(derived)
+    events = [make_event(i, seed=8) for i in range(3)]
+    producer = Producer(env.kafka())
+    for i, e in enumerate(events):
+        rec = {**e, "filterMetadata": {"filterId": "f", "consumerId": "c", "filteredAt": 1}}
+        rec["eventHeader"] = {**e["eventHeader"], "traceId": f"trace-{i}"}
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, rec)
+        producer.produce(topic, header(derived_id) + buf.getvalue(), b"k", partition=0)
+    assert producer.flush(30) == 0
+    seen: list[Any] = []
+    app = ConsumerApp(env.unique("app"), env.conns, group=env.unique("g"), retries=0)
+    app.on(topic)(lambda ev: seen.append(ev))
+    stats = app.run(timeout=60, max_messages=3)
+    assert stats.dead_lettered == 0
+    assert [ev.uuid for ev in seen] == [e["eventHeader"]["uuid"] for e in events]
+    assert [ev.entity.entity_id for ev in seen] == [e["eventBody"]["entities"][0]["entityId"] for e in events]
