@@ -173,6 +173,18 @@ class StatusEnv:
         finally:
             c.close()
 
+    def last_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset of the last committed record (read, not computed)."""
+        c = Consumer(_kafka.consumer_conf(self.conns, f"{self.name}-oracle"))
+        try:
+            parts = _kafka.partitions_of(self.conns, topic)
+            last: dict[int, int] = {}
+            for m in _kafka.read_range(c, topic, _kafka.stable_bounds(c, topic, parts)):
+                last[m.partition()] = m.offset()
+            return last
+        finally:
+            c.close()
+
     def wait_count(self, topic: str, n: int, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while (got := self.count(topic)) < n:

@@ -8,6 +8,7 @@ pinned by tests/observe: scripts may rely on them.
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,10 @@ from cdcrouter.observe.kafka_probe import KafkaProbe, Offsets
 from cdcrouter.observe.targets import Targets
 
 SCHEMA_VERSION = 1
+ORDER = (
+    "version", "generated_at", "sample_seconds", "healthy", "problems", "capture", "raw_topic", "filters",
+    "filtered_topics", "dead_letter_topics", "jobs", "latency",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,8 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
     doc["dead_letter_topics"] = _dlqs(probe, t)
     doc["jobs"] = job_states(conns, opts.state_dir, opts.deploy_target, opts.deploy_name)
     decode = records._decoder(conns)
-    latency = {
-        topic: records.newest_latencies(probe, decode, topic, first.bounds[topic], opts.latency_records)
-        for topic in t.filtered_topics
-        if topic in first.bounds
-    }
+    filtered_bounds = {topic: first.bounds[topic] for topic in t.filtered_topics if topic in first.bounds}
+    latency = records.newest_latencies(probe, decode, filtered_bounds, opts.latency_records)
     time.sleep(max(0.0, opts.interval_s - (time.monotonic() - first.at)))
     second = sample()
     window = second.at - first.at
@@ -87,7 +89,7 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
     if doc["capture"] is not None:
         doc["capture"]["retained_wal_growth_bytes"] = _delta(first.retained_wal, second.retained_wal)
     describe = probe.describe(groups)
-    lag_of = _Lag(probe)
+    lag_of = _Lag(probe, first, second)
     doc["raw_topic"] = {
         "name": t.raw_topic,
         "exists": t.raw_topic in parts,
@@ -100,35 +102,46 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
         {
             "filter_id": r.filter_id,
             "topic": r.topic,
-            **latency.get(r.topic, {}).get(r.filter_id, _no_latency()),
+            **latency.get((r.topic, r.filter_id), _no_latency()),
         }
         for r in t.routes
     ]
     doc["problems"] = problems_of(doc)
     doc["healthy"] = not doc["problems"]
-    return doc
+    return {k: doc[k] for k in ORDER}
 
 
 class _Lag:
     """Readable lag: the committed records between a group's offset and the end, counted by reading
     them (a commit marker after the last record a group read leaves an offset gap that is no lag).
-    Past ``EXACT_UP_TO`` offsets the offset difference stands in (an upper bound)."""
+    All groups' ranges of both samples are read in one pass; a partition whose range spans more
+    than ``EXACT_UP_TO`` offsets is not read and the offset difference stands in (an upper bound)."""
 
     EXACT_UP_TO = 5_000
 
-    def __init__(self, probe: KafkaProbe) -> None:
-        self.probe = probe
-        self.cache: dict[tuple[str, int, int, int], int] = {}
+    def __init__(self, probe: KafkaProbe, first: _Sample, second: _Sample) -> None:
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
+        for sample in (first, second):
+            for offsets in sample.committed.values():
+                for (topic, p), committed in offsets.items():
+                    low, end = sample.bounds.get(topic, {}).get(p, (committed, committed))
+                    start = max(committed, low)
+                    have = ranges.get((topic, p), (start, end))
+                    ranges[(topic, p)] = (min(have[0], start), max(have[1], end))
+            for topic, bounds in sample.bounds.items():  # groups without a commit count from low
+                for p, (low, end) in bounds.items():
+                    have = ranges.get((topic, p), (low, end))
+                    ranges[(topic, p)] = (min(have[0], low), max(have[1], end))
+        readable = {tp: r for tp, r in ranges.items() if r[1] - r[0] <= self.EXACT_UP_TO}
+        self.offsets = probe.offsets_in(readable)
 
     def __call__(self, topic: str, partition: int, start: int, end: int) -> int:
         if end <= start:
             return 0
-        if end - start > self.EXACT_UP_TO:
+        offsets = self.offsets.get((topic, partition))
+        if offsets is None:
             return end - start
-        key = (topic, partition, start, end)
-        if key not in self.cache:
-            self.cache[key] = sum(1 for _ in self.probe.read(topic, {partition: (start, end)}))
-        return self.cache[key]
+        return bisect.bisect_left(offsets, end) - bisect.bisect_left(offsets, start)
 
 
 def _group(
@@ -195,12 +208,17 @@ def _filtered(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per filter: events/s (records counted in the window); per filtered topic: its groups' lag."""
     counted: dict[str, dict[str, int]] = {}
+    windows = records.count_window(
+        probe, decode, {x: first.bounds[x] for x in t.filtered_topics if x in first.bounds},
+        {x: second.bounds[x] for x in t.filtered_topics if x in second.bounds},
+    )  # fmt: skip
     topics = []
     for topic in t.filtered_topics:
         if topic not in second.bounds:
             topics.append({"name": topic, "exists": False, "events_per_s": None, "groups": []})
             continue
-        counts, exact = records.count_window(probe, decode, topic, first.bounds[topic], second.bounds[topic])
+        counts = windows.get(topic)
+        exact = counts is not None
         end_delta = sum(e for _, e in second.bounds[topic].values()) - sum(
             e for _, e in first.bounds[topic].values()
         )
@@ -244,18 +262,19 @@ def _dlqs(probe: KafkaProbe, t: Targets) -> list[dict[str, Any]]:
         wanted.append((t.capture_dlq, "capture"))
     for topic in t.filtered_topics:
         wanted += [(n, "consumer") for n in names if n.startswith(f"{topic}.") and n.endswith(".dlq")]
+    wanted = list(dict.fromkeys(wanted))
     parts = probe.partitions([n for n, _ in wanted])
-    out = []
-    for name, kind in wanted:
-        if name not in parts:
-            out.append({"name": name, "kind": kind, "exists": False, "depth": 0})
-            continue
-        bounds = probe.bounds(name, parts[name])
-        depth = (
-            sum(1 for _ in probe.read(name, bounds)) if any(lo < end for lo, end in bounds.values()) else 0
-        )
-        out.append({"name": name, "kind": kind, "exists": True, "depth": depth})
-    return out
+    ranges = {(n, p): span for n, ps in parts.items() for p, span in probe.bounds(n, ps).items()}
+    offsets = probe.offsets_in(ranges)
+    return [
+        {
+            "name": name,
+            "kind": kind,
+            "exists": name in parts,
+            "depth": sum(len(offsets[(name, p)]) for p in parts.get(name, [])),
+        }
+        for name, kind in wanted
+    ]
 
 
 def _delta(before: int | None, after: int | None) -> int | None:

@@ -8,11 +8,19 @@ of records is a count of records read, never ``high - low`` (commit markers take
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from cdcrouter.config import Connections
@@ -22,6 +30,7 @@ from cdcrouter.errors import CdcrouterError
 STATUS_GROUP_PREFIX = "cdcrouter-status-"  # our own reader: never subscribes, never commits
 
 Offsets = dict[tuple[str, int], int]  # (topic, partition) -> committed offset
+Ranges = dict[tuple[str, int], tuple[int, int]]  # (topic, partition) -> [start, end)
 
 
 class KafkaProbe:
@@ -61,9 +70,55 @@ class KafkaProbe:
         """Per partition ``(low watermark, last stable offset)``."""
         return _kafka.stable_bounds(self.consumer, topic, partitions, timeout=self.timeout)
 
-    def read(self, topic: str, bounds: _kafka.Bounds) -> Iterator[Message]:
-        """The committed records inside ``bounds``."""
-        return _kafka.read_range(self.consumer, topic, bounds, idle_timeout=self.timeout)
+    def read(self, ranges: Ranges) -> Iterator[Message]:
+        """The committed records inside ``ranges`` (``[start, end)`` per topic partition), all
+        topics in one pass.
+
+        :func:`cdcrouter.consumer._kafka.read_range` reads one topic; the status view reads a few
+        records from many partitions, often none at all (a trailing commit marker), so it assigns
+        them all at once and polls briefly: one view costs one pass, not one per partition.
+        A partition is done when the consumer's position reaches its end (markers and aborted
+        records move it without a record).
+        """
+        todo = {tp: end for tp, (start, end) in ranges.items() if start < end}
+        if not todo:
+            return
+        self.consumer.assign([TopicPartition(t, p, ranges[(t, p)][0]) for t, p in todo])
+        last_progress = time.monotonic()
+        seen: dict[tuple[str, int], int] = {}
+        try:
+            while todo:
+                for msg in self.consumer.consume(1000, 0.05):
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise CdcrouterError(
+                            f"reading {msg.topic()}: {msg.error().str()}", hint="check the broker"
+                        )
+                    tp = (msg.topic(), msg.partition())
+                    if tp in todo and msg.offset() < todo[tp]:
+                        yield msg
+                now = time.monotonic()
+                for pos in self.consumer.position([TopicPartition(t, p) for t, p in todo]):
+                    tp = (pos.topic, pos.partition)
+                    if pos.offset >= todo[tp]:
+                        del todo[tp]
+                    elif pos.offset != seen.get(tp):
+                        seen[tp], last_progress = pos.offset, now
+                if todo and now - last_progress > self.timeout:
+                    raise CdcrouterError(
+                        f"timed out reading {', '.join(f'{t}[{p}]' for t, p in sorted(todo))}",
+                        hint="check the broker (cdcrouter stack status)",
+                    )
+        finally:
+            self.consumer.unassign()
+
+    def offsets_in(self, ranges: Ranges) -> dict[tuple[str, int], list[int]]:
+        """Offsets of the committed records inside ``ranges``, per topic partition (ascending)."""
+        out: dict[tuple[str, int], list[int]] = {tp: [] for tp in ranges}
+        for msg in self.read(ranges):
+            out[(msg.topic(), msg.partition())].append(msg.offset())
+        return out
 
     def group_ids(self) -> list[str]:
         """Every consumer group on the cluster but our own status readers."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from cdcrouter.consumer import _kafka
 from cdcrouter.consumer._errors import ConsumerError
-from cdcrouter.observe.kafka_probe import KafkaProbe
+from cdcrouter.observe.kafka_probe import KafkaProbe, Ranges
 
 MAX_COUNTED = 20_000  # beyond this many records in a window, a topic's rate comes from offsets
 
@@ -33,34 +33,49 @@ def _filter_id(record: dict[str, Any]) -> str | None:
 
 
 def count_window(
-    probe: KafkaProbe, decode: Any, topic: str, before: _kafka.Bounds, after: _kafka.Bounds
-) -> tuple[Counter[str], bool]:
-    """Records committed to ``topic`` between two samples, per filter id; False as second value when
-    the window was too large to read (the caller then falls back to offsets)."""
-    window = {p: (before[p][1], end) for p, (_, end) in after.items() if p in before and end > before[p][1]}
-    if sum(end - start for start, end in window.values()) > MAX_COUNTED:
-        return Counter(), False
-    counts: Counter[str] = Counter()
-    for msg in probe.read(topic, window):
+    probe: KafkaProbe, decode: Any, before: dict[str, _kafka.Bounds], after: dict[str, _kafka.Bounds]
+) -> dict[str, Counter[str] | None]:
+    """Per topic, the records committed between two samples, per filter id (one pass over all
+    topics); None for a topic whose window is too large to read (its rate then comes from offsets)."""
+    out: dict[str, Counter[str] | None] = {}
+    ranges: Ranges = {}
+    for topic, bounds in after.items():
+        window = {
+            (topic, p): (before[topic][p][1], end)
+            for p, (_, end) in bounds.items()
+            if p in before.get(topic, {}) and end > before[topic][p][1]
+        }
+        if sum(end - start for start, end in window.values()) > MAX_COUNTED:
+            out[topic] = None
+        else:
+            out[topic] = Counter()
+            ranges.update(window)
+    for msg in probe.read(ranges):
         try:
-            counts[_filter_id(decode(msg.value())) or "?"] += 1
+            fid = _filter_id(decode(msg.value())) or "?"
         except ConsumerError:
-            counts["?"] += 1  # not ours to judge here: the consumer's DLQ will say
-    return counts, True
+            fid = "?"  # not ours to judge here: the consumer's DLQ will say
+        counter = out[msg.topic()]
+        assert counter is not None
+        counter[fid] += 1
+    return out
 
 
 def newest_latencies(
-    probe: KafkaProbe, decode: Any, topic: str, bounds: _kafka.Bounds, n: int
-) -> dict[str, dict[str, Any]]:
-    """Per filter id, latency figures over (about) the ``n`` newest committed records of ``topic``."""
-    if n <= 0 or not bounds:
+    probe: KafkaProbe, decode: Any, bounds: dict[str, _kafka.Bounds], n: int
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (topic, filter id), latency figures over (about) the ``n`` newest committed records of
+    each topic, read in one pass."""
+    if n <= 0:
         return {}
-    per_part = max(1, math.ceil(n / len(bounds)))
-    window = {p: (max(low, end - per_part), end) for p, (low, end) in bounds.items() if end > low}
-    e2e: dict[str, list[int]] = defaultdict(list)
-    routing: dict[str, list[int]] = defaultdict(list)
-    newest: dict[str, int] = {}
-    for msg in probe.read(topic, window):
+    ranges: Ranges = {}
+    for topic, parts in bounds.items():
+        per_part = max(1, math.ceil(n / max(1, len(parts))))
+        ranges.update({(topic, p): (max(low, end - per_part), end) for p, (low, end) in parts.items()})
+    e2e: dict[tuple[str, str], list[int]] = defaultdict(list)
+    routing: dict[tuple[str, str], list[int]] = defaultdict(list)
+    newest: dict[tuple[str, str], int] = {}
+    for msg in probe.read(ranges):
         try:
             rec = decode(msg.value())
         except ConsumerError:
@@ -70,22 +85,23 @@ def newest_latencies(
         routed = (rec.get("filterMetadata") or {}).get("filteredAt")
         if fid is None or not routed:
             continue
+        key = (msg.topic(), fid)
         if header.get("createdDate"):
-            e2e[fid].append(routed - header["createdDate"])
+            e2e[key].append(routed - header["createdDate"])
         if header.get("savedDate"):
-            routing[fid].append(routed - header["savedDate"])
-        newest[fid] = max(newest.get(fid, 0), routed)
+            routing[key].append(routed - header["savedDate"])
+        newest[key] = max(newest.get(key, 0), routed)
     now_ms = time.time() * 1000
     return {
-        fid: {
-            "samples": len(e2e[fid]),
-            "p50_ms": _pct(e2e[fid], 50),
-            "p99_ms": _pct(e2e[fid], 99),
-            "max_ms": max(e2e[fid]) if e2e[fid] else None,
-            "routing_p50_ms": _pct(routing[fid], 50),
-            "last_routed_age_s": round((now_ms - newest[fid]) / 1000, 1),
+        key: {
+            "samples": len(e2e[key]),
+            "p50_ms": _pct(e2e[key], 50),
+            "p99_ms": _pct(e2e[key], 99),
+            "max_ms": max(e2e[key]) if e2e[key] else None,
+            "routing_p50_ms": _pct(routing[key], 50),
+            "last_routed_age_s": round((now_ms - newest[key]) / 1000, 1),
         }
-        for fid in newest
+        for key in newest
     }
 
 
