@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from cdcrouter._native import encode_business_event as _encode_event
 from cdcrouter.capture.kafka_limits import (
     SIZE_ERRORS,
+    KafkaFatal,
     Oversized,
     permanent_error,
     producer_limits,
@@ -372,11 +373,19 @@ class TransactionalSink:
                 return permanent_error(err, f"Kafka refused a record for {topic}") or KafkaSinkError(
                     f"Kafka could not deliver a record to {topic}: {err.str()}"
                 )
+        others = sorted({t for t, _s, _e in failed if t != self.raw.name})
+        if others:  # a smaller record limit would not help: the offsets or dead-letter topic is too small
+            return KafkaFatal(
+                f"Kafka refused a record for {', '.join(others)} as too large; retrying cannot fix this",
+                hint="raise that topic's max.message.bytes (kafka-configs --alter), then restart capture",
+            )
         largest = max(size for _t, size, _e in failed)
         # size again from the topic (lowered under us?); if it still claims room, trust the broker
-        fresh = producer_limits(
-            topic_max_message_bytes(self._kafka, self.raw.name, self.raw.max_message_bytes)
-        )["message.max.bytes"]
+        try:
+            described = topic_max_message_bytes(self._kafka, self.raw.name, self.raw.max_message_bytes)
+        except CaptureError:
+            described = largest  # not known now: the refusal alone says enough
+        fresh = producer_limits(described)["message.max.bytes"]
         next_cap = fresh if fresh < largest else largest - 1
         topics = sorted({t for t, _s, _e in failed})
         return RecordsRejected(
