@@ -8,8 +8,10 @@ ORDER BY key LIMIT n``), by the capture loop itself, between two stream messages
    to new snapshots), the chunk is dropped and read again a moment later.
 2. A high watermark is written into the WAL (``pg_logical_emit_message(false,
    'cdcrouter-watermark', '<slot>/<mark>')``) and streaming goes on.
-3. A streamed change to a key of the chunk, read before the watermark, removes that row from the
-   chunk: the change is as new as the row read, or newer.
+3. A streamed change to a key of the chunk, read before the watermark, is as new as the row read,
+   or newer: a DELETE removes the row from the chunk, an INSERT or UPDATE replaces it with the
+   change's new row (streamed UPDATEs report only the changed columns; the SNAPSHOT event keeps
+   the whole row).
 4. At the watermark, the rows left go out as SNAPSHOT events, and the Kafka transaction that holds
    them commits the snapshot's progress (the chunk's last key) in the capture position record.
    A crash therefore resumes at the next chunk, and no row is sent twice.
@@ -34,7 +36,7 @@ import psycopg
 from psycopg import sql
 
 from cdcrouter.capture import source
-from cdcrouter.capture.normalize import RowChange, TableShape, event_key, normalize_row
+from cdcrouter.capture.normalize import UNCHANGED, RowChange, TableShape, event_key, normalize_row
 from cdcrouter.capture.pgoutput import Change, LogicalMessage
 from cdcrouter.capture.pipeline import Pipeline
 from cdcrouter.config.connections import PostgresSettings
@@ -263,7 +265,7 @@ class SnapshotRunner:
         self.recent: deque[int] = deque(maxlen=4096)  # xids of the last streamed transactions
         self.watch: set[int] = set()  # relation oids of the chunk's table, while it waits
         self.oids: dict[str, set[int]] = {}  # table -> relation oids seen in the stream
-        self.dropped = 0  # chunk rows left out because a streamed change was as new or newer
+        self.dropped = 0  # chunk rows removed or refreshed because a streamed change was newer
         self.rereads = 0  # chunks read again because their snapshot missed a streamed change
         self.finished: list[TableSnapshot] = []  # done since the engine last looked (metrics)
         self._plans: dict[str, _Plan] = {}
@@ -380,15 +382,29 @@ class SnapshotRunner:
         return seen, rows
 
     def saw(self, change: Change) -> None:
-        """A streamed change to the chunk's table before its watermark: it wins over the row read."""
+        """A streamed change to the chunk's table before its watermark: it is as new as the row
+        read, or newer. A DELETE removes the row. An INSERT or UPDATE refreshes it with the new
+        row, so the SNAPSHOT event sent at the watermark carries the latest full row: a streamed
+        UPDATE reports only the columns it changed, and the row's other columns must still reach
+        consumers. An unchanged TOASTed value that PostgreSQL did not send keeps the value read."""
         chunk = self.chunk
         if chunk is None:
             return
-        for row in (change.new, change.old):
-            if row:
-                key = tuple(row.get(k) for k in chunk.plan.keys)  # type: ignore[misc]
-                if chunk.rows.pop(key, None) is not None:  # type: ignore[arg-type]
-                    self.dropped += 1
+        keys, rows = chunk.plan.keys, chunk.rows
+        new = change.new
+        new_key = tuple(new.get(k) for k in keys) if new else None
+        if change.old:
+            old_key = tuple(change.old.get(k) for k in keys)
+            if old_key != new_key and rows.pop(old_key, None) is not None:  # type: ignore[arg-type]
+                self.dropped += 1  # deleted, or its key changed
+        if new is None or new_key not in rows:
+            return
+        row = rows[new_key]  # type: ignore[index]
+        rows[new_key] = tuple(  # type: ignore[index]
+            row[i] if (v := new.get(c, UNCHANGED)) is UNCHANGED else v  # type: ignore[misc]
+            for i, c in enumerate(chunk.plan.select)
+        )
+        self.dropped += 1
 
     def on_watermark(self, msg: LogicalMessage) -> list[tuple[bytes, bytes]] | None:
         """The chunk's rows as (key, Avro value), if ``msg`` is its watermark; else None."""
