@@ -457,3 +457,65 @@ def test_a_consumer_app_keeps_working_on_evolved_records(env: RouteEnv, registry
     assert stats.dead_lettered == 0
     assert [ev.uuid for ev in seen] == [e["eventHeader"]["uuid"] for e in events]
     assert [ev.entity.entity_id for ev in seen] == [e["eventBody"]["entities"][0]["entityId"] for e in events]
+
+
+def _mutations() -> list[tuple[str, Any]]:
+    """(what, change of the contract's JSON) for the soundness test below."""
+
+    def header_fields(s: dict[str, Any]) -> list[dict[str, Any]]:
+        return s["fields"][0]["type"]["fields"]
+
+    def entity_fields(s: dict[str, Any]) -> list[dict[str, Any]]:
+        return s["fields"][1]["type"]["fields"][0]["type"]["items"]["fields"]
+
+    return [
+        ("other namespace", lambda s: s.update(namespace="com.other")),
+        ("other record name", lambda s: s["fields"][0]["type"].update(name="Header2")),
+        ("eventType dropped (has a default)", lambda s: header_fields(s).pop(4)),
+        ("eventName dropped", lambda s: header_fields(s).pop(1)),
+        ("createdDate int (promoted)", lambda s: header_fields(s)[2].update(type="int")),
+        ("createdDate string", lambda s: header_fields(s)[2].update(type="string")),
+        ("entityId bytes (promoted)", lambda s: entity_fields(s)[1].update(type="bytes")),
+        ("eventName optional", lambda s: header_fields(s)[1].update(type=["null", "string"], default=None)),
+        ("attributes of long", lambda s: entity_fields(s)[2].update(type={"type": "map", "values": "long"})),
+        ("updatedAttributes dropped", lambda s: entity_fields(s).pop(2)),
+        ("entities dropped", lambda s: s["fields"][1]["type"]["fields"].pop(0)),
+    ]
+
+
+@pytest.mark.parametrize("what,change", _mutations(), ids=[m[0] for m in _mutations()])
+def test_resolution_problem_agrees_with_fastavro(what: str, change: Any) -> None:
+    """No problem named means fastavro reads the records; a problem named means it cannot."""
+    from cdcrouter.schemas.evolution import resolution_problem
+
+    schema = raw_schema()
+    change(schema)
+    parsed = fastavro.parse_schema(schema)
+    event = make_event(11)
+    h, ent = event["eventHeader"], event["eventBody"]["entities"][0]
+    h.pop("eventType") if "eventType" not in json.dumps(schema) else None
+    if "eventName dropped" in what:
+        h.pop("eventName")
+    if "string" in what:
+        h["createdDate"] = str(h["createdDate"])
+    if "int" in what:
+        h["createdDate"] = 7
+    if "bytes" in what:
+        ent["entityId"] = ent["entityId"].encode()
+    if "of long" in what:
+        ent["updatedAttributes"] = {"a": 1}
+    if "updatedAttributes dropped" in what:
+        ent.pop("updatedAttributes")
+    if "entities dropped" in what:
+        event["eventBody"] = {}
+    if "optional" in what:
+        h["eventName"] = None  # the branch the contract cannot read: strict means "some record"
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, event)
+    problem = resolution_problem(parsed, parsed_raw_schema())
+    try:
+        fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), parsed, parsed_raw_schema())
+        readable = True
+    except Exception:
+        readable = False
+    assert (problem is None) == readable, problem

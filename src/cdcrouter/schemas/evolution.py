@@ -50,6 +50,11 @@ def kind(t: Any) -> str:
     return str(t["type"])
 
 
+def short(name: str) -> str:
+    """A type's name without its namespace."""
+    return name.rpartition(".")[2]
+
+
 def describe(t: Any, named: Mapping[str, Any]) -> str:
     t = deref(t, named)
     k = kind(t)
@@ -116,7 +121,8 @@ class _Resolver:
         return None
 
     def record(self, w: Any, r: Any, path: str) -> str | None:
-        if w["name"] != r["name"] and w["name"] not in r.get("aliases", ()):
+        # unqualified names, as the Avro specification (1.10+) and fastavro match them
+        if short(w["name"]) not in {short(n) for n in (r["name"], *r.get("aliases", ()))}:
             return self.mismatch(path, w, r)
         if (w["name"], r["name"]) in self.seen:
             return None
@@ -238,7 +244,7 @@ class _Projector:
 
     def record(self, w: Any, r: Any) -> bool:
         key = PROJECTED_RECORDS.get(r["name"])
-        if key is None or w["name"] != r["name"] or key in self.gaps:
+        if key is None or short(w["name"]) != short(r["name"]) or key in self.gaps:
             return False
         contract = [f["name"] for f in r["fields"]]
         gaps: list[list[Spec]] = [[] for _ in range(len(contract) + 1)]
