@@ -163,3 +163,34 @@ def test_watch_refreshes_until_interrupted(status_env: StatusEnv) -> None:
     assert [d["version"] for d in docs] == [1, 1] and docs[0]["generated_at"] < docs[1]["generated_at"]
     assert all("router_stalled" in {p["code"] for p in d["problems"]} for d in docs), docs[1]["problems"]
     assert code == 3, proc.stderr.read() if proc.stderr else ""
+
+
+def test_a_recorded_flink_deployment_is_shown_and_marked_when_its_jobmanager_is_gone(
+    status_env: StatusEnv, stack: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --deploy-target, the Flink deployments `deploy` recorded in the state dir are looked
+    at; one whose JobManager does not answer is marked (exit 3), and the view still completes."""
+    import json
+    import shutil
+    import socket
+
+    env = status_env
+    state = tmp_path / "state"
+    (state / "deploy").mkdir(parents=True)
+    for name in ("endpoints.json", "secrets/postgres-password"):  # the running stack's endpoints
+        if (Path(stack.state_dir) / name).is_file():
+            (state / name).parent.mkdir(exist_ok=True)
+            shutil.copy(Path(stack.state_dir) / name, state / name)
+    (state / "deploy" / "flink-routing.json").write_text(json.dumps({"name": "routing", "job_id": "x"}))
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("CDCROUTER_FLINK__REST_URL", f"http://127.0.0.1:{closed}")
+
+    code, doc = env.status_json("--state-dir", str(state), "--exit-code", capture=False)
+
+    assert code == 3
+    assert [(j["target"], j["name"], j["state"], j["ok"]) for j in doc["jobs"]] == [
+        ("flink", "routing", "UNREACHABLE", False)
+    ]
+    assert [p["where"] for p in doc["problems"] if p["code"] == "job_not_running"] == ["flink:routing"]

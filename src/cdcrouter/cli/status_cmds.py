@@ -55,6 +55,14 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(envvar="CDCROUTER_DEPLOY_NAME", help="deployment name (default cdcrouter-routing)"),
         ] = None,
+        state_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--state-dir",
+                envvar="CDCROUTER_STATE_DIR",
+                help="local stack endpoints and `deploy` records (default .cdcrouter)",
+            ),
+        ] = None,
         watch: Annotated[bool, typer.Option("--watch", "-w", help="refresh until Ctrl-C")] = False,
         fmt: Annotated[Format, typer.Option("--format", help="human or json")] = Format.human,
         exit_code: Annotated[
@@ -74,6 +82,7 @@ def register(app: typer.Typer) -> None:
             latency_records=latency_records,
             deploy_target=deploy_target.value if deploy_target else None,
             deploy_name=deploy_name,
+            state_dir=state_dir,
             watch=watch,
             as_json=fmt is Format.json,
         )

@@ -20,7 +20,12 @@ def _default(path: Path | None, name: str) -> Path | None:
 
 
 def load_inputs(
-    pipeline: Path | None, filters: Path | None, raw_topic: str | None, group: str, config: Path | None
+    pipeline: Path | None,
+    filters: Path | None,
+    raw_topic: str | None,
+    group: str,
+    config: Path | None,
+    state_dir: Path | None = None,
 ) -> tuple[Targets, Any]:
     """Targets and connections, found the way ``capture`` and ``run`` find them."""
     from cdcrouter.config import load_connections
@@ -34,7 +39,7 @@ def load_inputs(
         if config is None and pipe.connections:  # as `capture run` honours it
             config = pipeline
     targets = resolve_targets(_default(filters, "filters.yaml"), pipe, raw_topic, group)
-    return targets, load_connections(config_file=config)
+    return targets, load_connections(config_file=config, state_dir=state_dir)
 
 
 def run_status(
@@ -49,18 +54,20 @@ def run_status(
     deploy_target: str | None,
     deploy_name: str | None,
     watch: bool,
+    state_dir: Path | None = None,
     as_json: bool,
 ) -> bool:
     """Print the status (JSON: one document per line when watching); True when healthy."""
     from rich.console import Console
 
+    from cdcrouter.config.connections import DEFAULT_STATE_DIR
     from cdcrouter.observe.render import render_status
 
-    targets, conns = load_inputs(pipeline, filters, raw_topic, group, config)
+    targets, conns = load_inputs(pipeline, filters, raw_topic, group, config, state_dir)
     opts = StatusOptions(
         interval_s=interval,
         latency_records=latency_records,
-        state_dir=Path(os.environ.get("CDCROUTER_STATE_DIR", ".cdcrouter")),
+        state_dir=Path(state_dir or os.environ.get("CDCROUTER_STATE_DIR", DEFAULT_STATE_DIR)),
         deploy_target=deploy_target,
         deploy_name=deploy_name,
     )
