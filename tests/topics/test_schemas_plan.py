@@ -194,3 +194,58 @@ def test_the_schemas_commands_set_and_check_the_level(
     assert "BACKWARD lets a new raw schema break readers" in capsys.readouterr().out
     assert main(args) == 0
     assert registry.compatibility(subjects[0]) == "FULL_TRANSITIVE"
+
+
+def test_schemas_apply_registers_the_filtered_schemas_derived_from_an_evolved_raw_schema(
+    stack: Any,
+    registry: RegistryClient,
+    unique_name: Callable[[str], str],
+    tmp_path: Any,
+    capsys: Any,
+    monkeypatch: Any,
+) -> None:
+    """A newer capture registered an evolved raw schema (traceId) and, under a subject left at NONE,
+    one without eventName: plan shows the derived filtered schemas and warns about the unreadable
+    one; apply registers them where the router will look them up."""
+    from cdcrouter.cli.main import main
+    from cdcrouter.route.events import bench_filters_yaml
+    from cdcrouter.schemas.evolution import derived_filtered_text
+
+    monkeypatch.setenv("CDCROUTER_REGISTRY__URL", stack.connections.registry.url)
+    prefix = unique_name("sr-derived") + "-"
+    filters = tmp_path / "filters.yaml"
+    filters.write_text(bench_filters_yaml(prefix, 2))
+    raw = prefix + "raw"
+    args = ["-f", str(filters), "--raw-topic", raw]
+    assert main(["schemas", "apply", *args]) == 0
+    evolved = json.loads(raw_schema_text())
+    evolved["fields"][0]["type"]["fields"].insert(
+        2, {"name": "traceId", "type": ["null", "string"], "default": None}
+    )
+    evolved_id = registry.register(f"{raw}-value", evolved)
+    registry.set_compatibility(f"{raw}-value", "NONE")
+    broken_id = registry.register(f"{raw}-value", without_event_name())
+    capsys.readouterr()
+
+    assert main(["schemas", "plan", *args]) == 0
+    out = capsys.readouterr().out
+    filtered = [f"{prefix}loan-created-value", f"{prefix}loan-payments-value"]
+    for subject in filtered:
+        assert (
+            f"+ register {subject} (new version after v1), derived from {raw}-value v2 (id {evolved_id})"
+            in out
+        )
+    assert (
+        f"{raw}-value v3 (id {broken_id}) cannot be read by this release's contract: eventHeader.eventName"
+        in out
+    )
+
+    assert main(["schemas", "apply", *args]) == 0
+    text = registry.schema_by_id(evolved_id)
+    assert text is not None
+    for subject in filtered:
+        assert registry.lookup(subject, derived_filtered_text(text)) is not None  # what the router looks up
+        assert registry.latest(subject)["version"] == 2
+    capsys.readouterr()
+    assert main(["schemas", "plan", *args]) == 0
+    assert "0 subject(s) to change" in capsys.readouterr().out

@@ -132,14 +132,17 @@ def register(app: typer.Typer) -> None:
                 RegistryClient,
                 apply_schemas,
                 desired_subjects,
+                plan_derived,
                 plan_schemas,
             )
 
             fs = load_filters(filters)
             topics = sorted({f.output_topic for f in fs.filters})
-            subjects = desired_subjects(_raw_topic(raw_topic, pipeline), topics)
+            raw = _raw_topic(raw_topic, pipeline)
+            subjects = desired_subjects(raw, topics)
             with RegistryClient(_conns(config).registry.to_client_conf()) as client:
                 plan = plan_schemas(client, subjects, compatibility.upper())
+                plan_derived(client, plan, raw, topics)
                 typer.echo(plan.render())
                 if apply:
                     ids = apply_schemas(client, plan)

@@ -30,7 +30,7 @@ from cdcrouter import _native
 from cdcrouter._native import decode_business_event
 from cdcrouter.route.wire import HEADER_SIZE, WireFormatError, header, split
 from cdcrouter.schemas import parsed_filtered_schema, parsed_raw_schema, raw_schema
-from cdcrouter.schemas.evolution import derived_filtered_schema, projection_gaps, resolution_problem
+from cdcrouter.schemas.evolution import derived_filtered_text, projection_gaps, resolution_problem
 from cdcrouter.schemas.registry import RegistryClient, SchemaRefused, subject_for
 
 __all__ = ["DecodeError", "FilteredSchemas", "RawDecoder", "WriterSchema", "encode_filtered"]
@@ -84,24 +84,23 @@ class RawDecoder:
                 self._unknown[schema_id] = time.monotonic()
                 raise DecodeError(f"unknown schema id {schema_id}: the registry has no such schema")
             try:
-                doc = _json(text)
-                parsed = fastavro.parse_schema(doc)
+                parsed = fastavro.parse_schema(_json(text))
             except Exception as exc:
                 raise DecodeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from exc
-            ws = self._describe(schema_id, doc, parsed)
+            ws = self._describe(schema_id, text, parsed)
             self._schemas[schema_id] = ws
             if ws.passthrough or ws.projection is not None:
                 self._native[header(schema_id)] = ws
         return ws
 
-    def _describe(self, schema_id: int, doc: Any, parsed: Any) -> WriterSchema:
+    def _describe(self, schema_id: int, text: str, parsed: Any) -> WriterSchema:
         if to_parsing_canonical_form(parsed) == self._raw_canonical:
             return WriterSchema(schema_id, parsed, True)
         problem = resolution_problem(parsed, self._reader)
         filtered_text = None
         if problem is None:
             try:
-                filtered_text = json.dumps(derived_filtered_schema(doc), separators=(",", ":"))
+                filtered_text = derived_filtered_text(text)
             except ValueError as exc:
                 problem = str(exc)
         if problem is not None:

@@ -15,7 +15,13 @@ from typing import Any
 
 from cdcrouter.schemas import filtered_schema
 
-__all__ = ["FILTERED_NAME", "derived_filtered_schema", "resolution_problem"]
+__all__ = [
+    "FILTERED_NAME",
+    "derived_filtered_schema",
+    "derived_filtered_text",
+    "projection_gaps",
+    "resolution_problem",
+]
 
 FILTERED_NAME = "FilteredBusinessEvent"
 _FILTER_METADATA_NS = "io.cdcrouter.events"
@@ -169,6 +175,14 @@ def derived_filtered_schema(writer: Mapping[str, Any]) -> dict[str, Any]:
         out["doc"] = writer["doc"]
     out["fields"] = [*fields, meta]
     return out
+
+
+def derived_filtered_text(writer_text: str) -> str:
+    """:func:`derived_filtered_schema` of a writer schema's text, as compact JSON: the one form the
+    router and ``schemas apply`` register and look up."""
+    import json
+
+    return json.dumps(derived_filtered_schema(json.loads(writer_text)), separators=(",", ":"))
 
 
 def _declared_names(schema: Any, namespace: str | None, out: set[str] | None = None) -> set[str]:

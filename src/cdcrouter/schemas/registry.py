@@ -42,6 +42,7 @@ __all__ = [
     "apply_schemas",
     "desired_subjects",
     "ensure_schema",
+    "plan_derived",
     "plan_schemas",
     "subject_for",
 ]
@@ -188,6 +189,23 @@ class RegistryClient:
         self._expect_ok(status, data, f"reading {subject}")
         return dict(data)
 
+    def versions(self, subject: str) -> list[dict[str, Any]]:
+        """Every version of ``subject``, oldest first (``{subject, version, id, schema}`` each);
+        empty for a new subject."""
+        status, data = self._call("GET", f"/subjects/{subject}/versions", f"listing {subject}")
+        if status == 404 or _code(data) in NOT_FOUND_CODES:
+            return []
+        self._expect_ok(status, data, f"listing {subject}")
+        out = []
+        for number in sorted(int(v) for v in data or []):
+            what = f"reading {subject} v{number}"
+            status, item = self._call("GET", f"/subjects/{subject}/versions/{number}", what)
+            if status == 404 or _code(item) in NOT_FOUND_CODES:
+                continue  # deleted meanwhile
+            self._expect_ok(status, item, what)
+            out.append(dict(item))
+        return out
+
     def compatibility(self, subject: str) -> str | None:
         """The subject's compatibility level (the global one if it has none of its own)."""
         status, data = self._call(
@@ -265,6 +283,7 @@ class SchemaChange:
     compatible: bool = True
     messages: tuple[str, ...] = ()
     schema_id: int | None = None
+    derived_from: str | None = None  # "<raw subject> v<n> (id <id>)": a filtered schema derived from it
 
     @property
     def sets_compatibility(self) -> bool:
@@ -288,6 +307,8 @@ class SchemaChange:
             parts.append(f"+ register {self.subject} ({new})")
         else:
             parts.append(f"  {self.subject}: up to date (id {self.schema_id})")
+        if self.derived_from:
+            parts[-1] += f", derived from {self.derived_from}"
         if self.sets_compatibility and self.current_version is None:
             parts[-1] += f", compatibility {self.desired_compatibility}"
         elif self.sets_compatibility:
@@ -304,6 +325,7 @@ class SchemaChange:
 @dataclass
 class SchemaPlan:
     changes: list[SchemaChange] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def incompatible(self) -> list[SchemaChange]:
@@ -316,7 +338,7 @@ class SchemaPlan:
     def render(self) -> str:
         if not self.changes:
             return "no subjects"
-        lines = [c.describe() for c in self.changes]
+        lines = [c.describe() for c in self.changes] + self.warnings
         unsafe = sorted(
             {c.desired_compatibility for c in self.changes if c.desired_compatibility} - READER_SAFE_LEVELS
         )
@@ -401,13 +423,14 @@ def apply_schemas(client: RegistryClient, plan: SchemaPlan) -> dict[str, int]:
         if change.sets_compatibility and change.desired_compatibility:
             client.set_compatibility(change.subject, change.desired_compatibility)
     # a level just made stricter: the plan's check ran under the old one
+    new_levels = {c.subject: c.desired_compatibility for c in plan.changes if c.sets_compatibility}
     refused = []
     for change in plan.changes:
-        if change.action == "register" and change.sets_compatibility and change.current_version is not None:
-            ok, messages = client.check(change.subject, change.schema_text, change.desired_compatibility)
+        level = new_levels.get(change.subject)
+        if change.action == "register" and level and change.current_version is not None:
+            ok, messages = client.check(change.subject, change.schema_text, level)
             if not ok:
                 detail = "; ".join(messages) or "the registry gave no details"
-                level = change.desired_compatibility
                 refused.append(f"! INCOMPATIBLE with {change.subject} under {level}: {detail}")
     if refused:
         raise SchemaRegistryError(
@@ -418,10 +441,81 @@ def apply_schemas(client: RegistryClient, plan: SchemaPlan) -> dict[str, int]:
     ids: dict[str, int] = {}
     for change in plan.changes:
         if change.action == "register":
-            ids[change.subject] = client.register(change.subject, change.schema_text)
-        elif change.schema_id is not None:
-            ids[change.subject] = change.schema_id
+            schema_id = client.register(change.subject, change.schema_text)
+        else:
+            schema_id = change.schema_id
+        if schema_id is not None and change.derived_from is None:
+            ids[change.subject] = schema_id
     return ids
+
+
+def plan_derived(
+    client: RegistryClient, plan: SchemaPlan, raw_topic: str, filtered_topics: list[str]
+) -> None:
+    """Add to ``plan`` the filtered schema derived from every version of the raw subject that is not
+    the contract but that the contract can read (an evolved raw schema, registered by a newer
+    capture), under every filtered subject; reads only.
+
+    The router registers these itself when it meets such records; planning them here shows before
+    routing whether the filtered subjects accept them, and lets a router with read-only registry
+    credentials find them. A raw version the contract cannot read becomes a warning: the router
+    would dead-letter its records."""
+    import fastavro
+    from fastavro.schema import to_parsing_canonical_form
+
+    from cdcrouter.schemas import parsed_raw_schema
+    from cdcrouter.schemas.evolution import derived_filtered_text, resolution_problem
+
+    raw_subject = subject_for(raw_topic)
+    contract = to_parsing_canonical_form(parsed_raw_schema())
+    for version in client.versions(raw_subject):
+        label = f"{raw_subject} v{version.get('version')} (id {version.get('id')})"
+        try:
+            parsed = fastavro.parse_schema(json.loads(version["schema"]))
+        except Exception as exc:  # fastavro's parse errors come in many types
+            plan.warnings.append(f"! {label} is not a usable Avro schema: {exc}")
+            continue
+        if to_parsing_canonical_form(parsed) == contract:
+            continue
+        problem = resolution_problem(parsed, parsed_raw_schema())
+        if problem is None:
+            try:
+                derived = derived_filtered_text(version["schema"])
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            plan.warnings.append(
+                f"! {label} cannot be read by this release's contract: {problem}; "
+                "the router dead-letters its records"
+            )
+            continue
+        for topic in filtered_topics:
+            subject = subject_for(topic)
+            existing = client.lookup(subject, derived)
+            latest = client.latest(subject)
+            level = client.compatibility(subject) if latest is not None else None
+            version_no = latest.get("version") if latest else None
+            if existing is not None:
+                plan.changes.append(
+                    SchemaChange(
+                        subject, derived, "none", version_no, level, schema_id=existing, derived_from=label
+                    )
+                )
+                continue
+            ok, messages = client.check(subject, derived, level) if latest else (True, [])
+            plan.changes.append(
+                SchemaChange(
+                    subject,
+                    derived,
+                    "register",
+                    version_no,
+                    level,
+                    None,
+                    ok,
+                    tuple(messages),
+                    derived_from=label,
+                )
+            )
 
 
 def ensure_schema(
