@@ -73,7 +73,7 @@ impl Skip {
             Skip::Float => r.skip(4, ADDED),
             Skip::Double => r.skip(8, ADDED),
             Skip::Bytes => r.string_bytes(ADDED).map(|_| ()),
-            Skip::Fixed(n) => r.skip(*n, ADDED),
+            Skip::Fixed(n) => r.skip(*n as u64, ADDED),
             Skip::Array(items) => loop {
                 let n = r.block_count(ADDED)?;
                 if n == 0 {

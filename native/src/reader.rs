@@ -149,20 +149,9 @@ impl<'a> Reader<'a> {
         if n < 0 {
             return Err(self.err(Problem::NegativeLength(n), field, start));
         }
-        let left = self.remaining();
-        if n as u64 > left as u64 {
-            return Err(self.err(
-                Problem::Truncated {
-                    needed: n as u64,
-                    left,
-                },
-                field,
-                self.pos,
-            ));
-        }
         let from = self.pos;
-        self.pos = from + n as usize;
-        // In bounds: n <= remaining was checked above.
+        self.skip(n as u64, field)?;
+        // In bounds: skip checked n <= remaining.
         Ok(&self.buf[from..self.pos])
     }
 
@@ -206,21 +195,14 @@ impl<'a> Reader<'a> {
         Ok(count.unsigned_abs())
     }
 
-    /// Reads past `n` bytes.
+    /// Reads past `n` bytes (a string's, a fixed's, a float's...).
     #[inline]
-    pub fn skip(&mut self, n: usize, field: &'static str) -> Result<()> {
+    pub fn skip(&mut self, n: u64, field: &'static str) -> Result<()> {
         let left = self.remaining();
-        if n > left {
-            return Err(self.err(
-                Problem::Truncated {
-                    needed: n as u64,
-                    left,
-                },
-                field,
-                self.pos,
-            ));
+        if n > left as u64 {
+            return Err(self.err(Problem::Truncated { needed: n, left }, field, self.pos));
         }
-        self.pos += n;
+        self.pos += n as usize; // <= remaining: fits
         Ok(())
     }
 

@@ -162,16 +162,10 @@ def test_capture_registers_the_raw_schema_with_the_same_level(
         register_raw_schema(stack.connections, other)
 
 
-def test_the_schemas_commands_set_and_check_the_level(
-    stack: Any,
-    registry: RegistryClient,
-    unique_name: Callable[[str], str],
-    tmp_path: Any,
-    capsys: Any,
-    monkeypatch: Any,
-) -> None:
-    """Through the CLI: apply sets FULL_TRANSITIVE on every subject; a subject left at BACKWARD shows
-    up in the plan as a level to change; a weaker --compatibility is warned about."""
+@pytest.fixture
+def cli(stack: Any, unique_name: Callable[[str], str], tmp_path: Any, monkeypatch: Any) -> Any:
+    """``(prefix, raw topic, run)``: ``run("plan"|"apply", *more)`` runs ``cdcrouter schemas`` over
+    two benchmark filters whose topics start with ``prefix``; returns the exit code."""
     from cdcrouter.cli.main import main
     from cdcrouter.route.events import bench_filters_yaml
 
@@ -180,44 +174,42 @@ def test_the_schemas_commands_set_and_check_the_level(
     filters = tmp_path / "filters.yaml"
     filters.write_text(bench_filters_yaml(prefix, 2))
     raw = prefix + "raw"
-    args = ["schemas", "apply", "-f", str(filters), "--raw-topic", raw]
-    assert main(args) == 0
+
+    def run(command: str, *more: str) -> int:
+        return main(["schemas", command, "-f", str(filters), "--raw-topic", raw, *more])
+
+    return prefix, raw, run
+
+
+def test_the_schemas_commands_set_and_check_the_level(
+    registry: RegistryClient, cli: Any, capsys: Any
+) -> None:
+    """Through the CLI: apply sets FULL_TRANSITIVE on every subject; a subject left at BACKWARD shows
+    up in the plan as a level to change; a weaker --compatibility is warned about."""
+    prefix, raw, run = cli
+    assert run("apply") == 0
     subjects = [f"{raw}-value", f"{prefix}loan-created-value", f"{prefix}loan-payments-value"]
     assert [registry.compatibility(s) for s in subjects] == ["FULL_TRANSITIVE"] * 3
     registry.set_compatibility(subjects[0], "BACKWARD")
     capsys.readouterr()
-    assert main(["schemas", "plan", "-f", str(filters), "--raw-topic", raw]) == 0
+    assert run("plan") == 0
     assert f"~ set {subjects[0]} compatibility BACKWARD -> FULL_TRANSITIVE" in capsys.readouterr().out
-    assert (
-        main(["schemas", "plan", "-f", str(filters), "--raw-topic", raw, "--compatibility", "backward"]) == 0
-    )
+    assert run("plan", "--compatibility", "backward") == 0
     assert "BACKWARD lets a new raw schema break readers" in capsys.readouterr().out
-    assert main(args) == 0
+    assert run("apply") == 0
     assert registry.compatibility(subjects[0]) == "FULL_TRANSITIVE"
 
 
 def test_schemas_apply_registers_the_filtered_schemas_derived_from_an_evolved_raw_schema(
-    stack: Any,
-    registry: RegistryClient,
-    unique_name: Callable[[str], str],
-    tmp_path: Any,
-    capsys: Any,
-    monkeypatch: Any,
+    registry: RegistryClient, cli: Any, capsys: Any
 ) -> None:
     """A newer capture registered an evolved raw schema (traceId) and, under a subject left at NONE,
     one without eventName: plan shows the derived filtered schemas and warns about the unreadable
     one; apply registers them where the router will look them up."""
-    from cdcrouter.cli.main import main
-    from cdcrouter.route.events import bench_filters_yaml
     from cdcrouter.schemas.evolution import derived_filtered_text
 
-    monkeypatch.setenv("CDCROUTER_REGISTRY__URL", stack.connections.registry.url)
-    prefix = unique_name("sr-derived") + "-"
-    filters = tmp_path / "filters.yaml"
-    filters.write_text(bench_filters_yaml(prefix, 2))
-    raw = prefix + "raw"
-    args = ["-f", str(filters), "--raw-topic", raw]
-    assert main(["schemas", "apply", *args]) == 0
+    prefix, raw, run = cli
+    assert run("apply") == 0
     evolved = json.loads(raw_schema_text())
     evolved["fields"][0]["type"]["fields"].insert(
         2, {"name": "traceId", "type": ["null", "string"], "default": None}
@@ -227,7 +219,7 @@ def test_schemas_apply_registers_the_filtered_schemas_derived_from_an_evolved_ra
     broken_id = registry.register(f"{raw}-value", without_event_name())
     capsys.readouterr()
 
-    assert main(["schemas", "plan", *args]) == 0
+    assert run("plan") == 0
     out = capsys.readouterr().out
     filtered = [f"{prefix}loan-created-value", f"{prefix}loan-payments-value"]
     for subject in filtered:
@@ -240,12 +232,12 @@ def test_schemas_apply_registers_the_filtered_schemas_derived_from_an_evolved_ra
         in out
     )
 
-    assert main(["schemas", "apply", *args]) == 0
+    assert run("apply") == 0
     text = registry.schema_by_id(evolved_id)
     assert text is not None
     for subject in filtered:
         assert registry.lookup(subject, derived_filtered_text(text)) is not None  # what the router looks up
         assert registry.latest(subject)["version"] == 2
     capsys.readouterr()
-    assert main(["schemas", "plan", *args]) == 0
+    assert run("plan") == 0
     assert "0 subject(s) to change" in capsys.readouterr().out
