@@ -7,11 +7,13 @@ agree: both derive them from the change's WAL position.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import string
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -19,6 +21,7 @@ import pytest
 from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline, read_topic
 
 from cdcrouter.capture import debezium
+from cdcrouter.capture.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry", "connect")]
 
@@ -56,15 +59,33 @@ def _comparable(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return dict(out)
 
 
-def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, stack: Any) -> None:
-    run = capture_run
+def records_of_both(
+    run: CaptureRun, dbz_pipeline: Pipeline, errors: list[BaseException], expected: int
+) -> list[dict[str, Any]]:
+    """Wait for ``expected`` records from each engine, assert they agree; the embedded ones."""
+    embedded = [e for _, e in read_topic(run.conns, run.topic, expect=expected)]
+    dbz = [e for _, e in read_topic(run.conns, dbz_pipeline.raw_topic.name, expect=expected, timeout_s=180)]
+    assert not errors, f"the normalising stage failed: {errors[0]!r}"
+    status = debezium.ConnectClient(run.conns).status(debezium.connector_name(dbz_pipeline))
+    assert len(dbz) == expected, f"Debezium delivered {len(dbz)}/{expected}; connector: {status}"
+    assert len(embedded) == expected, embedded
+    assert _comparable(dbz) == _comparable(embedded)
+    return embedded
+
+
+@contextlib.contextmanager
+def both_engines(run: CaptureRun, **overrides: Any) -> Iterator[tuple[Pipeline, list[BaseException]]]:
+    """The embedded engine on ``run`` and Debezium plus the normalising stage on the same tables
+    (``snapshot: never``, each with its own raw topic). Yields the Debezium pipeline and the
+    stage's errors; stops and removes everything afterwards."""
     base = run.topic.removeprefix("raw-")
-    run.pipeline = make_pipeline(run.schema, base, replication={"snapshot": "never"})
+    run.pipeline = make_pipeline(run.schema, base, replication={"snapshot": "never"}, **overrides)
     dbz_pipeline = make_pipeline(
         run.schema,
         base,
         replication={"snapshot": "never"},
         raw_topic={"name": f"raw-{base}-dbz", "partitions": 1},
+        **overrides,
     )
     run.start()
     debezium.deploy(dbz_pipeline, run.conns)
@@ -75,7 +96,7 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
     def normalize() -> None:
         try:
             normalizer.run(stop)
-        except BaseException as exc:  # reported by the assertion below
+        except BaseException as exc:  # reported by the caller's assertion
             errors.append(exc)
 
     worker = threading.Thread(target=normalize, daemon=True)
@@ -83,6 +104,25 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
         debezium.wait_running(run.conns, debezium.connector_name(dbz_pipeline))
         _wait_slot_active(run, debezium.debezium_slot(dbz_pipeline))
         worker.start()
+        yield dbz_pipeline, errors
+    finally:
+        stop.set()
+        worker.join(30) if worker.is_alive() else None
+        debezium.undeploy(dbz_pipeline, run.conns)
+        run.stop()  # dbz_pipeline names the same slot as the embedded run: stop that first
+        prefix = debezium.topic_prefix(dbz_pipeline)
+        raw = dbz_pipeline.raw_topic
+        drop_capture_objects(
+            run.conns,
+            dbz_pipeline,
+            None,
+            [*debezium.table_topics(dbz_pipeline), f"__debezium-heartbeat.{prefix}", raw.offsets_topic],
+        )
+
+
+def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, stack: Any) -> None:
+    run = capture_run
+    with both_engines(run) as (dbz_pipeline, errors):
         big = "".join(random.choices(string.ascii_letters, k=20_000))
         run.sql(
             "INSERT INTO car_entities (id, vin, make, model, model_year, price, active, created_at, "
@@ -110,27 +150,4 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
             '\'payment\', \'[{"entityType": "Loan", "entityId": "L1", "updatedAttributes": {"a": 1.50}}]\')'
         )
         run.sql("DELETE FROM loan_payments WHERE id = 'P2'")
-        expected = 9
-        embedded = [e for _, e in read_topic(run.conns, run.topic, expect=expected)]
-        dbz = [
-            e for _, e in read_topic(run.conns, dbz_pipeline.raw_topic.name, expect=expected, timeout_s=180)
-        ]
-        assert not errors, f"the normalising stage failed: {errors[0]!r}"
-        status = debezium.ConnectClient(run.conns).status(debezium.connector_name(dbz_pipeline))
-        assert len(dbz) == expected, f"Debezium delivered {len(dbz)}/{expected}; connector: {status}"
-
-        assert len(embedded) == expected, embedded
-        assert _comparable(dbz) == _comparable(embedded)
-    finally:
-        stop.set()
-        worker.join(30) if worker.is_alive() else None
-        debezium.undeploy(dbz_pipeline, run.conns)
-        run.stop()  # dbz_pipeline names the same slot as the embedded run: stop that first
-        prefix = debezium.topic_prefix(dbz_pipeline)
-        raw = dbz_pipeline.raw_topic
-        drop_capture_objects(
-            run.conns,
-            dbz_pipeline,
-            None,
-            [*debezium.table_topics(dbz_pipeline), f"__debezium-heartbeat.{prefix}", raw.offsets_topic],
-        )
+        records_of_both(run, dbz_pipeline, errors, expected=9)

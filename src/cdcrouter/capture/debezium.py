@@ -254,6 +254,16 @@ def wait_running(conns: Connections, name: str, timeout_s: float = 90.0) -> dict
 # --- Debezium record -> RowChange ------------------------------------------------------------
 
 
+# The numbers Debezium sends for PostgreSQL's infinity (from the JDBC driver's sentinels), all
+# outside PostgreSQL's own range, so they stand for nothing else (docs/capture.md).
+_DEBEZIUM_INFINITY: dict[tuple[str, int], str] = {
+    ("timestamp without time zone", 9223372036825200000): "infinity",
+    ("timestamp without time zone", -9223372036832400000): "-infinity",
+    ("date", -2147472692): "infinity",
+    ("date", -2147472691): "-infinity",
+}
+
+
 def _pg_text(value: Any, type_name: str) -> Value:
     """A Debezium value (with the modes set in :func:`_common`) in PostgreSQL's text form."""
     if value is None:
@@ -262,6 +272,8 @@ def _pg_text(value: Any, type_name: str) -> Value:
         return UNCHANGED
     if isinstance(value, bool):
         return "t" if value else "f"
+    if isinstance(value, int) and (type_name, value) in _DEBEZIUM_INFINITY:
+        return _DEBEZIUM_INFINITY[type_name, value]
     if type_name == "date" and isinstance(value, int):
         return date_from_epoch_days(value)  # any year, BC included
     if type_name.startswith("timestamp without") and isinstance(value, int):  # MicroTimestamp
