@@ -105,3 +105,28 @@ def test_cli_serves_metrics_on_the_given_address_and_port(capture_run: CaptureRu
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert f"metrics on http://127.0.0.1:{port}/metrics" in err
+
+
+def test_cli_metrics_port_in_use_is_a_clear_error(
+    capture_run: CaptureRun,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cdcrouter.cli.main import main
+
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(f"schema: {capture_run.schema}\ntables:\n  car_entities: {{}}\n")
+    monkeypatch.setenv("CDCROUTER_STATE_DIR", str(capture_run.state_dir))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(
+            ["capture", "run", "--pipeline", str(pipeline), "--metrics-port", str(port), "--duration", "5"]
+        )
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"error: cannot serve metrics on 127.0.0.1:{port}" in err
+    assert "hint: pick a free port" in err
+    assert "Traceback" not in err
