@@ -112,7 +112,7 @@ def test_large_rows_fit_or_are_dead_lettered_and_capture_goes_on(capture_run: Ca
     assert str(created) == declared[0].config["max.message.bytes"] == str(RAW_MAX_MESSAGE_BYTES)
 
 
-def test_slow_path_outbox_rows_over_the_topic_limit_are_dead_lettered(capture_run: CaptureRun) -> None:
+def test_generic_path_outbox_rows_over_the_topic_limit_are_dead_lettered(capture_run: CaptureRun) -> None:
     run = capture_run
     run.pipeline = make_pipeline(
         run.schema, run.topic.removeprefix("raw-"), raw_topic={"max_message_bytes": 2 * 1024 * 1024}
@@ -140,10 +140,21 @@ def test_slow_path_outbox_rows_over_the_topic_limit_are_dead_lettered(capture_ru
     assert int(letters[0][1]["limit"]) < 2 * 1024 * 1024
 
 
+BIG_ROW = {
+    "fused": "INSERT INTO car_entities (id, vin, make, model) VALUES ('big', 'V', 'M', repeat('z', 3000000))",
+    "generic": "INSERT INTO business_events (event_name, entities) VALUES ('DocSaved', json_build_array("
+    "json_build_object('entityType', 'Doc', 'entityId', 'big', 'updatedAttributes', "
+    "json_build_object('body', repeat('z', 3000000)))))",
+}
+BIG_TABLE = {"fused": "car_entities", "generic": "business_events"}
+
+
+@pytest.mark.parametrize("path", ["fused", "generic"])
 def test_broker_refusing_a_record_aborts_and_replays_the_batch_without_it(
-    capture_run: CaptureRun, caplog: pytest.LogCaptureFixture
+    capture_run: CaptureRun, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
-    """The topic's limit lowered under a running capture: the broker, not the producer, refuses."""
+    """The topic's limit lowered under a running capture: the broker, not the producer, refuses.
+    ``fused``: the big change is a table row (fused fast path); ``generic``: an outbox row."""
     run = capture_run
     engine = run.start()
     _insert_car(run, "before", "small")
@@ -162,7 +173,7 @@ def test_broker_refusing_a_record_aborts_and_replays_the_batch_without_it(
     started = time.monotonic()
     run.sql(
         "INSERT INTO car_entities (id, vin, make, model) VALUES ('c1', 'V', 'M', 'small')",
-        "INSERT INTO car_entities (id, vin, make, model) VALUES ('big', 'V', 'M', repeat('z', 3000000))",
+        BIG_ROW[path],
         "INSERT INTO car_entities (id, vin, make, model) VALUES ('c2', 'V', 'M', 'small')",
     )
     _insert_car(run, "c3", "small")
@@ -172,7 +183,7 @@ def test_broker_refusing_a_record_aborts_and_replays_the_batch_without_it(
     assert ids == ["before", "c1", "c2", "c3"], ids  # once each: the refused batch was aborted
     letters = _dead_letters(run, expect=1)
     assert len(letters) == 1
-    _check_letter(letters[0], key="big", table="car_entities", size_at_least=3 * MB)
+    _check_letter(letters[0], key="big", table=BIG_TABLE[path], size_at_least=3 * MB)
     assert int(letters[0][1]["limit"]) < 1024 * 1024
     assert engine.stats.dead_letters == 1
     assert engine.size_cap is not None and engine.size_cap < 1024 * 1024  # the broker's refusal was seen
