@@ -138,3 +138,32 @@ def test_with_default_identity_a_partition_attached_without_one_is_reported_with
     assert len(reports) == 1, lines
     assert "has no primary key" in reports[0]
     assert f"ALTER TABLE {run.schema}.readings_b REPLICA IDENTITY FULL" in reports[0]
+
+
+@pytest.mark.pg_versions("15")  # the CLI reads its connections from the shared stack's state dir
+def test_the_cli_reports_the_refusal_with_its_fix_and_exit_1(
+    capture_run: CaptureRun,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cdcrouter.cli.main import main
+
+    run = capture_run
+    run.sql("CREATE TABLE ledger (ref text NOT NULL, amount numeric)")
+    p = run.pipeline
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        f"schema: {run.schema}\n"
+        f"raw_topic: {{name: {p.raw_topic.name}, partitions: 1}}\n"
+        f"replication: {{slot: {p.replication.slot}, publication: {p.replication.publication}, "
+        "replica_identity: default}\n"
+        "tables:\n  ledger: {entity_id: ref}\n"
+    )
+    monkeypatch.setenv("CDCROUTER_STATE_DIR", str(run.state_dir))
+    assert main(["capture", "run", "--pipeline", str(pipeline), "--duration", "3"]) == 1
+    err = capsys.readouterr().err
+    assert f"table {run.schema}.ledger has no primary key" in err
+    assert f"ALTER TABLE {run.schema}.ledger REPLICA IDENTITY FULL" in err
+    assert "Traceback" not in err
+    run.sql("UPDATE ledger SET amount = 1")
