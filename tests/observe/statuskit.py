@@ -115,10 +115,16 @@ class StatusEnv:
         engine = CaptureEngine(load_pipeline(self.pipeline_file), self.conns, progress=lambda _m: None)
         self._start("capture", lambda stop: engine.run(stop), engine.ready.is_set)
 
-    def start_router(self) -> None:
+    def start_router(self, metrics_port: int | None = None) -> None:
         from cdcrouter.route.engine import Router, RouterOptions
 
-        opts = RouterOptions(raw_topic=self.raw, group_id=self.group, instance_id=self.name, reload=False)
+        opts = RouterOptions(
+            raw_topic=self.raw,
+            group_id=self.group,
+            instance_id=self.name,
+            reload=False,
+            metrics_port=metrics_port,
+        )
         router = Router(self.filters_file, self.conns, opts)
         self._start("router", lambda stop: router.run(stop), lambda: self.members(self.group) > 0)
 
@@ -287,6 +293,15 @@ def teardown_env(env: StatusEnv) -> None:
     for fut in futures.values():
         with contextlib.suppress(Exception):
             fut.result(timeout=20)
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def committed(conns: Connections, group: str, topic: str, partitions: list[int]) -> dict[int, int]:

@@ -11,7 +11,7 @@ import pytest
 
 from cdcrouter.testing.fake_confluent_cloud import FakeConfluentCloud
 
-from .statuskit import StatusEnv
+from .statuskit import StatusEnv, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry")]
 
@@ -172,7 +172,6 @@ def test_a_recorded_flink_deployment_is_shown_and_marked_when_its_jobmanager_is_
     at; one whose JobManager does not answer is marked (exit 3), and the view still completes."""
     import json
     import shutil
-    import socket
 
     env = status_env
     state = tmp_path / "state"
@@ -182,15 +181,19 @@ def test_a_recorded_flink_deployment_is_shown_and_marked_when_its_jobmanager_is_
             (state / name).parent.mkdir(exist_ok=True)
             shutil.copy(Path(stack.state_dir) / name, state / name)
     (state / "deploy" / "flink-routing.json").write_text(json.dumps({"name": "routing", "job_id": "x"}))
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
-    monkeypatch.setenv("CDCROUTER_FLINK__REST_URL", f"http://127.0.0.1:{closed}")
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("CDCROUTER_FLINK__REST_URL", closed)
 
-    code, doc = env.status_json("--state-dir", str(state), "--exit-code", capture=False)
+    code, doc = env.status_json(
+        "--state-dir", str(state), "--exit-code", "--router-metrics", f"{closed}/metrics", capture=False
+    )
 
     assert code == 3
     assert [(j["target"], j["name"], j["state"], j["ok"]) for j in doc["jobs"]] == [
         ("flink", "routing", "UNREACHABLE", False)
     ]
     assert [p["where"] for p in doc["problems"] if p["code"] == "job_not_running"] == ["flink:routing"]
+    # a router metrics URL that does not answer is marked too
+    assert [p["where"] for p in doc["problems"] if p["code"] == "router_metrics_unreachable"] == [
+        f"{closed}/metrics"
+    ]

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from .statuskit import StatusEnv, committed
+from .statuskit import StatusEnv, committed, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry")]
 
@@ -21,7 +21,8 @@ def _codes(doc: dict) -> set[str]:
 def test_healthy_pipeline_shows_every_section_and_exits_0(status_env: StatusEnv) -> None:
     env = status_env
     env.start_capture()
-    env.start_router()
+    port = free_port()
+    env.start_router(metrics_port=port)
     env.insert_cars(5)
     cars_topic = f"{env.name}-cars"
     env.wait_count(cars_topic, 10)  # 5 created + 5 updated
@@ -30,7 +31,7 @@ def test_healthy_pipeline_shows_every_section_and_exits_0(status_env: StatusEnv)
         with env.flowing():
             code, doc = env.status_json("--exit-code")
         check_flowing(env, code, doc)
-        check_caught_up(env)
+        check_caught_up(env, f"http://127.0.0.1:{port}/metrics")
 
 
 def check_flowing(env: StatusEnv, code: int, doc: dict) -> None:
@@ -67,7 +68,7 @@ def check_flowing(env: StatusEnv, code: int, doc: dict) -> None:
     assert 0 <= lat["cars"]["p50_ms"] <= lat["cars"]["max_ms"] < 60_000
 
 
-def check_caught_up(env: StatusEnv) -> None:
+def check_caught_up(env: StatusEnv, metrics_url: str) -> None:
     """Caught up and idle: no lag, although on these transactional topics the router's committed
     offsets stop short of the end (the commit marker after its last record is no record)."""
     last = env.last_offsets(env.raw)  # the oracle: where the raw records really end
@@ -78,10 +79,16 @@ def check_caught_up(env: StatusEnv) -> None:
             break
         assert time.monotonic() < deadline, f"the router did not catch up in 60 s: {done} vs {last}"
         time.sleep(0.2)
-    code, doc = env.status_json("--exit-code")
+    code, doc = env.status_json("--exit-code", "--router-metrics", metrics_url)
     router = doc["raw_topic"]["router_group"]
     assert code == 0, doc["problems"]
     assert router["lag"] == 0 and any(r["end"] > r["committed"] for r in router["partitions"]), router
+    # routed totals from the router's metrics, against the records in each filter's topic
+    totals = {f["id"]: f["routed_total"] for f in doc["filters"]}
+    assert totals == {
+        "cars": env.count(f"{env.name}-cars"),
+        "car-updates": env.count(f"{env.name}-car-updates"),
+    }
 
     code, text = env.status()
     assert code == 0

@@ -55,6 +55,13 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(envvar="CDCROUTER_DEPLOY_NAME", help="deployment name (default cdcrouter-routing)"),
         ] = None,
+        router_metrics: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--router-metrics",
+                help="a router's metrics URL (cdcrouter run --metrics-port), repeatable: exact routed totals",
+            ),
+        ] = None,
         state_dir: Annotated[
             Path | None,
             typer.Option(
@@ -83,6 +90,7 @@ def register(app: typer.Typer) -> None:
             deploy_target=deploy_target.value if deploy_target else None,
             deploy_name=deploy_name,
             state_dir=state_dir,
+            router_metrics=tuple(router_metrics or ()),
             watch=watch,
             as_json=fmt is Format.json,
         )

@@ -22,6 +22,7 @@ from cdcrouter.observe.capture_view import capture_section, retained_wal_bytes
 from cdcrouter.observe.health import problems_of
 from cdcrouter.observe.job import job_states
 from cdcrouter.observe.kafka_probe import KafkaProbe, Offsets
+from cdcrouter.observe.router_metrics import routed_totals
 from cdcrouter.observe.targets import Targets
 
 SCHEMA_VERSION = 1
@@ -38,6 +39,7 @@ class StatusOptions:
     state_dir: Path = Path(".cdcrouter")
     deploy_target: str | None = None  # flink | confluent-cloud; None: recorded Flink deployments
     deploy_name: str | None = None
+    router_metrics: tuple[str, ...] = ()  # the routers' /metrics URLs: exact routed totals per filter
 
 
 @dataclass
@@ -95,6 +97,7 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
         "exists": t.raw_topic in parts,
         "router_group": _group(t.router_group, t.raw_topic, first, second, describe, lag_of),
     }
+    totals, unreachable = routed_totals(list(opts.router_metrics))
     doc["filters"], doc["filtered_topics"] = _filtered(
         probe, decode, t, first, second, describe, lag_of, window
     )
@@ -106,7 +109,9 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
         }
         for r in t.routes
     ]
-    doc["problems"] = problems_of(doc)
+    for f in doc["filters"]:
+        f["routed_total"] = totals.get(f["id"], 0) if opts.router_metrics else None
+    doc["problems"] = problems_of(doc, unreachable_metrics=unreachable)
     doc["healthy"] = not doc["problems"]
     return {k: doc[k] for k in ORDER}
 

@@ -3,6 +3,7 @@ do about each); any problem makes the pipeline unhealthy (``status --exit-code``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 WAL_DANGER = ("lost", "unreserved", "extended")
@@ -12,7 +13,7 @@ def _p(code: str, where: str, message: str, hint: str) -> dict[str, str]:
     return {"code": code, "where": where, "message": message, "hint": hint}
 
 
-def problems_of(doc: dict[str, Any]) -> list[dict[str, str]]:
+def problems_of(doc: dict[str, Any], unreachable_metrics: Sequence[str] = ()) -> list[dict[str, str]]:
     """Every problem found in a status document, capture first, in pipeline order."""
     out: list[dict[str, str]] = []
     out += _capture(doc.get("capture"))
@@ -24,6 +25,15 @@ def problems_of(doc: dict[str, Any]) -> list[dict[str, str]]:
     router = raw.get("router_group")
     if router and _router_in_use(router, doc.get("jobs", [])):
         out += _lag("router", router, raw["name"], "start the router: cdcrouter run")
+    for url in unreachable_metrics:
+        out.append(
+            _p(
+                "router_metrics_unreachable",
+                url,
+                "a router's metrics endpoint does not answer",
+                "is that `cdcrouter run --metrics-port` process up? check --router-metrics",
+            )
+        )
     for topic in doc.get("filtered_topics", []):
         if not topic["exists"]:
             out.append(

@@ -76,6 +76,7 @@ def render_status(doc: dict[str, Any]) -> Group:
         "topic",
         "events/s",
         "in window",
+        "routed total",
         "latency p50 / p99 ms",
         "routing p50",
     )
@@ -84,6 +85,7 @@ def render_status(doc: dict[str, Any]) -> Group:
         la = lat.get((f["id"], f["topic"]), {})
         t.add_row(
             f["id"], f["consumer_id"], f["topic"], _fmt(f["events_per_s"]), _fmt(f["events_in_window"]),
+            _fmt(f["routed_total"]),
             f"{_fmt(la.get('p50_ms'))} / {_fmt(la.get('p99_ms'))}", _fmt(la.get("routing_p50_ms")),
         )  # fmt: skip
     parts.append(t)

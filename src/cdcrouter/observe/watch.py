@@ -55,6 +55,7 @@ def run_status(
     deploy_name: str | None,
     watch: bool,
     state_dir: Path | None = None,
+    router_metrics: tuple[str, ...] = (),
     as_json: bool,
 ) -> bool:
     """Print the status (JSON: one document per line when watching); True when healthy."""
@@ -70,6 +71,7 @@ def run_status(
         state_dir=Path(state_dir or os.environ.get("CDCROUTER_STATE_DIR", DEFAULT_STATE_DIR)),
         deploy_target=deploy_target,
         deploy_name=deploy_name,
+        router_metrics=router_metrics,
     )
     console = Console()
     if not watch:
