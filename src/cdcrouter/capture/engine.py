@@ -242,6 +242,7 @@ class CaptureEngine:
                     stream.start(p.replication.slot, p.replication.publication, self.stats.last.end_lsn)
                     outage.streaming()
                     self.streaming.set()
+                    self.metrics.health.set(True, f"streaming from slot {p.replication.slot}")
                     if not self.stats.last.snapshot:
                         self.ready.set()
                     gc.freeze()  # start-up objects leave the collector's view: no full-GC pauses in the loop
@@ -286,6 +287,7 @@ class CaptureEngine:
                         continue
                     raise
                 finally:
+                    self.metrics.health.set(False, "not connected to the slot (reconnecting or stopping)")
                     if stream is not None:
                         stream.close()
             return self.stats
@@ -485,6 +487,7 @@ class CaptureEngine:
         recent = snap.recent.append
         watch = snap.watch  # relation oids of the table whose chunk waits for its watermark
         ready = self.ready
+        beat = self.metrics.health.beat  # /readyz: a loop that stops turning is stalled
 
         def settle(block: bool) -> None:
             """Finish an in-flight commit: ack the slot, then open the next txn with `pending`."""
@@ -496,6 +499,7 @@ class CaptureEngine:
             committed = inflight_offsets
             stats.last = committed
             stats.kafka_commits += 1
+            beat()
             stats.longest_txn_ms = max(stats.longest_txn_ms, sink.longest_s * 1000)
             if not committed.snapshot and not ready.is_set():
                 ready.set()
@@ -571,6 +575,7 @@ class CaptureEngine:
                 msg = read()
                 if msg is None:
                     now = time.monotonic()
+                    beat()
                     if not in_txn and last_done is not None:
                         start_commit()  # caught up: commit now for low latency
                     if not in_txn and snap.queue and snap.chunk is None:

@@ -3,8 +3,10 @@
 The counters are the engine's own :class:`~cdcrouter.capture.engine.CaptureStats`, collected at
 scrape time, so the hot loop pays nothing for them; the Kafka commit latency is a histogram
 observed once per commit; the WAL the slot retains is read from ``pg_replication_slots`` at scrape
-time. Each engine has its own registry (several engines in one process never collide);
-``serve(port, addr)`` exposes it over HTTP, on 127.0.0.1 unless told otherwise.
+time, with the slot's ``wal_status``. Each engine has its own registry (several engines in one
+process never collide); ``serve(port, addr)`` exposes it with ``/healthz`` and ``/readyz``
+(observe/endpoint.py), on 127.0.0.1 unless told otherwise. ``health`` is the engine's readiness:
+streaming from the slot, its loop turning.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cdcrouter.observe.endpoint import Heartbeat
+
 if TYPE_CHECKING:
     from cdcrouter.capture.engine import CaptureStats
     from cdcrouter.config.connections import PostgresSettings
@@ -25,16 +29,19 @@ __all__ = ["CaptureMetrics"]
 
 log = logging.getLogger("cdcrouter.capture")
 
-_RETAINED_SQL = """
-SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+_SLOT_SQL = """
+SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status
 FROM pg_replication_slots WHERE slot_name = %s
 """
+WAL_STATUSES = ("reserved", "extended", "unreserved", "lost")
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: Callable[[], CaptureStats], retained: Callable[[], int | None]) -> None:
+    def __init__(
+        self, stats: Callable[[], CaptureStats], slot: Callable[[], tuple[int | None, str | None] | None]
+    ) -> None:
         self.stats = stats
-        self.retained = retained
+        self.slot = slot
 
     def collect(self) -> Iterator[Any]:
         s = self.stats()
@@ -68,13 +75,25 @@ class _StatsCollector(Collector):
             "WAL position (end LSN) of the last PostgreSQL transaction committed to Kafka",
             value=s.last.end_lsn,
         )
-        retained = self.retained()
+        slot = self.slot()
+        if slot is None:
+            return
+        retained, wal_status = slot
         if retained is not None:
             yield GaugeMetricFamily(
                 "cdcrouter_capture_slot_retained_wal_bytes",
                 "WAL the replication slot keeps on the PostgreSQL server (from pg_replication_slots)",
                 value=retained,
             )
+        status = GaugeMetricFamily(
+            "cdcrouter_capture_slot_wal_status",
+            "1 for the slot's wal_status in pg_replication_slots (reserved is safe), 0 for the others",
+            labels=["wal_status"],
+        )
+        current = wal_status or "unknown"
+        for name in dict.fromkeys((*WAL_STATUSES, current)):  # every state, so an alert sees 1 -> 0
+            status.add_metric([name], 1 if name == current else 0)
+        yield status
 
 
 class CaptureMetrics:
@@ -84,7 +103,7 @@ class CaptureMetrics:
         self.registry = CollectorRegistry()
         self._pg = pg
         self._slot = slot
-        self.registry.register(_StatsCollector(stats, self._retained_wal))
+        self.registry.register(_StatsCollector(stats, self._slot_state))
         self._commit_s = Histogram(
             "cdcrouter_capture_kafka_commit_seconds",
             "Time to commit one Kafka transaction (position included): the floor of capture latency",
@@ -110,6 +129,7 @@ class CaptureMetrics:
             registry=self.registry,
         )
         self.server: Any = None
+        self.health = Heartbeat(reason="not streaming yet")
 
     def commit_took(self, seconds: float) -> None:
         self._commit_s.observe(seconds)
@@ -123,7 +143,8 @@ class CaptureMetrics:
             self._snapshot_total.labels(table).set(expected)
         self._snapshot_done.labels(table).set(1 if done else 0)
 
-    def _retained_wal(self) -> int | None:
+    def _slot_state(self) -> tuple[int | None, str | None] | None:
+        """(retained WAL bytes, wal_status) of the slot; ``None`` when it cannot be read (or is gone)."""
         from cdcrouter.capture import source
 
         try:
@@ -132,8 +153,10 @@ class CaptureMetrics:
             log.debug("metrics: cannot read the slot's retained WAL: %s", exc)
             return None
         try:
-            row = conn.execute(_RETAINED_SQL, (self._slot,)).fetchone()
-            return None if row is None or row[0] is None else int(row[0])
+            row = conn.execute(_SLOT_SQL, (self._slot,)).fetchone()
+            if row is None:
+                return None
+            return (None if row[0] is None else int(row[0])), row[1]
         except Exception as exc:
             log.debug("metrics: cannot read the slot's retained WAL: %s", exc)
             return None
@@ -141,17 +164,17 @@ class CaptureMetrics:
             conn.close()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Serve ``/metrics`` on ``addr:port`` from a daemon thread (port 0: any free port)."""
-        from prometheus_client import start_http_server
+        """Serve ``/metrics``, ``/healthz``, ``/readyz`` on ``addr:port`` from a daemon thread
+        (port 0: any free port)."""
+        from cdcrouter.observe.endpoint import MetricsServer
 
-        self.server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        self.server = MetricsServer(port, addr, self.registry, [("capture", self.health)])
 
     @property
     def port(self) -> int | None:
-        return None if self.server is None else int(self.server.server_address[1])
+        return None if self.server is None else self.server.port
 
     def close(self) -> None:
         if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+            self.server.close()
             self.server = None

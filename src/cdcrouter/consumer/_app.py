@@ -33,6 +33,7 @@ from cdcrouter.consumer._errors import ConsumerError, DecodeError, HandlerFailed
 from cdcrouter.consumer._event import Event, Origin
 from cdcrouter.consumer._serde import RegistryClient, decode
 from cdcrouter.consumer._store import IdempotencyStore
+from cdcrouter.observe.endpoint import Heartbeat
 
 log = logging.getLogger("cdcrouter.consumer")
 
@@ -150,6 +151,7 @@ class ConsumerApp:
         self.max_batch, self.batch_timeout = max_batch, batch_timeout
         self.from_beginning = from_beginning
         self.metrics_port = metrics_port
+        self.health = Heartbeat(reason="not assigned by its group yet")  # /readyz
         self.kafka_config = dict(kafka_config or {})
         self.stats = Stats()
         self._handlers: dict[tuple[str, str | None], Handler] = {}
@@ -266,7 +268,7 @@ class ConsumerApp:
             for topic in self.topics:
                 _kafka.partitions_of(self.connections, topic)
         if self.metrics_port:
-            _metrics.serve(self.metrics_port)
+            _metrics.serve(self.metrics_port, name=self.name, ready=self.health)
         self._registry = RegistryClient(self.connections.registry)
         if self.dlq:
             for topic in self.topics:
@@ -296,6 +298,7 @@ class ConsumerApp:
                 self._consumer = None
                 self._assigned.clear()
                 self._closing = False
+                self.health.set(False, "stopped")
         if self._producer is not None:
             self._producer.flush(30)
             self._producer = None
@@ -310,6 +313,7 @@ class ConsumerApp:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self.health.set(True, f"assigned {len(self._assigned)} partition(s)")
         log.info("%s: assigned %s", self.name, sorted(self._assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -339,6 +343,7 @@ class ConsumerApp:
         deadline = None if timeout is None else time.monotonic() + timeout
         start = self.stats.handled
         while not self._stop.is_set():
+            self.health.beat()
             wait = self.batch_timeout
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())

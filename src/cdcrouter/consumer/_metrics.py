@@ -1,14 +1,17 @@
 """Prometheus metrics shared by every ConsumerApp in the process, labelled by consumer.
 
 Module-level collectors on the default registry, so several apps in one process (the demo runs
-three) share one ``/metrics`` endpoint instead of colliding on registration.
+three) share one endpoint (``/metrics``, ``/healthz``, ``/readyz``: observe/endpoint.py) instead of
+colliding on registration; ``/readyz`` is ready when every app serving there is.
 """
 
 from __future__ import annotations
 
 import threading
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
+
+from cdcrouter.observe.endpoint import Check, MetricsServer
 
 PROCESSED = Counter("cdcrouter_consumer_processed", "Events handled successfully", ["consumer", "topic"])
 DUPLICATES = Counter(
@@ -28,12 +31,15 @@ LAG = Gauge(
     ["consumer", "topic", "partition"],
 )
 
-_servers: dict[int, object] = {}
+_servers: dict[int, MetricsServer] = {}
 _lock = threading.Lock()
 
 
-def serve(port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``addr:port`` once per process (a second app on the same port reuses it)."""
+def serve(port: int, addr: str = "127.0.0.1", name: str | None = None, ready: Check | None = None) -> None:
+    """Expose the endpoint on ``addr:port`` once per process (a second app on the same port reuses
+    it); ``ready``: the app ``name``'s readiness check for ``/readyz``."""
     with _lock:
         if port not in _servers:
-            _servers[port] = start_http_server(port, addr=addr)
+            _servers[port] = MetricsServer(port, addr)
+        if name is not None and ready is not None:
+            _servers[port].add_check(name, ready)

@@ -328,6 +328,7 @@ class Router:
         finally:
             gc.unfreeze()  # a process that goes on (the demo, tests) collects normally again
             self._close()
+            self.metrics.health.set(False, "stopped")  # the endpoint stays up: a last scrape sees the end
         log.info("stopped: %s", self.metrics.summary())
         return RunStats(
             self.metrics.consumed,
@@ -346,8 +347,11 @@ class Router:
         last_data = time.monotonic()
         next_reload = time.monotonic() + self.opts.reload_check_ms / 1000
         next_log = time.monotonic() + self.opts.log_interval_s
+        next_lag = 0.0
         batch = self.opts.batch_size
+        beat = self.metrics.health.beat  # /readyz: a loop that stops turning is stalled
         while not stop.is_set():
+            beat()
             if not self._settle(wait=False):
                 continue
             fill = self._fill
@@ -395,6 +399,9 @@ class Router:
                 if self.opts.reload and now >= next_reload:
                     next_reload = now + self.opts.reload_check_ms / 1000
                     self._maybe_reload()
+            if now >= next_lag:
+                next_lag = now + 1.0
+                self._report_lag(consumer)
             if now >= next_log:
                 next_log = now + self.opts.log_interval_s
                 log.info(
@@ -403,6 +410,21 @@ class Router:
                     self.metrics.commit_timing(),
                     self.metrics.summary(),
                 )
+
+    def _report_lag(self, consumer: Consumer) -> None:
+        """Lag per owned partition for the metrics: its high watermark (cached from fetches, no
+        request) minus this router's position."""
+        try:
+            positions = consumer.position([TopicPartition(t, p) for t, p in self.assigned])
+        except KafkaException:
+            return
+        for tp in positions:
+            try:
+                _low, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+            except KafkaException:
+                continue  # no fetch response yet for this partition
+            if high >= 0 and tp.offset >= 0:
+                self.metrics.lag(tp.topic, tp.partition, max(0, high - tp.offset))
 
     def _close(self) -> None:
         try:
@@ -440,6 +462,7 @@ class Router:
         evolved = self._evolved.header
         offsets = work.offsets
         matched = work.matched
+        ages = work.ages_ms
         produce = producer.produce
         now_ms = time.time_ns() // 1_000_000  # filteredAt: one clock read per batch
         # per writer schema id: filter id -> (topic, header, metadata); an evolved raw writer schema's
@@ -482,6 +505,7 @@ class Router:
                 continue
             if not ids:
                 continue
+            age = now_ms - event["eventHeader"]["createdDate"]  # e2e latency: source commit -> routed
             entities = event["eventBody"]["entities"]
             key = entities[0]["entityId"].encode() if entities else msg.key()
             for fid in ids:
@@ -497,6 +521,10 @@ class Router:
                     producer.poll(0.1)
                     produce(topic, out, key)
                 matched[fid] += 1
+                routed = ages.get(fid)
+                if routed is None:
+                    routed = ages[fid] = []
+                routed.append(age)
         work.consumed += len(msgs) - errors
         # The next offset per partition: its last record in the batch (a partition's records arrive
         # in order) wins; earlier ones are skipped without a dict write.
@@ -633,7 +661,7 @@ class Router:
                 took * 1000,
                 lane.offsets_s * 1000,
             )
-        self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels)
+        self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels, work.ages_ms)
         lane.work = TxnWork()
 
     def _drain(self) -> bool:
@@ -722,17 +750,21 @@ class Router:
         log.info("assigned %s", _tps(partitions))
         self._group_md = consumer.consumer_group_metadata()  # a new generation
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.metrics.health.set(True, f"assigned {len(self.assigned)} partition(s) of {self.opts.raw_topic}")
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("revoking %s", _tps(partitions))
         self._drain()  # hand the partitions over with everything done so far committed
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        for tp in partitions:
+            self.metrics.lag(tp.topic, tp.partition, None)
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.warning("lost %s (session timed out)", _tps(partitions))
         if self._inflight or any(lane.in_txn for lane in self._lanes):
             self._fail("partitions lost", rewind=False)
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        self.metrics.health.set(False, "lost its partitions (session timed out); rejoining the group")
 
     # ------------------------------------------------------------------ reload
 

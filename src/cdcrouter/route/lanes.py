@@ -40,6 +40,7 @@ class TxnWork:
     consumed: int = 0
     dead_lettered: int = 0
     matched: Counter[str] = field(default_factory=Counter)
+    ages_ms: dict[str, list[int]] = field(default_factory=dict)  # per filter: filteredAt - createdDate
 
 
 class Lane:

@@ -1,15 +1,22 @@
 """Per-filter counters: counted per transaction, published only once the transaction commits.
 
 Each :class:`RouterMetrics` has its own Prometheus registry, so several routers in one process
-(tests, the demo) never collide; ``serve(port)`` exposes it on 127.0.0.1 unless told otherwise.
+(tests, the demo) never collide; ``serve(port)`` exposes it with ``/healthz`` and ``/readyz``
+(observe/endpoint.py) on 127.0.0.1 unless told otherwise. ``health`` is the router's readiness:
+assigned by its group, its loop turning. End-to-end latency per route is ``filteredAt -
+createdDate`` (source commit -> routed), observed per routed record once its transaction commits.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
+
+from cdcrouter.observe.endpoint import Heartbeat
 
 __all__ = ["RouterMetrics"]
 
@@ -44,6 +51,21 @@ class RouterMetrics:
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
             registry=self.registry,
         )
+        self._e2e_s = Histogram(
+            "cdcrouter_route_e2e_latency_seconds",
+            "Per route: source commit (eventHeader.createdDate) -> routed (filterMetadata.filteredAt)",
+            ["filter_id", "consumer_id", "topic"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=self.registry,
+        )
+        self._lag = Gauge(
+            "cdcrouter_route_lag",
+            "Raw records behind the partition's high watermark, per partition this router owns",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.health = Heartbeat(reason="not assigned by its group yet")
+        self.server: Any = None
         self.recent_commits_ms: list[float] = []  # since the last log line: what the summary reports
         self.consumed = 0
         self.dead_lettered = 0
@@ -51,9 +73,15 @@ class RouterMetrics:
         self._labels: dict[str, tuple[str, str, str]] = {}
 
     def commit(
-        self, consumed: int, dead_lettered: int, matched: Counter[str], labels: dict[str, tuple[str, str]]
+        self,
+        consumed: int,
+        dead_lettered: int,
+        matched: Counter[str],
+        labels: dict[str, tuple[str, str]],
+        ages_ms: dict[str, list[int]] | None = None,
     ) -> None:
-        """Add one committed transaction's counts. ``labels``: filter id -> (consumer id, topic)."""
+        """Add one committed transaction's counts. ``labels``: filter id -> (consumer id, topic);
+        ``ages_ms``: filter id -> each routed record's ``filteredAt - createdDate``."""
         self.consumed += consumed
         self.dead_lettered += dead_lettered
         self._consumed.inc(consumed)
@@ -63,7 +91,19 @@ class RouterMetrics:
             self.matched[fid] += n
             consumer, topic = labels.get(fid, ("?", "?"))
             self._matched.labels(fid, consumer, topic).inc(n)
+        for fid, ages in (ages_ms or {}).items():
+            observe = self._e2e_s.labels(fid, *labels.get(fid, ("?", "?"))).observe
+            for age in ages:
+                observe(max(age, 0) / 1000)
         self._txns.labels("committed").inc()
+
+    def lag(self, topic: str, partition: int, records: int | None) -> None:
+        """A partition's lag; ``None``: no longer owned (another instance reports it)."""
+        if records is None:
+            with contextlib.suppress(KeyError):
+                self._lag.remove(topic, str(partition))
+        else:
+            self._lag.labels(topic, str(partition)).set(records)
 
     def commit_took(self, seconds: float) -> None:
         self._commit_s.observe(seconds)
@@ -88,6 +128,12 @@ class RouterMetrics:
         return f"consumed={self.consumed} dlq={self.dead_lettered} {per_filter}".strip()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        from prometheus_client import start_http_server
+        """Serve ``/metrics``, ``/healthz``, ``/readyz`` on ``addr:port`` (port 0: any free port)."""
+        from cdcrouter.observe.endpoint import MetricsServer
 
-        start_http_server(port, addr=addr, registry=self.registry)
+        self.server = MetricsServer(port, addr, self.registry, [("router", self.health)])
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
