@@ -54,6 +54,9 @@ class _Lane:
         self.in_txn = False
         return 0.001
 
+    def serve_reports(self) -> None:
+        pass
+
     def abort(self) -> None:
         self.calls.append(f"abort {self.transactional_id}")
         if self.abort_fails:  # what Lane.abort raises once its retries ran out

@@ -25,16 +25,26 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from cdcrouter.errors import CdcrouterError, RouteError
 from cdcrouter.route.codec import DecodeError, FilteredSchemas, RawDecoder
 from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
 from cdcrouter.route.lanes import Lane, StuckCall, TxnWork, is_fatal, retrying
+from cdcrouter.route.limits import (
+    AUTH_ERRORS,
+    BATCH_OVERHEAD,
+    RECORD_ERRORS,
+    UNKNOWN_TOPIC_ERRORS,
+    producer_sizing,
+    record_size,
+    topic_limits,
+)
 from cdcrouter.route.metrics import RouterMetrics
 from cdcrouter.route.wire import MetadataEncoder, header
 from cdcrouter.schemas import filtered_schema_text
@@ -47,6 +57,11 @@ log = logging.getLogger("cdcrouter.route")
 DEFAULT_RAW_TOPIC = "raw-business-events"
 DEFAULT_GROUP = "cdcrouter-router"
 ERROR_HEADER = "cdcrouter.error"
+FILTERS_HEADER = "cdcrouter.filters"  # the filters a record could not be written for
+OMITTED_HEADER = "cdcrouter.value.omitted"  # why a dead letter carries no value
+# Failures in a row, none of them followed by a commit or explained by a record it could dead-letter:
+# the router stops instead of aborting and redoing the same work for ever.
+MAX_FAILURES_IN_ROW = 10
 
 
 def dlq_topic_for(raw_topic: str) -> str:
@@ -101,6 +116,7 @@ class _Route:
     topic: str
     header: bytes  # Confluent header with the filtered schema's id for this topic
     meta: MetadataEncoder
+    max_bytes: int  # key + value this topic accepts: its max.message.bytes less a batch's overhead
 
 
 class _Skipped(Exception):
@@ -161,6 +177,18 @@ class Router:
         self._first_at: float | None = None
         self._recoveries: list[float] = []
         self._last_commit_at = 0.0
+        self._admin: AdminClient | None = None
+        self._limits: dict[str, int] = {}  # topic -> max.message.bytes
+        # Records the broker refused for good: (topic, partition, offset) -> filter id -> why. The
+        # redo after the abort dead-letters them for those filters instead of producing them again.
+        self._poison: dict[tuple[str, int, int], dict[str, str]] = {}
+        self._careful = False  # redoing after a failure: every record's delivery is watched
+        # refused by the broker during a watched redo: (source, filter id, topic, why, too large?)
+        self._refusals: list[tuple[tuple[str, int, int], str, str, str, bool]] = []
+        self._resize = False  # an output topic's limit shrank below the producers' batch size
+        self._failures_in_row = 0
+        self._refused_topics: dict[str, KafkaError] = {}  # unknown or not authorized, seen on delivery
+        self._dlq_error: str | None = None  # the DLQ refused a dead letter
 
     @property
     def _fill(self) -> Lane:
@@ -176,6 +204,7 @@ class Router:
                 f"topic(s) {', '.join(missing)} do not exist",
                 hint="create them first: cdcrouter topics apply (topics are never auto-created)",
             )
+        self._limits.update(topic_limits(self._admin_client(), [*filters.topics, self.opts.dlq]))
         routes = {}
         for fid, spec in filters.routes.items():
             schema_id = self._schema_ids.get(spec.topic)
@@ -188,14 +217,22 @@ class Router:
                     )
                 self._schema_ids[spec.topic] = schema_id
             routes[fid] = _Route(
-                fid, spec.consumer_id, spec.topic, header(schema_id), MetadataEncoder(fid, spec.consumer_id)
+                fid,
+                spec.consumer_id,
+                spec.topic,
+                header(schema_id),
+                MetadataEncoder(fid, spec.consumer_id),
+                self._limits[spec.topic] - BATCH_OVERHEAD,
             )
         return _Table(filters, routes)
 
+    def _admin_client(self) -> AdminClient:
+        if self._admin is None:
+            self._admin = AdminClient(self.conns.kafka.to_librdkafka())
+        return self._admin
+
     def _missing_topics(self, topics: list[str]) -> list[str]:
-        producer = self._fill.producer  # never the committing lane's: that one is busy on another thread
-        assert producer is not None
-        md = producer.list_topics(timeout=10)
+        md = self._admin_client().list_topics(timeout=10)
         return [t for t in topics if t not in md.topics or md.topics[t].error is not None]
 
     def _clients(self) -> None:
@@ -225,6 +262,8 @@ class Router:
             # The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit's markers are
             # written; the default 100 ms retry backoff then costs ~60 ms per transaction (measured).
             "retry.backoff.ms": 5,
+            # every record a topic accepts gets through; none that no topic accepts is retried
+            **self._sizing(),
             **self.opts.producer_conf,
         }
         self._lanes = [
@@ -235,6 +274,10 @@ class Router:
             self._start_lane(lane)
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="cdcrouter-commit")
         self._consumer = Consumer(consumer_conf)
+
+    def _sizing(self) -> dict[str, Any]:
+        raw = self.opts.raw_topic
+        return producer_sizing({t: n for t, n in self._limits.items() if t != raw}, self._limits.get(raw, 0))
 
     def _start_lane(self, lane: Lane) -> None:
         try:
@@ -290,14 +333,16 @@ class Router:
         started = time.monotonic()
         filters = compile_filters_file(self.path)  # bad filters fail before touching Kafka
         try:
-            self._clients()
-            assert self._consumer is not None
             if self._missing_topics([self.opts.raw_topic]):
                 raise RouteError(
                     f"raw topic {self.opts.raw_topic} does not exist",
                     hint="check --raw-topic / pipeline.yaml, or create it: cdcrouter topics apply",
                 )
             self._table = self._prepare_table(filters)
+            # the raw topic's limit too: a record it accepted fits the producer, whatever a reload adds
+            self._limits.update(topic_limits(self._admin_client(), [self.opts.raw_topic]))
+            self._clients()
+            assert self._consumer is not None
             log.info(
                 "routing %s with %d filter(s) from %s as %s (group %s, %d lane(s))",
                 self.opts.raw_topic,
@@ -376,7 +421,7 @@ class Router:
                     # the lane's next transaction fails on the sequence gap ("requires epoch bump")
                     # and produce() reports it as _STATE; aborting is what clears it.
                     err = exc.args[0]
-                    self._fail(err.str(), broken=fill if is_fatal(err) else None)
+                    self._fail(err.str(), broken=fill if is_fatal(err) else None, err=err)
                     continue
             if fill.in_txn and (
                 len(msgs) < batch
@@ -465,11 +510,14 @@ class Router:
         ages = work.ages_ms
         produce = producer.produce
         now_ms = time.time_ns() // 1_000_000  # filteredAt: one clock read per batch
-        # per writer schema id: filter id -> (topic, header, metadata); an evolved raw writer schema's
-        # records go out under the filtered schema derived from it, so their headers differ
-        framings: dict[int, dict[str, tuple[str, bytes, bytes]]] = {}
-        framing: dict[str, tuple[str, bytes, bytes]] = {}
+        # per writer schema id: filter id -> (topic, header, metadata, largest key + value the topic
+        # accepts); an evolved raw writer schema's records go out under the filtered schema derived
+        # from it, so their headers differ
+        framings: dict[int, dict[str, tuple[str, bytes, bytes, int]]] = {}
+        framing: dict[str, tuple[str, bytes, bytes, int]] = {}
         last_writer = None
+        poison = self._poison  # records the broker refused for good: dead-lettered, not redone
+        careful = self._careful  # after a failure: each record's delivery is watched
         errors = 0
         for msg in msgs:
             err = msg.error()
@@ -494,7 +542,7 @@ class Router:
                         if fid not in framing:
                             route = routes[fid]
                             head = evolved(writer, route.topic)
-                            framing[fid] = (route.topic, head, route.meta.encode(now_ms))
+                            framing[fid] = (route.topic, head, route.meta.encode(now_ms), route.max_bytes)
             except DecodeError as exc:
                 self._dead_letter(msg, str(exc), lane)
                 continue
@@ -508,23 +556,44 @@ class Router:
             age = now_ms - event["eventHeader"]["createdDate"]  # e2e latency: source commit -> routed
             entities = event["eventBody"]["entities"]
             key = entities[0]["entityId"].encode() if entities else msg.key()
+            refused = poison.get((msg.topic(), msg.partition(), msg.offset())) if poison else None
+            rejected: dict[str, str] | None = None
             for fid in ids:
                 f = framing.get(fid)
                 if f is None:
                     route = routes[fid]
-                    f = framing[fid] = (route.topic, route.header, route.meta.encode(now_ms))
+                    f = framing[fid] = (route.topic, route.header, route.meta.encode(now_ms), route.max_bytes)
                 topic = f[0]
                 out = b"".join((f[1], body, f[2]))
+                size = len(out) + (len(key) if key else 0)
+                if size > f[3] or (refused is not None and fid in refused):
+                    rejected = rejected or {}
+                    rejected[fid] = (refused or {}).get(fid) or _too_large(topic, size, f[3])
+                    continue
                 try:
-                    produce(topic, out, key)
+                    if careful:
+                        produce(topic, out, key, on_delivery=self._watch(msg, fid, topic))
+                    else:
+                        produce(topic, out, key)
                 except BufferError:
                     producer.poll(0.1)
-                    produce(topic, out, key)
+                    if careful:
+                        produce(topic, out, key, on_delivery=self._watch(msg, fid, topic))
+                    else:
+                        produce(topic, out, key)
+                except KafkaException as exc:  # refused by the client: no redo could write it either
+                    if exc.args[0].code() not in RECORD_ERRORS:
+                        raise
+                    rejected = rejected or {}
+                    rejected[fid] = f"{exc.args[0].name()}: {exc.args[0].str()} (topic {topic})"
+                    continue
                 matched[fid] += 1
                 routed = ages.get(fid)
                 if routed is None:
                     routed = ages[fid] = []
                 routed.append(age)
+            if rejected:
+                self._dead_letter(msg, _rejection(rejected), lane, sorted(rejected))
         work.consumed += len(msgs) - errors
         # The next offset per partition: its last record in the batch (a partition's records arrive
         # in order) wins; earlier ones are skipped without a dict write.
@@ -535,16 +604,44 @@ class Router:
                     offsets[tp] = msg.offset() + 1
         producer.poll(0)
 
-    def _dead_letter(self, msg: Any, error: str, lane: Lane) -> None:
+    def _dead_letter(self, msg: Any, error: str, lane: Lane, filter_ids: list[str] | None = None) -> None:
+        """Write the raw record to the DLQ with why, in the lane's transaction. One that the DLQ
+        itself would refuse keeps the headers (error and source position) without the value."""
         assert lane.producer is not None
-        headers = [
-            *(msg.headers() or []),
+        ours = [
             (ERROR_HEADER, error.encode()),
             ("cdcrouter.source.topic", msg.topic().encode()),
             ("cdcrouter.source.partition", str(msg.partition()).encode()),
             ("cdcrouter.source.offset", str(msg.offset()).encode()),
         ]
-        lane.producer.produce(self.opts.dlq, msg.value(), msg.key(), headers=headers)
+        if filter_ids:
+            ours.append((FILTERS_HEADER, ",".join(filter_ids).encode()))
+        value, key = msg.value(), msg.key()
+        headers = [*(msg.headers() or []), *ours]
+        dlq_max = self._limits.get(self.opts.dlq, 0) - BATCH_OVERHEAD
+        if dlq_max > 0 and record_size(key, value, headers) > dlq_max:
+            size = len(value or b"")
+            ours.append(
+                (
+                    OMITTED_HEADER,
+                    f"value of {size} bytes left out: {self.opts.dlq} accepts {dlq_max + BATCH_OVERHEAD} "
+                    "(max.message.bytes); read it from the source topic, partition and offset".encode(),
+                )
+            )
+            value, headers = None, ours
+            if record_size(key, value, headers) > dlq_max:
+                key = None
+        try:
+            if self._careful:
+                lane.producer.produce(self.opts.dlq, value, key, headers=headers, on_delivery=self._watch_dlq)
+            else:
+                lane.producer.produce(self.opts.dlq, value, key, headers=headers)
+        except KafkaException as exc:
+            raise RouteError(
+                f"cannot dead-letter {msg.topic()}[{msg.partition()}]@{msg.offset()} to {self.opts.dlq}: "
+                f"{exc.args[0].str()} (it was dead-lettered because: {error})",
+                hint=f"check {self.opts.dlq} (cdcrouter topics apply) and the router's rights to write it",
+            ) from exc
         lane.work.dead_lettered += 1
         log.warning(
             "dead-lettered %s[%d]@%d to %s: %s",
@@ -554,6 +651,98 @@ class Router:
             self.opts.dlq,
             error,
         )
+
+    def _watch(self, msg: Any, fid: str, topic: str) -> Any:
+        """A delivery callback for one output record while redoing after a failure: the broker's
+        refusal of this record is remembered, so the next redo dead-letters it for this filter."""
+        source = (msg.topic(), msg.partition(), msg.offset())
+
+        def delivered(err: KafkaError | None, _out: Any) -> None:
+            if err is None:
+                return
+            code = err.code()
+            if code in RECORD_ERRORS:
+                too_large = code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
+                self._refusals.append(
+                    (source, fid, topic, f"{err.name()}: {err.str()} (topic {topic})", too_large)
+                )
+            elif code in UNKNOWN_TOPIC_ERRORS or code in AUTH_ERRORS:
+                self._refused_topics[topic] = err
+
+        return delivered
+
+    def _watch_dlq(self, err: KafkaError | None, _out: Any) -> None:
+        if err is not None and (err.code() in RECORD_ERRORS or err.code() in AUTH_ERRORS):
+            self._dlq_error = err.str()
+
+    def _judge(self, err: KafkaError | None) -> None:
+        """Before aborting for ``err``: stop with a clear error when redoing cannot help, so the
+        router never aborts and redoes the same work for ever."""
+        code = err.code() if err is not None else None
+        if self._dlq_error is not None:
+            raise RouteError(
+                f"{self.opts.dlq} refused a dead letter: {self._dlq_error}",
+                hint=f"check {self.opts.dlq}'s configuration and the router's rights to write it",
+            )
+        denied = [t for t, e in self._refused_topics.items() if e.code() in AUTH_ERRORS]
+        if code in AUTH_ERRORS or denied:
+            raise RouteError(
+                f"not authorized to write {', '.join(denied) or 'an output topic'}: "
+                f"{err.str() if err is not None else self._refused_topics[denied[0]].str()}",
+                hint="grant the router's principal Write on the filtered topics and the DLQ, "
+                "and its transactional ids and group; it resumes from the committed offsets",
+            )
+        self._failures_in_row += 1
+        if self._explained(err):
+            self._failures_in_row = 0  # the redo dead-letters what was refused
+        elif self._failures_in_row > MAX_FAILURES_IN_ROW:
+            raise RouteError(
+                f"routing keeps failing ({self._failures_in_row} aborts in a row, nothing committed "
+                f"between them): {err.str() if err is not None else 'see the warnings above'}",
+                hint="fix the cause and restart; the router resumes from the committed offsets",
+            )
+
+    def _explained(self, err: KafkaError | None) -> bool:
+        """Did the broker refuse records for good? Then the redo does not write them again: a topic
+        whose ``max.message.bytes`` changed gets its new limit (the size check before producing
+        then dead-letters what no longer fits); any other refused record is dead-lettered for the
+        filter it was refused for."""
+        refusals, self._refusals = self._refusals, []
+        sized = err is not None and err.code() in (
+            KafkaError.MSG_SIZE_TOO_LARGE,
+            KafkaError.RECORD_LIST_TOO_LARGE,
+        )
+        if (sized or any(r[4] for r in refusals)) and self._refresh_limits():
+            refusals = [r for r in refusals if not r[4]]
+            if not refusals:
+                return True
+        for source, fid, _topic, why, _sized in refusals:
+            self._poison.setdefault(source, {})[fid] = why
+        return bool(refusals)
+
+    def _refresh_limits(self) -> bool:
+        """Read the output topics' limits again; True if one changed (the routes then use it)."""
+        table = self._table
+        if table is None:
+            return False
+        outputs = [*table.filters.topics, self.opts.dlq]
+        fresh = topic_limits(self._admin_client(), outputs)
+        if all(self._limits.get(t) == n for t, n in fresh.items()):
+            return False
+        log.warning(
+            "output topic limits changed: %s", {t: n for t, n in fresh.items() if self._limits.get(t) != n}
+        )
+        batch = producer_sizing({t: n for t, n in self._limits.items() if t in outputs})["batch.size"]
+        self._limits.update(fresh)
+        self._resize = min(fresh.values()) - BATCH_OVERHEAD < batch
+        self._table = _Table(
+            table.filters,
+            {
+                fid: replace(r, max_bytes=self._limits[r.topic] - BATCH_OVERHEAD)
+                for fid, r in table.routes.items()
+            },
+        )
+        return True
 
     # ------------------------------------------------------------------ transactions
 
@@ -632,10 +821,10 @@ class Router:
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.txn_requires_abort():
-                    self._fail(err.str())
+                    self._fail(err.str(), err=err)
                     return False
                 if is_fatal(err):
-                    self._fail(err.str(), broken=lane)
+                    self._fail(err.str(), broken=lane, err=err)
                     return False
                 raise RouteError(
                     f"transaction failed for {lane.transactional_id}: {err.str()}",
@@ -663,6 +852,11 @@ class Router:
             )
         self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels, work.ages_ms)
         lane.work = TxnWork()
+        self._careful = False
+        self._failures_in_row = 0
+        if self._poison:  # dead-lettered and committed: forget them
+            for source in [s for s in self._poison if work.offsets.get(s[:2], -1) > s[2]]:
+                del self._poison[source]
 
     def _drain(self) -> bool:
         """Commit everything routed so far (before stopping or giving partitions away)."""
@@ -673,9 +867,13 @@ class Router:
                 return False
         return True
 
-    def _fail(self, why: str, broken: Lane | None = None, rewind: bool = True) -> None:
+    def _fail(
+        self, why: str, broken: Lane | None = None, rewind: bool = True, err: KafkaError | None = None
+    ) -> None:
         """Abort everything not committed and go back to the committed offsets, so it is redone
-        once. Commits still in flight end first: which of them committed decides where that is."""
+        once. Commits still in flight end first: which of them committed decides where that is.
+        The redo watches every record's delivery (see :meth:`_watch`); a failure no redo can fix
+        stops the router instead (:meth:`_judge`)."""
         log.warning("aborting uncommitted transactions: %s", why)
         replace = {id(broken)} if broken is not None else set()
         while self._inflight:
@@ -691,6 +889,11 @@ class Router:
                 if is_fatal(exc.args[0]):
                     replace.add(id(lane))
         self._poisoned = False
+        if rewind:
+            for lane in self._lanes:  # their delivery reports say which records were refused
+                if id(lane) not in replace:
+                    lane.serve_reports()
+            self._judge(err)
         for lane in self._lanes:
             if id(lane) not in replace and lane.in_txn:
                 try:
@@ -708,8 +911,16 @@ class Router:
         broken_lanes = [lane for lane in self._lanes if id(lane) in replace]
         if broken_lanes and why != "shutting down":
             self._replace(broken_lanes, why)
+        if self._resize:  # batches must fit the smallest output topic again: new producers, sized
+            self._resize = False
+            conf = self._sizing()
+            for lane in self._lanes:
+                lane.reconfigure(conf)
+                if lane not in broken_lanes:
+                    lane.replace()
         self.metrics.aborted()
         if rewind:
+            self._careful = True
             self._rewind()
 
     def _rewind(self) -> None:
@@ -789,6 +1000,18 @@ class Router:
         self._table = table
         self.metrics.reload("applied")
         log.info("filters reloaded from %s: %d filter(s)", self.path, len(table.routes))
+
+
+def _too_large(topic: str, size: int, max_bytes: int) -> str:
+    return (
+        f"record of {size} bytes is larger than {topic} accepts "
+        f"({max_bytes + BATCH_OVERHEAD} max.message.bytes, less {BATCH_OVERHEAD} for the batch)"
+    )
+
+
+def _rejection(rejected: dict[str, str]) -> str:
+    """One dead letter's reason for every filter that could not get the record."""
+    return "; ".join(f"filter {fid}: {why}" for fid, why in sorted(rejected.items()))
 
 
 def _tps(partitions: list[TopicPartition]) -> str:

@@ -105,6 +105,11 @@ class Lane:
         assert producer is not None
         return int(producer.flush(timeout_s))
 
+    def serve_reports(self) -> None:
+        """Run the delivery callbacks of records the broker has answered (a stuck producer's are lost)."""
+        if self.producer is not None and not self.stuck:
+            self.producer.poll(0)
+
     def abort(self) -> None:
         """Abort the open transaction, retrying for one call's limit only: a producer that cannot
         abort by then is replaced, and the new one's ``init_transactions`` aborts the transaction
@@ -126,6 +131,10 @@ class Lane:
             self.producer.purge()
         self.producer = None
         self.start()
+
+    def reconfigure(self, conf: dict[str, Any]) -> None:
+        """Settings for the lane's next producer (see :meth:`replace`)."""
+        self._conf.update(conf)
 
     def abandon(self) -> None:
         """The producer is stuck inside a call: destroying it would block too, so leave it be."""
