@@ -174,6 +174,9 @@ class Router:
         self._table: _Table | None = None
         self._transactions = 0
         self.assigned: set[tuple[str, int]] = set()  # partitions this instance owns now
+        # where routing of a partition without committed offsets began (auto.offset.reset, resolved
+        # at assignment): an abort before its first commit goes back there, not to the beginning
+        self._origins: dict[tuple[str, int], int] = {}
         self._first_at: float | None = None
         self._recoveries: list[float] = []
         self._last_commit_at = 0.0
@@ -576,7 +579,7 @@ class Router:
                     else:
                         produce(topic, out, key)
                 except BufferError:
-                    producer.poll(0.1)
+                    lane.poll(0.1)
                     if careful:
                         produce(topic, out, key, on_delivery=self._watch(msg, fid, topic))
                     else:
@@ -602,7 +605,7 @@ class Router:
                 tp = (msg.topic(), msg.partition())
                 if offsets.get(tp, -1) <= msg.offset():
                     offsets[tp] = msg.offset() + 1
-        producer.poll(0)
+        lane.poll(0)
 
     def _dead_letter(self, msg: Any, error: str, lane: Lane, filter_ids: list[str] | None = None) -> None:
         """Write the raw record to the DLQ with why, in the lane's transaction. One that the DLQ
@@ -660,7 +663,7 @@ class Router:
         def delivered(err: KafkaError | None, _out: Any) -> None:
             if err is None:
                 return
-            code = err.code()
+            code = err.code()  # may raise SystemError: see kafka_error_of
             if code in RECORD_ERRORS:
                 too_large = code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
                 self._refusals.append(
@@ -672,7 +675,10 @@ class Router:
         return delivered
 
     def _watch_dlq(self, err: KafkaError | None, _out: Any) -> None:
-        if err is not None and (err.code() in RECORD_ERRORS or err.code() in AUTH_ERRORS):
+        if err is None:
+            return
+        code = err.code()  # may raise SystemError: see kafka_error_of
+        if code in RECORD_ERRORS or code in AUTH_ERRORS:
             self._dlq_error = err.str()
 
     def _judge(self, err: KafkaError | None) -> None:
@@ -908,6 +914,9 @@ class Router:
                         log.warning("could not abort on %s: %s", lane.transactional_id, exc.args[0].str())
                     replace.add(id(lane))
             lane.work = TxnWork()
+            # aborted, or its producer is replaced: either way nothing is open on it any more (a
+            # fenced lane left "in a transaction" at shutdown was committed by the revoke after it)
+            lane.in_txn = False
         broken_lanes = [lane for lane in self._lanes if id(lane) in replace]
         if broken_lanes and why != "shutting down":
             self._replace(broken_lanes, why)
@@ -939,7 +948,11 @@ class Router:
                 self.opts.txn_call_timeout_s,
             )
             for tp in committed:
-                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                offset = (
+                    tp.offset
+                    if tp.offset >= 0
+                    else self._origins.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+                )
                 try:
                     consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
                 except KafkaException as exc:  # revoked meanwhile: its next owner starts from committed
@@ -962,6 +975,28 @@ class Router:
         self._group_md = consumer.consumer_group_metadata()  # a new generation
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self.metrics.health.set(True, f"assigned {len(self.assigned)} partition(s) of {self.opts.raw_topic}")
+        if partitions:
+            self._start_positions(consumer, partitions)
+
+    def _start_positions(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Resolve ``auto.offset.reset`` for partitions without committed offsets ourselves, and
+        assign them there, so :meth:`_rewind` knows where their routing began. Before, an abort
+        with nothing committed yet rewound to the beginning of the partition whatever the setting."""
+        reset = str(self.opts.consumer_conf.get("auto.offset.reset", self.opts.auto_offset_reset))
+        try:
+            committed = consumer.committed(partitions, timeout=self.opts.txn_call_timeout_s)
+            for tp in committed:
+                if tp.offset >= 0:
+                    continue
+                if reset in ("latest", "largest", "end"):
+                    end = consumer.get_watermark_offsets(tp, timeout=self.opts.txn_call_timeout_s)[1]
+                    tp.offset = self._origins[(tp.topic, tp.partition)] = end
+                else:
+                    self._origins[(tp.topic, tp.partition)] = OFFSET_BEGINNING
+        except KafkaException as exc:  # librdkafka resolves the positions itself; the rewind falls back
+            log.warning("resolving start positions at assignment: %s", exc.args[0].str())
+            return
+        consumer.assign(committed)
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("revoking %s", _tps(partitions))

@@ -13,6 +13,7 @@ record whose output is not committed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-__all__ = ["Lane", "StuckCall", "TxnWork", "bounded", "is_fatal", "retrying"]
+__all__ = ["Lane", "StuckCall", "TxnWork", "bounded", "is_fatal", "kafka_error_of", "retrying"]
 
 log = logging.getLogger("cdcrouter.route")
 
@@ -103,12 +104,26 @@ class Lane:
         """Wait until the open transaction's records are acknowledged; how many are not yet."""
         producer = self.producer
         assert producer is not None
-        return int(producer.flush(timeout_s))
+        try:
+            return int(producer.flush(timeout_s))
+        except SystemError as exc:
+            raise kafka_error_of(exc) from None
+
+    def poll(self, timeout_s: float) -> None:
+        """Serve the producer's delivery callbacks."""
+        producer = self.producer
+        assert producer is not None
+        try:
+            producer.poll(timeout_s)
+        except SystemError as exc:
+            raise kafka_error_of(exc) from None
 
     def serve_reports(self) -> None:
         """Run the delivery callbacks of records the broker has answered (a stuck producer's are lost)."""
         if self.producer is not None and not self.stuck:
-            self.producer.poll(0)
+            # the failure being handled anyway; the next call on this producer reports it again
+            with contextlib.suppress(KafkaException, SystemError):
+                self.producer.poll(0)
 
     def abort(self) -> None:
         """Abort the open transaction, retrying for one call's limit only: a producer that cannot
@@ -176,6 +191,8 @@ def bounded(call: Any, limit_s: float, what: str) -> None:
         try:
             call(limit_s)
             result.append(None)
+        except SystemError as exc:
+            result.append(kafka_error_of(exc))
         except BaseException as exc:  # handed to the caller
             result.append(exc)
 
@@ -186,6 +203,17 @@ def bounded(call: Any, limit_s: float, what: str) -> None:
         raise StuckCall(f"{what}: librdkafka call still blocked after {limit_s + 5.0:.0f} s")
     if result[0] is not None:
         raise result[0]
+
+
+def kafka_error_of(exc: SystemError) -> BaseException:
+    """The Kafka error behind a SystemError from a producer call.
+
+    When a call (flush, poll, a transactional call) meets a fatal error such as a fence,
+    confluent-kafka sets the KafkaException and then still runs the delivery callbacks of the
+    purged records; the first C call in a Python callback fails with SystemError, chained to the
+    KafkaException. That KafkaException is the real outcome of the call."""
+    cause = exc.__cause__ or exc.__context__
+    return cause if isinstance(cause, KafkaException) else exc
 
 
 def is_fatal(err: KafkaError) -> bool:
