@@ -60,6 +60,21 @@ def test_a_column_list_without_the_identity_columns_is_refused(capture_run: Capt
     run.sql("UPDATE plates SET note = 'y' WHERE id = 1")
 
 
+def test_a_column_list_on_a_full_identity_table_is_refused(capture_run: CaptureRun) -> None:
+    run = capture_run
+    run.sql(
+        "CREATE TABLE plates (id int PRIMARY KEY, plate text NOT NULL, note text)",
+        "ALTER TABLE plates REPLICA IDENTITY FULL",
+        "INSERT INTO plates VALUES (1, 'AB-1', 'x')",
+    )
+    _use(run, {"plates": {"exclude_columns": ["note"]}}, replication={"replica_identity": "default"})
+    message = _refused(run)
+    assert "exclude_columns needs a publication column list" in message
+    assert f"ALTER TABLE {run.schema}.plates REPLICA IDENTITY DEFAULT" in message
+    assert "plates" not in _published(run)
+    run.sql("UPDATE plates SET note = 'y' WHERE id = 1")
+
+
 def test_with_replica_identity_full_the_table_is_captured_and_stays_writable(capture_run: CaptureRun) -> None:
     run = capture_run
     run.sql("CREATE TABLE ledger (ref text NOT NULL, amount numeric)")

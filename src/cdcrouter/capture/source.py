@@ -294,61 +294,76 @@ def _why_unusable(st: Storage) -> str:
 
 def identity_problems(pipeline: Pipeline, storages: list[Storage]) -> list[tuple[str, str]]:
     """(problem, fix) for every table or partition whose UPDATEs and DELETEs PostgreSQL would
-    refuse once the publication includes it: no usable replica identity, or (with
-    ``replica_identity: default``) a column list that leaves out part of the identity."""
+    refuse once the publication includes it: no usable replica identity, VIRTUAL generated
+    columns under a FULL identity, or (``replica_identity: default``) a column list that leaves
+    out part of the identity."""
     out: list[tuple[str, str]] = []
+    default_mode = pipeline.replication.replica_identity == "default"
     for st in storages:
-        fix = f"ALTER TABLE {st.qualified} REPLICA IDENTITY FULL"
-        full_wanted = pipeline.replication.replica_identity == "full" and st.table in pipeline.tables
-        if st.has_rows and st.virtual_columns and (st.replica_identity == "f" or full_wanted):
+        ours = st.table in pipeline.tables  # a captured table, not the outbox
+        if not st.has_rows:
+            continue
+        if st.virtual_columns and (st.replica_identity == "f" or (ours and not default_mode)):
             reset = (
-                f"ALTER TABLE {st.qualified} REPLICA IDENTITY DEFAULT, " if st.replica_identity == "f" else ""
+                f"ALTER TABLE {st.qualified} REPLICA IDENTITY DEFAULT and "
+                if st.replica_identity == "f"
+                else ""
             )
             out.append(
                 (
                     f"{st.label} has VIRTUAL generated columns ({', '.join(st.virtual_columns)}), which "
                     "REPLICA IDENTITY FULL would include but no publication can send",
-                    f"{reset}set replication.replica_identity: default (with a primary key on the table), "
-                    "or make the generated columns STORED",
+                    f"{reset}set replication.replica_identity: default (with a primary key on "
+                    f"{st.qualified}), or make the generated columns STORED",
                 )
             )
             continue
         if not st.usable:
+            fix = (
+                f"run ALTER TABLE {st.qualified} REPLICA IDENTITY FULL (or REPLICA IDENTITY USING INDEX "
+                "<a unique index on NOT NULL columns>)"
+            )
+            if ours and default_mode:
+                fix += ", or set replication.replica_identity: full to have cdcrouter set FULL itself"
             out.append((f"{st.label} {_why_unusable(st)}", fix))
             continue
         spec = pipeline.tables.get(st.table)
-        if (
-            spec
-            and spec.exclude_columns
-            and pipeline.replication.replica_identity == "default"
-            and st.identity_columns
-            and st.replica_identity != "f"
-        ):
-            left_out = sorted(set(spec.exclude_columns) & set(st.identity_columns))
-            if left_out:
-                out.append(
-                    (
-                        f"tables.{st.table}.exclude_columns leaves out {', '.join(left_out)}, part of the "
-                        f"replica identity of {st.label}: a publication column list must cover it",
-                        f"keep {', '.join(left_out)}, or {fix}",
-                    )
+        if not (spec and spec.exclude_columns and default_mode):
+            continue
+        # with replica_identity: default the excluded columns become a column list, which must
+        # cover the identity: every column under FULL
+        if st.replica_identity == "f":
+            out.append(
+                (
+                    f"tables.{st.table}.exclude_columns needs a publication column list, but {st.label} "
+                    "has REPLICA IDENTITY FULL, which a column list must cover entirely",
+                    "set replication.replica_identity: full (cdcrouter then drops excluded columns "
+                    f"itself), or run ALTER TABLE {st.qualified} REPLICA IDENTITY DEFAULT",
                 )
+            )
+            continue
+        left_out = sorted(set(spec.exclude_columns) & set(st.identity_columns or ()))
+        if left_out:
+            out.append(
+                (
+                    f"tables.{st.table}.exclude_columns leaves out {', '.join(left_out)}, part of the "
+                    f"replica identity of {st.label}: a publication column list must cover it",
+                    f"keep {', '.join(left_out)} (remove it from exclude_columns), or set "
+                    "replication.replica_identity: full (cdcrouter then drops excluded columns itself)",
+                )
+            )
     return out
 
 
 def _raise_identity_problems(problems: list[tuple[str, str]]) -> None:
-    if not problems:
-        return
-    raise CaptureError(
-        "capture would break the application's writes: "
-        + "; ".join(p for p, _ in problems)
-        + ". Once in the publication, PostgreSQL would refuse every UPDATE and DELETE of it "
-        '("does not have a replica identity and publishes updates"). Nothing was changed',
-        hint="run "
-        + "; ".join(dict.fromkeys(f for _, f in problems))
-        + " (or REPLICA IDENTITY USING INDEX <a unique index on NOT NULL columns>), "
-        "or set replication.replica_identity: full to have cdcrouter set FULL itself",
-    )
+    if problems:
+        raise CaptureError(
+            "capture would break the application's writes: "
+            + "; ".join(p for p, _ in problems)
+            + ". Once in the publication, PostgreSQL would refuse the application's UPDATEs and "
+            "DELETEs of it. Nothing was changed",
+            hint="; ".join(dict.fromkeys(f for _, f in problems)),
+        )
 
 
 def set_full_identity(conn: psycopg.Connection, storages: list[Storage]) -> list[Storage]:
