@@ -486,6 +486,8 @@ class CaptureEngine:
         chunk_rows = p.replication.snapshot_chunk_size
         recent = snap.recent.append
         watch = snap.watch  # relation oids of the table whose chunk waits for its watermark
+        draining, lsn = False, 0  # a chunk past its watermark, being sent; the watermark's LSN
+        slice_rows, slice_s, slice_due = 1000, 0.02, 0.0  # ~15 ms of work, at least every 20 ms
         ready = self.ready
         beat = self.metrics.health.beat  # /readyz: a loop that stops turning is stalled
 
@@ -568,8 +570,27 @@ class CaptureEngine:
                 self._snapshot_report(snap)
             watch = snap.watch
 
+        def drain() -> None:
+            """Send a slice of the chunk past its watermark: whenever the stream is caught up, and
+            every ``slice_s`` while it is not, so neither waits for the other."""
+            nonlocal watch, draining, batch_events, slice_due
+            out = snap.drain(slice_rows)
+            slice_due = time.monotonic() + slice_s
+            for key, value in out:
+                emit(key, value, None, lsn)  # a dead letter names the chunk's watermark
+            batch_events += len(out)
+            stats.snapshot_events += len(out)
+            if snap.chunk is None:  # sent: its progress commits now, or at its transaction's end
+                draining, watch = False, snap.watch
+                stats.snapshot_rows_superseded = snap.dropped
+                if not in_txn:
+                    start_commit()
+                self._snapshot_report(snap)
+
         try:
             while not stop.is_set():
+                if draining and time.monotonic() >= slice_due:  # the stream first, the chunk too
+                    drain()
                 if inflight is not None and commit_done.is_set():
                     settle(False)
                 msg = read()
@@ -598,6 +619,9 @@ class CaptureEngine:
                         if snap.queue:
                             self.progress(describe_snapshot(snap.progress()))
                         progress_events, last_progress = stats.events, now
+                    if draining:  # caught up: send the chunk's next slice now
+                        drain()
+                        continue
                     busy = last_done is not None or inflight is not None
                     select.select([cur], [], [], 0.005 if busy else 0.2)
                     continue
@@ -694,18 +718,8 @@ class CaptureEngine:
                 elif tag == _MESSAGE:
                     m = decode(buf)
                     assert isinstance(m, LogicalMessage)
-                    if m.prefix == WATERMARK_PREFIX and not m.transactional:
-                        out = snap.on_watermark(m)
-                        if out is not None:  # the chunk's rows and its progress: one Kafka txn
-                            watch = snap.watch
-                            for key, value in out:
-                                emit(key, value, None, m.lsn)  # a dead letter names the chunk's watermark
-                            batch_events += len(out)
-                            stats.snapshot_events += len(out)
-                            stats.snapshot_rows_superseded = snap.dropped
-                            if not in_txn:
-                                start_commit()
-                            self._snapshot_report(snap)
+                    if m.prefix == WATERMARK_PREFIX and not m.transactional and snap.on_watermark(m):
+                        draining, lsn = True, m.lsn  # the chunk's rows go out from here, in slices
                     elif m.prefix == SIGNAL_PREFIX and m.transactional and not skip:
                         snap.on_signal(m)  # queued; committed with its transaction
                 elif tag == _RELATION:

@@ -12,9 +12,11 @@ ORDER BY key LIMIT n``), by the capture loop itself, between two stream messages
    or newer: a DELETE removes the row from the chunk, an INSERT or UPDATE replaces it with the
    change's new row (streamed UPDATEs report only the changed columns; the SNAPSHOT event keeps
    the whole row).
-4. At the watermark, the rows left go out as SNAPSHOT events, and the Kafka transaction that holds
-   them commits the snapshot's progress (the chunk's last key) in the capture position record.
-   A crash therefore resumes at the next chunk, and no row is sent twice.
+4. From the watermark on, the rows left go out as SNAPSHOT events, in key order, a slice between
+   two stream messages (changes streamed meanwhile still refresh or remove rows not yet sent).
+   The Kafka transaction that holds a slice commits the snapshot's progress (the last key sent)
+   in the capture position record. A crash therefore resumes after the last committed key, and
+   no row is sent twice.
 
 Changes committed after the watermark follow the chunk's rows, so no row is reported stale after
 a newer change. Memory is one chunk. Re-snapshots (``cdcrouter capture snapshot``) arrive as
@@ -237,14 +239,18 @@ class _Chunk:
     rows: dict[tuple[str | None, ...], tuple[str | None, ...]]  # key -> row, in key order
     last: list[str | None]
     short: bool  # fewer rows than asked for: the table's last chunk
+    order: list[tuple[str | None, ...]] | None = None  # set at the watermark: the keys to send
+    sent: int = 0  # how far through ``order`` the rows have gone out
+    position: str = ""  # "snapshot:<watermark LSN>:<table>", the rows' uuid source
 
 
 class SnapshotRunner:
     """The snapshot side of the capture loop: which table is next, one chunk in memory at most.
 
     The loop calls :meth:`next_chunk` between PostgreSQL transactions, :meth:`saw` for each
-    change to the chunk's table (oids in :attr:`watch`), and :meth:`on_watermark` for each
-    watermark; the rows it returns and :meth:`state` go into the same Kafka transaction.
+    change to the chunk's table (oids in :attr:`watch`), :meth:`on_watermark` for each
+    watermark, then :meth:`drain` until the chunk is sent; each Kafka transaction carries
+    :meth:`state` as it is when the transaction commits.
     """
 
     def __init__(
@@ -406,25 +412,51 @@ class SnapshotRunner:
         )
         self.dropped += 1
 
-    def on_watermark(self, msg: LogicalMessage) -> list[tuple[bytes, bytes]] | None:
-        """The chunk's rows as (key, Avro value), if ``msg`` is its watermark; else None."""
+    def on_watermark(self, msg: LogicalMessage) -> bool:
+        """Whether ``msg`` is the chunk's watermark; then its rows go out through :meth:`drain`."""
         chunk = self.chunk
-        if chunk is None or msg.content.decode() != f"{self.pipeline.replication.slot}/{chunk.mark}":
-            return None
-        self.chunk, self.watch = None, set()
+        if chunk is None or chunk.order is not None:
+            return False
+        if msg.content.decode() != f"{self.pipeline.replication.slot}/{chunk.mark}":
+            return False
+        chunk.order = list(chunk.rows)
+        chunk.position = f"snapshot:{msg.lsn:X}:{chunk.snap.table}"
+        return True
+
+    @property
+    def draining(self) -> bool:
+        return self.chunk is not None and self.chunk.order is not None
+
+    def drain(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` rows of the chunk past its watermark, as (key, Avro value), in key order.
+
+        The loop sends a chunk in slices between stream messages, so streaming never waits for
+        a whole chunk. Changes streamed meanwhile still refresh or remove rows not yet sent. The
+        progress (``after``: the last key sent or removed) moves with each slice and rides in
+        whatever Kafka transaction holds the slice; at the chunk's end it is the chunk's last key.
+        """
+        chunk = self.chunk
+        assert chunk is not None and chunk.order is not None
         plan, snap = chunk.plan, chunk.snap
         now = _now_ms()
-        pos = f"snapshot:{msg.lsn:X}:{snap.table}"
-        cols, shape, encode = plan.columns, plan.shape, self.encode
+        cols, shape, encode, pos, rows = plan.columns, plan.shape, self.encode, chunk.position, chunk.rows
+        end = min(len(chunk.order), chunk.sent + limit)
         out = []
-        for row in chunk.rows.values():
-            event = normalize_row(RowChange("SNAPSHOT", dict(zip(cols, row)), None, pos, now), shape, now)  # noqa: B905
-            out.append((event_key(event), encode(event)))
+        for key in chunk.order[chunk.sent : end]:
+            row = rows.pop(key, None)
+            if row is not None:
+                event = normalize_row(RowChange("SNAPSHOT", dict(zip(cols, row)), None, pos, now), shape, now)  # noqa: B905
+                out.append((event_key(event), encode(event)))
+        chunk.sent = end
         snap.rows += len(out)
-        snap.after = chunk.last
-        self.dirty = True
-        if chunk.short:
-            self._finish()
+        if end:
+            snap.after = list(chunk.order[end - 1])
+        if end == len(chunk.order):  # the chunk is done
+            snap.after = chunk.last
+            self.chunk, self.watch = None, set()
+            self.dirty = True
+            if chunk.short:
+                self._finish()
         return out
 
     # --- helpers ----------------------------------------------------------------------------
