@@ -40,6 +40,7 @@ from cdcrouter.capture.domain import apply_domain
 from cdcrouter.capture.pipeline import pipeline_from_dict
 from cdcrouter.capture.sink import AvroEncoder, ensure_topics
 from cdcrouter.config.connections import Connections
+from cdcrouter.topics import delete_topics
 
 _LONGEST = re.compile(rb"longest Kafka (?:txn|transaction) ([\d,]+) ms")
 
@@ -246,6 +247,8 @@ def run_snapshot_bench(
             source.drop_publication(slot_conn, f"{name}_pub")
             slot_conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         slot_conn.close()
+        raw = pipeline.raw_topic
+        delete_topics(conns, [raw.name, raw.offsets_topic, raw.dlq_topic])  # millions of records
 
     counts = reader.seen[1:]
     resent = sum(c - 1 for c in counts if c > 1)
