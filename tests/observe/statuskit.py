@@ -227,21 +227,23 @@ class StatusEnv:
             thread.join(30)
             c.close()
 
-    def status(self, *args: str, capture: bool = True) -> tuple[int, str]:
+    def status(self, *args: str, capture: bool = True, interval: float = 1.5) -> tuple[int, str]:
         """``cdcrouter status`` in-process on this pipeline: (exit code, stdout). Without
         ``capture``, no pipeline file: the routing part only, on ``--raw-topic``."""
         out = io.StringIO()
         source = ["--pipeline", str(self.pipeline_file)] if capture else ["--raw-topic", self.raw]
         argv = [
             "status", *source, "--filters", str(self.filters_file),
-            "--group", self.group, "--interval", "1.5", *args,
+            "--group", self.group, "--interval", str(interval), *args,
         ]  # fmt: skip
         with redirect_stdout(out):
             code = main(argv)
         return code, out.getvalue()
 
-    def status_json(self, *args: str, capture: bool = True) -> tuple[int, dict[str, Any]]:
-        code, text = self.status("--format", "json", *args, capture=capture)
+    def status_json(
+        self, *args: str, capture: bool = True, interval: float = 1.5
+    ) -> tuple[int, dict[str, Any]]:
+        code, text = self.status("--format", "json", *args, capture=capture, interval=interval)
         return code, json.loads(text)
 
 
