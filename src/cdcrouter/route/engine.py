@@ -45,7 +45,7 @@ from cdcrouter.route.limits import (
     record_size,
     topic_limits,
 )
-from cdcrouter.route.metrics import RouterMetrics
+from cdcrouter.route.metrics import RouterMetrics, e2e_bucket, e2e_counts
 from cdcrouter.route.wire import MetadataEncoder, header
 from cdcrouter.schemas import filtered_schema_text
 from cdcrouter.schemas.registry import RegistryClient, subject_for
@@ -510,7 +510,7 @@ class Router:
         evolved = self._evolved.header
         offsets = work.offsets
         matched = work.matched
-        ages = work.ages_ms
+        e2e = work.e2e
         produce = producer.produce
         now_ms = time.time_ns() // 1_000_000  # filteredAt: one clock read per batch
         # per writer schema id: filter id -> (topic, header, metadata, largest key + value the topic
@@ -557,6 +557,9 @@ class Router:
             if not ids:
                 continue
             age = now_ms - event["eventHeader"]["createdDate"]  # e2e latency: source commit -> routed
+            if age < 0:
+                age = 0  # the database's clock is ahead of this host's
+            bucket = e2e_bucket(age)
             entities = event["eventBody"]["entities"]
             key = entities[0]["entityId"].encode() if entities else msg.key()
             refused = poison.get((msg.topic(), msg.partition(), msg.offset())) if poison else None
@@ -591,10 +594,11 @@ class Router:
                     rejected[fid] = f"{exc.args[0].name()}: {exc.args[0].str()} (topic {topic})"
                     continue
                 matched[fid] += 1
-                routed = ages.get(fid)
-                if routed is None:
-                    routed = ages[fid] = []
-                routed.append(age)
+                counts = e2e.get(fid)
+                if counts is None:
+                    counts = e2e[fid] = e2e_counts()
+                counts[bucket] += 1
+                counts[-1] += age
             if rejected:
                 self._dead_letter(msg, _rejection(rejected), lane, sorted(rejected))
         work.consumed += len(msgs) - errors
@@ -856,7 +860,7 @@ class Router:
                 took * 1000,
                 lane.offsets_s * 1000,
             )
-        self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels, work.ages_ms)
+        self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels, work.e2e)
         lane.work = TxnWork()
         self._careful = False
         self._failures_in_row = 0

@@ -41,7 +41,8 @@ class TxnWork:
     consumed: int = 0
     dead_lettered: int = 0
     matched: Counter[str] = field(default_factory=Counter)
-    ages_ms: dict[str, list[int]] = field(default_factory=dict)  # per filter: filteredAt - createdDate
+    # per filter: its records' filteredAt - createdDate as route.metrics.e2e_counts (buckets, sum)
+    e2e: dict[str, list[int]] = field(default_factory=dict)
 
 
 class Lane:
