@@ -55,6 +55,19 @@ def test_a_loop_that_stops_beating_is_not_ready_but_alive(
     assert _get(server, "/readyz").status_code == 200
 
 
+def test_progress_counts_as_a_beat() -> None:
+    """A loop busy inside one huge transaction does not beat, but its counter moves: not stalled."""
+    done = [0]
+    beat = Heartbeat(stall_s=0.3, progress=lambda: done[0])
+    beat.set(True, "streaming")
+    time.sleep(0.5)
+    done[0] += 1
+    assert beat() == (True, "streaming")
+    time.sleep(0.5)  # no beat, no progress
+    ready, reason = beat()
+    assert not ready and "stalled" in reason
+
+
 def test_every_check_must_pass_and_a_failing_check_is_not_ready(
     served: tuple[MetricsServer, Heartbeat, Counter],
 ) -> None:

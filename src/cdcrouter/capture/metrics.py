@@ -129,7 +129,7 @@ class CaptureMetrics:
             registry=self.registry,
         )
         self.server: Any = None
-        self.health = Heartbeat(reason="not streaming yet")
+        self.health = Heartbeat(reason="not streaming yet", progress=lambda: stats().events)
 
     def commit_took(self, seconds: float) -> None:
         self._commit_s.observe(seconds)

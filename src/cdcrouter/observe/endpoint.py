@@ -118,13 +118,19 @@ def _text(start_response: Callable[..., Any], status: str, body: str) -> list[by
 class Heartbeat:
     """Readiness state a long-running loop keeps: ``beat()`` each turn, ``set(ready, reason)`` on a
     change (connected, assigned). As a check it is ready when set ready and the loop beat within
-    ``stall_s`` (a loop stuck in a call is not ready, though the process is alive)."""
+    ``stall_s`` (a loop stuck in a call is not ready, though the process is alive). ``progress``, a
+    counter read at check time (e.g. changes read), counts as a beat whenever it moved: a hot loop
+    that is busy (one huge transaction) need not beat per record."""
 
-    def __init__(self, stall_s: float = 60.0, reason: str = "starting") -> None:
+    def __init__(
+        self, stall_s: float = 60.0, reason: str = "starting", progress: Callable[[], int] | None = None
+    ) -> None:
         self.stall_s = stall_s
         self._ready = False
         self._reason = reason
         self._beat = time.monotonic()
+        self._progress = progress
+        self._seen = progress() if progress is not None else 0
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -134,6 +140,9 @@ class Heartbeat:
         self._beat = time.monotonic()
 
     def __call__(self) -> tuple[bool, str]:
+        if self._progress is not None and (now := self._progress()) != self._seen:
+            self._seen = now
+            self.beat()
         idle = time.monotonic() - self._beat
         if self._ready and idle > self.stall_s:
             return False, f"stalled: its loop has not turned for {idle:.0f} s ({self._reason})"
