@@ -111,9 +111,11 @@ class StatusEnv:
             assert time.monotonic() < deadline, f"{name} did not start within 60 s"
             time.sleep(0.05)
 
-    def start_capture(self) -> None:
+    def start_capture(self, until_snapshot_done: bool = True) -> None:
+        """Capture in a thread; returns once it streams (and, unless told, no snapshot is pending)."""
         engine = CaptureEngine(load_pipeline(self.pipeline_file), self.conns, progress=lambda _m: None)
-        self._start("capture", lambda stop: engine.run(stop), engine.ready.is_set)
+        started = engine.ready if until_snapshot_done else engine.streaming
+        self._start("capture", lambda stop: engine.run(stop), started.is_set)
 
     def start_router(self, metrics_port: int | None = None) -> None:
         from cdcrouter.route.engine import Router, RouterOptions

@@ -177,3 +177,33 @@ def test_stopped_capture_leaves_an_inactive_slot_whose_wal_grows(status_env: Sta
     assert 0 < cap["retained_wal_growth_bytes"] <= after - before
     # its committed Kafka position still shows where capture stopped
     assert cap["kafka"]["events_total"] >= 4
+
+
+def test_a_running_snapshot_shows_its_progress(status_env: StatusEnv) -> None:
+    """Rows that exist before the slot are snapshotted chunk by chunk while streaming; the view
+    shows how far the snapshot has got (capture status's own figures) while it runs."""
+    from ruamel.yaml import YAML
+
+    env = status_env
+    with psycopg.connect(env.conns.postgres.conninfo()) as conn:
+        conn.execute(
+            f'INSERT INTO "{env.schema}".car_entities (id, vin, make, model)'
+            " SELECT 'S' || i, 'V' || i, 'Volvo', 'XC40' FROM generate_series(1, 6000) i"
+        )
+        conn.execute(f'ANALYZE "{env.schema}".car_entities')  # the planner's estimate: the total
+    yaml = YAML(typ="safe")
+    spec = yaml.load(env.pipeline_file.read_text())
+    spec["replication"].update(snapshot="initial", snapshot_chunk_size=10)  # 600 chunks: seconds
+    with env.pipeline_file.open("w") as fh:
+        yaml.dump(spec, fh)
+    env.start_capture(until_snapshot_done=False)
+
+    code, doc = env.status_json(interval=0.5)
+
+    assert code == 0
+    snap = doc["capture"]["snapshot"]
+    assert snap is not None, "the snapshot finished before the view read it"
+    assert snap["table"].endswith("car_entities") and 0 <= snap["rows"] < 6000
+    assert snap["estimated_rows"] == 6000
+    rendered = env.status(interval=0.5)[1]
+    assert "Snapshot in progress" in rendered and "6,000" in rendered  # the estimate

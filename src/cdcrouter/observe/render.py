@@ -38,11 +38,7 @@ def render_status(doc: dict[str, Any]) -> Group:
         )  # fmt: skip
         kafka = cap.get("kafka") or {}
         snap = cap.get("snapshot")
-        snapshot = (
-            f"{snap.get('table')} {_fmt(snap.get('percent'))}%"
-            if snap
-            else ("done" if kafka.get("snapshot_done") else "-")
-        )
+        snapshot = "running (below)" if snap else ("done" if kafka.get("snapshot_done") else "-")
         t.add_row(
             cap["slot"],
             _fmt(cap.get("active")),
@@ -57,6 +53,18 @@ def render_status(doc: dict[str, Any]) -> Group:
             style="red" if cap["slot"] in bad else None,
         )
         parts.append(t)
+        if snap:
+            t = _table("Snapshot in progress", "table", "rows", "of about", "%", "rows/s", "ETA s", "queued")
+            t.add_row(
+                str(snap.get("table")),
+                _fmt(snap.get("rows")),
+                _fmt(snap.get("estimated_rows")),
+                _fmt(snap.get("percent")),
+                _fmt(snap.get("rows_per_s")),
+                _fmt(snap.get("eta_s")),
+                ", ".join(snap.get("queued") or []) or "-",
+            )
+            parts.append(t)
     raw = doc["raw_topic"]
     router = raw["router_group"]
     t = _table(f"Raw topic {raw['name']}: router group {router['group']} ({router['state']})",
