@@ -140,7 +140,15 @@ def test_capture_router_and_consumer_serve_metrics_health_and_readiness(status_e
             # source commit -> routed is positive and, on this idle stack, well under a minute
             assert 0 < _value(routed, "cdcrouter_route_e2e_latency_seconds_sum", filter_id=fid) < 60 * count
         _wait("router lag 0", lambda: _lag_zero(rport, env.raw))
+        routed = _scrape(rport)  # the lag gauges are set once a second: the names check sees them now
 
+        _wait(  # the counters move just after the handler returns (and the DLQ write is acknowledged)
+            "consumer counted",
+            lambda: (
+                _value(_scrape(app_port), "cdcrouter_consumer_processed_total") >= 2 * n - 1
+                and _value(_scrape(app_port), "cdcrouter_consumer_dead_lettered_total") >= 1
+            ),
+        )
         app_samples = _scrape(app_port)
         assert _value(app_samples, "cdcrouter_consumer_processed_total", consumer="fleet") == 2 * n - 1
         assert _value(app_samples, "cdcrouter_consumer_dead_lettered_total", consumer="fleet") == 1
