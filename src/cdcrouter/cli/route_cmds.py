@@ -180,7 +180,15 @@ def register(app: typer.Typer) -> None:
         lanes: int = typer.Option(
             2, min=1, max=8, help="transactional producers taking turns (one commits while the next fills)"
         ),
-        metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on 127.0.0.1:PORT"),
+        metrics_port: int | None = typer.Option(
+            None, min=0, max=65535, help="serve Prometheus metrics on this port (default: off)"
+        ),
+        metrics_address: str = typer.Option(
+            "127.0.0.1",
+            "--metrics-address",
+            help="address for --metrics-port (0.0.0.0: every interface, e.g. in a pod)",
+            envvar="CDCROUTER_METRICS_ADDRESS",
+        ),
         no_reload: bool = typer.Option(False, "--no-reload", help="do not watch filters.yaml for changes"),
         max_events: int | None = typer.Option(
             None, help="stop after this many raw records (tests, benchmarks)"
@@ -205,6 +213,7 @@ def register(app: typer.Typer) -> None:
             max_txn_ms=max_txn_ms,
             lanes=lanes,
             metrics_port=metrics_port,
+            metrics_address=metrics_address,
             reload=not no_reload,
         )
         stats = Router(filters, _conns(config), opts).run(stop, max_events=max_events)

@@ -121,7 +121,9 @@ class ConsumerApp:
         max_batch: records per poll; offsets are committed once per batch.
         batch_timeout: seconds a poll waits to fill a batch.
         from_beginning: where a new group starts (earliest, else latest).
-        metrics_port: serve Prometheus ``/metrics`` on 127.0.0.1 at this port.
+        metrics_port: serve Prometheus ``/metrics`` at this port.
+        metrics_address: the address for ``metrics_port``: default ``CDCROUTER_METRICS_ADDRESS``, else
+            127.0.0.1; 0.0.0.0 serves every interface (a pod's metrics must be scrapable).
         kafka_config: extra librdkafka consumer settings.
     """
 
@@ -140,6 +142,7 @@ class ConsumerApp:
         batch_timeout: float = 1.0,
         from_beginning: bool = True,
         metrics_port: int | None = None,
+        metrics_address: str | None = None,
         kafka_config: dict[str, Any] | None = None,
     ) -> None:
         self.name = _kafka.check_name("consumer name", name)
@@ -151,6 +154,7 @@ class ConsumerApp:
         self.max_batch, self.batch_timeout = max_batch, batch_timeout
         self.from_beginning = from_beginning
         self.metrics_port = metrics_port
+        self.metrics_address = metrics_address
         self.health = Heartbeat(reason="not assigned by its group yet")  # /readyz
         self.kafka_config = dict(kafka_config or {})
         self.stats = Stats()
@@ -268,7 +272,7 @@ class ConsumerApp:
             for topic in self.topics:
                 _kafka.partitions_of(self.connections, topic)
         if self.metrics_port:
-            _metrics.serve(self.metrics_port, name=self.name, ready=self.health)
+            _metrics.serve(self.metrics_port, self.metrics_address, name=self.name, ready=self.health)
         self._registry = RegistryClient(self.connections.registry)
         if self.dlq:
             for topic in self.topics:

@@ -7,6 +7,7 @@ colliding on registration; ``/readyz`` is ready when every app serving there is.
 
 from __future__ import annotations
 
+import os
 import threading
 
 from prometheus_client import Counter, Gauge
@@ -35,9 +36,11 @@ _servers: dict[int, MetricsServer] = {}
 _lock = threading.Lock()
 
 
-def serve(port: int, addr: str = "127.0.0.1", name: str | None = None, ready: Check | None = None) -> None:
+def serve(port: int, addr: str | None = None, name: str | None = None, ready: Check | None = None) -> None:
     """Expose the endpoint on ``addr:port`` once per process (a second app on the same port reuses
-    it); ``ready``: the app ``name``'s readiness check for ``/readyz``."""
+    it); ``ready``: the app ``name``'s readiness check for ``/readyz``. ``addr`` defaults to
+    ``CDCROUTER_METRICS_ADDRESS``, else 127.0.0.1; a pod sets 0.0.0.0 so Prometheus can scrape it."""
+    addr = addr or os.environ.get("CDCROUTER_METRICS_ADDRESS") or "127.0.0.1"
     with _lock:
         if port not in _servers:
             _servers[port] = MetricsServer(port, addr)

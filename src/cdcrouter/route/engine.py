@@ -82,6 +82,8 @@ class RouterOptions:
     reload_check_ms: int = 500
     log_interval_s: float = 10.0
     metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"  # 0.0.0.0 (or the pod's address) to be scraped from outside
+    topic_wait_s: float = 20.0  # how long a starting router waits for its topics' metadata
     transaction_timeout_ms: int = 60_000  # > a broker restart; a restart with the same id aborts at once
     retry_s: float = 120.0  # how long retriable transaction errors (broker restart) are retried
     # Hard limit per transactional call. librdkafka does not always honour its own timeout (a
@@ -199,9 +201,10 @@ class Router:
 
     # ------------------------------------------------------------------ set-up
 
-    def _prepare_table(self, filters: CompiledFilters) -> _Table:
-        """Resolve every output topic's schema id and check the topics exist (no auto-creation)."""
-        missing = self._missing_topics([*filters.topics, self.opts.dlq])
+    def _prepare_table(self, filters: CompiledFilters, wait_s: float = 0.0) -> _Table:
+        """Resolve every output topic's schema id and check the topics exist (no auto-creation),
+        waiting up to ``wait_s`` for topics just created to show up with all their partitions."""
+        missing = self._await_topics([*filters.topics, self.opts.dlq], wait_s)
         if missing:
             raise RouteError(
                 f"topic(s) {', '.join(missing)} do not exist",
@@ -229,14 +232,47 @@ class Router:
             )
         return _Table(filters, routes)
 
+    def _serve_metrics(self) -> None:
+        port, address = self.opts.metrics_port, self.opts.metrics_address
+        assert port is not None
+        try:
+            self.metrics.serve(port, address)
+        except OSError as exc:
+            raise RouteError(
+                f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}",
+                hint="pick a free port with --metrics-port, or check --metrics-address",
+            ) from exc
+        log.info("metrics on http://%s:%d/metrics", address, port)
+
     def _admin_client(self) -> AdminClient:
         if self._admin is None:
             self._admin = AdminClient(self.conns.kafka.to_librdkafka())
         return self._admin
 
     def _missing_topics(self, topics: list[str]) -> list[str]:
-        md = self._admin_client().list_topics(timeout=10)
-        return [t for t in topics if t not in md.topics or md.topics[t].error is not None]
+        """Topics the cluster's metadata does not show, or shows without a leader for a partition."""
+        md = self._admin_client().list_topics(timeout=10).topics
+        return [
+            t
+            for t in topics
+            if t not in md
+            or md[t].error is not None
+            or not md[t].partitions
+            or any(p.leader < 0 or p.error is not None for p in md[t].partitions.values())
+        ]
+
+    def _await_topics(self, topics: list[str], wait_s: float) -> list[str]:
+        """Wait up to ``wait_s`` for the topics' metadata (right after ``topics apply`` it may not
+        have reached every broker: the first transaction then aborted on "Unknown topic or
+        partition"); the topics still missing after that."""
+        deadline = time.monotonic() + wait_s
+        missing = self._missing_topics(topics)
+        if missing and wait_s > 0:
+            log.info("waiting up to %.0f s for topic(s) %s", wait_s, ", ".join(missing))
+        while missing and time.monotonic() < deadline:
+            time.sleep(0.25)
+            missing = self._missing_topics(missing)
+        return missing
 
     def _clients(self) -> None:
         kafka = self.conns.kafka.to_librdkafka()
@@ -336,12 +372,12 @@ class Router:
         started = time.monotonic()
         filters = compile_filters_file(self.path)  # bad filters fail before touching Kafka
         try:
-            if self._missing_topics([self.opts.raw_topic]):
+            if self._await_topics([self.opts.raw_topic], self.opts.topic_wait_s):
                 raise RouteError(
                     f"raw topic {self.opts.raw_topic} does not exist",
                     hint="check --raw-topic / pipeline.yaml, or create it: cdcrouter topics apply",
                 )
-            self._table = self._prepare_table(filters)
+            self._table = self._prepare_table(filters, self.opts.topic_wait_s)
             # the raw topic's limit too: a record it accepted fits the producer, whatever a reload adds
             self._limits.update(topic_limits(self._admin_client(), [self.opts.raw_topic]))
             self._clients()
@@ -356,7 +392,7 @@ class Router:
                 len(self._lanes),
             )
             if self.opts.metrics_port:
-                self.metrics.serve(self.opts.metrics_port)
+                self._serve_metrics()
             # Everything built so far lives as long as the router: move it out of the collector's
             # view so full collections (measured 17-38 ms pauses in capture) scan only new objects.
             gc.freeze()
