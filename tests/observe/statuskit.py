@@ -206,9 +206,9 @@ class StatusEnv:
             time.sleep(0.1)
 
     @contextlib.contextmanager
-    def consuming(self, group: str, topic: str) -> Iterator[list[int]]:
+    def consuming(self, group: str, topic: str, commit: bool = True) -> Iterator[list[int]]:
         """A consumer application in group ``group`` on ``topic`` while the block runs: it reads and
-        commits its position every 0.2 s. Yields the running count of records it read."""
+        (unless told) commits its position every 0.2 s. Yields the running count of records read."""
         stop, got = threading.Event(), [0]
         c = Consumer(_kafka.consumer_conf(self.conns, group))
         c.subscribe([topic])
@@ -216,7 +216,7 @@ class StatusEnv:
         def run() -> None:
             while not stop.is_set():
                 got[0] += sum(1 for m in c.consume(500, 0.2) if m.error() is None)
-                if c.assignment():
+                if commit and c.assignment():
                     with contextlib.suppress(Exception):  # nothing consumed yet: nothing to commit
                         c.commit(offsets=c.position(c.assignment()), asynchronous=False)
 

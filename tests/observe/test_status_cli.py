@@ -100,7 +100,15 @@ def test_json_keys_are_the_documented_ones_and_problems_mark_a_stopped_job(
     assert producer.flush(30) == 0
     env.wait_count(f"{env.raw}.router.dlq", 1)
 
-    code, running = env.status_json("--deploy-target", "confluent-cloud", "--deploy-name", "routing")
+    env.wait_count(f"{env.name}-car-updates", 4)  # every update routed: the count below is final
+    audit = f"{env.name}-audit"
+    with env.consuming(audit, f"{env.name}-car-updates", commit=False) as read:  # reads, never commits
+        env.wait_read(read, 4)
+        code, running = env.status_json("--deploy-target", "confluent-cloud", "--deploy-name", "routing")
+    # a group that reads a filtered topic without a commit yet is shown too, all its records as lag
+    groups = {g["group"]: g for x in running["filtered_topics"] for g in x["groups"]}
+    assert groups[audit]["members"] and all(r["committed"] is None for r in groups[audit]["partitions"])
+    assert groups[audit]["lag"] == env.count(f"{env.name}-car-updates")
     assert code == 0  # unhealthy, but without --exit-code the view itself succeeded
     assert [j["state"] for j in running["jobs"]] == ["RUNNING"]
     assert main(["deploy", "stop", "--target", "confluent-cloud", "--name", "routing"]) in (0, None)

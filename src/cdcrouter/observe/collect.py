@@ -63,9 +63,16 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
     slot = t.pipeline.replication.slot if t.pipeline is not None else None
     parts = probe.partitions([t.raw_topic, *t.filtered_topics])
     filtered_tps = [(topic, p) for topic in t.filtered_topics for p in parts.get(topic, [])]
-    consumer_groups = sorted(
-        g for g in probe.committed(probe.group_ids(), filtered_tps) if g != t.router_group
-    )
+    all_groups = probe.group_ids()
+    # a filtered topic's groups: those with commits on it, and those reading it without one yet
+    reading = {
+        g
+        for g, d in probe.describe(all_groups).items()
+        for m in d["members"]
+        for a in m["assignment"]
+        if a.rsplit(":", 1)[0] in t.filtered_topics
+    }
+    consumer_groups = sorted((set(probe.committed(all_groups, filtered_tps)) | reading) - {t.router_group})
     groups = [t.router_group, *consumer_groups]
     tps = [(topic, p) for topic, ps in parts.items() for p in ps]
 
@@ -99,7 +106,7 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
     }
     totals, unreachable = routed_totals(list(opts.router_metrics))
     doc["filters"], doc["filtered_topics"] = _filtered(
-        probe, decode, t, first, second, describe, lag_of, window
+        probe, decode, t, first, second, describe, lag_of, window, consumer_groups
     )
     doc["latency"] = [
         {
@@ -210,6 +217,7 @@ def _filtered(
     describe: dict[str, dict[str, Any]],
     lag_of: _Lag,
     window: float,
+    consumer_groups: list[str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per filter: events/s (records counted in the window); per filtered topic: its groups' lag."""
     counted: dict[str, dict[str, int]] = {}
@@ -230,8 +238,9 @@ def _filtered(
         counted[topic] = dict(counts) if exact else {}
         groups = [
             _group(g, topic, first, second, describe, lag_of)
-            for g in sorted(second.committed)
-            if g != t.router_group and any(tp[0] == topic for tp in second.committed[g])
+            for g in consumer_groups
+            if any(tp[0] == topic for tp in second.committed.get(g, {}))
+            or any(a.rsplit(":", 1)[0] == topic for m in describe[g]["members"] for a in m["assignment"])
         ]
         topics.append(
             {
