@@ -182,3 +182,19 @@ def test_the_cli_reports_the_refusal_with_its_fix_and_exit_1(
     assert f"ALTER TABLE {run.schema}.ledger REPLICA IDENTITY FULL" in err
     assert "Traceback" not in err
     run.sql("UPDATE ledger SET amount = 1")
+
+
+def test_an_entity_id_outside_the_replica_identity_is_refused(capture_run: CaptureRun) -> None:
+    """With REPLICA IDENTITY DEFAULT a DELETE carries only the primary key: an entity_id outside it
+    would give DELETE events an empty entity id, so capture refuses it before publishing."""
+    run = capture_run
+    run.sql(
+        "CREATE TABLE badges (id int PRIMARY KEY, code text NOT NULL)", "INSERT INTO badges VALUES (1, 'b1')"
+    )
+    _use(run, {"badges": {"entity_id": "code"}}, replication={"replica_identity": "default"})
+    message = _refused(run)
+    assert "tables.badges.entity_id uses code" in message
+    assert "DELETE events would have no entity id" in message
+    assert "replication.replica_identity: full" in message
+    assert "badges" not in _published(run)
+    run.sql("DELETE FROM badges WHERE id = 1")  # the application's writes are untouched

@@ -395,7 +395,41 @@ def prepare_identity(conn: psycopg.Connection, pipeline: Pipeline, tables: list[
         if changed:
             storages = inspect_storage(conn, pipeline.schema, tables)
     _raise_identity_problems(identity_problems(pipeline, storages))
+    _raise_entity_id_problems(pipeline, storages)
     return changed
+
+
+def entity_id_problems(pipeline: Pipeline, storages: list[Storage]) -> list[tuple[str, str]]:
+    """(problem, fix) for every captured table whose ``entity_id`` is not covered by its replica
+    identity: a DELETE then carries only the identity's columns, so its event would have an empty
+    entity id (and land in another partition than the entity's other events)."""
+    out: list[tuple[str, str]] = []
+    for st in storages:
+        spec = pipeline.tables.get(st.table)
+        if not st.has_rows or spec is None or spec.entity_id is None or st.replica_identity == "f":
+            continue
+        wanted = _id_columns(spec.entity_id)
+        missing = [c for c in wanted if c not in (st.identity_columns or ())]
+        if missing:
+            out.append(
+                (
+                    f"tables.{st.table}.entity_id uses {', '.join(missing)}, which the replica identity "
+                    f"of {st.label} does not include, so its DELETE events would have no entity id",
+                    "set replication.replica_identity: full, or run ALTER TABLE "
+                    f"{st.qualified} REPLICA IDENTITY USING INDEX <a unique index on "
+                    f"({', '.join(wanted)}), NOT NULL>, or choose an entity_id within the primary key",
+                )
+            )
+    return out
+
+
+def _raise_entity_id_problems(pipeline: Pipeline, storages: list[Storage]) -> None:
+    problems = entity_id_problems(pipeline, storages)
+    if problems:
+        raise CaptureError(
+            "; ".join(p for p, _ in problems) + ". Nothing was changed",
+            hint="; ".join(dict.fromkeys(f for _, f in problems)),
+        )
 
 
 def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
