@@ -205,3 +205,33 @@ def test_a_recorded_flink_deployment_is_shown_and_marked_when_its_jobmanager_is_
     assert [p["where"] for p in doc["problems"] if p["code"] == "router_metrics_unreachable"] == [
         f"{closed}/metrics"
     ]
+
+
+def test_watch_goes_on_through_an_outage(status_env: StatusEnv) -> None:
+    """A refresh that cannot be read (here PostgreSQL does not answer) is shown as an error
+    document and the watch keeps refreshing; as a probe it counts as unhealthy."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = status_env
+    args = [
+        sys.executable, "-m", "cdcrouter.cli.main", "status", "--pipeline", str(env.pipeline_file),
+        "--filters", str(env.filters_file), "--interval", "0.3", "--watch", "--format", "json", "--exit-code",
+    ]  # fmt: skip
+    down = {**os.environ, "CDCROUTER_POSTGRES__PORT": str(free_port())}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=down)
+    try:
+        assert proc.stdout is not None
+        docs = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert [sorted(d) for d in docs] == [["error", "generated_at", "healthy", "version"]] * 2
+    assert all(d["healthy"] is False and "PostgreSQL" in d["error"]["message"] for d in docs)
+    assert code == 3

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+from cdcrouter.errors import CdcrouterError
 from cdcrouter.observe.collect import StatusOptions, collect_status
 from cdcrouter.observe.targets import Targets, resolve_targets
 
@@ -81,22 +83,60 @@ def run_status(
         else:
             console.print(render_status(doc))
         return bool(doc["healthy"])
+
+    def refresh() -> dict[str, Any]:
+        """One view; a refresh that cannot be read (PostgreSQL restarting, Kafka away) is shown as
+        such and the watch goes on: on call, the outage is exactly when the view is wanted."""
+        try:
+            return collect_status(targets, conns, opts)
+        except CdcrouterError as exc:
+            time.sleep(interval)  # not a busy loop while the outage lasts
+            return error_document(exc)
+
     healthy = True
     try:
         if as_json:
             while True:
-                doc = collect_status(targets, conns, opts)
+                doc = refresh()
                 healthy = bool(doc["healthy"])
                 sys.stdout.write(json.dumps(doc, default=str) + "\n")
                 sys.stdout.flush()
         from rich.live import Live
 
-        doc = collect_status(targets, conns, opts)
-        with Live(render_status(doc), console=console, auto_refresh=False) as live:
+        doc = refresh()
+        with Live(_render(doc), console=console, auto_refresh=False) as live:
             while True:
                 healthy = bool(doc["healthy"])
-                doc = collect_status(targets, conns, opts)
-                live.update(render_status(doc), refresh=True)
+                doc = refresh()
+                live.update(_render(doc), refresh=True)
     except KeyboardInterrupt:
         pass
     return healthy
+
+
+def error_document(exc: CdcrouterError) -> dict[str, Any]:
+    """What ``--watch`` shows for a refresh that failed (documented beside the status keys)."""
+    from cdcrouter.observe.collect import SCHEMA_VERSION, _now_iso
+
+    return {
+        "version": SCHEMA_VERSION,
+        "generated_at": _now_iso(),
+        "healthy": False,
+        "error": {"message": exc.message, "hint": exc.hint},
+    }
+
+
+def _render(doc: dict[str, Any]) -> Any:
+    from rich.text import Text
+
+    from cdcrouter.observe.render import render_status
+
+    if "error" in doc:
+        text = Text(
+            f"cdcrouter status at {doc['generated_at']}: cannot read the pipeline: ", style="bold red"
+        )
+        text.append(
+            doc["error"]["message"] + (f"\n  hint: {doc['error']['hint']}" if doc["error"]["hint"] else "")
+        )
+        return text
+    return render_status(doc)
