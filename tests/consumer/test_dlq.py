@@ -9,7 +9,7 @@ import pytest
 from cdcrouter.consumer import ConsumerApp, ConsumerError, HandlerFailed
 from cdcrouter.consumer._replay import list_dlqs, read_dlq, replay
 
-from .conftest import event, produce_raw
+from .conftest import ensure_topic, event, produce_raw
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +113,19 @@ def test_a_missing_topic_fails_fast_with_a_hint(conns) -> None:
 
 def list_dlqs_names(conns) -> list[str]:
     return [d.topic for d in list_dlqs(conns)]
+
+
+def test_dlq_list_includes_captures_dead_letter_topic(conns, topic) -> None:
+    """`dlq list` with no topic shows capture's `<raw>.capture-dlq` too, counted, under its raw topic."""
+    raw = topic(partitions=1)
+    capture_dlq = f"{raw}.capture-dlq"  # deleted with `raw` by the fixture
+    ensure_topic(conns, capture_dlq, 1)
+    produce_raw(conns, capture_dlq, b'{"error": "too large"}')
+    produce_raw(conns, capture_dlq, b'{"error": "too large"}')
+    found = {d.topic: d for d in list_dlqs(conns)}
+    assert capture_dlq in found, sorted(found)
+    assert (found[capture_dlq].records, found[capture_dlq].origin, found[capture_dlq].consumer) == (
+        2,
+        raw,
+        "capture",
+    )

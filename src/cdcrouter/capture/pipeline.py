@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cdcrouter.consumer._dlq import CAPTURE_SUFFIX
 from cdcrouter.errors import ConfigError
 
 DEFAULT_RAW_TOPIC = "raw-business-events"
@@ -69,7 +70,7 @@ class RawTopic(_Model):
     def dlq_topic(self) -> str:
         """Changes that cannot become events (bad outbox rows, records too large for the raw
         topic) land here with the reason, never dropped."""
-        return f"{self.name}.capture-dlq"
+        return f"{self.name}{CAPTURE_SUFFIX}"
 
 
 class Replication(_Model):

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 H = "cdcrouter.dlq."
 SUFFIX = ".dlq"
+CAPTURE_SUFFIX = ".capture-dlq"  # <raw>.capture-dlq: changes capture could not turn into events
 # The routing engine's dead-letter headers (``cdcrouter.route``), read the same way so that
 # ``cdcrouter dlq list|replay`` work on its DLQ too.
 ALIASES = {

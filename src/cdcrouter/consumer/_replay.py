@@ -85,7 +85,7 @@ class ReplayResult:
 
 
 def list_dlqs(connections: Connections) -> list[DlqInfo]:
-    """Every ``*.dlq`` topic with its record count.
+    """Every dead-letter topic (``*.dlq``, and capture's ``<raw>.capture-dlq``) with its record count.
 
     The records are counted by reading them (read_committed): a transactional DLQ's offsets also
     hold commit markers and aborted records, so ``high - low`` would overcount.
@@ -94,7 +94,7 @@ def list_dlqs(connections: Connections) -> list[DlqInfo]:
         meta = _kafka.admin(connections).list_topics(timeout=10)
     except KafkaException as exc:
         raise ConsumerError(f"Kafka unreachable: {exc}", hint="cdcrouter stack up") from exc
-    names = sorted(t for t in meta.topics if t.endswith(_dlq.SUFFIX))
+    names = sorted(t for t in meta.topics if t.endswith((_dlq.SUFFIX, _dlq.CAPTURE_SUFFIX)))
     if not names:
         return []
     out = []
@@ -114,7 +114,10 @@ def list_dlqs(connections: Connections) -> list[DlqInfo]:
 
 
 def _split(dlq: str) -> tuple[str, str]:
-    """``<topic>.<consumer>.dlq`` -> (topic, consumer); best effort (topics may contain dots)."""
+    """``<topic>.<consumer>.dlq`` -> (topic, consumer); best effort (topics may contain dots).
+    Capture's ``<raw>.capture-dlq`` -> (raw, "capture")."""
+    if dlq.endswith(_dlq.CAPTURE_SUFFIX):
+        return dlq[: -len(_dlq.CAPTURE_SUFFIX)], "capture"
     stem = dlq[: -len(_dlq.SUFFIX)]
     topic, _, consumer = stem.rpartition(".")
     return topic, consumer
