@@ -84,11 +84,11 @@ def _collect(probe: KafkaProbe, t: Targets, conns: Connections, opts: StatusOpti
         return s
 
     first = sample()
-    doc: dict[str, Any] = {"version": SCHEMA_VERSION, "generated_at": _now_iso()}
+    doc: dict[str, Any] = {"version": SCHEMA_VERSION, "generated_at": now_iso()}
     doc["capture"] = capture_section(t.pipeline, conns) if t.pipeline is not None else None
     doc["dead_letter_topics"] = _dlqs(probe, t)
     doc["jobs"] = job_states(conns, opts.state_dir, opts.deploy_target, opts.deploy_name)
-    decode = records._decoder(conns)
+    decode = records.registry_decoder(conns)
     filtered_bounds = {topic: first.bounds[topic] for topic in t.filtered_topics if topic in first.bounds}
     latency = records.newest_latencies(probe, decode, filtered_bounds, opts.latency_records)
     time.sleep(max(0.0, opts.interval_s - (time.monotonic() - first.at)))
@@ -302,5 +302,5 @@ def _no_latency() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -20,7 +20,7 @@ from cdcrouter.observe.kafka_probe import KafkaProbe, Ranges
 MAX_COUNTED = 20_000  # beyond this many records in a window, a topic's rate comes from offsets
 
 
-def _decoder(conns: Any) -> Any:
+def registry_decoder(conns: Any) -> Any:
     from cdcrouter.consumer._serde import RegistryClient, decode
 
     registry = RegistryClient(conns.registry)

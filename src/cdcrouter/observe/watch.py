@@ -116,11 +116,11 @@ def run_status(
 
 def error_document(exc: CdcrouterError) -> dict[str, Any]:
     """What ``--watch`` shows for a refresh that failed (documented beside the status keys)."""
-    from cdcrouter.observe.collect import SCHEMA_VERSION, _now_iso
+    from cdcrouter.observe.collect import SCHEMA_VERSION, now_iso
 
     return {
         "version": SCHEMA_VERSION,
-        "generated_at": _now_iso(),
+        "generated_at": now_iso(),
         "healthy": False,
         "error": {"message": exc.message, "hint": exc.hint},
     }
