@@ -5,11 +5,12 @@ PostgreSQL or Kafka."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import psycopg
 import pytest
 
-from .statuskit import StatusEnv, committed, free_port
+from .statuskit import StatusEnv, committed, free_port, setup_env, teardown_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry")]
 
@@ -207,3 +208,41 @@ def test_a_running_snapshot_shows_its_progress(status_env: StatusEnv) -> None:
     assert snap["estimated_rows"] == 6000
     rendered = env.status(interval=0.5)[1]
     assert "Snapshot in progress" in rendered and "6,000" in rendered  # the estimate
+
+
+def test_a_lost_slot_is_marked(
+    stack: Any, private_pg: Any, unique_name: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL removes WAL a stopped capture's slot needs (max_slot_wal_keep_size): the view
+    shows wal_status lost and marks it. A private server: its settings are changed."""
+    pg = private_pg.connections().postgres
+    conns = stack.connections.model_copy(update={"postgres": pg})
+    env = setup_env(conns, unique_name("st"), tmp_path)
+    try:
+        env.start_capture()
+        env.insert_cars(1)
+        env.wait_count(env.raw, 2)
+        env.halt("capture")
+        with psycopg.connect(pg.conninfo(), autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+            conn.execute("SELECT pg_reload_conf()")
+            for _ in range(4):  # WAL the stopped capture falls behind on, one segment at a time
+                conn.execute("SELECT pg_logical_emit_message(false, 'filler', repeat('x', 2000000))")
+                conn.execute("SELECT pg_switch_wal()")
+            conn.execute("CHECKPOINT")
+            row = conn.execute(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", (env.slot,)
+            )
+            assert row.fetchone() == ("lost",), "the server did not invalidate the slot"  # the oracle
+        for key, value in pg.model_dump().items():
+            if value is not None:
+                secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+                monkeypatch.setenv(f"CDCROUTER_POSTGRES__{key.upper()}", str(secret))
+
+        code, doc = env.status_json("--exit-code")
+
+        assert code == 3
+        assert doc["capture"]["wal_status"] == "lost"
+        assert [p["where"] for p in doc["problems"] if p["code"] == "slot_wal_lost"] == [env.slot]
+    finally:
+        teardown_env(env)
