@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -93,6 +94,7 @@ def _utf16(s: str) -> bytes:
     return s.encode("utf-16-be")  # big-endian bytes sort as UTF-16 code units do (Java's order)
 
 
+@lru_cache(maxsize=256)
 def _regex(pattern: str) -> re.Pattern[str]:
     """The documented dialect in Python terms: ``.`` excludes Java's line terminators, ``$`` is the
     very end of the text, ``\\d \\w \\s`` are ASCII."""

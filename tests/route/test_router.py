@@ -13,9 +13,9 @@ import pytest
 
 from cdcrouter.route.engine import Router, RouterOptions
 from cdcrouter.route.events import bench_filters_yaml
-from cdcrouter.route.filterset import compile_filters_text
 from cdcrouter.route.wire import header
 
+from .oracle import Oracle, expected_routing
 from .routekit import RouteEnv, decode_filtered, read_topic, write_filters
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
@@ -34,13 +34,8 @@ def _router(env: RouteEnv, **opts: Any) -> Router:
 def _expected(
     env: RouteEnv, events: list[dict[str, Any]], text: str | None = None
 ) -> dict[str, Counter[str]]:
-    """Topic -> Counter of event uuids, computed by the compiled filters (the engine's job is delivery)."""
-    cf = compile_filters_text(text or env.filters_path.read_text())
-    out: dict[str, Counter[str]] = {t: Counter() for t in env.filtered_topics}
-    for e in events:
-        for fid in cf.match(e):
-            out[cf.routes[fid].topic][e["eventHeader"]["uuid"]] += 1
-    return out
+    """Topic -> Counter of event uuids, by the independent oracle (not the engine's compiled filters)."""
+    return expected_routing(text or env.filters_path.read_text(), events, env.filtered_topics)
 
 
 def _actual(env: RouteEnv) -> dict[str, Counter[str]]:
@@ -62,8 +57,7 @@ def test_routes_every_match_once_with_metadata(route_env: RouteEnv) -> None:
     expected = _expected(env, events)
     assert sum(sum(c.values()) for c in expected.values()) == sum(stats.matched.values()) > 3_000
     by_uuid = {e["eventHeader"]["uuid"]: e for e in events}
-    cf = compile_filters_text(env.filters_path.read_text())
-    topic_filter = {r.topic: r for r in cf.routes.values()}
+    topic_filter = {f["outputTopic"]: f for f in Oracle(env.filters_path.read_text()).filters}
     actual: dict[str, Counter[str]] = {}
     for topic in env.filtered_topics:
         msgs = read_topic(env.kafka(), topic)
@@ -74,12 +68,12 @@ def test_routes_every_match_once_with_metadata(route_env: RouteEnv) -> None:
             actual[topic][uuid] += 1
             meta = rec.pop("filterMetadata")
             assert rec == by_uuid[uuid]  # the raw event, unchanged
-            assert meta["filterId"] == topic_filter[topic].filter_id
-            assert meta["consumerId"] == topic_filter[topic].consumer_id
+            assert meta["filterId"] == topic_filter[topic]["id"]
+            assert meta["consumerId"] == topic_filter[topic]["consumerId"]
             assert before <= meta["filteredAt"] <= after
             assert m.key() == rec["eventBody"]["entities"][0]["entityId"].encode()
     assert actual == expected
-    # an oracle independent of the compiler for two filters
+    # two filters checked by hand as well
     assert set(actual[env.prefix + "loan-created"]) == {
         u for u, e in by_uuid.items() if e["eventHeader"]["eventName"] == "LoanCreated"
     }
@@ -90,7 +84,7 @@ def test_routes_every_match_once_with_metadata(route_env: RouteEnv) -> None:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert "cdcrouter_route_consumed_total 3000.0" in text
     for topic, counts in expected.items():
-        fid = topic_filter[topic].filter_id
+        fid = topic_filter[topic]["id"]
         if counts:
             assert f'filter_id="{fid}"' in text
             assert stats.matched[fid] == sum(counts.values())
