@@ -194,6 +194,7 @@ class Router:
         self._failures_in_row = 0
         self._refused_topics: dict[str, KafkaError] = {}  # unknown or not authorized, seen on delivery
         self._dlq_error: str | None = None  # the DLQ refused a dead letter
+        self._checked_topics = False  # run() found every topic: one missing later was deleted
 
     @property
     def _fill(self) -> Lane:
@@ -378,6 +379,7 @@ class Router:
                     hint="check --raw-topic / pipeline.yaml, or create it: cdcrouter topics apply",
                 )
             self._table = self._prepare_table(filters, self.opts.topic_wait_s)
+            self._checked_topics = True
             # the raw topic's limit too: a record it accepted fits the producer, whatever a reload adds
             self._limits.update(topic_limits(self._admin_client(), [self.opts.raw_topic]))
             self._clients()
@@ -517,11 +519,19 @@ class Router:
         except RouteError as exc:  # uncommitted work is redone by the next run; nothing is lost
             log.warning("%s", exc.message)
         if self._consumer is not None:
-            self._consumer.close()
+            try:
+                self._consumer.close()  # its revoke commits what is routed: may fail like any commit
+            except (KafkaException, RouteError) as exc:
+                log.warning(
+                    "closing the consumer: %s", exc.args[0].str() if isinstance(exc, KafkaException) else exc
+                )
             self._consumer = None
         for lane in self._lanes:
             if lane.producer is not None and not lane.stuck:
-                lane.producer.flush(10)
+                try:
+                    lane.deliver(10)
+                except KafkaException as exc:  # fenced or fatal: nothing of it is committed anyway
+                    log.warning("closing %s: %s", lane.transactional_id, exc.args[0].str())
             lane.producer = None
         if self._committer is not None:
             self._committer.shutdown(wait=False)
@@ -738,6 +748,11 @@ class Router:
                 hint="grant the router's principal Write on the filtered topics and the DLQ, "
                 "and its transactional ids and group; it resumes from the committed offsets",
             )
+        unknown = [t for t, e in self._refused_topics.items() if e.code() in UNKNOWN_TOPIC_ERRORS]
+        self._refused_topics.clear()
+        if code in UNKNOWN_TOPIC_ERRORS or unknown:
+            self._stop_if_outputs_gone()  # else the metadata has not reached every broker yet
+            log.info("topic metadata not settled yet (%s): redoing", ", ".join(unknown) or err.str())
         self._failures_in_row += 1
         if self._explained(err):
             self._failures_in_row = 0  # the redo dead-letters what was refused
@@ -747,6 +762,37 @@ class Router:
                 f"between them): {err.str() if err is not None else 'see the warnings above'}",
                 hint="fix the cause and restart; the router resumes from the committed offsets",
             )
+
+    def _stop_if_outputs_gone(self) -> None:
+        """Stop, naming the topic and its filters, when an output topic was deleted while routing.
+
+        Why stop rather than pause that one route: the raw offsets are committed per partition for
+        all filters at once. Pausing one route means holding back every route's offsets (every
+        filter stalls anyway) or passing records that route never got (lost to its consumer). A
+        stop says so at once; the restarted router refuses to start until the topic is back or the
+        filter is gone, then resumes from the committed offsets: nothing lost, nothing doubled."""
+        table = self._table
+        if table is None or not self._checked_topics:
+            return
+        gone = self._missing_topics([*table.filters.topics, self.opts.dlq])
+        if gone:  # one more look: a metadata answer from a broker that is just starting up
+            time.sleep(1.0)
+            gone = self._missing_topics(gone)
+        if not gone:
+            return
+        owners = {t: sorted(fid for fid, r in table.routes.items() if r.topic == t) for t in gone}
+        what = "; ".join(
+            f"{t} (the router's dead-letter topic)"
+            if t == self.opts.dlq
+            else f"{t} (filter {', '.join(owners[t])})"
+            for t in gone
+        )
+        raise RouteError(
+            f"output topic deleted while routing: {what}. Every filter is stopped with it: the raw "
+            "offsets are shared, so no filter can go on without losing that one's events",
+            hint="recreate it (cdcrouter topics apply), or remove or disable the filter in "
+            "filters.yaml; then restart: routing resumes from the committed offsets",
+        )
 
     def _explained(self, err: KafkaError | None) -> bool:
         """Did the broker refuse records for good? Then the redo does not write them again: a topic
@@ -806,6 +852,8 @@ class Router:
         assert committer is not None
         try:
             undelivered = lane.deliver(self.opts.txn_call_timeout_s)
+            if undelivered > 0:  # a deleted output topic holds its records until they time out
+                self._stop_if_outputs_gone()
         except KafkaException as exc:  # fenced or fatal: its commit fails the same way and recovers
             log.warning("delivering %s: %s", lane.transactional_id, exc.args[0].str())
             undelivered = -1
