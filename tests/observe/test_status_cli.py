@@ -189,6 +189,19 @@ def test_a_recorded_flink_deployment_is_shown_and_marked_when_its_jobmanager_is_
             (state / name).parent.mkdir(exist_ok=True)
             shutil.copy(Path(stack.state_dir) / name, state / name)
     (state / "deploy" / "flink-routing.json").write_text(json.dumps({"name": "routing", "job_id": "x"}))
+    missing = f"{env.name}-never-created"  # a filter whose topic nobody created
+    env.filters_file.write_text(
+        env.filters_file.read_text()
+        + f"""  - id: vans
+    consumerId: fleet
+    outputTopic: {missing}
+    enabled: true
+    conditions:
+      - field: eventBody.entities[0].entityType
+        operator: equals
+        value: Van
+"""
+    )
     closed = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("CDCROUTER_FLINK__REST_URL", closed)
 
@@ -201,6 +214,10 @@ def test_a_recorded_flink_deployment_is_shown_and_marked_when_its_jobmanager_is_
         ("flink", "routing", "UNREACHABLE", False)
     ]
     assert [p["where"] for p in doc["problems"] if p["code"] == "job_not_running"] == ["flink:routing"]
+    # a missing filtered topic is marked, and keeps the keys of an existing one
+    assert [p["where"] for p in doc["problems"] if p["code"] == "topic_missing"] == [missing]
+    topics = {x["name"]: x for x in doc["filtered_topics"]}
+    assert topics[missing]["exists"] is False and set(topics[missing]) == set(topics[f"{env.name}-cars"])
     # a router metrics URL that does not answer is marked too
     assert [p["where"] for p in doc["problems"] if p["code"] == "router_metrics_unreachable"] == [
         f"{closed}/metrics"

@@ -220,7 +220,7 @@ def _filtered(
     consumer_groups: list[str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Per filter: events/s (records counted in the window); per filtered topic: its groups' lag."""
-    counted: dict[str, dict[str, int]] = {}
+    counted: dict[str, dict[str, int] | None] = {}  # None: too many to read, or no such topic
     windows = records.count_window(
         probe, decode, {x: first.bounds[x] for x in t.filtered_topics if x in first.bounds},
         {x: second.bounds[x] for x in t.filtered_topics if x in second.bounds},
@@ -228,14 +228,18 @@ def _filtered(
     topics = []
     for topic in t.filtered_topics:
         if topic not in second.bounds:
-            topics.append({"name": topic, "exists": False, "events_per_s": None, "groups": []})
+            topics.append(
+                {
+                    "name": topic, "exists": False, "end_offsets": {}, "events_per_s": None,
+                    "events_counted": False, "groups": [],
+                }
+            )  # fmt: skip
             continue
         counts = windows.get(topic)
-        exact = counts is not None
         end_delta = sum(e for _, e in second.bounds[topic].values()) - sum(
             e for _, e in first.bounds[topic].values()
         )
-        counted[topic] = dict(counts) if exact else {}
+        counted[topic] = dict(counts) if counts is not None else None
         groups = [
             _group(g, topic, first, second, describe, lag_of)
             for g in consumer_groups
@@ -247,8 +251,10 @@ def _filtered(
                 "name": topic,
                 "exists": True,
                 "end_offsets": {str(p): end for p, (_, end) in sorted(second.bounds[topic].items())},
-                "events_per_s": round((sum(counts.values()) if exact else end_delta) / window, 1),
-                "events_counted": exact,
+                "events_per_s": round(
+                    (sum(counts.values()) if counts is not None else end_delta) / window, 1
+                ),
+                "events_counted": counts is not None,
                 "groups": groups,
             }
         )
