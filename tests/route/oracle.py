@@ -273,6 +273,9 @@ class Oracle:
         """Ids of the enabled filters whose conditions are TRUE, in file order."""
         return [f["id"] for f in self.filters if self.filter_truth(f, event) is True]
 
+    def topic_of(self, filter_id: str) -> str:
+        return next(str(f["outputTopic"]) for f in self.filters if f["id"] == filter_id)
+
     def topics(self, event: dict[str, Any]) -> list[str]:
         return [f["outputTopic"] for f in self.filters if self.filter_truth(f, event) is True]
 

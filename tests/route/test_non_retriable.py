@@ -21,9 +21,9 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from cdcrouter.route.engine import Router, RouterOptions, RunStats
 from cdcrouter.route.events import encode_raw, event_key, make_event
-from cdcrouter.route.filterset import compile_filters_text
 from cdcrouter.topics import admin_client
 
+from .oracle import Oracle
 from .routekit import RouteEnv, delete_topics, read_topic, setup_env
 from .test_router import _actual as actual
 from .test_router import _expected as expected
@@ -67,10 +67,10 @@ def produce_raw(env: RouteEnv, records: list[tuple[bytes | None, bytes]]) -> Non
 
 def big_event(i: int, size: int, filters_text: str) -> dict[str, Any]:
     """An event that some filter matches, with one attribute of ``size`` bytes."""
-    cf = compile_filters_text(filters_text)
+    oracle = Oracle(filters_text)
     while True:
         event = make_event(i)
-        if cf.match(event):
+        if oracle.matching_ids(event):
             event["eventBody"]["entities"][0]["updatedAttributes"]["note"] = "x" * size
             return event
         i += 1
@@ -125,8 +125,8 @@ def test_a_record_larger_than_every_output_topic_is_dead_lettered_by_reference(e
     assert dead.value() is None  # 2 MB does not fit the DLQ either
     assert "larger than" in headers["cdcrouter.error"]
     assert "left out" in headers["cdcrouter.value.omitted"]
-    cf = compile_filters_text(env.filters_path.read_text())
-    assert headers["cdcrouter.filters"] == ",".join(sorted(cf.match(big)))
+    oracle = Oracle(env.filters_path.read_text())
+    assert headers["cdcrouter.filters"] == ",".join(sorted(oracle.matching_ids(big)))
     # the reference leads back to the record
     c = Consumer(env.kafka(**{"group.id": "unused", "fetch.max.bytes": 4_000_000}))
     tp = TopicPartition(
@@ -148,9 +148,9 @@ def test_a_record_the_broker_refuses_after_its_topic_limit_shrank_is_dead_letter
     running = Running(env, max_events=201)
     env.wait_committed(env.prefix + "g", 100)
     big = big_event(100, 600_000, env.filters_path.read_text())
-    cf = compile_filters_text(env.filters_path.read_text())
-    fids = sorted(cf.match(big))
-    shrunk = cf.routes[fids[0]].topic
+    oracle = Oracle(env.filters_path.read_text())
+    fids = sorted(oracle.matching_ids(big))
+    shrunk = oracle.topic_of(fids[0])
     set_config(env, shrunk, max_message_bytes="400000")
     big_value = encode_raw(big, env.raw_schema_id)
     produce_raw(env, [(event_key(big), big_value)])
@@ -161,7 +161,7 @@ def test_a_record_the_broker_refuses_after_its_topic_limit_shrank_is_dead_letter
     assert stats.consumed == 201 and stats.dead_lettered == 1
     want = expected(env, events)
     for fid in fids[1:]:  # the other filters still get it
-        want[cf.routes[fid].topic][big["eventHeader"]["uuid"]] += 1
+        want[oracle.topic_of(fid)][big["eventHeader"]["uuid"]] += 1
     assert actual(env) == want
     [dead] = read_topic(env.kafka(), env.dlq)
     headers = {k: v.decode() for k, v in dead.headers()}
@@ -176,13 +176,13 @@ def test_a_record_a_compacted_topic_refuses_is_dead_lettered_for_that_filter(env
     events = env.produce(0, 100)
     running = Running(env, max_events=201)
     env.wait_committed(env.prefix + "g", 100)
-    cf = compile_filters_text(env.filters_path.read_text())
+    oracle = Oracle(env.filters_path.read_text())
     keyless = make_event(100)
     keyless["eventHeader"]["eventName"] = "LoanCreated"
     keyless["eventBody"]["entities"] = []  # the router's key falls back to the raw key: none
-    fids = sorted(cf.match(keyless))
+    fids = sorted(oracle.matching_ids(keyless))
     assert fids, "the keyless event must match a filter"
-    compacted = cf.routes[fids[0]].topic
+    compacted = oracle.topic_of(fids[0])
     set_config(env, compacted, cleanup_policy="compact")
     value = encode_raw(keyless, env.raw_schema_id)
     produce_raw(env, [(None, value)])
@@ -194,7 +194,7 @@ def test_a_record_a_compacted_topic_refuses_is_dead_lettered_for_that_filter(env
     assert stats.consumed == 201 and stats.dead_lettered == 1
     want = expected(env, events)
     for fid in fids[1:]:
-        want[cf.routes[fid].topic][keyless["eventHeader"]["uuid"]] += 1
+        want[oracle.topic_of(fid)][keyless["eventHeader"]["uuid"]] += 1
     assert actual(env) == want
     [dead] = read_topic(env.kafka(), env.dlq)
     headers = {k: v.decode() for k, v in dead.headers()}
