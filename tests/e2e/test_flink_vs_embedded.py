@@ -11,6 +11,7 @@ extra, nothing doubled.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from cdcrouter.backends.flink_sql import generate_sql
 from cdcrouter.deploy.flink_target import FlinkDeployment, FlinkOptions
 from cdcrouter.filters import load_filters
 from cdcrouter.route.events import bench_filters_yaml, make_event
+from route.oracle import expected_routing  # tests/route: the oracle independent of the compiler
 
 from . import support as s
 
@@ -86,6 +88,11 @@ def test_flink_and_embedded_route_identically(flink_stack, unique_name, tmp_path
                 f"{e_topic} vs {f_topic}: {sum(missing.values())} only in embedded, "
                 f"{sum(extra.values())} only in Flink; first: {next(iter(missing or extra))[:400]}"
             )
+        # both engines come from one compiler: the oracle reads the YAML itself
+        oracle = expected_routing((tmp_path / "emb.yaml").read_text(), events, emb_topics)
+        for e_topic in emb_topics:
+            got = Counter(decode(v)["eventHeader"]["uuid"] for _, v in embedded[e_topic])
+            assert got == oracle[e_topic], f"{e_topic}: the engines agree, not with the oracle"
         assert want > len(events) // 2, f"the filters should route a good share of the events, got {want}"
         assert sum(1 for v in embedded.values() if v) >= len(emb_topics) - 2, "most topics get events"
     finally:
