@@ -9,7 +9,7 @@ from typing import Any
 WAL_DANGER = ("lost", "unreserved", "extended")
 
 
-def _p(code: str, where: str, message: str, hint: str) -> dict[str, str]:
+def problem(code: str, where: str, message: str, hint: str) -> dict[str, str]:
     return {"code": code, "where": where, "message": message, "hint": hint}
 
 
@@ -20,14 +20,16 @@ def problems_of(doc: dict[str, Any], unreachable_metrics: Sequence[str] = ()) ->
     raw = doc.get("raw_topic") or {}
     if raw and not raw.get("exists"):
         out.append(
-            _p("raw_topic_missing", raw["name"], "the raw topic does not exist", "cdcrouter topics apply")
+            problem(
+                "raw_topic_missing", raw["name"], "the raw topic does not exist", "cdcrouter topics apply"
+            )
         )
     router = raw.get("router_group")
     if router and _router_in_use(router, doc.get("jobs", [])):
         out += _lag("router", router, raw["name"], "start the router: cdcrouter run")
     for url in unreachable_metrics:
         out.append(
-            _p(
+            problem(
                 "router_metrics_unreachable",
                 url,
                 "a router's metrics endpoint does not answer",
@@ -37,14 +39,16 @@ def problems_of(doc: dict[str, Any], unreachable_metrics: Sequence[str] = ()) ->
     for topic in doc.get("filtered_topics", []):
         if not topic["exists"]:
             out.append(
-                _p("topic_missing", topic["name"], "filtered topic does not exist", "cdcrouter topics apply")
+                problem(
+                    "topic_missing", topic["name"], "filtered topic does not exist", "cdcrouter topics apply"
+                )
             )
         for group in topic["groups"]:
             out += _lag("consumer", group, topic["name"], "start or scale the consumer application")
     for dlq in doc.get("dead_letter_topics", []):
         if dlq["depth"]:
             out.append(
-                _p(
+                problem(
                     "dlq_not_empty",
                     dlq["name"],
                     f"{dlq['depth']} dead-lettered record(s) ({dlq['kind']})",
@@ -54,7 +58,7 @@ def problems_of(doc: dict[str, Any], unreachable_metrics: Sequence[str] = ()) ->
     for job in doc.get("jobs", []):
         if not job["ok"]:
             out.append(
-                _p(
+                problem(
                     "job_not_running",
                     f"{job['target']}:{job['name']}",
                     f"routing job is {job['state']}",
@@ -77,13 +81,13 @@ def _capture(cap: dict[str, Any] | None) -> list[dict[str, str]]:
         return []
     slot = cap["slot"]
     if not cap.get("slot_exists"):
-        return [_p("slot_missing", slot, "the replication slot does not exist", "cdcrouter capture run")]
+        return [problem("slot_missing", slot, "the replication slot does not exist", "cdcrouter capture run")]
     out = []
     if not cap.get("active"):
         growth = cap.get("retained_wal_growth_bytes")
         grew = f"; retained WAL grew {growth} bytes while sampled" if growth else ""
         out.append(
-            _p(
+            problem(
                 "slot_inactive",
                 slot,
                 f"no capture streams from the slot ({cap.get('retained_wal_bytes')} bytes retained{grew})",
@@ -98,7 +102,7 @@ def _capture(cap: dict[str, Any] | None) -> list[dict[str, str]]:
             "extended": "retained WAL is past max_wal_size: let capture catch up "
             "(and check max_slot_wal_keep_size)",
         }
-        out.append(_p(f"slot_wal_{wal}", slot, f"wal_status is {wal}", hints[wal]))
+        out.append(problem(f"slot_wal_{wal}", slot, f"wal_status is {wal}", hints[wal]))
     return out
 
 
@@ -106,7 +110,7 @@ def _lag(kind: str, group: dict[str, Any], topic: str, hint: str) -> list[dict[s
     where = f"{group['group']} on {topic}"
     if group["lag_growing"]:
         return [
-            _p(
+            problem(
                 f"{kind}_lag_growing",
                 where,
                 f"lag grew from {group['lag_before']} to {group['lag']} with no commit in the window",
@@ -114,5 +118,5 @@ def _lag(kind: str, group: dict[str, Any], topic: str, hint: str) -> list[dict[s
             )
         ]
     if group["stalled"]:
-        return [_p(f"{kind}_stalled", where, f"lag {group['lag']} and no commit in the window", hint)]
+        return [problem(f"{kind}_stalled", where, f"lag {group['lag']} and no commit in the window", hint)]
     return []

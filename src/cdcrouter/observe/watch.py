@@ -12,6 +12,7 @@ from typing import Any
 from cdcrouter.errors import CdcrouterError
 from cdcrouter.observe.collect import StatusOptions, collect_status
 from cdcrouter.observe.targets import Targets, resolve_targets
+from cdcrouter.observe.trend import LagTrend
 
 
 def _default(path: Path | None, name: str) -> Path | None:
@@ -84,11 +85,13 @@ def run_status(
             console.print(render_status(doc))
         return bool(doc["healthy"])
 
+    trend = LagTrend()
+
     def refresh() -> dict[str, Any]:
         """One view; a refresh that cannot be read (PostgreSQL restarting, Kafka away) is shown as
         such and the watch goes on: on call, the outage is exactly when the view is wanted."""
         try:
-            return collect_status(targets, conns, opts)
+            return trend.apply(collect_status(targets, conns, opts))
         except CdcrouterError as exc:
             time.sleep(interval)  # not a busy loop while the outage lasts
             return error_document(exc)
