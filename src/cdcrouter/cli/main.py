@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.bench_cmds",  # bench generate|match (other modules add theirs to the group)
     "cdcrouter.cli.deploy_cmds",  # deploy [--target], deploy status|stop|resume|delete|list
     "cdcrouter.cli.status_cmds",  # status: the whole pipeline for on-call
+    "cdcrouter.cli.dashboard_cmds",  # dashboard: the status view as a live web page
 )
 
 
