@@ -170,11 +170,13 @@ def register(app: typer.Typer) -> None:
         group: str = typer.Option(
             "cdcrouter-router", "--group", "-g", help="consumer group of all instances"
         ),
-        instance_id: str = typer.Option(
-            "0",
+        instance_id: str | None = typer.Option(
+            None,
             "--instance-id",
-            help="stable and unique per instance (its transactional.id)",
+            help="stable and unique per instance, its transactional.id (default: the host name, "
+            "which a Kubernetes StatefulSet keeps per pod)",
             envvar="CDCROUTER_INSTANCE_ID",
+            show_default=False,
         ),
         max_txn_ms: int = typer.Option(100, help="commit a transaction at least this often under load"),
         lanes: int = typer.Option(
@@ -201,6 +203,7 @@ def register(app: typer.Typer) -> None:
         import threading
 
         from cdcrouter.route.engine import Router, RouterOptions
+        from cdcrouter.route.instance import default_instance_id
 
         _logging(verbose)
         stop = threading.Event()
@@ -209,7 +212,7 @@ def register(app: typer.Typer) -> None:
         opts = RouterOptions(
             raw_topic=_raw_topic(raw_topic, pipeline),
             group_id=group,
-            instance_id=instance_id,
+            instance_id=instance_id or default_instance_id(),
             max_txn_ms=max_txn_ms,
             lanes=lanes,
             metrics_port=metrics_port,

@@ -35,6 +35,7 @@ from confluent_kafka.admin import AdminClient
 from cdcrouter.errors import CdcrouterError, RouteError
 from cdcrouter.route.codec import DecodeError, FilteredSchemas, RawDecoder
 from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
+from cdcrouter.route.instance import InstanceLock, default_instance_id
 from cdcrouter.route.lanes import Lane, StuckCall, TxnWork, is_fatal, retrying
 from cdcrouter.route.limits import (
     AUTH_ERRORS,
@@ -73,7 +74,10 @@ def dlq_topic_for(raw_topic: str) -> str:
 class RouterOptions:
     raw_topic: str = DEFAULT_RAW_TOPIC
     group_id: str = DEFAULT_GROUP
-    instance_id: str = "0"  # stable per instance: a restart with the same id fences its own zombie
+    # stable and unique per instance: a restart with the same id fences its own zombie at once. The
+    # host name is both for a Kubernetes StatefulSet pod (router-0, router-1, ...); two routers on
+    # one host with the same id are refused (see instance_lock)
+    instance_id: str = field(default_factory=default_instance_id)
     dlq_topic: str | None = None  # default: <raw>.router.dlq
     max_txn_ms: int = 100
     max_txn_events: int = 50_000
@@ -194,6 +198,7 @@ class Router:
         self._failures_in_row = 0
         self._refused_topics: dict[str, KafkaError] = {}  # unknown or not authorized, seen on delivery
         self._dlq_error: str | None = None  # the DLQ refused a dead letter
+        self._instance_lock: InstanceLock | None = None
         self._checked_topics = False  # run() found every topic: one missing later was deleted
 
     @property
@@ -372,6 +377,7 @@ class Router:
         stop = stop or threading.Event()
         started = time.monotonic()
         filters = compile_filters_file(self.path)  # bad filters fail before touching Kafka
+        self._instance_lock = InstanceLock.acquire(self.opts.group_id, self.opts.instance_id)
         try:
             if self._await_topics([self.opts.raw_topic], self.opts.topic_wait_s):
                 raise RouteError(
@@ -537,6 +543,9 @@ class Router:
             self._committer.shutdown(wait=False)
             self._committer = None
         self._registry.close()
+        if self._instance_lock is not None:
+            self._instance_lock.release()
+            self._instance_lock = None
 
     # ------------------------------------------------------------------ per record
 
