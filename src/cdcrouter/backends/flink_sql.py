@@ -51,9 +51,10 @@ from cdcrouter.ir.nodes import (
     TryCast,
 )
 from cdcrouter.ir.passes import drop_disabled, flatten_logic
+from cdcrouter.naming import DEFAULT_RAW_TOPIC
 
 TARGETS = ("flink", "confluent-cloud")
-RAW_TOPIC = "raw-business-events"
+RAW_TOPIC = DEFAULT_RAW_TOPIC
 RAW_TABLE = "raw_business_events"
 KEY_COLUMN = "kafka_key"
 PASSES = (drop_disabled, flatten_logic)

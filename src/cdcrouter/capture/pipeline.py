@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cdcrouter.consumer._dlq import CAPTURE_SUFFIX
 from cdcrouter.errors import ConfigError
+from cdcrouter.naming import DEFAULT_RAW_TOPIC
 
-DEFAULT_RAW_TOPIC = "raw-business-events"
 RAW_MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # rows with a few MB of text fit; Kafka's default is ~1 MB
 _IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")

@@ -48,8 +48,9 @@ from cdcrouter.ir.nodes import (
     RegexMatch,
     TryCast,
 )
+from cdcrouter.naming import DEFAULT_RAW_TOPIC
 
-RAW_TOPIC = "raw-business-events"
+RAW_TOPIC = DEFAULT_RAW_TOPIC
 OPERATORS = (
     "equals",
     "in",

@@ -33,6 +33,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 from cdcrouter.errors import CdcrouterError, RouteError
+from cdcrouter.naming import DEFAULT_RAW_TOPIC
+from cdcrouter.naming import router_dlq_topic as dlq_topic_for
 from cdcrouter.route.codec import DecodeError, FilteredSchemas, RawDecoder
 from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
 from cdcrouter.route.instance import InstanceLock, default_instance_id
@@ -55,7 +57,6 @@ __all__ = ["DEFAULT_GROUP", "DEFAULT_RAW_TOPIC", "Router", "RouterOptions", "dlq
 
 log = logging.getLogger("cdcrouter.route")
 
-DEFAULT_RAW_TOPIC = "raw-business-events"
 DEFAULT_GROUP = "cdcrouter-router"
 ERROR_HEADER = "cdcrouter.error"
 FILTERS_HEADER = "cdcrouter.filters"  # the filters a record could not be written for
@@ -63,11 +64,6 @@ OMITTED_HEADER = "cdcrouter.value.omitted"  # why a dead letter carries no value
 # Failures in a row, none of them followed by a commit or explained by a record it could dead-letter:
 # the router stops instead of aborting and redoing the same work for ever.
 MAX_FAILURES_IN_ROW = 10
-
-
-def dlq_topic_for(raw_topic: str) -> str:
-    """The router's dead-letter topic for undecodable raw records."""
-    return f"{raw_topic}.router.dlq"
 
 
 @dataclass

@@ -46,7 +46,7 @@ def topics_for(
 ) -> list[TopicSpec]:
     """Desired topics: the raw topic (settings from pipeline.yaml if given) and every filter's topic."""
     from cdcrouter.filters import load_filters, load_filters_text
-    from cdcrouter.route.engine import DEFAULT_RAW_TOPIC
+    from cdcrouter.naming import DEFAULT_RAW_TOPIC
 
     filtered: dict[str, set[str]] = {}
     if filters_text is not None or filters_path is not None:

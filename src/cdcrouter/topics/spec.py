@@ -55,7 +55,7 @@ def desired_topics(
         consumer_dlqs: also declare ``<topic>.<consumer>.dlq`` for the consumer SDK.
     """
     from cdcrouter.capture.pipeline import RAW_MAX_MESSAGE_BYTES
-    from cdcrouter.route.engine import dlq_topic_for
+    from cdcrouter.naming import router_dlq_topic
 
     d = defaults or TopicDefaults()
     specs = [
@@ -70,7 +70,7 @@ def desired_topics(
             "raw",
         ),
         TopicSpec(
-            dlq_topic_for(raw_topic),
+            router_dlq_topic(raw_topic),
             1,
             d.replication_factor,
             {"retention.ms": str(d.dlq_retention_ms)},
