@@ -229,6 +229,7 @@ class _Plan:
     keys: list[str]
     key_pos: tuple[int, ...]
     shape: TableShape
+    unique: bool  # the keys are the primary key: no two rows share them, none is NULL
 
 
 @dataclass
@@ -338,12 +339,24 @@ class SnapshotRunner:
             return self._finish()
         plan = self._plan(snap.table)
         try:
-            seen, rows = self._read(plan, snap, chunk_rows)
+            problem = None if snap.started_ms or plan.unique else self._key_problem(plan, snap)
+            if problem is None:
+                seen, rows = self._read(plan, snap, chunk_rows)
         except psycopg.OperationalError:
             self._drop_connection()
             raise
         except psycopg.Error as exc:  # a bad --where, a dropped column: reported, not retried
             self.say(f"snapshot {snap.id} of {snap.table} given up: {str(exc).strip().splitlines()[0]}")
+            return self._finish()
+        if problem is not None:
+            why = f"snapshot of {snap.table} cannot be chunked: {problem}"
+            if snap.id in ("initial", "added"):
+                raise CaptureError(
+                    why,
+                    hint=f"add a PRIMARY KEY to {snap.table} (or make tables.{snap.table}.entity_id unique "
+                    f"and NOT NULL), or set replication.snapshot: never",
+                )
+            self.say(f"snapshot {snap.id} given up: {why}")
             return self._finish()
         if self._misses_streamed(seen):
             self.rereads += 1  # a commit not yet visible to new snapshots: read it again shortly
@@ -486,9 +499,41 @@ class SnapshotRunner:
             keys = list(info.primary_key or source.id_columns(p, info))
             select = cols + [k for k in keys if k not in cols]
             plan = self._plans[table] = _Plan(
-                cols, select, keys, tuple(select.index(k) for k in keys), self.shape_of(table)
+                cols,
+                select,
+                keys,
+                tuple(select.index(k) for k in keys),
+                self.shape_of(table),
+                bool(info.primary_key),
             )
         return plan
+
+    def _key_problem(self, plan: _Plan, snap: TableSnapshot) -> str | None:
+        """Why keyset chunks would lose rows of a table without a primary key: a key shared by two
+        rows (a chunk boundary or the chunk's key map drops one) or a NULL key (never after any)."""
+        keys = sql.SQL(", ").join(map(sql.Identifier, plan.keys))
+        table = sql.SQL("{}.{}").format(sql.Identifier(self.pipeline.schema), sql.Identifier(snap.table))
+        where = self._filters(snap) or [sql.SQL("true")]
+        cond = sql.SQL(" AND ").join(where)
+        any_null = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(k)) for k in plan.keys)
+        conn = self._connection()
+        shared = conn.execute(
+            sql.SQL("SELECT row({})::text FROM {} WHERE {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
+                keys, table, cond, keys
+            )
+        ).fetchone()
+        if shared:
+            return f"{', '.join(plan.keys)} is not unique ({shared[0]} is on more than one row)"
+        nulls = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE ({}) AND ({})").format(table, cond, any_null)
+        ).fetchone()
+        if nulls and nulls[0]:
+            return f"{nulls[0]} rows have a NULL in {', '.join(plan.keys)}"
+        return None
+
+    def _filters(self, snap: TableSnapshot) -> list[sql.Composable]:
+        extras = (self.pipeline.tables[snap.table].row_filter, snap.where)
+        return [sql.SQL("({})").format(sql.SQL(e)) for e in extras if e]  # type: ignore[arg-type]
 
     def _query(self, plan: _Plan, snap: TableSnapshot, limit: int) -> sql.Composed:
         p = self.pipeline
@@ -498,9 +543,7 @@ class SnapshotRunner:
             conds.append(
                 sql.SQL("({}) > ({})").format(keys, sql.SQL(", ").join(map(sql.Literal, snap.after)))
             )
-        for extra in (p.tables[snap.table].row_filter, snap.where):
-            if extra:
-                conds.append(sql.SQL("({})").format(sql.SQL(extra)))  # type: ignore[arg-type]
+        conds += self._filters(snap)
         return sql.SQL("COPY (SELECT {} FROM {}.{} WHERE {} ORDER BY {} LIMIT {}) TO STDOUT").format(
             sql.SQL(", ").join(map(sql.Identifier, plan.select)),
             sql.Identifier(p.schema),
