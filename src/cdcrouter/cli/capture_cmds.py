@@ -106,8 +106,9 @@ def register(app: typer.Typer) -> None:
 
         from cdcrouter.capture import CaptureEngine
         from cdcrouter.errors import CaptureError
+        from cdcrouter.observe import logs
 
-        logging.basicConfig(level=logging.WARNING)
+        logs.configure(level=logging.WARNING)
         p, conns = _load(pipeline, config)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,7 +120,7 @@ def register(app: typer.Typer) -> None:
             if bar is not None:
                 bar.console.print(f"capture: {line}", markup=False, highlight=False)
             else:
-                typer.echo(f"capture: {line}", err=True)
+                logs.progress("capture", line)  # "capture: ..." as text, a JSON record with --log-format json
 
         say(f"{conns.postgres.redacted()} -> {conns.kafka.bootstrap_servers} topic {p.raw_topic.name}")
         engine = CaptureEngine(

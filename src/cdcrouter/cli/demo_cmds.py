@@ -32,11 +32,13 @@ def register(app: typer.Typer) -> None:
 
         from cdcrouter.demo.report import print_summary
         from cdcrouter.demo.runner import DEMO_SERVICES, DemoOptions, run_demo
+        from cdcrouter.observe import logs
         from cdcrouter.stack.manager import Stack
 
-        logging.basicConfig(
-            level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s"
-        )
+        level = logging.INFO if verbose else logging.WARNING
+        logs.configure(level=level, text_format="%(name)s: %(message)s")
+        if not verbose:  # librdkafka's transient warnings (coordinator loading, ...) are not the demo's news
+            logging.getLogger(logs.KAFKA_LOGGER).setLevel(logging.ERROR)
         console = Console(stderr=False)
         stack = Stack(state_dir)
         console.rule("[bold]cdcrouter demo")

@@ -8,12 +8,16 @@ for user mistakes).
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
 from cdcrouter import __version__
 from cdcrouter.errors import CdcrouterError
+from cdcrouter.observe import logs
 
 # Modules that add commands to the app. Keep each concern in its own module.
 COMMAND_MODULES = (
@@ -30,6 +34,11 @@ COMMAND_MODULES = (
 )
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="cdcrouter",
@@ -40,8 +49,19 @@ def build_app() -> typer.Typer:
     )
 
     @app.callback()
-    def _root() -> None:
+    def _root(
+        log_format: Annotated[
+            LogFormat,
+            typer.Option(
+                "--log-format",
+                envvar=logs.LOG_FORMAT_ENV,
+                case_sensitive=False,
+                help="Log lines on stderr: text, or json (one object per line, for log collectors).",
+            ),
+        ] = LogFormat.text,
+    ) -> None:
         """Stream PostgreSQL changes to Kafka as business events and route them by YAML rules."""
+        logs.configure(log_format.value)
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
@@ -60,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="cdcrouter")  # standalone: usage errors exit 2 with a message
     except CdcrouterError as exc:
-        typer.echo(exc.render(), err=True)
+        if logs.current_format() == "json":  # a log collector gets the failure as one more record
+            logging.getLogger("cdcrouter").error(exc.message, extra={"hint": exc.hint})
+        else:
+            typer.echo(exc.render(), err=True)
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

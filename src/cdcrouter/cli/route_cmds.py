@@ -24,11 +24,9 @@ ConfigOpt = typer.Option(None, "--config", help="cdcrouter.yaml with a connectio
 
 
 def _logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from cdcrouter.observe import logs
+
+    logs.configure(level=logging.DEBUG if verbose else logging.INFO)  # the format: --log-format
 
 
 def _raw_topic(raw_topic: str | None, pipeline: Path | None) -> str:

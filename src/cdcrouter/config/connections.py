@@ -12,6 +12,7 @@ Secrets are ``SecretStr``: they never appear in ``repr``, logs or generated file
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdcrouter.errors import ConfigError
+from cdcrouter.observe.logs import KAFKA_LOGGER
 
 DEFAULT_STATE_DIR = ".cdcrouter"
 DEFAULT_CONFIG_FILE = "cdcrouter.yaml"
@@ -45,11 +47,17 @@ class KafkaSettings(_Section):
     client_id: str = "cdcrouter"
 
     def to_librdkafka(self) -> dict[str, Any]:
-        """The librdkafka settings for confluent-kafka clients (secrets revealed only here)."""
+        """The librdkafka settings for confluent-kafka clients (secrets revealed only here).
+
+        ``logger`` sends librdkafka's own log lines through Python logging (level mapped from
+        syslog's) instead of raw ``%N|...`` lines on stderr; it is a Python object, so this dict
+        is for confluent-kafka clients only, never for a generated file.
+        """
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,
+            "logger": logging.getLogger(KAFKA_LOGGER),
         }
         optional = {
             "sasl.mechanism": self.sasl_mechanism,

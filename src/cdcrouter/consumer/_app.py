@@ -33,6 +33,7 @@ from cdcrouter.consumer._errors import ConsumerError, DecodeError, HandlerFailed
 from cdcrouter.consumer._event import Event, Origin
 from cdcrouter.consumer._serde import RegistryClient, decode
 from cdcrouter.consumer._store import IdempotencyStore
+from cdcrouter.observe import logs
 from cdcrouter.observe.endpoint import Heartbeat
 
 log = logging.getLogger("cdcrouter.consumer")
@@ -239,6 +240,7 @@ class ConsumerApp:
             raise ConsumerError(
                 f"{self.name}: no handlers registered", hint="decorate one with @app.on(topic)"
             )
+        logs.configure_if_unset()  # CDCROUTER_LOG_FORMAT=json works for a script's app.run() too
         self._stop.clear()
         restore = self._install_signals()
         try:
