@@ -179,3 +179,50 @@ def _lag_zero(port: int, raw: str) -> bool:
     lags = [v for (name, ls), v in samples.items() if name == "cdcrouter_route_lag" and ("topic", raw) in ls]
     # the raw topic has 2 partitions, both owned by the one router; commit markers count as an offset
     return len(lags) == 2 and all(v <= 1 for v in lags)
+
+
+def test_router_lag_is_reported_by_the_owner_of_each_partition_only(status_env: StatusEnv) -> None:
+    """Two routers split the raw topic's 2 partitions: each reports the lag of its own; when one
+    stops, the other takes both and the leaver's gauges went with its partitions."""
+    env = status_env
+    from cdcrouter.route.engine import Router, RouterOptions
+
+    routers = {}
+    for instance in ("a", "b"):
+        opts = RouterOptions(raw_topic=env.raw, group_id=env.group, instance_id=f"{env.name}-{instance}")
+        router = Router(env.filters_file, env.conns, opts)
+        router.metrics.serve(0)
+        routers[instance] = router
+        env._start(f"router-{instance}", router.run, lambda: True)
+    ports = {i: r.metrics.server.port for i, r in routers.items()}
+
+    def lag_partitions(instance: str) -> set[str]:
+        samples = _scrape(ports[instance])
+        return {
+            dict(labels)["partition"]
+            for (name, labels), _ in samples.items()
+            if name == "cdcrouter_route_lag" and ("topic", env.raw) in labels
+        }
+
+    try:
+        env.start_capture()
+        env.insert_cars(2)  # maybe all in one partition: an empty one is reported as lag 0
+        _wait(
+            "each router reports its own partition",
+            lambda: (
+                len(routers["a"].assigned) == len(routers["b"].assigned) == 1
+                and lag_partitions("a") == {str(p) for _, p in routers["a"].assigned}
+                and lag_partitions("b") == {str(p) for _, p in routers["b"].assigned}
+            ),
+            timeout=90,
+        )
+        assert lag_partitions("a") | lag_partitions("b") == {"0", "1"}
+
+        env.halt("router-b")
+        _wait("router a owns both", lambda: len(routers["a"].assigned) == 2, timeout=90)
+        env.insert_cars(2)
+        _wait("router a reports both", lambda: lag_partitions("a") == {"0", "1"})
+        assert lag_partitions("b") == set()  # revoked when it left: no stale gauge
+    finally:
+        for router in routers.values():
+            router.metrics.close()

@@ -508,11 +508,15 @@ class Router:
             return
         for tp in positions:
             try:
-                _low, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
+                low, high = consumer.get_watermark_offsets(tp, cached=True) or (-1, -1)
             except KafkaException:
                 continue  # no fetch response yet for this partition
-            if high >= 0 and tp.offset >= 0:
+            if high < 0:
+                continue
+            if tp.offset >= 0:
                 self.metrics.lag(tp.topic, tp.partition, max(0, high - tp.offset))
+            elif low == high:  # nothing consumed yet because the partition is empty: nothing to do
+                self.metrics.lag(tp.topic, tp.partition, 0)
 
     def _close(self) -> None:
         try:
@@ -1103,6 +1107,8 @@ class Router:
         if self._inflight or any(lane.in_txn for lane in self._lanes):
             self._fail("partitions lost", rewind=False)
         self.assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        for tp in partitions:  # their new owner reports their lag
+            self.metrics.lag(tp.topic, tp.partition, None)
         self.metrics.health.set(False, "lost its partitions (session timed out); rejoining the group")
 
     # ------------------------------------------------------------------ reload
