@@ -4,7 +4,7 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const COLUMNS = ["Tables", "Capture", "Raw topic", "Filters", "Filtered topics", "Consumer groups"];
-const COL_W = 200, COL_GAP = 28, LINE_H = 16, TOP = 40, GAP = 14, LEFT = 16;
+const COL_W = 212, COL_GAP = 22, LINE_H = 16, TOP = 40, GAP = 14, LEFT = 16;
 let pollSeconds = 3;
 let tables = [];
 
@@ -20,7 +20,8 @@ function num(v, unit) {
   return `${v}${unit || ""}`;
 }
 
-function clip(s, n) { return s.length > n ? s.slice(0, n - 1) + "…" : s; }
+// Names often share a long prefix (one pipeline's topics): keep the start and the telling end.
+function clip(s, n) { return s.length > n ? s.slice(0, 8) + "…" + s.slice(s.length - (n - 9)) : s; }
 
 // Which drawn things a problem is about (its `where`, as health.py writes it).
 function badSet(doc) {
@@ -51,7 +52,8 @@ function buildNodes(doc) {
     capNode = add({ id: "capture", col: 1, title: "capture", lines, bad: bad.has(cap.slot),
                     attrs: { "data-rate": cap.kafka ? cap.kafka.events_per_s : "" } });
     for (const t of tables) {
-      edges.push([add({ id: "table:" + t, col: 0, title: t, lines: [], bad: false }).id, capNode.id]);
+      const name = t.slice(t.indexOf(".") + 1);  // schema.table: the schema is the pipeline's
+      edges.push([add({ id: "table:" + t, col: 0, title: name, lines: [], bad: false }).id, capNode.id]);
     }
   }
   const rawNode = add({
@@ -141,16 +143,17 @@ function drawTopology(doc) {
     for (const [k, v] of Object.entries(n.attrs || {})) g.setAttribute(k, v);
     g.appendChild(el("title", {}, [n.title, ...n.lines].join("\n")));
     g.appendChild(el("rect", { x: n.x, y: n.y, width: n.w, height: n.h, rx: 6 }));
-    g.appendChild(el("text", { x: n.x + 8, y: n.y + 16, class: "title" }, (n.bad ? "⚠ " : "") + clip(n.title, 28)));
-    n.lines.forEach((line, i) => g.appendChild(el("text", { x: n.x + 8, y: n.y + 16 + LINE_H * (i + 1) }, clip(line, 30))));
+    g.appendChild(el("text", { x: n.x + 8, y: n.y + 16, class: "title" }, (n.bad ? "⚠ " : "") + clip(n.title, n.bad ? 25 : 27)));
+    n.lines.forEach((line, i) => g.appendChild(el("text", { x: n.x + 8, y: n.y + 16 + LINE_H * (i + 1) }, clip(line, 32))));
     svg.appendChild(g);
   }
   document.getElementById("topology").replaceChildren(svg);
 }
 
-function row(cells, cls) {
+function row(cells, cls, attrs) {
   const tr = document.createElement("tr");
   if (cls) tr.className = cls;
+  for (const [k, v] of Object.entries(attrs || {})) tr.setAttribute(k, v ?? "");
   for (const [text, numeric] of cells) {
     const td = document.createElement("td");
     td.textContent = text;
@@ -163,7 +166,7 @@ function row(cells, cls) {
 function drawTables(doc) {
   document.querySelector("#latency tbody").replaceChildren(...doc.latency.map((l) => row([
     [l.filter_id], [l.topic], [num(l.p50_ms), true], [num(l.p99_ms), true], [num(l.max_ms), true], [l.samples, true],
-  ])));
+  ], "", { "data-route": l.filter_id, "data-p50": l.p50_ms, "data-p99": l.p99_ms, "data-samples": l.samples })));
   const bad = badSet(doc);
   document.querySelector("#dlqs tbody").replaceChildren(...doc.dead_letter_topics.map((d) => row(
     [[d.name], [d.kind], [d.exists ? d.depth : "no topic", true]], bad.has(d.name) ? "bad" : "",
