@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,21 +18,26 @@ import httpx
 
 
 @contextlib.contextmanager
-def dashboard(state_dir: Path, *args: str) -> Iterator[str]:
-    """The running dashboard's base URL; its output is shown if it dies or does not start."""
+def dashboard(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The running dashboard's base URL; its output is shown if it dies or does not start.
+    ``env``: variables to set for it (e.g. a connection that points nowhere)."""
     cmd = [sys.executable, "-m", "cdcrouter.cli.main", "dashboard", "--port", "0"]
     cmd += ["--state-dir", str(state_dir)]
     proc = subprocess.Popen(
         [*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )  # fmt: skip
+    output: list[str] = []  # read all along: a full pipe would block the server
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the first line names the URL (or is the error)
-        match = re.search(r"on (http://\S+/)", line)
-        assert match, f"dashboard did not start: {line}{_rest(proc)}"
+        deadline = time.monotonic() + 60
+        while not (match := re.search(r"dashboard on (http://\S+/)", "".join(output))):
+            assert proc.poll() is None or reader.is_alive(), f"dashboard did not start: {''.join(output)}"
+            assert time.monotonic() < deadline, f"no URL from the dashboard in 60 s: {''.join(output)}"
+            time.sleep(0.05)
         yield match.group(1)
-        assert proc.poll() is None, f"dashboard exited with {proc.returncode}: {proc.stdout.read()}"
+        assert proc.poll() is None, f"dashboard exited with {proc.returncode}: {''.join(output)}"
     finally:
         proc.terminate()
         try:
@@ -53,8 +59,3 @@ def status_until(url: str, ok: Any, timeout: float = 90.0) -> dict[str, Any]:
                 return doc
         assert time.monotonic() < deadline, f"/api/status never matched in {timeout} s; last: {doc}"
         time.sleep(0.5)
-
-
-def _rest(proc: subprocess.Popen[str]) -> str:
-    """What a process that exited still had to say."""
-    return proc.stdout.read() if proc.stdout is not None and proc.poll() is not None else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from .dashboardkit import dashboard, status_until
-from .statuskit import StatusEnv
+from .statuskit import StatusEnv, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry")]
 
@@ -145,3 +146,30 @@ def test_the_page_draws_the_running_pipeline(
     for row in routes.values():
         assert int(row["data-samples"]) > 0 and 0 <= float(row["data-p50"]) <= float(row["data-p99"]) < 60_000
         assert f"{row['data-p50']} {row['data-p99']}" in " ".join(row["text"]), row  # shown, not only carried
+
+
+def test_the_page_says_when_the_pipeline_cannot_be_read(
+    chromium: str, stack: Any, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """PostgreSQL does not answer (the connection points at a closed port): the server stays up,
+    /api/status is the error document ``status --watch`` prints, refreshed, and the page says why."""
+    name = unique_name("dash-down").replace("-", "_")
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        f"raw_topic: {{name: raw-{name}}}\nreplication: {{slot: s_{name}, publication: p_{name}}}\n"
+        "tables: {car_entities: {entity_type: Car}}\n"
+    )
+    down = {"CDCROUTER_POSTGRES__PORT": str(free_port())}
+    args = ["--pipeline", str(pipeline), "--interval", "0.3", "--refresh", "0.5"]
+    with dashboard(stack.state_dir, *args, env=down) as url:
+        first = status_until(url, lambda d: "error" in d)
+        second = status_until(url, lambda d: d["generated_at"] != first["generated_at"])  # it goes on
+        dom = browse(chromium, url, tmp_path / "profile", "--dump-dom")
+    for doc in (first, second):
+        assert sorted(doc) == ["error", "generated_at", "healthy", "version"] and doc["healthy"] is False
+        assert "PostgreSQL" in doc["error"]["message"], doc
+    page = Page()
+    page.feed(dom)
+    text = " ".join(page.text)
+    assert "cannot read the pipeline" in text and "PostgreSQL" in text and "unhealthy" in text
+    assert '<section id="error">' in dom  # shown, not hidden
