@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import NewTopic
+
+from .statuskit import StatusEnv
 
 SECRET = "s3cr3t-h11-Pa55word"
 RAW_LIBRDKAFKA = re.compile(r"^%\d\|")  # librdkafka's own stderr format: %<level>|<time>|<fac>|...
@@ -147,3 +150,44 @@ def test_secrets_are_masked_in_messages_extras_and_exceptions() -> None:
     assert records[0]["message"] == "connecting with host=db password=*** user=x"
     assert records[1]["url"] == "https://bob:***@registry.example"
     assert "RuntimeError: auth failed for env secret ***" in records[2]["exception"]
+
+
+def test_capture_and_router_log_only_json_through_a_real_pipeline(
+    status_env: StatusEnv, tmp_path: Path
+) -> None:
+    """`capture run` and `run` (the router) with --log-format json while rows flow end to end."""
+    env = status_env
+    proc_env = _sasl_env(
+        CDCROUTER_KAFKA__BOOTSTRAP_SERVERS=env.conns.kafka.bootstrap_servers,
+        CDCROUTER_REGISTRY__URL=env.conns.registry.url,
+    )
+    base = [sys.executable, "-m", "cdcrouter.cli.main", "--log-format", "json"]
+    commands = {
+        "capture": [*base, "capture", "run", "--pipeline", str(env.pipeline_file)],
+        "router": [
+            *[*base, "run", "--filters", str(env.filters_file), "--raw-topic", env.raw],
+            *["--group", env.group, "--instance-id", env.name, "--no-reload"],
+        ],
+    }
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, cmd in commands.items():
+            with (tmp_path / f"{name}.err").open("wb") as err:
+                procs[name] = subprocess.Popen(cmd, env=proc_env, stdout=subprocess.DEVNULL, stderr=err)
+        env.insert_cars(3)
+        env.wait_count(f"{env.name}-cars", 3, timeout=120)
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        codes = {name: proc.wait(timeout=60) for name, proc in procs.items()}
+    stderr = {name: (tmp_path / f"{name}.err").read_text() for name in commands}
+    assert codes == {"capture": 0, "router": 0}, stderr
+    for name, text in stderr.items():
+        assert SECRET not in text, name
+        records = _json_lines(text)
+        assert any(r["logger"].endswith(".kafka") and "CONFWARN" in r["message"] for r in records), text
+    capture = _json_lines(stderr["capture"])
+    assert any(r["logger"] == "cdcrouter.capture" and r["message"].startswith("stopped:") for r in capture)
+    router = _json_lines(stderr["router"])
+    stopped = [r for r in router if r["logger"] == "cdcrouter.route" and r["message"] == "stopped"]
+    assert len(stopped) == 1 and stopped[0]["matched"]["cars"] == 3, stderr["router"]  # the closing numbers

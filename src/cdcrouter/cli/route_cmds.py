@@ -6,7 +6,6 @@ and ``cdcrouter.route``.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -200,6 +199,7 @@ def register(app: typer.Typer) -> None:
         import signal
         import threading
 
+        from cdcrouter.observe import logs
         from cdcrouter.route.engine import Router, RouterOptions
         from cdcrouter.route.instance import default_instance_id
 
@@ -218,7 +218,7 @@ def register(app: typer.Typer) -> None:
             reload=not no_reload,
         )
         stats = Router(filters, _conns(config), opts).run(stop, max_events=max_events)
-        typer.echo(json.dumps(stats.__dict__), err=True)
+        logs.summary("route", "stopped", stats.__dict__)  # the same JSON line as text; a record in json
 
     @app.command("replay")
     def replay_cmd(

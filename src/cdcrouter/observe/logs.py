@@ -176,8 +176,23 @@ def progress(name: str, line: str) -> None:
     if current_format() != "json":
         print(f"{name}: {line}", file=sys.stderr, flush=True)
         return
+    _emit(name, line, {})
+
+
+def summary(name: str, message: str, fields: dict[str, Any]) -> None:
+    """A command's closing numbers: ``fields`` as one JSON line as text, else a record carrying them."""
+    if current_format() != "json":
+        print(json.dumps(fields), file=sys.stderr, flush=True)
+        return
+    _emit(name, message, fields)
+
+
+def _emit(name: str, message: str, fields: dict[str, Any]) -> None:
+    """An INFO record of ``cdcrouter.<name>`` straight to the handler, past the logger's level."""
     logger = logging.getLogger(f"cdcrouter.{name}")
-    record = logger.makeRecord(logger.name, logging.INFO, "(progress)", 0, line, (), None)
+    record = logger.makeRecord(logger.name, logging.INFO, "(progress)", 0, message, (), None)
+    for key, value in fields.items():  # a field named like a record attribute keeps a trailing _
+        setattr(record, f"{key}_" if key in record.__dict__ else key, value)
     handler = _ours()
     if handler is None:
         configure()
