@@ -173,3 +173,45 @@ def test_the_page_says_when_the_pipeline_cannot_be_read(
     text = " ".join(page.text)
     assert "cannot read the pipeline" in text and "PostgreSQL" in text and "unhealthy" in text
     assert '<section id="error">' in dom  # shown, not hidden
+
+
+def test_a_lost_routing_job_and_a_missing_topic_are_drawn_red(
+    status_env: StatusEnv, chromium: str, stack: Any, tmp_path: Path
+) -> None:
+    """Routing on Flink whose JobManager does not answer, and a filter whose topic nobody created:
+    both are problems of the status document and both nodes are drawn red; the rest is not."""
+    import json
+
+    env = status_env
+    state = tmp_path / "state"  # the running stack's endpoints, plus one recorded Flink deployment
+    (state / "deploy").mkdir(parents=True)
+    for name in ("endpoints.json", "secrets/postgres-password"):
+        if (Path(stack.state_dir) / name).is_file():
+            (state / name).parent.mkdir(exist_ok=True)
+            shutil.copy(Path(stack.state_dir) / name, state / name)
+    (state / "deploy" / "flink-routing.json").write_text(json.dumps({"name": "routing", "job_id": "x"}))
+    missing = f"{env.name}-never-created"
+    env.filters_file.write_text(
+        env.filters_file.read_text()
+        + f"  - {{id: vans, consumerId: fleet, outputTopic: {missing}, enabled: true, conditions: "
+        "[{field: 'eventBody.entities[0].entityType', operator: equals, value: Van}]}\n"
+    )
+    closed = {"CDCROUTER_FLINK__REST_URL": f"http://127.0.0.1:{free_port()}"}
+    args = ["--raw-topic", env.raw, "--filters", str(env.filters_file), "--interval", "0.5"]
+    with dashboard(state, *args, env=closed) as url:
+        doc = status_until(url, lambda d: "problems" in d)
+        dom = browse(chromium, url, tmp_path / "profile", "--dump-dom")
+    # the oracle for what is wrong: the status document's problems (checked against the world by
+    # test_status_cli's test of the same set-up)
+    assert {(p["code"], p["where"]) for p in doc["problems"]} == {
+        ("job_not_running", "flink:routing"),
+        ("topic_missing", missing),
+    }
+    page = Page()
+    page.feed(dom)
+    nodes = page.found["g"]
+    red = {k for k, n in nodes.items() if "bad" in n["class"].split()}
+    assert red == {"job:flink:routing", f"topic:{missing}"}, red
+    assert "job UNREACHABLE" in "".join(nodes["job:flink:routing"]["text"])
+    assert "TOPIC MISSING" in "".join(nodes[f"topic:{missing}"]["text"])
+    assert {f"topic:{t}" for t in env.topics} <= set(nodes)  # the healthy ones are drawn too

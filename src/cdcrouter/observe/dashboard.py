@@ -41,9 +41,12 @@ class StatusFeed:
     number of open pages cost one collection at a time, and a poll never waits a sampling window
     (except for the very first document)."""
 
-    def __init__(self, collect: Callable[[], dict[str, Any]], pause_s: float) -> None:
+    def __init__(
+        self, collect: Callable[[], dict[str, Any]], pause_s: float, idle_after_s: float = IDLE_AFTER_S
+    ) -> None:
         self._collect = collect
         self._pause_s = pause_s
+        self._idle_after_s = idle_after_s
         self._doc: dict[str, Any] | None = None
         self._cond = threading.Condition()
         self._wanted_at = time.monotonic()
@@ -71,7 +74,7 @@ class StatusFeed:
         while not self._stop.is_set():
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._stop.is_set() or time.monotonic() - self._wanted_at < IDLE_AFTER_S
+                    lambda: self._stop.is_set() or time.monotonic() - self._wanted_at < self._idle_after_s
                 )
             if self._stop.is_set():
                 return

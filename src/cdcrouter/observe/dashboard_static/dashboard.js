@@ -71,6 +71,13 @@ function buildNodes(doc) {
   }
   for (const d of dlqs.filter((d) => d.kind === "router")) edges.push([rawNode.id, dlqNode(d, 2).id, "dlq"]);
 
+  for (const j of doc.jobs || []) {  // routing on Flink / Confluent Cloud: the job routes
+    const where = `${j.target}:${j.name}`;
+    edges.push([rawNode.id, add({
+      id: "job:" + where, col: 3, kind: "job", title: where, lines: [`job ${j.state}`],
+      bad: bad.has(where), attrs: { "data-job": where },
+    }).id]);
+  }
   for (const f of doc.filters) {
     const n = add({
       id: "filter:" + f.id, col: 3, title: f.id,
