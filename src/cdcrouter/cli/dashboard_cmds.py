@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from cdcrouter.cli.filters_cmds import Target as DeployTarget
+
 
 def register(app: typer.Typer) -> None:
     """Add ``dashboard`` to ``app``."""
@@ -32,6 +34,12 @@ def register(app: typer.Typer) -> None:
         router_metrics: Annotated[
             list[str] | None, typer.Option(help="a router's metrics URL, repeatable (as for status)")
         ] = None,
+        deploy_target: Annotated[
+            DeployTarget | None, typer.Option(help="routing job to show (as for status)")
+        ] = None,
+        deploy_name: Annotated[
+            str | None, typer.Option(envvar="CDCROUTER_DEPLOY_NAME", help="deployment name (as for status)")
+        ] = None,
         host: Annotated[str, typer.Option(help="address to serve on (0.0.0.0: all)")] = "127.0.0.1",
         port: Annotated[int, typer.Option(min=0, max=65535, help="0 picks a free port")] = 8470,
         interval: Annotated[float, typer.Option(min=0.2, help="status sampling window, seconds")] = 2.0,
@@ -48,6 +56,8 @@ def register(app: typer.Typer) -> None:
             interval_s=interval,
             state_dir=Path(state_dir or os.environ.get("CDCROUTER_STATE_DIR", DEFAULT_STATE_DIR)),
             router_metrics=tuple(router_metrics or ()),
+            deploy_target=deploy_target.value if deploy_target else None,
+            deploy_name=deploy_name,
         )
         feed = StatusFeed(lambda: collect_status(targets, conns, opts), pause_s=refresh)
         server = Dashboard(feed, topology_of(targets, refresh), host, port)
