@@ -191,3 +191,16 @@ def test_capture_and_router_log_only_json_through_a_real_pipeline(
     router = _json_lines(stderr["router"])
     stopped = [r for r in router if r["logger"] == "cdcrouter.route" and r["message"] == "stopped"]
     assert len(stopped) == 1 and stopped[0]["matched"]["cars"] == 3, stderr["router"]  # the closing numbers
+
+
+def test_main_in_process_leaves_logging_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """Tests call main() in-process: its handler and levels must not leak into the next test."""
+    import logging
+
+    from cdcrouter.cli.main import main
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level, logging.getLogger("cdcrouter.kafka").level)
+    assert main(["--log-format", "json", "version"]) == 0
+    assert (list(root.handlers), root.level, logging.getLogger("cdcrouter.kafka").level) == before
+    assert capsys.readouterr().out.strip()  # the version was printed

@@ -77,16 +77,18 @@ def build_app() -> typer.Typer:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 ok, 1 user error, 2 usage error)."""
     app = build_app()
-    try:
-        app(args=argv, prog_name="cdcrouter")  # standalone: usage errors exit 2 with a message
-    except CdcrouterError as exc:
-        if logs.current_format() == "json":  # a log collector gets the failure as one more record
-            logging.getLogger("cdcrouter").error(exc.message, extra={"hint": exc.hint})
-        else:
-            typer.echo(exc.render(), err=True)
-        return exc.exit_code
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    with logs.scoped():
+        try:
+            app(args=argv, prog_name="cdcrouter")  # standalone: usage errors exit 2 with a message
+        except CdcrouterError as exc:
+            if logs.current_format() == "json":  # a log collector gets the failure as one more record
+                logs.configure()  # (already done unless the error came before the root option)
+                logging.getLogger("cdcrouter").error(exc.message, extra={"hint": exc.hint})
+            else:
+                typer.echo(exc.render(), err=True)
+            return exc.exit_code
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
 
 

@@ -9,11 +9,13 @@ variables, libpq ``password=`` pairs and URL passwords are masked in every line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,22 @@ def configure(fmt: str | None = None, *, level: int | None = None, text_format: 
         root.setLevel(level)
     logging.captureWarnings(True)  # Python warnings become log records, not raw stderr text
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per HTTP request otherwise
+
+
+@contextlib.contextmanager
+def scoped() -> Iterator[None]:
+    """Leave logging as it was found: ``main()`` called in-process (tests) must not keep our handler."""
+    root, kafka = logging.getLogger(), logging.getLogger(KAFKA_LOGGER)
+    levels, had = (root.level, kafka.level), _ours()
+    try:
+        yield
+    finally:
+        root.setLevel(levels[0])
+        kafka.setLevel(levels[1])
+        ours = _ours()
+        if had is None and ours is not None:
+            root.removeHandler(ours)
+            logging.captureWarnings(False)
 
 
 def configure_if_unset() -> None:
