@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.deploy_cmds",  # deploy [--target], deploy status|stop|resume|delete|list
     "cdcrouter.cli.status_cmds",  # status: the whole pipeline for on-call
     "cdcrouter.cli.dashboard_cmds",  # dashboard: the status view as a live web page
+    "cdcrouter.cli.init_cmds",  # init: starter pipeline/filters/tests/connections from a database
 )
 
 
