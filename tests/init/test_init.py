@@ -94,7 +94,9 @@ def test_init_from_postgres_five_shapes(
     assert 'password: "${PGPASSWORD}"' in config_text
 
     # pipeline.yaml: capturable tables with their primary keys, partitions not listed
-    text = (out / "pipeline.yaml").read_text()
+    raw = (out / "pipeline.yaml").read_text()
+    assert max(len(line) for line in raw.splitlines()) <= 110
+    text = " ".join(line.strip(" #") for line in raw.splitlines())  # comments unwrapped
     doc = _yaml(out / "pipeline.yaml")
     assert doc["schema"] == schema
     tables = doc["tables"]
@@ -106,7 +108,7 @@ def test_init_from_postgres_five_shapes(
     assert tables["profiles"] == {"entity_type": "Profile", "entity_id": "id"}
     # warnings and notes, as comments next to their table
     assert (
-        "# audit_log:" in text
+        "  # audit_log:\n" in raw
         and "WARNING: no primary key" in text
         and "add a PRIMARY KEY to audit_log" in text
     )

@@ -165,11 +165,11 @@ def _facts(
             )
     if info.primary_key:  # without one, the entity id warning above says it all
         labels = {s.label for s in storages}
-        for problem, fix in problems:
+        for problem, _fix in problems:
             if any(problem.startswith(label + " ") for label in labels):
                 t.warnings.append(
                     f"{problem}: capture sets REPLICA IDENTITY FULL itself (replication.replica_identity: "
-                    f"full; the capture user must own the table); otherwise {fix}"
+                    "full), which needs the capture user to own the table (or run that ALTER TABLE yourself)"
                 )
     return t
 

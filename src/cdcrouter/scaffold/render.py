@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 
 from cdcrouter.scaffold.discover import Scaffold, TableFacts
@@ -26,6 +27,11 @@ def _s(value: str) -> str:
 
 def _kebab(entity_type: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", entity_type).lower()
+
+
+def _comment(text: str) -> list[str]:
+    """A table's note as comment lines a reader need not scroll sideways for."""
+    return ["  # " + line for line in textwrap.wrap(text, 96, subsequent_indent="  ", break_on_hyphens=False)]
 
 
 def existing_files(out: Path) -> list[Path]:
@@ -49,7 +55,8 @@ def write_files(scaffold: Scaffold, out: Path) -> list[Path]:
 
 
 def _table_block(t: TableFacts) -> list[str]:
-    lines = [f"  # {w}" for w in t.notes] + [f"  # WARNING: {w}" for w in t.warnings]
+    lines = [line for w in t.notes for line in _comment(w)]
+    lines += [line for w in t.warnings for line in _comment("WARNING: " + w)]
     body = [f"entity_type: {_s(t.entity_type)}"]
     if t.entity_id:
         ids = t.entity_id
@@ -74,7 +81,8 @@ def _table_block(t: TableFacts) -> list[str]:
 
 def pipeline_text(sc: Scaffold) -> str:
     lines = [
-        f"# cdcrouter capture pipeline, written by `cdcrouter init` from {sc.source}, schema {sc.schema}.",
+        "# cdcrouter capture pipeline, written by `cdcrouter init`",
+        f"# from {sc.source}, schema {sc.schema}.",
         "# Run: cdcrouter capture run --pipeline pipeline.yaml   (connections: cdcrouter.yaml)",
         "# Every key and its default: examples/pipeline.yaml; docs/capture.md.",
         "",
