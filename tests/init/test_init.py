@@ -27,6 +27,8 @@ pytestmark = pytest.mark.integration
 FILES = ("pipeline.yaml", "filters.yaml", "rules-tests.yaml", "cdcrouter.yaml")
 SHAPES = """
 CREATE TABLE accounts (id int PRIMARY KEY, name text NOT NULL);
+CREATE UNIQUE INDEX accounts_name ON accounts (name);
+ALTER TABLE accounts REPLICA IDENTITY USING INDEX accounts_name;
 CREATE TABLE order_lines (order_id int, line_no int, qty int, PRIMARY KEY (order_id, line_no));
 ALTER TABLE order_lines REPLICA IDENTITY NOTHING;
 CREATE TABLE audit_log (msg text, at timestamptz DEFAULT now());
@@ -116,6 +118,7 @@ def test_init_from_postgres_five_shapes(
     assert "WARNING: generated columns (name_upper) are not captured" in text
     assert "JSON columns data: flattened into dotted keys (data.<key>)" in text
     assert "REPLICA IDENTITY NOTHING: capture sets REPLICA IDENTITY FULL itself" in text
+    assert "accounts has REPLICA IDENTITY USING INDEX: capture replaces it with FULL" in text
     pipeline = load_pipeline(out / "pipeline.yaml")
     assert pipeline.entity_type("order_lines") == "OrderLine"
 
@@ -251,3 +254,9 @@ def test_init_bad_dsn(stack: Any, tmp_path: Path, capsys: pytest.CaptureFixture[
         assert "error:" in err and "hint:" in err and "Traceback" not in err, err
         assert "sup3r-secret-pw" not in err
     assert list(tmp_path.iterdir()) == []
+    # a DSN without --from-postgres is a usage error; --out naming a file is a user error
+    assert main(["init", "postgresql://u@h/db", "--out", str(tmp_path)]) == 2
+    (tmp_path / "afile").write_text("x")
+    assert main(["init", "--out", str(tmp_path / "afile")]) == 1
+    err = capsys.readouterr().err
+    assert "not a directory" in err and "Traceback" not in err

@@ -39,6 +39,8 @@ def register(app: typer.Typer) -> None:
 
         if not from_postgres and (dsn or tables or schema != "public"):
             raise UsageError("a DSN, --schema and --tables need --from-postgres")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is not a directory", hint="pass a directory (created if missing)")
         existing = scaffold.existing_files(out)
         if existing and not force:
             raise ConfigError(
