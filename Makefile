@@ -6,7 +6,7 @@ HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-all-$(HASH)
 BASE_STAMP := $(VENV)/.installed-base-$(HASH)
 
-.PHONY: install install-base test test-fast lint demo bench clean
+.PHONY: install install-base test test-fast lint demo bench dist clean
 
 # rustup puts cargo in ~/.cargo/bin, which a non-login shell's PATH may lack.
 export PATH := $(PATH):$(HOME)/.cargo/bin
@@ -53,5 +53,15 @@ demo: install-base
 bench: install
 	$(BIN)/cdcrouter bench
 
+# dist/: the sdist, then a platform wheel built from that sdist (so the sdist is proven complete).
+# The wheel holds the compiled codec: `pip install dist/cdcrouter-*.whl` needs no Rust.
+BUILD_PIN = $(shell grep -o '"build==[^"]*"' pyproject.toml | tr -d '"')
+dist: | $(BIN)/python
+	$(CARGO_CHECK)
+	@$(BIN)/python -c "import build" 2>/dev/null || $(BIN)/pip install -q "$(BUILD_PIN)"
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	@ls -l dist
+
 clean:
-	rm -rf $(VENV) build *.egg-info native/target src/cdcrouter/_native*.so
+	rm -rf $(VENV) build dist *.egg-info native/target src/cdcrouter/_native*.so

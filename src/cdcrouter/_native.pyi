@@ -16,6 +16,9 @@ class Projection:
         source: list[list[Any]],
     ) -> None: ...
 
+def build_info() -> dict[str, str]:
+    """The codec build: ``crate``, ``version`` (Cargo), ``profile`` (release/debug), ``arch``, ``os``."""
+
 def decode_business_event(
     buf: bytes | bytearray, offset: int = 0, projection: Projection | None = None
 ) -> dict[str, Any]:

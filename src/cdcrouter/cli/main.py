@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-from cdcrouter import __version__
 from cdcrouter.errors import CdcrouterError
 from cdcrouter.observe import logs
 
@@ -32,6 +31,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.status_cmds",  # status: the whole pipeline for on-call
     "cdcrouter.cli.dashboard_cmds",  # dashboard: the status view as a live web page
     "cdcrouter.cli.init_cmds",  # init: starter pipeline/filters/tests/connections from a database
+    "cdcrouter.cli.version_cmds",  # version: package, native codec build, library versions
 )
 
 
@@ -66,11 +66,6 @@ def build_app() -> typer.Typer:
 
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
-
-    @app.command()
-    def version() -> None:
-        """Print the cdcrouter version."""
-        typer.echo(__version__)
 
     return app
 
