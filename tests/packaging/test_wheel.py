@@ -1,9 +1,10 @@
 """The release path: sdist -> wheel built from it -> installed where there is no Rust and no source.
 
-One build per session (``python -m build``: the sdist first, then the wheel from the unpacked sdist,
-so a file missing from MANIFEST.in fails the build). The wheel goes into a fresh venv with every
-``cargo``/``rustc`` directory taken off PATH, and the installed ``cdcrouter`` runs from a temporary
-directory holding copies of the examples only: nothing can come from the source tree.
+One build per session (``python -m build`` on a clean copy of the tree: the sdist first, then the
+wheel from the unpacked sdist, so a file missing from MANIFEST.in fails the build). The wheel goes
+into a fresh venv with every ``cargo``/``rustc`` directory taken off PATH, and the installed
+``cdcrouter`` runs from a temporary directory holding copies of the examples only: nothing can come
+from the source tree.
 """
 
 from __future__ import annotations
@@ -53,6 +54,26 @@ class Installed:
         )
 
 
+def _clean_tree(dest: Path) -> Path:
+    """The files a fresh clone has (tracked, or new and not ignored), as they are now in the worktree.
+
+    Building from the worktree itself would hide a MANIFEST.in gap: setuptools also takes every
+    file the SOURCES.txt of an old ``src/*.egg-info`` lists (left there by ``pip install -e``)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = REPO / rel
+        if src.is_file():  # (deleted but still tracked: skipped, as in a commit of the worktree)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
 def _path_without_rust() -> str:
     keep = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     keep = [d for d in keep if not any((Path(d) / tool).exists() for tool in ("cargo", "rustc"))]
@@ -66,7 +87,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     # the build itself needs cargo: rustup's default place may be missing from a non-login PATH
     build_env = {**os.environ, "PATH": os.environ["PATH"] + os.pathsep + str(Path.home() / ".cargo/bin")}
     build = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(dist), str(REPO)],
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(_clean_tree(root / "src"))],
         env=build_env,
         capture_output=True,
         text=True,
