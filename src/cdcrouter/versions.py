@@ -40,9 +40,12 @@ def library_versions() -> dict[str, str | None]:
             found[name] = None
     import confluent_kafka
     import psycopg
+    import psycopg2
 
     found["librdkafka"] = confluent_kafka.libversion()[0]
     found["libpq"] = _libpq_text(psycopg.pq.version())
+    # capture's replication connection is psycopg2's, whose wheel bundles a libpq of its own
+    found["libpq-psycopg2"] = _libpq_text(psycopg2.__libpq_version__)
     return found
 
 
