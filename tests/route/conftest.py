@@ -17,3 +17,11 @@ def route_env(stack: Any, unique_name: Callable[[str], str], tmp_path: Path) -> 
     env = setup_env(stack.connections, unique_name, tmp_path)
     yield env
     delete_topics(env)
+
+
+@pytest.fixture
+def env(stack: Any, unique_name: Callable[[str], str], tmp_path: Path) -> Iterator[RouteEnv]:
+    """A routing environment with four benchmark filters (a topic each): small and quick."""
+    e = setup_env(stack.connections, unique_name, tmp_path, filters=4)
+    yield e
+    delete_topics(e)

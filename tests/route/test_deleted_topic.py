@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,17 +21,10 @@ from cdcrouter.route.filterset import compile_filters_text
 from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
 from cdcrouter.topics import delete_topics as delete
 
-from .routekit import RouteEnv, delete_topics, setup_env
+from .routekit import RouteEnv
 from .test_router import _actual, _expected
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
-
-
-@pytest.fixture
-def env(stack: Any, unique_name: Any, tmp_path: Path) -> Iterator[RouteEnv]:
-    e = setup_env(stack.connections, unique_name, tmp_path, filters=4)
-    yield e
-    delete_topics(e)
 
 
 def test_a_deleted_output_topic_stops_the_router_with_its_name_and_filter(env: RouteEnv) -> None:

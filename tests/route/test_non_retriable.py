@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,18 +22,11 @@ from cdcrouter.route.events import encode_raw, event_key, make_event
 from cdcrouter.topics import admin_client
 
 from .oracle import Oracle
-from .routekit import RouteEnv, delete_topics, read_topic, setup_env
+from .routekit import RouteEnv, read_topic
 from .test_router import _actual as actual
 from .test_router import _expected as expected
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
-
-
-@pytest.fixture
-def env(stack: Any, unique_name: Any, tmp_path: Path) -> Iterator[RouteEnv]:
-    e = setup_env(stack.connections, unique_name, tmp_path, filters=4)
-    yield e
-    delete_topics(e)
 
 
 def set_config(env: RouteEnv, topic: str, **config: str) -> None:

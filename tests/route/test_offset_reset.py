@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
 from cdcrouter.route.engine import Router, RouterOptions
 
-from .routekit import RouteEnv, delete_topics, setup_env
+from .routekit import RouteEnv
 from .test_router import _actual, _expected
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
-
-
-@pytest.fixture
-def env(stack: Any, unique_name: Any, tmp_path: Path) -> Iterator[RouteEnv]:
-    e = setup_env(stack.connections, unique_name, tmp_path, filters=4)
-    yield e
-    delete_topics(e)
 
 
 def test_an_abort_before_the_first_commit_keeps_auto_offset_reset_latest(env: RouteEnv) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,17 +21,10 @@ from cdcrouter.route.events import bench_filters_yaml
 from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
 from cdcrouter.topics import admin_client, topics_for
 
-from .routekit import RouteEnv, delete_topics, setup_env, write_filters
+from .routekit import RouteEnv, write_filters
 from .test_router import _actual, _expected
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
-
-
-@pytest.fixture
-def env(stack: Any, unique_name: Any, tmp_path: Path) -> Iterator[RouteEnv]:
-    e = setup_env(stack.connections, unique_name, tmp_path, filters=4)
-    yield e
-    delete_topics(e)
 
 
 def test_the_router_waits_for_output_topics_created_after_it_started(env: RouteEnv) -> None:
