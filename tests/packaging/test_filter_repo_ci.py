@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from . import tools
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "examples" / "filter-repo"
 SCRIPT = "ci/check-filters.sh"
 CDCROUTER = Path(sys.executable).parent / "cdcrouter"
-ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint"
-ACTIONLINT_VERSION = "v1.7.12"
 
 
 def git(repo: Path, *args: str) -> str:
@@ -124,29 +124,8 @@ def test_workflow_parses_and_calls_the_script() -> None:
 
 @pytest.fixture(scope="session")
 def actionlint() -> Path:
-    """actionlint, installed with ``go install`` into a cache directory when missing."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cdcrouter-tests"
-    binary = cache / f"actionlint-{ACTIONLINT_VERSION}" / "actionlint"
-    if binary.exists():
-        return binary
-    go = shutil.which("go")
-    problem = "go is not installed" if go is None else ""
-    if go is not None:
-        env = {**os.environ, "GOBIN": str(binary.parent)}
-        done = subprocess.run(
-            [go, "install", f"{ACTIONLINT_MODULE}@{ACTIONLINT_VERSION}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        problem = "" if done.returncode == 0 else done.stderr[-2000:]
-    if problem or not binary.exists():
-        message = f"actionlint could not be installed: {problem or 'no binary'}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
+    """actionlint from tests/packaging/tools.py: go-installed into its cache; fails in CI if it cannot."""
+    return tools.actionlint()
 
 
 def test_workflow_passes_actionlint(actionlint: Path) -> None:

@@ -1,5 +1,5 @@
 """Install the packaging tests' tools from the project's own pins: the Go module proxy builds
-helm and the manifest validator into a cache directory that survives between runs.
+helm, actionlint and the manifest validator into a cache directory that survives between runs.
 
 A tool that cannot be installed fails the test in CI (``CI`` set) and skips it elsewhere, so a
 developer without Go still runs the rest of the suite, while CI never passes by skipping.
@@ -60,6 +60,20 @@ def helm() -> Path:
     if not exe.exists():
         gobin.mkdir(parents=True, exist_ok=True)
         _run_go(["install", f"{HELM_MODULE}@{HELM_VERSION}"], None, gobin)
+    return exe
+
+
+ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint"
+ACTIONLINT_VERSION = "v1.7.12"
+
+
+def actionlint() -> Path:
+    """The pinned actionlint (GitHub Actions workflow linter), ``go install``-ed when not cached."""
+    gobin = tools_dir() / f"actionlint-{ACTIONLINT_VERSION}"
+    exe = gobin / "actionlint"
+    if not exe.exists():
+        gobin.mkdir(parents=True, exist_ok=True)
+        _run_go(["install", f"{ACTIONLINT_MODULE}@{ACTIONLINT_VERSION}"], None, gobin)
     return exe
 
 
