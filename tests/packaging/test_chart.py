@@ -6,18 +6,24 @@ tests are what keeps the chart honest.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from cdcrouter.capture.pipeline import load_pipeline
 from cdcrouter.filters import load_filters_text
+from route.routekit import delete_topics, setup_env
 
 from . import tools
 
@@ -263,3 +269,61 @@ def test_consumer_apps_run_their_command_in_the_image(render) -> None:
     assert app["spec"]["replicas"] == 2
     sts = one(docs, "StatefulSet", "-router")
     assert app["spec"]["selector"] != sts["spec"]["selector"]  # a consumer is never counted as a router
+
+
+@pytest.mark.integration
+@pytest.mark.stack_services("kafka", "registry")
+def test_rendered_router_command_routes_and_answers_its_probes(
+    render, stack: Any, unique_name: Any, tmp_path: Path
+) -> None:
+    """The router container's command line and environment, exactly as rendered (only /config and
+    the port moved to this machine), routes on the real stack, answers the liveness and readiness
+    probes' paths with 200, logs JSON lines and stops cleanly on SIGTERM."""
+    env = setup_env(stack.connections, unique_name, tmp_path, filters=3)
+    try:
+        sts = one(render("defaults"), "StatefulSet", "-router")
+        c = container(sts)
+        config = tmp_path / "config"
+        config.mkdir()
+        pipeline = yaml.safe_load((REPO / "examples" / "pipeline.yaml").read_text())
+        pipeline["raw_topic"]["name"] = env.raw
+        (config / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
+        (config / "filters.yaml").write_text(env.filters_path.read_text())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        group = env.prefix + "g"
+        args = [a.replace("/config/", f"{config}/") for a in c["args"]]
+        args[args.index("--metrics-port") + 1] = str(port)
+        args[args.index("--group") + 1] = group
+        pod_env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+        env.produce(0, 300)
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "cdcrouter"), *args],
+            env={**os.environ, **pod_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            probe = c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]
+            deadline = time.monotonic() + 90
+            answers: dict[str, int] = {}
+            while time.monotonic() < deadline and set(answers.values()) != {200}:
+                assert proc.poll() is None, proc.communicate()[1][-2000:]
+                for path in probe:
+                    try:
+                        answers[path] = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+                    except httpx.TransportError:
+                        answers[path] = 0
+                time.sleep(0.5)
+            assert answers == {"/readyz": 200, "/healthz": 200}
+            env.wait_committed(group, 300)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err[-2000:]
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines and all(json.loads(line)["message"] is not None for line in lines)
+    finally:
+        delete_topics(env)
