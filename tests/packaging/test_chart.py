@@ -21,6 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from capture.capture_helpers import drop_capture_objects, make_pipeline
+from cdcrouter.capture import apply_domain
 from cdcrouter.capture.pipeline import load_pipeline
 from cdcrouter.filters import load_filters_text
 from route.routekit import delete_topics, setup_env
@@ -271,6 +273,56 @@ def test_consumer_apps_run_their_command_in_the_image(render) -> None:
     assert app["spec"]["selector"] != sts["spec"]["selector"]  # a consumer is never counted as a router
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_as_in_the_pod(c: dict[str, Any], config: Path, replace: dict[str, str], env: dict[str, str]):
+    """Start a rendered container's command line and environment here (``/config`` moved to
+    ``config``, option values in ``replace`` swapped), wait until both probes' paths answer 200,
+    and return the process and its port. Liveness and readiness come from the rendered probes."""
+    port = _free_port()
+    args = [a.replace("/config/", f"{config}/") for a in c["args"]]
+    for option, value in {**replace, "--metrics-port": str(port)}.items():
+        args[args.index(option) + 1] = value
+    pod_env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cdcrouter"), *args],
+        env={**os.environ, **env, **pod_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    paths = c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]
+    deadline = time.monotonic() + 90
+    answers: dict[str, int] = {}
+    while time.monotonic() < deadline and set(answers.values()) != {200}:
+        if proc.poll() is not None:
+            pytest.fail(f"exited {proc.returncode}: {proc.communicate()[1][-2000:]}")
+        for path in paths:
+            try:
+                answers[path] = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+            except httpx.TransportError:
+                answers[path] = 0
+        time.sleep(0.5)
+    if answers != {"/readyz": 200, "/healthz": 200}:
+        proc.kill()
+        pytest.fail(f"probes answered {answers}: {proc.communicate()[1][-2000:]}")
+    return proc
+
+
+def stop_like_kubernetes(proc: subprocess.Popen[str]) -> list[str]:
+    """SIGTERM (what the kubelet sends), then the exit code and stderr's JSON log records."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err[-2000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and all(isinstance(json.loads(line), dict) for line in lines), err[-2000:]
+    return lines
+
+
 @pytest.mark.integration
 @pytest.mark.stack_services("kafka", "registry")
 def test_rendered_router_command_routes_and_answers_its_probes(
@@ -281,49 +333,43 @@ def test_rendered_router_command_routes_and_answers_its_probes(
     probes' paths with 200, logs JSON lines and stops cleanly on SIGTERM."""
     env = setup_env(stack.connections, unique_name, tmp_path, filters=3)
     try:
-        sts = one(render("defaults"), "StatefulSet", "-router")
-        c = container(sts)
+        c = container(one(render("defaults"), "StatefulSet", "-router"))
         config = tmp_path / "config"
         config.mkdir()
         pipeline = yaml.safe_load((REPO / "examples" / "pipeline.yaml").read_text())
         pipeline["raw_topic"]["name"] = env.raw
         (config / "pipeline.yaml").write_text(yaml.safe_dump(pipeline))
         (config / "filters.yaml").write_text(env.filters_path.read_text())
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         group = env.prefix + "g"
-        args = [a.replace("/config/", f"{config}/") for a in c["args"]]
-        args[args.index("--metrics-port") + 1] = str(port)
-        args[args.index("--group") + 1] = group
-        pod_env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
         env.produce(0, 300)
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cdcrouter"), *args],
-            env={**os.environ, **pod_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = run_as_in_the_pod(c, config, {"--group": group}, {})
         try:
-            probe = c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]
-            deadline = time.monotonic() + 90
-            answers: dict[str, int] = {}
-            while time.monotonic() < deadline and set(answers.values()) != {200}:
-                assert proc.poll() is None, proc.communicate()[1][-2000:]
-                for path in probe:
-                    try:
-                        answers[path] = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
-                    except httpx.TransportError:
-                        answers[path] = 0
-                time.sleep(0.5)
-            assert answers == {"/readyz": 200, "/healthz": 200}
             env.wait_committed(group, 300)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=90)
-        assert proc.returncode == 0, err[-2000:]
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert lines and all(json.loads(line)["message"] is not None for line in lines)
+            stop_like_kubernetes(proc)
     finally:
         delete_topics(env)
+
+
+@pytest.mark.integration
+def test_rendered_capture_command_streams_and_answers_its_probes(
+    render, stack: Any, unique_name: Any, tmp_path: Path
+) -> None:
+    """The capture container's rendered command line and environment: ready (streaming from its
+    slot) on the real PostgreSQL and Kafka, JSON logs, a clean stop on SIGTERM."""
+    name = unique_name("chartcap")
+    schema = name.replace("-", "_")
+    conns = stack.connections
+    apply_domain(conns.postgres.conninfo(), schema)
+    pipeline = make_pipeline(schema, name)
+    try:
+        c = container(one(render("defaults"), "Deployment", "-capture"))
+        config = tmp_path / "config"
+        config.mkdir()
+        doc = pipeline.model_dump(by_alias=True, exclude={"source_file", "connections"}, exclude_none=True)
+        (config / "pipeline.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(doc, default=str))))
+        proc = run_as_in_the_pod(c, config, {}, {})
+        lines = stop_like_kubernetes(proc)
+        assert any(pipeline.raw_topic.name in json.loads(line).get("message", "") for line in lines)
+    finally:
+        drop_capture_objects(conns, pipeline, schema)
