@@ -106,7 +106,7 @@ def test_producer_conf_partitions_keys_like_the_java_client(stack, unique_name, 
 
 def test_every_producer_is_built_from_the_shared_producer_conf() -> None:
     """A producer built from its own dict would fall back to librdkafka's CRC32 partitioner."""
-    # lanes.py builds each lane's producer from the conf route/engine.py makes with producer_conf()
+    # lanes.py builds each lane's producer from the conf route/setup.py makes with producer_conf()
     built_elsewhere = {"route/lanes.py"}
     offenders = []
     for path in sorted(SRC.rglob("*.py")):
@@ -118,4 +118,4 @@ def test_every_producer_is_built_from_the_shared_producer_conf() -> None:
                 if "producer_conf" not in args and rel not in built_elsewhere:
                     offenders.append(f"{rel}:{node.lineno}")
     assert not offenders, f"producers not built from producer_conf(): {offenders}"
-    assert "**self.conns.kafka.producer_conf()" in (SRC / "route" / "engine.py").read_text()
+    assert "**self.conns.kafka.producer_conf()" in (SRC / "route" / "setup.py").read_text()
