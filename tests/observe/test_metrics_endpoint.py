@@ -42,6 +42,16 @@ def test_metrics_health_and_readiness(served: tuple[MetricsServer, Heartbeat, Co
     assert (ready.status_code, ready.text) == (200, "engine: ready: assigned 2 partition(s)\n")
 
 
+def test_an_unknown_path_is_404_so_a_misspelt_probe_fails(
+    served: tuple[MetricsServer, Heartbeat, Counter],
+) -> None:
+    server, beat, _ = served
+    beat.set(True, "streaming")
+    for path in ("/healthy", "/ready", "/readyz/", "/metric"):
+        assert _get(server, path).status_code == 404, path
+    assert _get(server, "/").status_code == 200  # prometheus_client's own server answers / too
+
+
 def test_a_loop_that_stops_beating_is_not_ready_but_alive(
     served: tuple[MetricsServer, Heartbeat, Counter],
 ) -> None:

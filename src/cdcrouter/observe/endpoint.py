@@ -100,7 +100,10 @@ class MetricsServer:
             ready, lines = self.readiness()
             body = "\n".join(lines) + "\n"
             return _text(start_response, "200 OK" if ready else "503 Service Unavailable", body)
-        return self._metrics(environ, start_response)  # /metrics (and / like prometheus_client)
+        if path in ("/metrics", "/"):  # / like prometheus_client's own server
+            return self._metrics(environ, start_response)
+        # a misspelt probe path must fail, not look healthy
+        return _text(start_response, "404 Not Found", "not found: try /metrics, /healthz or /readyz\n")
 
     def close(self) -> None:
         self._httpd.shutdown()
