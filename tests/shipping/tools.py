@@ -78,7 +78,7 @@ def actionlint() -> Path:
 
 
 def k8s_validate() -> Path:
-    """The strict manifest decoder (tests/packaging/k8s_validate), rebuilt when its source changes."""
+    """The strict manifest decoder (tests/shipping/k8s_validate), rebuilt when its source changes."""
     digest = hashlib.sha256()
     for source in sorted(VALIDATOR_SRC.glob("*")):
         digest.update(source.name.encode() + b"\0" + source.read_bytes())

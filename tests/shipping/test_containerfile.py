@@ -1,4 +1,4 @@
-"""The Containerfile: linted with hadolint (installed from PyPI by tests/packaging/tools.py), and
+"""The Containerfile: linted with hadolint (installed from PyPI by tests/shipping/tools.py), and
 the facts the image promises checked on the file: a build stage with the Rust toolchain, a final
 stage with no compiler that runs as a non-root user with ``cdcrouter`` as its entrypoint, and a
 build context that has what the wheel needs and none of the local state.

@@ -1,5 +1,5 @@
 """The Helm chart (deploy/helm/cdcrouter): linted, rendered with several value sets, every rendered
-manifest strictly decoded into the Kubernetes API types (tests/packaging/k8s_validate), and the
+manifest strictly decoded into the Kubernetes API types (tests/shipping/k8s_validate), and the
 facts the deployment depends on asserted on the rendered YAML. There is no cluster here: these
 tests are what keeps the chart honest.
 """
