@@ -203,3 +203,27 @@ def test_the_installed_wheel_routes_events_on_the_stack(
         assert sum(sum(c.values()) for c in want.values()) > 0, "the filters matched nothing: no proof"
     finally:
         delete_topics(env)
+
+
+@pytest.mark.stack_services("postgres", "kafka", "registry")
+def test_the_installed_wheel_runs_the_demo_on_the_stack(installed: Installed, stack: Any) -> None:
+    """The README's main job from the wheel alone: `cdcrouter demo` on the running stack (its own
+    stack code finds the services already up and leaves them running with --keep)."""
+    res = installed.cdcrouter(
+        "demo",
+        "--changes",
+        "300",
+        "--rate",
+        "0",
+        "--timeout",
+        "150",
+        "--keep",
+        "--state-dir",
+        str(stack.state_dir),
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    out = res.stdout
+    for topic in ("filtered-car-events", "filtered-loan-events", "filtered-service-events"):
+        assert topic in out, out[-4000:]
+    assert "Raw topic raw-business-events" in out and "Traceback" not in res.stderr, out[-4000:]
