@@ -16,7 +16,7 @@ from cdcrouter.observe.endpoint import Heartbeat, MetricsServer
 @pytest.fixture
 def served() -> Iterator[tuple[MetricsServer, Heartbeat, Counter]]:
     registry = CollectorRegistry()
-    counter = Counter("h9_test_things", "things", registry=registry)
+    counter = Counter("cdcr_test_things", "things", registry=registry)
     beat = Heartbeat(stall_s=0.5, reason="starting")
     server = MetricsServer(0, "127.0.0.1", registry, [("engine", beat)])
     try:
@@ -32,7 +32,7 @@ def _get(server: MetricsServer, path: str) -> httpx.Response:
 def test_metrics_health_and_readiness(served: tuple[MetricsServer, Heartbeat, Counter]) -> None:
     server, beat, counter = served
     counter.inc(3)
-    assert "h9_test_things_total 3.0" in _get(server, "/metrics").text
+    assert "cdcr_test_things_total 3.0" in _get(server, "/metrics").text
     assert _get(server, "/healthz").status_code == 200
 
     starting = _get(server, "/readyz")
