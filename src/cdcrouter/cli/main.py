@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.dashboard_cmds",  # dashboard: the status view as a live web page
     "cdcrouter.cli.init_cmds",  # init: starter pipeline/filters/tests/connections from a database
     "cdcrouter.cli.version_cmds",  # version: package, native codec build, library versions
+    "cdcrouter.cli.dr_cmds",  # dr status (other dr_*_cmds modules add theirs to the group)
 )
 
 
