@@ -36,16 +36,16 @@ install-base: $(BASE_STAMP)
 install: $(STAMP)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests testing
+	$(BIN)/ruff format --check src tests testing
 
 # Full suite: unit tests, then integration tests on the real local stack (started by the tests).
 test: install
-	$(BIN)/ruff check src tests
-	$(BIN)/python -m cdcrouter.testing.run_pytest tests
+	$(BIN)/ruff check src tests testing
+	$(BIN)/python testing/cdcrouter_testing/run_pytest.py tests
 
 test-fast: install
-	$(BIN)/python -m cdcrouter.testing.run_pytest tests -m "not integration and not flink"
+	$(BIN)/python testing/cdcrouter_testing/run_pytest.py tests -m "not integration and not flink"
 
 demo: install-base
 	$(BIN)/cdcrouter demo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["cdcrouter.testing.stack_fixtures"]
+pytest_plugins = ["cdcrouter_testing.stack_fixtures"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

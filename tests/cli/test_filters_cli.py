@@ -177,14 +177,3 @@ def test_committed_example_sql_is_up_to_date(
         ]
         code, _, err = run([*args, "--check"], capsys)
         assert code == 0, err
-
-
-@pytest.mark.parametrize(
-    ("option", "value", "says"),
-    [("--filters-count", "4,30", "between 1 and 20"), ("--lanes", "1,x", "expected numbers like")],
-)
-def test_route_bench_lists_are_checked_before_any_connection(
-    option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, err = run(["route", "bench", "--skip-throughput", option, value], capsys)
-    assert code == 2 and says in out + err

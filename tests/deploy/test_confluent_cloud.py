@@ -8,7 +8,7 @@ import pytest
 from cdcrouter.deploy.cc_target import CloudDeployment, with_offset_hints
 from cdcrouter.deploy.confluent_cloud import ConfluentCloudFlink, parse_offsets
 from cdcrouter.errors import DeployError
-from cdcrouter.testing.fake_confluent_cloud import FakeConfluentCloud
+from cdcrouter_testing.fake_confluent_cloud import FakeConfluentCloud
 
 SECRET = "s3cr3t-do-not-leak"
 

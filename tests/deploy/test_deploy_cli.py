@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cdcrouter.cli.main import main
-from cdcrouter.testing.fake_confluent_cloud import FakeConfluentCloud
+from cdcrouter_testing.fake_confluent_cloud import FakeConfluentCloud
 
 SECRET = "cc-secret-must-not-appear"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "filters.yaml"

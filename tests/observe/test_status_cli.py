@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from cdcrouter.testing.fake_confluent_cloud import FakeConfluentCloud
+from cdcrouter_testing.fake_confluent_cloud import FakeConfluentCloud
 
 from .statuskit import StatusEnv, free_port
 

@@ -1,5 +1,5 @@
 """Fixtures for routing tests (helpers live in routekit.py; ``private_kafka`` comes from the
-project's stack plugin, ``cdcrouter.testing.stack_fixtures``)."""
+project's stack plugin, ``cdcrouter_testing.stack_fixtures``)."""
 
 from __future__ import annotations
 

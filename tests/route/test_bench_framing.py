@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+from cdcrouter.bench import route as bench
 from cdcrouter.capture.avro_fast import encode_long
-from cdcrouter.route import bench
 from cdcrouter.route.events import encode_raw, make_event
 
 

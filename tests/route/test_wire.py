@@ -99,7 +99,7 @@ def test_split_reads_the_schema_id() -> None:
 
 
 def test_bench_reads_saved_date_without_decoding() -> None:
-    from cdcrouter.route.bench import saved_date
+    from cdcrouter.bench.route import saved_date
 
     for i in range(200):
         event = make_event(i)

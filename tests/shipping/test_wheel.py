@@ -121,6 +121,11 @@ def test_the_wheel_carries_the_compiled_codec_and_the_sdist_its_sources(installe
     assert [n for n in names if n.startswith("cdcrouter/_native.") and n.endswith(".so")], names
     assert "cdcrouter/schemas/raw-business-event.avsc" in names
     assert not [n for n in names if n.startswith(("native/", "tests/"))]
+    # test fakes and the pytest plugin stay in the repository (testing/), out of what users install
+    assert not [n for n in names if n.startswith(("cdcrouter/testing/", "cdcrouter_testing/", "testing/"))], (
+        names
+    )
+    assert "cdcrouter/bench/route.py" in names  # `cdcrouter bench` ships: users measure their own rules
     with tarfile.open(installed.sdist) as tar:
         members = {m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name}
     for rs in (REPO / "native/src").glob("*.rs"):

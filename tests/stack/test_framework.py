@@ -136,7 +136,7 @@ def test_cli_stack_help_lists_commands():
         check=False,
     )
     assert out.returncode == 0
-    for cmd in ("fetch", "up", "down", "status", "logs", "bench"):
+    for cmd in ("fetch", "up", "down", "status", "logs"):
         assert cmd in out.stdout
 
 

@@ -179,7 +179,7 @@ def test_registry_keeps_schema_ids_across_a_restart(scratch_dir: Path):
 
 @pytest.mark.parametrize("ci", ["true", ""])
 def test_fixture_fails_in_ci_and_skips_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str):
-    from cdcrouter.testing.stack_fixtures import _Session
+    from cdcrouter_testing.stack_fixtures import _Session
 
     monkeypatch.setenv("CI", ci)
     with socket.socket() as busy:

@@ -47,7 +47,7 @@ def test_a_data_dir_of_one_major_is_never_opened_by_another(tmp_path: Path) -> N
 def test_a_pg18_that_cannot_start_fails_in_ci_and_skips_elsewhere(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: str
 ) -> None:
-    from cdcrouter.testing.stack_fixtures import _Session
+    from cdcrouter_testing.stack_fixtures import _Session
 
     if (debian_bin("18") / "postgres").is_file():
         pytest.skip("this machine has its own PostgreSQL 18: nothing to download")

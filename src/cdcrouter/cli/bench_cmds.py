@@ -1,14 +1,31 @@
-"""``cdcrouter bench``: measured numbers for BENCHMARKS.md. Other modules add subcommands with
-:func:`bench_group` (the group is created once, here)."""
+"""``cdcrouter bench <subject>``: every benchmark behind one group, the code in :mod:`cdcrouter.bench`.
+
+Subjects: ``capture``, ``route``, ``flink``, ``match``, ``generate``, ``snapshot``, ``stack``. Other
+command modules add theirs with :func:`bench_group`. The old spellings (``capture bench``,
+``route bench``, ``stack bench``) stay as hidden aliases that print a deprecation on stderr.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from cdcrouter.cli.capture_cmds import ConfigFile, Format
+from cdcrouter.cli.stack_cmds import Only, _only, _reporter, _stack
+
 _GROUP: typer.Typer | None = None
+
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", envvar="CDCROUTER_STATE_DIR", help="default .cdcrouter", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 
 def bench_group() -> typer.Typer:
@@ -19,64 +36,242 @@ def bench_group() -> typer.Typer:
     return _GROUP
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
-    group = bench_group()
-    app.add_typer(group, name="bench")
+def deprecated_alias(command: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
+    """``command`` under its old spelling: same options, plus a one-line deprecation on stderr."""
 
-    _snapshot_command(group)
+    @functools.wraps(command)
+    def alias(*args: Any, **kwargs: Any) -> Any:
+        typer.echo(f"warning: `cdcrouter {old}` is deprecated; use `cdcrouter {new}`", err=True)
+        return command(*args, **kwargs)
 
-    @group.command("generate")
-    def generate(
-        filters_count: int = typer.Option(1000, "--filters-count", "-n", help="synthetic filters"),
-        repeat: int = typer.Option(5, "--repeat", help="timed runs (the best and median are shown)"),
-        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    ) -> None:
-        """Time compiling N synthetic filters (YAML -> IR -> Flink SQL, both dialects)."""
-        from cdcrouter.backends.bench import bench_generate
-
-        result = bench_generate(filters_count, repeat)
-        typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
-
-    @group.command("match")
-    def match(
-        filters_count: int = typer.Option(20, "--filters-count", "-n", help="synthetic filters"),
-        events: int = typer.Option(200_000, "--events", help="events to match"),
-        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    ) -> None:
-        """Embedded engine throughput: events/s for N filters on one core."""
-        from cdcrouter.backends.bench import bench_match
-
-        result = bench_match(filters_count, events)
-        typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+    return alias
 
 
-def _snapshot_command(group: typer.Typer) -> None:
-    @group.command("snapshot")
-    def snapshot(
-        rows: int = typer.Option(5_000_000, "--rows", help="rows of the snapshotted table"),
-        rate: int = typer.Option(1000, "--rate", help="changes/s streamed into another table meanwhile"),
-        chunk: int = typer.Option(10_000, "--chunk", help="replication.snapshot_chunk_size"),
-        kill_at: float = typer.Option(
-            0.5, "--kill-at", min=0.0, max=1.0, help="SIGKILL the capture at this share of rows (0: never)"
-        ),
-        config: Path | None = typer.Option(None, "--config", envvar="CDCROUTER_CONFIG", show_default=False),
-        as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    ) -> None:
-        """Chunked snapshot of a large table while changes stream: rows/s, latency, exactly once."""
-        from cdcrouter.capture.snapshot_bench import run_snapshot_bench
-        from cdcrouter.config import load_connections
+def _conns(config: Path | None, state_dir: Path | None = None) -> Any:
+    from cdcrouter.config import load_connections
 
-        result = run_snapshot_bench(
-            load_connections(config_file=config),
-            rows=rows,
-            rate=rate,
-            chunk=chunk,
-            kill_at=kill_at or None,
-            report=lambda m: typer.echo(f"bench: {m}", err=True),
-        )
-        typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+    return load_connections(config, state_dir)
+
+
+def _say(message: str) -> None:
+    typer.echo(f"bench: {message}", err=True)
 
 
 def _human(result: dict) -> str:
     return "\n".join(f"{k}: {v}" for k, v in result.items())
+
+
+def _counts(option: str, value: str, example: str, most: int) -> list[int]:
+    """``'1,2'`` -> ``[1, 2]``: a benchmark option that runs each value in turn."""
+    try:
+        counts = [int(n) for n in value.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{option} {value!r}: expected numbers like {example}") from None
+    if any(not 1 <= n <= most for n in counts):
+        raise typer.BadParameter(f"{option} {value!r}: each must be between 1 and {most}")
+    return counts
+
+
+def bench_capture(
+    config: ConfigFile = None,
+    changes: Annotated[int, typer.Option(help="Backlog size for the throughput phase.")] = 200_000,
+    rate: Annotated[int, typer.Option(help="Changes/s for the latency phase.")] = 2000,
+    seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 15.0,
+    debezium: Annotated[bool, typer.Option("--debezium/--no-debezium", help="Compare with Debezium.")] = True,
+    fmt: Format = "human",
+) -> None:
+    """Embedded vs Debezium, same machine and data: changes/s and COMMIT-to-Kafka latency."""
+    from cdcrouter.bench.capture import run_bench
+
+    res = run_bench(
+        _conns(config),
+        changes=changes,
+        rate=rate,
+        latency_seconds=seconds,
+        with_debezium=debezium,
+        report=_say,
+    )
+    if fmt == "json":
+        typer.echo(json.dumps(res, indent=2))
+        return
+    typer.echo(f"{'engine':<10} {'changes/s':>12} {'CPU us/change':>14} {'p50 ms':>8} {'p99 ms':>8}")
+    for engine in ("embedded", "debezium"):
+        if engine in res:
+            r = {
+                "p50_ms": float("nan"),
+                "p99_ms": float("nan"),
+                "cpu_us_per_change": float("nan"),
+                **res[engine],
+            }
+            typer.echo(
+                f"{engine:<10} {r['changes_per_s']:>12,.0f} {r['cpu_us_per_change']:>14.1f} "
+                f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+            )
+    if "throughput_ratio" in res:
+        typer.echo(f"embedded / debezium throughput: {res['throughput_ratio']:.2f}x")
+
+
+def bench_route(
+    events: int = typer.Option(200_000, help="events for the throughput run"),
+    filters_count: str = typer.Option(
+        "20", "--filters-count", help="benchmark filters, a topic each (max 20); '4,20' runs each in turn"
+    ),
+    rate: int = typer.Option(5_000, help="events/s for the latency run"),
+    seconds: float = typer.Option(20.0, help="length of the latency run"),
+    skip_latency: bool = typer.Option(False, "--skip-latency"),
+    skip_throughput: bool = typer.Option(False, "--skip-throughput"),
+    instances: int = typer.Option(1, help="also measure N router processes in one group (6 partitions)"),
+    lanes: str = typer.Option("2", help="router lanes; '1,2' runs each measurement with each in turn"),
+    partitions: int = typer.Option(3, min=1, help="partitions per topic in the latency run"),
+    schema: str = typer.Option(
+        "base",
+        help="throughput: raw events written with the contract's schema (base), an evolved one with "
+        "added fields (evolved), or each in turn (base,evolved)",
+    ),
+    config: ConfigFile = None,
+) -> None:
+    """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
+    from cdcrouter.bench import route as bench
+    from cdcrouter.observe import logs
+    from cdcrouter.route.events import BENCH_FILTERS
+
+    logs.configure(level=logging.INFO)  # the format: --log-format
+    logging.getLogger("cdcrouter.route").setLevel(logging.WARNING)
+    lane_counts = _counts("--lanes", lanes, "2 or 1,2", 8)
+    filter_counts = _counts("--filters-count", filters_count, "20 or 4,20", len(BENCH_FILTERS))
+    schemas = [x.strip() for x in schema.split(",") if x.strip()]
+    if not schemas or set(schemas) - {"base", "evolved"}:
+        raise typer.BadParameter(f"--schema {schema!r}: expected base, evolved or base,evolved")
+    conns = _conns(config)
+    for f in filter_counts:
+        if not skip_throughput:
+            for n in lane_counts:
+                for kind in schemas:
+                    result = bench.throughput(
+                        conns, events=events, filters=f, lanes=n, evolved=kind == "evolved"
+                    )
+                    typer.echo(bench.render(result))
+            if instances > 1:
+                result = bench.throughput_processes(conns, events=events, filters=f, instances=instances)
+                typer.echo(bench.render(result))
+        if not skip_latency:
+            for n in lane_counts:
+                result = bench.latency(
+                    conns, rate=rate, seconds=seconds, filters=f, lanes=n, partitions=partitions
+                )
+                typer.echo(bench.render(result))
+
+
+def bench_flink(
+    events: int = typer.Option(200_000, "--events", help="events for the throughput run"),
+    filters_count: int = typer.Option(20, "--filters-count", help="benchmark filters (max 20)"),
+    rate: int = typer.Option(5_000, "--rate", help="append rate for the latency run (events/s)"),
+    seconds: float = typer.Option(20.0, "--seconds", help="latency run length"),
+    checkpoint_interval: str = typer.Option("5s", "--checkpoint-interval", help="Flink commit interval"),
+    no_latency: bool = typer.Option(False, "--no-latency", help="throughput only"),
+    at_least_once: bool = typer.Option(False, "--at-least-once", help="Flink sinks without transactions"),
+    config: ConfigFile = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """The embedded engine and Flink side by side: events/s, ratio, p50/p99 latency."""
+    from cdcrouter.bench.flink import side_by_side
+
+    result = side_by_side(
+        _conns(config, state_dir),
+        events,
+        filters_count,
+        rate,
+        seconds,
+        checkpoint_interval,
+        latency=not no_latency,
+        exactly_once=not at_least_once,
+    )
+    typer.echo(json.dumps(result, indent=2))
+
+
+def bench_generate(
+    filters_count: int = typer.Option(1000, "--filters-count", "-n", help="synthetic filters"),
+    repeat: int = typer.Option(5, "--repeat", help="timed runs (the best and median are shown)"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Time compiling N synthetic filters (YAML -> IR -> Flink SQL, both dialects)."""
+    from cdcrouter.bench.match import bench_generate as run
+
+    result = run(filters_count, repeat)
+    typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+
+
+def bench_match(
+    filters_count: int = typer.Option(20, "--filters-count", "-n", help="synthetic filters"),
+    events: int = typer.Option(200_000, "--events", help="events to match"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Embedded engine throughput: events/s for N filters on one core."""
+    from cdcrouter.bench.match import bench_match as run
+
+    result = run(filters_count, events)
+    typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+
+
+def bench_snapshot(
+    rows: int = typer.Option(5_000_000, "--rows", help="rows of the snapshotted table"),
+    rate: int = typer.Option(1000, "--rate", help="changes/s streamed into another table meanwhile"),
+    chunk: int = typer.Option(10_000, "--chunk", help="replication.snapshot_chunk_size"),
+    kill_at: float = typer.Option(
+        0.5, "--kill-at", min=0.0, max=1.0, help="SIGKILL the capture at this share of rows (0: never)"
+    ),
+    config: ConfigFile = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Chunked snapshot of a large table while changes stream: rows/s, latency, exactly once."""
+    from cdcrouter.bench.snapshot import run_snapshot_bench
+
+    result = run_snapshot_bench(
+        _conns(config), rows=rows, rate=rate, chunk=chunk, kill_at=kill_at or None, report=_say
+    )
+    typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+
+
+def bench_stack(
+    only: Only = None,
+    state_dir: Annotated[
+        Path | None, typer.Option("--state-dir", help="A scratch state dir (default: a temp dir).")
+    ] = None,
+    settle: Annotated[float, typer.Option(help="Seconds to keep sampling memory after each up.")] = 20.0,
+    running: Annotated[
+        bool, typer.Option("--running", help="Only sample the memory of the stack running in --state-dir.")
+    ] = False,
+) -> None:
+    """Measure cold, no-op and warm `stack up` and peak memory (PSS) on free ports in a scratch dir."""
+    from cdcrouter.bench.stack import run_bench, sample_running
+
+    if running:
+        typer.echo(json.dumps(sample_running(_stack(state_dir), settle), indent=2))
+        return
+    result = run_bench(_only(only), state_dir=state_dir, settle_seconds=settle, report=_reporter())
+    typer.echo(json.dumps(result, indent=2))
+
+
+SUBJECTS: dict[str, Callable[..., Any]] = {
+    "capture": bench_capture,
+    "route": bench_route,
+    "flink": bench_flink,
+    "match": bench_match,
+    "generate": bench_generate,
+    "snapshot": bench_snapshot,
+    "stack": bench_stack,
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``cdcrouter bench <subject>`` to ``app``."""
+    group = bench_group()
+    app.add_typer(group, name="bench")
+    for name, command in SUBJECTS.items():
+        group.command(name)(command)
+
+
+def register_alias(group: typer.Typer, group_name: str, subject: str) -> None:
+    """The old ``cdcrouter <group_name> bench`` spelling of ``cdcrouter bench <subject>``, hidden."""
+    alias = deprecated_alias(SUBJECTS[subject], f"{group_name} bench", f"bench {subject}")
+    group.command("bench", hidden=True)(alias)

@@ -191,48 +191,9 @@ def register(app: typer.Typer) -> None:
             else:
                 typer.echo(f"{key:<22} {value}")
 
-    @capture.command("bench")
-    def bench(
-        config: ConfigFile = None,
-        changes: Annotated[int, typer.Option(help="Backlog size for the throughput phase.")] = 200_000,
-        rate: Annotated[int, typer.Option(help="Changes/s for the latency phase.")] = 2000,
-        seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 15.0,
-        debezium: Annotated[
-            bool, typer.Option("--debezium/--no-debezium", help="Compare with Debezium.")
-        ] = True,
-        fmt: Format = "human",
-    ) -> None:
-        """Embedded vs Debezium, same machine and data: changes/s and COMMIT-to-Kafka latency."""
-        from cdcrouter.capture.bench import run_bench
-        from cdcrouter.config import load_connections
+    from cdcrouter.cli.bench_cmds import register_alias
 
-        conns = load_connections(config_file=config)
-        res = run_bench(
-            conns,
-            changes=changes,
-            rate=rate,
-            latency_seconds=seconds,
-            with_debezium=debezium,
-            report=lambda m: typer.echo(f"bench: {m}", err=True),
-        )
-        if fmt == "json":
-            typer.echo(json.dumps(res, indent=2))
-            return
-        typer.echo(f"{'engine':<10} {'changes/s':>12} {'CPU us/change':>14} {'p50 ms':>8} {'p99 ms':>8}")
-        for engine in ("embedded", "debezium"):
-            if engine in res:
-                r = {
-                    "p50_ms": float("nan"),
-                    "p99_ms": float("nan"),
-                    "cpu_us_per_change": float("nan"),
-                    **res[engine],
-                }
-                typer.echo(
-                    f"{engine:<10} {r['changes_per_s']:>12,.0f} {r['cpu_us_per_change']:>14.1f} "
-                    f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
-                )
-        if "throughput_ratio" in res:
-            typer.echo(f"embedded / debezium throughput: {res['throughput_ratio']:.2f}x")
+    register_alias(capture, "capture", "capture")
 
     @capture.command("normalize")
     def normalize(

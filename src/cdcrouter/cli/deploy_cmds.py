@@ -215,32 +215,3 @@ def register(app: typer.Typer) -> None:
             api = ConfluentCloudFlink.from_settings(conns.confluent_cloud)
             rows = [{"statement": s["name"], "phase": s["status"].get("phase")} for s in api.list()]
         _echo(rows, fmt)
-
-    from cdcrouter.cli.bench_cmds import bench_group
-
-    @bench_group().command("flink")
-    def bench_flink_cmd(
-        events: int = typer.Option(200_000, "--events", help="events for the throughput run"),
-        filters_count: int = typer.Option(20, "--filters-count", help="benchmark filters (max 20)"),
-        rate: int = typer.Option(5_000, "--rate", help="append rate for the latency run (events/s)"),
-        seconds: float = typer.Option(20.0, "--seconds", help="latency run length"),
-        checkpoint_interval: str = typer.Option("5s", "--checkpoint-interval", help="Flink commit interval"),
-        no_latency: bool = typer.Option(False, "--no-latency", help="throughput only"),
-        at_least_once: bool = typer.Option(False, "--at-least-once", help="Flink sinks without transactions"),
-        config: Path | None = ConfigOpt,
-        state_dir: Path | None = StateOpt,
-    ) -> None:
-        """The embedded engine and Flink side by side: events/s, ratio, p50/p99 latency."""
-        from cdcrouter.deploy.bench import side_by_side
-
-        result = side_by_side(
-            _conns(config, state_dir),
-            events,
-            filters_count,
-            rate,
-            seconds,
-            checkpoint_interval,
-            latency=not no_latency,
-            exactly_once=not at_least_once,
-        )
-        typer.echo(json.dumps(result, indent=2))

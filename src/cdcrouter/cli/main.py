@@ -23,10 +23,10 @@ COMMAND_MODULES = (
     "cdcrouter.cli.filters_cmds",  # validate, generate, explain, test
     "cdcrouter.cli.stack_cmds",  # stack fetch|up|down|status|logs
     "cdcrouter.cli.capture_cmds",  # capture run|status, connector render|deploy|status
-    "cdcrouter.cli.route_cmds",  # topics, schemas, run, deploy, replay, demo, bench
+    "cdcrouter.cli.route_cmds",  # topics, schemas, run, deploy, replay, demo
     "cdcrouter.cli.consumer_cmds",  # consume, dlq
     "cdcrouter.cli.demo_cmds",  # demo (the README's main job)
-    "cdcrouter.cli.bench_cmds",  # bench generate|match (other modules add theirs to the group)
+    "cdcrouter.cli.bench_cmds",  # bench capture|route|flink|match|generate|snapshot|stack
     "cdcrouter.cli.deploy_cmds",  # deploy [--target], deploy status|stop|resume|delete|list
     "cdcrouter.cli.status_cmds",  # status: the whole pipeline for on-call
     "cdcrouter.cli.dashboard_cmds",  # dashboard: the status view as a live web page

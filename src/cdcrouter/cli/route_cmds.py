@@ -1,4 +1,6 @@
-"""Routing commands: ``topics plan|apply``, ``schemas plan|apply``, ``run``, ``replay``, ``route bench``.
+"""Routing commands: ``topics plan|apply``, ``schemas plan|apply``, ``run``, ``replay``.
+
+``route bench`` is a hidden, deprecated alias of ``bench route`` (:mod:`cdcrouter.cli.bench_cmds`).
 
 Bodies stay thin and import lazily; the work lives in ``cdcrouter.topics``, ``cdcrouter.schemas``
 and ``cdcrouter.route``.
@@ -247,68 +249,6 @@ def register(app: typer.Typer) -> None:
             f"{result.topic}, skipped {result.skipped_undecodable} undecodable"
         )
 
-    def _counts(option: str, value: str, example: str, most: int) -> list[int]:
-        """``'1,2'`` -> ``[1, 2]``: a benchmark option that runs each value in turn."""
-        try:
-            counts = [int(n) for n in value.split(",")]
-        except ValueError:
-            raise typer.BadParameter(f"{option} {value!r}: expected numbers like {example}") from None
-        if any(not 1 <= n <= most for n in counts):
-            raise typer.BadParameter(f"{option} {value!r}: each must be between 1 and {most}")
-        return counts
+    from cdcrouter.cli.bench_cmds import register_alias
 
-    def bench_cmd(
-        events: int = typer.Option(200_000, help="events for the throughput run"),
-        filters_count: str = typer.Option(
-            "20",
-            "--filters-count",
-            help="benchmark filters, a topic each (max 20); '4,20' runs each in turn",
-        ),
-        rate: int = typer.Option(5_000, help="events/s for the latency run"),
-        seconds: float = typer.Option(20.0, help="length of the latency run"),
-        skip_latency: bool = typer.Option(False, "--skip-latency"),
-        skip_throughput: bool = typer.Option(False, "--skip-throughput"),
-        instances: int = typer.Option(1, help="also measure N router processes in one group (6 partitions)"),
-        lanes: str = typer.Option("2", help="router lanes; '1,2' runs each measurement with each in turn"),
-        partitions: int = typer.Option(3, min=1, help="partitions per topic in the latency run"),
-        schema: str = typer.Option(
-            "base",
-            help="throughput: raw events written with the contract's schema (base), an evolved one with "
-            "added fields (evolved), or each in turn (base,evolved)",
-        ),
-        config: Path | None = ConfigOpt,
-    ) -> None:
-        """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
-        from cdcrouter.route import bench
-        from cdcrouter.route.events import BENCH_FILTERS
-
-        _logging()
-        logging.getLogger("cdcrouter.route").setLevel(logging.WARNING)
-        lane_counts = _counts("--lanes", lanes, "2 or 1,2", 8)
-        filter_counts = _counts("--filters-count", filters_count, "20 or 4,20", len(BENCH_FILTERS))
-        schemas = [x.strip() for x in schema.split(",") if x.strip()]
-        if not schemas or set(schemas) - {"base", "evolved"}:
-            raise typer.BadParameter(f"--schema {schema!r}: expected base, evolved or base,evolved")
-        conns = _conns(config)
-        for f in filter_counts:
-            if not skip_throughput:
-                for n in lane_counts:
-                    for kind in schemas:
-                        result = bench.throughput(
-                            conns, events=events, filters=f, lanes=n, evolved=kind == "evolved"
-                        )
-                        typer.echo(bench.render(result))
-                if instances > 1:
-                    result = bench.throughput_processes(conns, events=events, filters=f, instances=instances)
-                    typer.echo(bench.render(result))
-            if not skip_latency:
-                for n in lane_counts:
-                    result = bench.latency(
-                        conns, rate=rate, seconds=seconds, filters=f, lanes=n, partitions=partitions
-                    )
-                    typer.echo(bench.render(result))
-
-    route.command("bench")(bench_cmd)
-    from cdcrouter.cli.bench_cmds import bench_group
-
-    bench_group().command("route")(bench_cmd)  # also `cdcrouter bench route`, beside the other benchmarks
+    register_alias(route, "route", "route")

@@ -1,4 +1,4 @@
-"""``cdcrouter stack fetch|up|down|status|logs|bench``: the local real stack, no Docker.
+"""``cdcrouter stack fetch|up|down|status|logs``: the local real stack, no Docker.
 
 Command bodies stay thin: the work happens in :mod:`cdcrouter.stack.manager`.
 """
@@ -172,26 +172,9 @@ def register(app: typer.Typer) -> None:
             f"# postgres: {conns.postgres.redacted()} (password in <state-dir>/secrets/postgres-password)"
         )
 
-    @stack_app.command("bench")
-    def bench_cmd(
-        only: Only = None,
-        state_dir: Annotated[
-            Path | None, typer.Option("--state-dir", help="A scratch state dir (default: a temp dir).")
-        ] = None,
-        settle: Annotated[float, typer.Option(help="Seconds to keep sampling memory after each up.")] = 20.0,
-        running: Annotated[
-            bool,
-            typer.Option("--running", help="Only sample the memory of the stack running in --state-dir."),
-        ] = False,
-    ) -> None:
-        """Measure cold, no-op and warm `stack up` and peak memory (PSS) on free ports in a scratch dir."""
-        from cdcrouter.stack.bench import run_bench, sample_running
+    from cdcrouter.cli.bench_cmds import register_alias
 
-        if running:
-            typer.echo(json.dumps(sample_running(_stack(state_dir), settle), indent=2))
-            return
-        result = run_bench(_only(only), state_dir=state_dir, settle_seconds=settle, report=_reporter())
-        typer.echo(json.dumps(result, indent=2))
+    register_alias(stack_app, "stack", "stack")
 
 
 def _follow(path: Path) -> None:

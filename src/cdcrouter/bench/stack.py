@@ -1,4 +1,4 @@
-"""``cdcrouter stack bench``: cold and warm ``stack up`` times and the stack's peak memory.
+"""``cdcrouter bench stack``: cold and warm ``stack up`` times and the stack's peak memory.
 
 Runs in a scratch state dir on free ports, so it never touches a shared stack. "Cold" is the
 first ``up`` of an empty state dir (initdb, Kafka storage format, registry schema creation) with

@@ -34,8 +34,8 @@ import fastavro
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from cdcrouter.bench.capture import _spawn, _stop, _write
 from cdcrouter.capture import source
-from cdcrouter.capture.bench import _spawn, _stop, _write
 from cdcrouter.capture.domain import apply_domain
 from cdcrouter.capture.pipeline import pipeline_from_dict
 from cdcrouter.capture.sink import AvroEncoder, ensure_topics

@@ -1,7 +1,7 @@
 """Flink vs the embedded engine, side by side: same raw topic, same filters, same machine.
 
 Throughput: N seed-shaped events are written to a fresh raw topic first. The embedded engine
-drains them in-process (:func:`cdcrouter.route.bench.throughput`'s measure: first record consumed
+drains them in-process (:func:`cdcrouter.bench.route.throughput`'s measure: first record consumed
 to last commit). Flink runs the generated statement set through the SQL Gateway (exactly-once
 sinks, like the embedded engine); its time is from the first record its Kafka source emitted to
 the N-th (the source's ``numRecordsOut``, polled from the JobManager), so job start-up is not
@@ -137,7 +137,7 @@ def flink_throughput(
 def flink_latency(
     conns: Any, filters: int, rate: int, seconds: float, workdir: Path, interval: str = "1s"
 ) -> dict[str, Any]:
-    from cdcrouter.route.bench import (
+    from cdcrouter.bench.route import (
         WARMUP_S,
         Visible,
         append_now,
@@ -214,7 +214,7 @@ def side_by_side(
     """Both engines on the same raw topic and filters; ratios are embedded / Flink."""
     import tempfile
 
-    from cdcrouter.route import bench as emb
+    from cdcrouter.bench import route as emb
     from cdcrouter.route.engine import Router, RouterOptions
 
     workdir = Path(tempfile.mkdtemp(prefix="cdcrouter-bench-flink-"))

@@ -1,4 +1,4 @@
-"""``cdcrouter capture bench``: the embedded engine and Debezium side by side, same machine and data.
+"""``cdcrouter bench capture``: the embedded engine and Debezium side by side, same machine and data.
 
 1. Throughput: N changes (half INSERTs, half UPDATEs of ``car_entities``, 1,000 rows per
    transaction) are committed while both engines are held back (embedded stopped, Debezium's
