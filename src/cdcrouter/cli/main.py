@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.init_cmds",  # init: starter pipeline/filters/tests/connections from a database
     "cdcrouter.cli.version_cmds",  # version: package, native codec build, library versions
     "cdcrouter.cli.dr_cmds",  # dr status (other dr_*_cmds modules add theirs to the group)
+    "cdcrouter.cli.dr_failover_cmds",  # dr drill, dr failover|failback, dr start|stop|ps
 )
 
 

@@ -1,0 +1,51 @@
+"""The drill's verifier counts what it must: losses, repeated uuids, a change under two uuids,
+misrouted events, and acknowledged commits the database lost (pure functions, no stack)."""
+
+from __future__ import annotations
+
+from cdcrouter.dr.report import check_view
+from cdcrouter.dr.verify import SeenEvent, verify
+
+
+def ev(topic: str, uuid: str, eid: str, val: str, offset: int = 0) -> SeenEvent:
+    return SeenEvent(topic, 0, offset, uuid, eid, val)
+
+
+def test_every_kind_of_discrepancy_is_counted() -> None:
+    rows = {"r-1": "0a", "r-2": "9b", "r-3": "1c", "r-4": "2d"}
+    topics = {"all": lambda i, v: True, "half": lambda i, v: v[:1] in "01234567"}
+    events = [
+        ev("all", "u1", "r-1", "0a"),
+        ev("all", "u1", "r-1", "0a", 1),  # the same uuid again: removable by uuid dedup
+        ev("all", "u2", "r-2", "9b"),
+        ev("all", "u3", "r-3", "1c"),
+        ev("all", "u3b", "r-3", "1c"),  # the same change under a second uuid: not removable
+        # r-4 never reached "all": lost
+        ev("half", "u1", "r-1", "0a"),
+        ev("half", "u2", "r-2", "9b"),  # 9b does not belong in "half": misrouted
+        ev("half", "u4", "r-4", "2d"),
+        # r-3 never reached "half": lost
+        ev("all", "u9", "r-9", "ff"),  # no such committed row: a phantom
+    ]
+    v = verify(rows, acked={**rows, "r-5": "3e"}, in_doubt={"r-4": "2d"}, events=events, topics=topics)
+    by = {t.topic: t for t in v.topics}
+    assert by["all"].lost == ["r-4"] and by["half"].lost == ["r-3"]
+    assert by["all"].duplicate_uuids == 1 and by["all"].duplicate_changes == 1
+    assert by["half"].unexpected == ["r-2"] and by["all"].unexpected == ["r-9"]
+    assert (v.lost, v.duplicate_uuids, v.duplicate_changes, v.unexpected) == (2, 1, 1, 2)
+    assert v.db_lost == ["r-5"]  # acknowledged, but the surviving database does not have it
+    assert (v.in_doubt, v.in_doubt_committed) == (1, 1)
+
+
+def test_a_clean_run_has_nothing_to_report() -> None:
+    rows = {"r-1": "0a", "r-2": "9b"}
+    events = [ev("all", "u1", "r-1", "0a"), ev("all", "u2", "r-2", "9b")]
+    v = verify(rows, rows, {}, events, {"all": lambda i, v: True})
+    assert (v.lost, v.duplicate_uuids, v.duplicate_changes, v.unexpected, v.db_lost) == (0, 0, 0, 0, [])
+
+
+def test_the_consumer_view_check() -> None:
+    committed = {"r-1": "0a", "r-2": "9b", "r-3": "1c"}
+    view = {"r-1": ("0a", 1), "r-2": ("zz", 3)}
+    w = check_view(committed, view)
+    assert w.missing == ["r-3"] and w.wrong == ["r-2"] and w.extra_deliveries == 2
