@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from types import SimpleNamespace
 
+import pytest
+
 from cdcrouter.bench import route as bench
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.route.events import encode_raw, make_event
@@ -37,11 +39,11 @@ def test_filtered_at_reads_the_last_field_of_a_fully_encoded_filtered_record() -
 
 def test_the_latency_summary_splits_each_record_at_routing() -> None:
     seen = bench.Visible()
-    seen.samples.extend([(40, 10), (60, 15), (50, 30)])
+    seen.samples.extend([(40, 10, b"a"), (60, 15, b"b"), (50, 30, b"c")])
     out = seen.summary()
     assert out["visible_records"] == 3
     assert out["p50_ms"] == 50.0
-    assert out["append_to_routed_p50_p99_ms"] == [15.0, 30.0]
-    assert out["routed_to_visible_p50_p99_ms"] == [30.0, 45.0]
+    assert out["append_to_routed_p50_p99_ms"] == [15.0, pytest.approx(29.7)]  # 15 + 0.98 * (30 - 15)
+    assert out["routed_to_visible_p50_p99_ms"] == [30.0, pytest.approx(44.7)]  # of 20, 30, 45
     seen.clear()
     assert seen.summary()["p50_ms"] is None

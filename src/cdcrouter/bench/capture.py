@@ -34,6 +34,7 @@ import fastavro
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from cdcrouter.bench.stats import peak_rss_mb, percentile, reset_peak_rss, wait_for_all
 from cdcrouter.capture import debezium, source
 from cdcrouter.capture.domain import apply_domain
 from cdcrouter.capture.pipeline import Pipeline, pipeline_from_dict
@@ -216,13 +217,6 @@ def _connect_pid() -> int | None:
     return rec.pid if rec else None
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 def run_bench(conns: Connections, **kw: Any) -> dict[str, Any]:
     """Run both phases; returns ``{engine: {changes_per_s, p50_ms, p99_ms, ...}}``.
 
@@ -301,6 +295,8 @@ def _run_bench(
             watchers.append(w)
             connect_pid = _connect_pid()
             pids = [p for p in (connect_pid, normalizer.pid if normalizer else None) if p]
+            for pid in pids:  # this run's peak, not the long-running Connect worker's lifetime one
+                reset_peak_rss(pid)
             t0, cpu0 = time.time(), [_cpu_s(p) for p in pids]
             debezium.ConnectClient(conns)._call("PUT", f"/connectors/{debezium.connector_name(dbz)}/resume")
             if not w.wait_for(changes, 1200):
@@ -323,16 +319,22 @@ def _run_bench(
         time.sleep(1.0)
         sent = _generate_at_rate(conns, schema, rate, latency_seconds)
         for engine, w in lat.items():
-            w.wait_for(sent, 120)
+            # every change committed must be read: a missing one is an error, not a dropped sample
+            wait_for_all(f"bench capture latency ({engine})", lambda w=w: w.count, sent, 120)
             results[engine].update(
                 latency_changes=w.count,
-                p50_ms=_pct(w.latencies_ms, 0.50),
-                p99_ms=_pct(w.latencies_ms, 0.99),
+                p50_ms=percentile(w.latencies_ms, 50),
+                p99_ms=percentile(w.latencies_ms, 99),
                 max_ms=max(w.latencies_ms, default=float("nan")),
             )
             report(
                 f"{engine}: p50 {results[engine]['p50_ms']:.1f} ms, p99 {results[engine]['p99_ms']:.1f} ms"
             )
+        # peak RSS of the measured processes, read while they still run (the kernel forgets it after)
+        results["embedded"]["peak_rss_mb"] = results["peak_rss_mb"] = peak_rss_mb(capture.pid)
+        if with_debezium:
+            rss = [peak_rss_mb(p) for p in pids]
+            results["debezium"]["peak_rss_mb"] = None if None in rss else sum(rss)  # type: ignore[arg-type]
         del results["log"]  # removed below: the engines' log is kept only when a run fails
         return results
     finally:

@@ -174,9 +174,10 @@ def flink_latency(
         i, _, _ = append_paced(producer, s, rate, WARMUP_S, i)  # the same warm-up as the embedded run
         time.sleep(2 * _seconds(interval))
         seen.clear()
-        i, sent, send_s = append_paced(producer, s, rate, seconds, i)
+        i, sent, send_s = append_paced(producer, s, rate, seconds, i, expect=seen)
         producer.flush(10)
-        time.sleep(2 * _seconds(interval) + 1)
+        # every routed record, or an error: exactly-once sinks show records at the next checkpoint
+        seen.wait_complete("bench flink latency", 2 * _seconds(interval) + 30)
     finally:
         stop.set()
         reader.join(10)

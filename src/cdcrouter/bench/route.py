@@ -4,7 +4,9 @@
   in-process :class:`Router` drains them; events/s = N / (first record consumed -> last commit).
 - :func:`latency`: a router runs in its own process while this one appends events at a fixed rate
   (``savedDate`` = the wall clock just before the append) and reads every filtered topic
-  read_committed; latency = time the record became visible here - ``savedDate``.
+  read_committed; latency = time the record became visible here - ``savedDate``. Every record the
+  filters route (counted per event with the compiled filters) must become visible: a missing one
+  fails the run (:class:`~cdcrouter.bench.stats.MissingRecords`) instead of leaving the sample out.
 
 Every run uses unique topic, group and transactional names, so it can share a stack with tests.
 """
@@ -20,12 +22,14 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from cdcrouter.bench.stats import MissingRecords, peak_rss_mb, percentile, reset_peak_rss
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.route.events import bench_filters_yaml, encode_raw, event_key, make_event
 from cdcrouter.route.wire import header
@@ -35,8 +39,8 @@ __all__ = [
     "Visible",
     "append_now",
     "append_paced",
+    "event_uuid",
     "latency",
-    "percentile",
     "produce_events",
     "read_filtered",
     "render",
@@ -55,6 +59,16 @@ class BenchSetup:
     all_topics: list[str] = field(default_factory=list)
     scratch: Path | None = None  # a temp dir setup() made itself: teardown() removes it
     writer_schema: dict[str, Any] | None = None  # an evolved raw schema the events are written with
+    matcher: Any = None  # the filters compiled in this process: how many records each event is due
+
+    def routed_records(self, event: dict[str, Any]) -> int:
+        """How many filtered records ``event`` is due (one per matching filter)."""
+        if self.matcher is None:
+            from cdcrouter.backends.python_eval import compile_filterset
+            from cdcrouter.filters import load_filters
+
+            self.matcher = compile_filterset(load_filters(self.filters_path))
+        return len(self.matcher.match(event))
 
 
 def evolved_raw_schema() -> dict[str, Any]:
@@ -195,9 +209,11 @@ def _throughput(conns: Any, s: BenchSetup, events: int, filters: int, lanes: int
             conns,
             RouterOptions(raw_topic=s.raw_topic, group_id=f"{s.prefix}g", reload=False, lanes=lanes),
         )
+        reset_peak_rss()  # the router's peak, not the event writer's before it
         cpu0 = time.process_time()
         stats = router.run(max_events=events, idle_timeout_s=30)
         cpu = time.process_time() - cpu0
+        rss = peak_rss_mb()
     finally:
         os.sched_setaffinity(0, allowed)
     routed = sum(stats.matched.values())
@@ -215,27 +231,57 @@ def _throughput(conns: Any, s: BenchSetup, events: int, filters: int, lanes: int
         "process_cpu_s": round(cpu, 2),
         "events_per_cpu_s": round(stats.consumed / cpu) if cpu else 0,
         "cpu_cores_used": round(cpu / stats.seconds, 2) if stats.seconds else 0,
+        "peak_rss_mb": rss,  # this process: the router, its Kafka clients and the bench around them
     }
 
 
 @dataclass
 class Visible:
-    """What the reader saw: per record, append -> visible and append -> routed (ms).
+    """What the reader saw: per record, append -> visible and append -> routed (ms), and the uuid of
+    the event it carries.
 
     Routed is ``filterMetadata.filteredAt``, the router's clock when it routed the batch, so each
-    latency splits into the way to the router and the transaction, commit and fetch after it."""
+    latency splits into the way to the router and the transaction, commit and fetch after it.
+    ``expected`` (event uuid -> records due) is the measured window: only its records are samples,
+    and :meth:`wait_complete` fails the run unless every one of them became visible."""
 
-    samples: list[tuple[int, int]] = field(default_factory=list)
+    samples: list[tuple[int, int, bytes]] = field(default_factory=list)
     seen: int = 0
+    expected: dict[bytes, int] = field(default_factory=dict)
 
     def clear(self) -> None:
         self.samples = []  # one rebinding: the reader thread appends to whichever list is current
 
+    def expect(self, event_uuid: bytes, records: int) -> None:
+        if records:
+            self.expected[event_uuid] = records
+
+    def measured(self) -> list[tuple[int, int, bytes]]:
+        """The samples of the measured window (all of them when no window was set)."""
+        if not self.expected:
+            return list(self.samples)
+        return [s for s in self.samples if s[2] in self.expected]
+
+    def missing(self) -> int:
+        """Records of the measured window not visible (yet)."""
+        got = Counter(key for _, _, key in self.samples if key in self.expected)
+        return sum(max(0, due - got[key]) for key, due in self.expected.items())
+
+    def wait_complete(self, what: str, timeout_s: float) -> None:
+        """Wait (bounded) until every expected record is visible; else :class:`MissingRecords`."""
+        started = time.monotonic()
+        while (missing := self.missing()) and time.monotonic() - started < timeout_s:
+            time.sleep(0.2)
+        if missing:
+            raise MissingRecords(what, missing, sum(self.expected.values()), time.monotonic() - started)
+
     def summary(self) -> dict[str, Any]:
-        total = sorted(t for t, _ in self.samples)
-        routed = sorted(r for _, r in self.samples)
-        after = sorted(t - r for t, r in self.samples)
+        samples = self.measured()
+        total = sorted(t for t, _, _ in samples)
+        routed = sorted(r for _, r, _ in samples)
+        after = sorted(t - r for t, r, _ in samples)
         return {
+            "expected_records": sum(self.expected.values()) if self.expected else None,
             "visible_records": len(total),
             "p50_ms": percentile(total, 50),
             "p99_ms": percentile(total, 99),
@@ -244,6 +290,24 @@ class Visible:
             "append_to_routed_p50_p99_ms": [percentile(routed, 50), percentile(routed, 99)],
             "routed_to_visible_p50_p99_ms": [percentile(after, 50), percentile(after, 99)],
         }
+
+
+def event_uuid(value: bytes) -> bytes:
+    """``eventHeader.uuid`` of a framed raw or filtered record (its first field), undecoded."""
+    length, pos = _read_long(value, 5)
+    return value[pos : pos + length]
+
+
+def _read_long(value: bytes, pos: int) -> tuple[int, int]:
+    """The Avro long (zig-zag varint) at ``pos`` and the position after it."""
+    n = shift = 0
+    while True:
+        b = value[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return (n >> 1) ^ -(n & 1), pos
 
 
 def saved_date(value: bytes) -> int:
@@ -293,7 +357,7 @@ def read_filtered(conns: Any, topics: list[str], group: str, out: Visible, stop:
                 now_ms = time.time_ns() // 1_000_000
                 value = msg.value()
                 saved = saved_date(value)
-                out.samples.append((now_ms - saved, filtered_at(value) - saved))
+                out.samples.append((now_ms - saved, filtered_at(value) - saved, event_uuid(value)))
                 out.seen += 1
     finally:
         consumer.close()
@@ -326,18 +390,30 @@ def latency(
     filters: int = 20,
     lanes: int = 2,
     partitions: int = 3,
+    tail_timeout_s: float = 30.0,
 ) -> dict[str, Any]:
     """Append at ``rate`` events/s for ``seconds`` and measure append -> visible (read_committed).
-    ``partitions``: of the raw and every filtered topic (the seed's topics have 3)."""
+    ``partitions``: of the raw and every filtered topic (the seed's topics have 3).
+
+    Raises:
+        MissingRecords: a routed record was not visible ``tail_timeout_s`` after the last append.
+    """
     s = setup(conns, filters, partitions=partitions)
     try:
-        return {**_latency(conns, s, rate, seconds, filters, lanes), "partitions_per_topic": partitions}
+        result = _latency(conns, s, rate, seconds, filters, lanes, tail_timeout_s)
+        return {**result, "partitions_per_topic": partitions}
     finally:
         teardown(conns, s)
 
 
 def _latency(
-    conns: Any, s: BenchSetup, rate: int, seconds: float, filters: int, lanes: int = 2
+    conns: Any,
+    s: BenchSetup,
+    rate: int,
+    seconds: float,
+    filters: int,
+    lanes: int = 2,
+    tail_timeout_s: float = 30.0,
 ) -> dict[str, Any]:
     router = _router_process(conns, s, lanes=lanes)
     seen = Visible()
@@ -365,9 +441,10 @@ def _latency(
         i, _, _ = append_paced(producer, s, rate, WARMUP_S, i)
         time.sleep(0.5)
         seen.clear()
-        i, sent, send_s = append_paced(producer, s, rate, seconds, i)
+        i, sent, send_s = append_paced(producer, s, rate, seconds, i, expect=seen)
         producer.flush(10)
-        time.sleep(2.0)  # let the tail become visible
+        seen.wait_complete("bench route latency", tail_timeout_s)  # every routed record, or an error
+        rss = peak_rss_mb(router.pid)  # read while the router still runs
     finally:
         stop.set()
         router.terminate()
@@ -383,6 +460,7 @@ def _latency(
         "filters": filters,
         "lanes": lanes,
         **seen.summary(),
+        "peak_rss_mb": rss,
     }
 
 
@@ -398,17 +476,17 @@ def latency_writer(conns: Any) -> Producer:
 
 
 def append_paced(
-    producer: Producer, s: BenchSetup, rate: int, seconds: float, i: int
+    producer: Producer, s: BenchSetup, rate: int, seconds: float, i: int, expect: Visible | None = None
 ) -> tuple[int, int, float]:
     """Append ``rate`` events/s for ``seconds``: the next event number, how many were sent, and the
-    seconds sending took.
+    seconds sending took. With ``expect``, each event's due records are registered there first.
 
     The events are encoded before the clock starts and only ``savedDate`` is written at append
     time (epoch milliseconds take 6 varint bytes until 2039, so its slot never moves). Building
     and encoding an event in Python costs ~26 us: about an eighth of a core at 5,000/s, taken
     from the broker and the router on a 2-core machine."""
     total = int(rate * seconds)
-    framed = [_with_saved_date_slot(s, n) for n in range(i, i + total)]
+    framed = [_with_saved_date_slot(s, n, expect) for n in range(i, i + total)]
     started = time.monotonic()
     sent = 0
     while sent < total:
@@ -422,10 +500,12 @@ def append_paced(
     return i + total, sent, time.monotonic() - started
 
 
-def _with_saved_date_slot(s: BenchSetup, i: int) -> tuple[bytes, bytes, bytes]:
+def _with_saved_date_slot(s: BenchSetup, i: int, expect: Visible | None = None) -> tuple[bytes, bytes, bytes]:
     """Event ``i`` framed and encoded, split around its ``savedDate`` varint."""
     event = make_event(i, seed=11)
     event["eventHeader"]["savedDate"] = time.time_ns() // 1_000_000  # same varint length as later
+    if expect is not None:
+        expect.expect(event["eventHeader"]["uuid"].encode(), s.routed_records(event))
     value = encode_raw(event, s.raw_schema_id)
     start, end = _saved_date_span(value)
     return value[:start], value[end:], event_key(event)
@@ -438,16 +518,9 @@ def _saved_date_span(value: bytes) -> tuple[int, int]:
     pos = 5
     for field_no in range(4):
         begin = pos
-        n = shift = 0
-        while True:
-            b = value[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
+        n, pos = _read_long(value, pos)
         if field_no < 2:
-            pos += (n >> 1) ^ -(n & 1)
+            pos += n
         elif field_no == 3:
             return begin, pos
     raise AssertionError("unreachable")
@@ -500,6 +573,7 @@ def _throughput_processes(
             if now > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"routers stopped or stalled at {n}/{events} committed")
             time.sleep(0.02)
+        rss = [peak_rss_mb(p.pid) for p in procs]  # read while they still run
     finally:
         for p in procs:
             p.terminate()
@@ -517,6 +591,7 @@ def _throughput_processes(
         "raw_partitions": partitions,
         "seconds": round(seconds, 3),
         "events_per_s": round((events - first_n) / seconds) if seconds else 0,
+        "peak_rss_mb": max((r for r in rss if r is not None), default=None),  # the largest router
     }
 
 
@@ -524,13 +599,6 @@ def append_now(producer: Producer, s: BenchSetup, i: int) -> None:
     event = make_event(i, seed=11)
     event["eventHeader"]["savedDate"] = time.time_ns() // 1_000_000
     producer.produce(s.raw_topic, encode_raw(event, s.raw_schema_id), event_key(event))
-
-
-def percentile(values: list[int], p: float) -> float | None:
-    if not values:
-        return None
-    k = min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))
-    return float(values[k])
 
 
 def render(result: dict[str, Any]) -> str:

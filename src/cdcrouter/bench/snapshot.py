@@ -35,6 +35,7 @@ import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
 from cdcrouter.bench.capture import _spawn, _stop, _write
+from cdcrouter.bench.stats import peak_rss_mb, percentile, wait_for_all
 from cdcrouter.capture import source
 from cdcrouter.capture.domain import apply_domain
 from cdcrouter.capture.pipeline import pipeline_from_dict
@@ -45,19 +46,8 @@ from cdcrouter.topics import delete_topics
 _LONGEST = re.compile(rb"longest Kafka (?:txn|transaction) ([\d,]+) ms")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def _peak_rss_kb(pid: int) -> int:
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 class _Reader(threading.Thread):
@@ -185,12 +175,12 @@ def run_snapshot_bench(
                     time.sleep(ahead)
 
     procs: list[Any] = []
-    peak = [0]
+    peak = [0.0]
 
     def sample_rss() -> None:
         while not writer_stop.is_set():
             for p in procs:
-                peak[0] = max(peak[0], _peak_rss_kb(p.pid))
+                peak[0] = max(peak[0], peak_rss_mb(p.pid) or 0.0)
             time.sleep(0.2)
 
     started = time.time()
@@ -231,9 +221,7 @@ def run_snapshot_bench(
         snapshot_done = time.time()
         writer_stop.set()
         writer.join(30)
-        deadline = time.monotonic() + 60
-        while reader.streamed < written[0] and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_all("snapshot bench, streamed changes", lambda: reader.streamed, written[0], 60)
         _stop(procs[-1])
     finally:
         writer_stop.set()
@@ -279,13 +267,13 @@ def run_snapshot_bench(
         "rows_missing": missing,
         "killed_at_rows": kill.get("rows"),
         "restart_window_s": round(restart_s, 2),
-        "latency_p50_ms": round(_percentile([lat for lat, _ in normal], 0.5), 1),
-        "latency_p99_ms": round(_percentile([lat for lat, _ in normal], 0.99), 1),
+        "latency_p50_ms": _round(percentile([lat for lat, _ in normal], 50)),
+        "latency_p99_ms": _round(percentile([lat for lat, _ in normal], 99)),
         "latency_max_ms": round(worst[0][0] if worst else float("nan"), 1),
         "latency_over_1s": sum(1 for lat, _ in normal if lat > 1000),
         "latency_worst_at_s": [round(c - started, 1) for _, c in worst],
         "latency_restart_window_max_ms": round(max(during, default=0.0), 1),
-        "peak_rss_mb": round(peak[0] / 1024, 1),
+        "peak_rss_mb": peak[0],
         "longest_kafka_txn_ms": longest,
         "log": str(log),
     }

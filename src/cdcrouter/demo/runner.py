@@ -66,11 +66,9 @@ class DemoResult:
 
     def percentile(self, q: float, values: list[float] | None = None) -> float | None:
         """The ``q`` quantile of ``values`` (default: the end-to-end latencies)."""
-        values = self.latencies_ms if values is None else values
-        if not values:
-            return None
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        from cdcrouter.bench.stats import percentile
+
+        return percentile(self.latencies_ms if values is None else values, q * 100)
 
     def split(self, q: float) -> tuple[float, float] | None:
         """The ``q`` quantiles of commit -> routed and of routed -> readable."""

@@ -106,7 +106,6 @@ def newest_latencies(
 
 
 def _pct(values: list[int], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return float(ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))])
+    from cdcrouter.bench.stats import percentile  # the one definition the benchmarks use too
+
+    return percentile(values, q)
