@@ -25,7 +25,7 @@ import psycopg
 import psycopg2
 from confluent_kafka import KafkaException
 
-from cdcrouter.capture import source
+from cdcrouter.capture import failover, source
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.capture.fastpath import RowEncoder, fast_kind_ok
 from cdcrouter.capture.kafka_limits import KafkaFatal
@@ -139,6 +139,8 @@ class CaptureEngine:
         self._reported: set[str] = set()  # warnings already logged (once each)
         self.metrics = CaptureMetrics(lambda: self.stats, connections.postgres, pipeline.replication.slot)
         self.size_cap: int | None = None  # record limit learnt from the broker refusing records (or None)
+        # what a --resnapshot after a lost slot stood in for (capture/failover.py), else None
+        self.bridged: failover.BridgedWindow | None = None
 
     @property
     def raw_topic(self) -> str:
@@ -284,7 +286,12 @@ class CaptureEngine:
                         self.progress(f"PostgreSQL not reachable ({exc.message}); retrying")
                         sink.abort()
                         stop.wait(1.0)
+                        # a failover: the SQL connection must follow the replication one to the new primary
+                        sql_conn = self._reconnect_sql(sql_conn)
                         continue
+                    if "does not exist" in exc.message:  # the slot: say why (a failover?) and what to do
+                        sql_conn = self._reconnect_sql(sql_conn)
+                        self._check_slot(sql_conn)
                     raise
                 finally:
                     self.metrics.health.set(False, "not connected to the slot (reconnecting or stopping)")
@@ -322,6 +329,8 @@ class CaptureEngine:
             gone = not source.slot_exists(conn, slot)
         except psycopg.Error:
             return  # PostgreSQL is not answering yet: the reconnect loop finds out
+        if gone and (failover.timeline(conn) or 1) > 1:  # promoted: the slot did not come along
+            raise failover.slot_gone_error(conn, self.pipeline, self.stats.last)
         if gone:
             raise CaptureError(
                 f"replication slot {slot} was dropped while capture was running; the changes "
@@ -343,19 +352,14 @@ class CaptureEngine:
         with source.pg_errors("cannot inspect replication slots", self.conns.postgres):
             has_slot = source.slot_exists(conn, slot)
         offsets = read_offsets(self.conns, p.raw_topic.offsets_topic, slot)
+        prior = None
         if self.resnapshot:
             if has_slot:
                 source.drop_slot(conn, slot)
-            has_slot, offsets = False, None
+            has_slot, prior, offsets = False, offsets, None
         if offsets is not None and (offsets.snapshot_done or offsets.end_lsn):
             if not has_slot:
-                raise CaptureError(
-                    f"replication slot {slot} is gone, but Kafka has events up to "
-                    f"{lsn_to_str(offsets.end_lsn)}: "
-                    "the changes made since then cannot be read any more",
-                    hint="restart with `cdcrouter capture run --resnapshot` to take a new snapshot "
-                    "(existing rows are sent again as SNAPSHOT events)",
-                )
+                raise failover.slot_gone_error(conn, p, offsets)
             offsets = self._follow_tables(conn, sink, offsets)
             pending = [s["table"] for s in offsets.snapshot]
             more = f"; snapshot pending for {', '.join(pending)}" if pending else ""
@@ -365,7 +369,25 @@ class CaptureEngine:
         if has_slot:  # created, but its start never reached Kafka: start over
             self.progress(f"slot {slot} has no committed position in Kafka; recreating it")
             source.drop_slot(conn, slot)
-        return self._snapshot(conn, sink, enc, offsets)
+        started = self._snapshot(conn, sink, enc, offsets or prior)
+        if prior is not None:
+            self._report_bridge(conn, prior, started)
+        return started
+
+    def _report_bridge(self, conn: psycopg.Connection, prior: Offsets, started: Offsets) -> None:
+        """After ``--resnapshot`` replaced a slot that Kafka had a position for: which window of
+        changes the snapshot stands in for (capture/failover.py)."""
+        window = failover.bridged_window(conn, self.pipeline, prior, started.end_lsn)
+        if window is None:
+            return
+        if not started.snapshot:
+            self._warn_once(
+                f"nothing bridges the changes after {window.from_lsn} ({window.from_commit}) up to the "
+                f"new slot's start {window.to_lsn}: replication.snapshot is never"
+            )
+            return
+        self.bridged = window
+        self.progress(window.describe())
 
     def _follow_tables(self, conn: psycopg.Connection, sink: TransactionalSink, offsets: Offsets) -> Offsets:
         """Tables added to the pipeline since the last run get a snapshot (``snapshot: initial``);

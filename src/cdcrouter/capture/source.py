@@ -82,6 +82,12 @@ def pg_errors(what: str, pg: PostgresSettings) -> Iterator[None]:
             hint = "check the PostgreSQL user and password (CDCROUTER_POSTGRES__USER / __PASSWORD)"
         elif "does not exist" in text and "database" in text:
             hint = "check connections.postgres.dbname"
+        elif "hot standby" in text or "read-only" in text or "not in recovery" in text:
+            hint = (
+                "no server in connections.postgres.host is a primary (a failover in progress?): promote "
+                "the standby (`cdcrouter dr standby promote`, or your provider's failover); capture "
+                "resumes on its own (docs/disaster-recovery.md)"
+            )
         elif "Connection refused" in text or "could not connect" in text:
             hint = "is PostgreSQL running? `cdcrouter stack up --only postgres`, or check host/port"
         else:
@@ -618,6 +624,13 @@ class ReplicationStream:
                     "--resnapshot` (new slot and a fresh snapshot), and see docs/capture.md for the "
                     "settings that invalidate slots",
                 ) from None
+            if "synchroniz" in text:  # a standby's synced copy: usable only once it is promoted
+                raise CaptureError(
+                    f"replication slot {slot} on this server is a standby's synchronised copy: {text}",
+                    hint="capture reached a standby; list the primary and its standbys in "
+                    "connections.postgres.host (with target_session_attrs: primary, the default for "
+                    "several hosts), or promote this standby",
+                ) from exc
             if "is active for PID" in text:
                 raise CaptureError(
                     f"replication slot {slot} is in use by another process: {text}",

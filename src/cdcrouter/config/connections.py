@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cdcrouter.errors import ConfigError
@@ -133,12 +133,30 @@ class ConfluentCloudSettings(_Section):
 
 
 class PostgresSettings(_Section):
+    """One server, or a primary and its standbys: ``host: "db-a,db-b"`` with ``port: "5432,5432"``
+    (libpq's multi-host form). With several hosts every connection asks for the one that is the
+    primary (``target_session_attrs=primary`` unless set), so capture follows a promotion
+    (docs/disaster-recovery.md)."""
+
     host: str = "127.0.0.1"
-    port: int = 55432
+    port: int | str = 55432  # "p1,p2" for several hosts
     dbname: str = "cdcrouter"
     user: str = "cdcrouter"
     password: SecretStr | None = None
     sslmode: str = "disable"
+    target_session_attrs: str | None = None  # libpq's: any, read-write, primary, standby, ...
+
+    @field_validator("port")
+    @classmethod
+    def _ports(cls, value: int | str) -> int | str:
+        for part in str(value).split(","):
+            if not part.strip().isdigit() or not 0 < int(part) < 65536:
+                raise ValueError(f"port must be 1-65535 (or a comma-separated list of such), got {value!r}")
+        return int(value) if str(value).strip().isdigit() else str(value)
+
+    @property
+    def multi_host(self) -> bool:
+        return "," in self.host
 
     def conninfo(self, **extra: str) -> str:
         """A libpq connection string (carries the password: never log it)."""
@@ -148,14 +166,19 @@ class PostgresSettings(_Section):
             "dbname": self.dbname,
             "user": self.user,
             "sslmode": self.sslmode,
-            **extra,
         }
+        attrs = self.target_session_attrs or ("primary" if self.multi_host else None)
+        if attrs:
+            parts["target_session_attrs"] = attrs
+        parts.update(extra)
         if self.password:
             parts["password"] = self.password.get_secret_value()
         return " ".join(f"{k}={_quote_libpq(v)}" for k, v in parts.items())
 
     def redacted(self) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.dbname}"
+        hosts, ports = self.host.split(","), str(self.port).split(",")
+        where = ",".join(f"{h}:{ports[min(i, len(ports) - 1)]}" for i, h in enumerate(hosts))
+        return f"postgresql://{self.user}@{where}/{self.dbname}"
 
 
 def _quote_libpq(value: str) -> str:
