@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import psycopg2
@@ -74,6 +76,9 @@ from cdcrouter.capture.snapshot import (
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
 
+if TYPE_CHECKING:
+    from cdcrouter.route.fused import FusedRoutes
+
 log = logging.getLogger("cdcrouter.capture")
 
 _INSERT, _UPDATE, _DELETE, _BEGIN, _COMMIT, _RELATION, _TRUNCATE, _MESSAGE = (ord(c) for c in "IUDBCRTM")
@@ -123,8 +128,12 @@ class CaptureEngine:
         progress_interval_s: float = 5.0,
         reconnect_timeout_s: float = 120.0,
         snapshot_progress: Callable[[SnapshotProgress | None], None] | None = None,
+        route: str | Path | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # fused mode (capture/fused.py): route each raw record in capture's own Kafka transaction
+        self.route_path = Path(route) if route is not None else pipeline.route_path()
+        self.routes: FusedRoutes | None = None
         self.conns = connections
         self.resnapshot = resnapshot
         self.progress = progress or log.info
@@ -233,7 +242,12 @@ class CaptureEngine:
         sql_conn = self._prepare_source()
         ensure_topics(conns, p.raw_topic)
         encoder = AvroEncoder(register_raw_schema(conns, p.raw_topic.name))
-        sink = TransactionalSink(conns, p.raw_topic, p.replication.slot)  # fences a zombie first
+        if self.route_path is not None:
+            from cdcrouter.route.fused import FusedRoutes
+
+            self.routes = FusedRoutes(self.route_path, conns, p.raw_topic.name)
+            self.routes.start()  # topics and filtered schemas checked before anything streams
+        sink = self._make_sink()  # fences a zombie first
         try:
             self._start_position(sql_conn, sink, encoder)  # sets self.stats.last
             outage = Outage(self.reconnect_timeout_s)
@@ -302,13 +316,24 @@ class CaptureEngine:
             gc.unfreeze()  # a process that goes on (the demo, tests) collects normally again
             sink.close()
             sql_conn.close()
+            if self.routes is not None:
+                self.routes.close()
+
+    def _make_sink(self) -> TransactionalSink:
+        """Capture's transactional producer; in fused mode one that also routes each raw record."""
+        p = self.pipeline
+        if self.routes is not None:
+            from cdcrouter.capture.fused import FusedSink
+
+            return FusedSink(self.conns, p.raw_topic, p.replication.slot, self.routes, size_cap=self.size_cap)
+        return TransactionalSink(self.conns, p.raw_topic, p.replication.slot, size_cap=self.size_cap)
 
     def _new_sink(self, deadline: float, stop: threading.Event) -> TransactionalSink:
         """A fresh producer (fencing the old one), then the position Kafka really committed."""
         p = self.pipeline
         while True:
             try:
-                sink = TransactionalSink(self.conns, p.raw_topic, p.replication.slot, size_cap=self.size_cap)
+                sink = self._make_sink()
                 offsets = read_offsets(self.conns, p.raw_topic.offsets_topic, p.replication.slot)
             except KafkaFatal:
                 raise

@@ -139,6 +139,8 @@ class Pipeline(_Model):
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     tables: dict[str, TableSpec] = {}
     outbox: Outbox | None = None
+    # fused mode: a filters.yaml routed in capture's own transactions (relative to this file)
+    route: str | None = None
     connections: dict[str, Any] | None = None  # read by cdcrouter.config, not here
     source_file: str | None = Field(default=None, exclude=True)
 
@@ -188,6 +190,15 @@ class Pipeline(_Model):
             return explicit
         suffix = {"insert": "Created", "update": "Updated", "delete": "Deleted"}[op]
         return self.entity_type(table) + suffix
+
+    def route_path(self) -> Path | None:
+        """The ``route:`` filters file, relative to the pipeline file's directory (None: not fused)."""
+        if not self.route:
+            return None
+        path = Path(self.route)
+        if not path.is_absolute() and self.source_file and not self.source_file.startswith("<"):
+            path = Path(self.source_file).parent / path
+        return path
 
     def captured_tables(self) -> list[str]:
         return [*self.tables, *([self.outbox.table] if self.outbox else [])]

@@ -100,6 +100,15 @@ def register(app: typer.Typer) -> None:
         metrics_address: Annotated[
             str, typer.Option(help="Address for --metrics-port (0.0.0.0: every interface).")
         ] = "127.0.0.1",
+        route: Annotated[
+            Path | None,
+            typer.Option(
+                "--route",
+                help="Fused mode: route through this filters.yaml in capture's own Kafka transactions "
+                "(default: the pipeline's `route:`; see docs/routing.md).",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Capture changes until SIGTERM/Ctrl-C (finishes the open batch, then exits)."""
         import logging
@@ -129,7 +138,10 @@ def register(app: typer.Typer) -> None:
             resnapshot=resnapshot,
             progress=say,
             snapshot_progress=bar.update if bar is not None else None,
+            route=route,
         )
+        if engine.route_path is not None:
+            say(f"fused mode: routing through {engine.route_path} in the same transactions")
         if metrics_port is not None:
             try:
                 engine.metrics.serve(metrics_port, metrics_address)
@@ -148,6 +160,12 @@ def register(app: typer.Typer) -> None:
             f"stopped: {stats.events} events in {stats.transactions} transactions, "
             f"{stats.kafka_commits} Kafka commits, {stats.snapshot_events} snapshot rows, "
             f"longest Kafka transaction {stats.longest_txn_ms:,.0f} ms"
+            + (
+                f", routed {sum(engine.routes.matched.values())} filtered records, "
+                f"{engine.routes.dead_lettered} router dead letters"
+                if engine.routes is not None
+                else ""
+            )
         )
 
     @capture.command("snapshot")

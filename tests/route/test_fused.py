@@ -1,0 +1,306 @@
+"""Fused mode (``cdcrouter capture run --route``): raw record, filtered records and capture position
+in one Kafka transaction.
+
+Checked against oracles other than the code under test: the rows PostgreSQL committed (the
+generator's own list), the independent routing oracle (tests/route/oracle.py) for which filters
+match, and fastavro's full encode of the filtered record for its bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import psycopg
+import pytest
+from ruamel.yaml import YAML
+
+from capture.capture_helpers import RegistryDecoder, drop_capture_objects, make_pipeline
+from cdcrouter.capture import apply_domain
+from cdcrouter.capture.sink import read_offsets
+from cdcrouter.schemas import parsed_filtered_schema
+from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
+from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
+
+from .oracle import expected_routing
+from .routekit import read_topic
+
+pytestmark = pytest.mark.integration
+
+CARS, ROUNDS, PER_TXN = 400, 14, 50  # 400 inserts + 5,600 updates = 6,000 changes
+TOTAL = CARS * (ROUNDS + 1)
+
+FILTERS = """\
+filters:
+  - id: new-cars
+    consumerId: c-new
+    outputTopic: {p}new
+    conditions:
+      - field: sourceMetadata.operation
+        operator: equals
+        value: INSERT
+  - id: late-years
+    consumerId: c-late
+    outputTopic: {p}late
+    conditions:
+      - field: eventBody.entities[0].updatedAttributes.model_year
+        operator: greaterThanOrEqual
+        value: 10
+        valueType: number
+  - id: even-cars
+    consumerId: c-even
+    outputTopic: {p}even
+    conditions:
+      - field: eventBody.entities[0].entityId
+        operator: matches
+        value: "[02468]$"
+  - id: big-notes
+    consumerId: c-notes
+    outputTopic: {p}notes
+    conditions:
+      - field: eventBody.entities[0].updatedAttributes.notes
+        operator: isNotNull
+"""
+
+
+class Fused:
+    def __init__(self, conns: Any, name: str, tmp: Path) -> None:
+        self.conns, self.name, self.tmp = conns, name, tmp
+        self.schema = name.replace("-", "_")
+        self.prefix = f"{name}-"
+        self.pipeline = make_pipeline(
+            self.schema,
+            name,
+            raw_topic={"name": f"{self.prefix}raw", "partitions": 3},
+            batching={"max_events": 2000, "max_ms": 50},
+            tables={"car_entities": {"entity_type": "Car"}},
+            outbox=None,
+        )
+        self.filters_text = FILTERS.format(p=self.prefix)
+        self.filters = tmp / "filters.yaml"
+        self.filters.write_text(self.filters_text)
+        self.pfile = tmp / "pipeline.yaml"
+        doc = self.pipeline.model_dump(
+            by_alias=True, exclude={"source_file", "connections"}, exclude_none=True
+        )
+        YAML().dump(doc, self.pfile)
+        apply_domain(conns.postgres.conninfo(), self.schema)
+        specs = topics_for(self.filters, raw_topic=self.pipeline.raw_topic.name)
+        admin = admin_client(conns.kafka.to_librdkafka())
+        apply_topics(admin, plan_topics(admin, specs))
+        self.topics = sorted(s.name for s in specs if s.role == "filtered")
+        self.all_topics = [s.name for s in specs]
+        with RegistryClient(conns.registry.to_client_conf()) as reg:
+            self.ids = apply_schemas(reg, plan_schemas(reg, desired_subjects(self.raw, self.topics)))
+
+    @property
+    def raw(self) -> str:
+        return self.pipeline.raw_topic.name
+
+    def capture(self, log: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cdcrouter.cli.main",
+                "capture",
+                "run",
+                "-p",
+                str(self.pfile),
+                "--route",
+                str(self.filters),
+            ],
+            env={**os.environ},
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+        )
+
+    def sql(self) -> psycopg.Connection:
+        return psycopg.connect(self.conns.postgres.conninfo(), options=f"-c search_path={self.schema}")
+
+    def wait_active(self, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        with psycopg.connect(self.conns.postgres.conninfo(), autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, f"capture exited early: {log.read_text()[-2000:]}"
+                row = conn.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                    (self.pipeline.replication.slot,),
+                ).fetchone()
+                if row and row[0]:
+                    return
+                time.sleep(0.1)
+        raise AssertionError("capture never became active on its slot")
+
+    def committed_total(self) -> int:
+        got = read_offsets(self.conns, self.pipeline.raw_topic.offsets_topic, self.pipeline.replication.slot)
+        return got.events_total if got is not None else 0
+
+
+@pytest.fixture
+def fused(stack: Any, unique_name: Callable[[str], str], tmp_path: Path) -> Iterator[Fused]:
+    f = Fused(stack.connections, unique_name("fu"), tmp_path)
+    yield f
+    drop_capture_objects(f.conns, f.pipeline, f.schema, [t for t in f.all_topics if t != f.raw])
+
+
+def _generate(f: Fused) -> None:
+    with f.sql() as conn:
+        for start in range(0, CARS, PER_TXN):
+            with conn.transaction():
+                conn.cursor().executemany(
+                    "INSERT INTO car_entities (id, vin, make, model, model_year) "
+                    "VALUES (%s, 'V', 'M', 'X', 0)",
+                    [(f"C{i:04d}",) for i in range(start, start + PER_TXN)],
+                )
+        for r in range(1, ROUNDS + 1):
+            for start in range(0, CARS, PER_TXN):
+                with conn.transaction():
+                    conn.execute(
+                        "UPDATE car_entities SET model_year = %s WHERE id >= %s AND id < %s",
+                        (r, f"C{start:04d}", f"C{start + PER_TXN:04d}"),
+                    )
+                time.sleep(0.01)
+
+
+def _raw_events(f: Fused, expect: int) -> list[tuple[bytes, dict[str, Any], bytes]]:
+    decoder = RegistryDecoder(f.conns.registry.url)
+    msgs = read_topic(f.conns.kafka.to_librdkafka(), f.raw, timeout=120)
+    assert len(msgs) >= expect, f"{len(msgs)} raw records, expected {expect}"
+    return [(m.key(), decoder.decode(m.value()), m.value()) for m in msgs]
+
+
+def _check_filtered(f: Fused, raw: list[tuple[bytes, dict[str, Any], bytes]]) -> None:
+    """Each filtered topic holds exactly the oracle's events, each once, and each value is the
+    router's wire format: fastavro's encode of the raw event plus its filterMetadata, framed with the
+    topic's registered filtered schema id (the raw body passed through untouched)."""
+    events = [e for _, e, _ in raw]
+    expected = expected_routing(f.filters_text, events, f.topics)
+    by_uuid = {e["eventHeader"]["uuid"]: (k, e, v) for k, e, v in raw}
+    schema = parsed_filtered_schema()
+    checked = 0
+    for topic in f.topics:
+        msgs = read_topic(f.conns.kafka.to_librdkafka(), topic, timeout=120)
+        got: Counter[str] = Counter()
+        for m in msgs:
+            value = m.value()
+            assert value[:5] == b"\x00" + f.ids[f"{topic}-value"].to_bytes(4, "big"), topic
+            record = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
+            uuid = record["eventHeader"]["uuid"]
+            got[uuid] += 1
+            _key, event, raw_value = by_uuid[uuid]
+            assert m.key() == event["eventBody"]["entities"][0]["entityId"].encode()
+            meta = record["filterMetadata"]
+            assert (meta["consumerId"], topic) in {
+                ("c-new", f"{f.prefix}new"),
+                ("c-late", f"{f.prefix}late"),
+                ("c-even", f"{f.prefix}even"),
+                ("c-notes", f"{f.prefix}notes"),
+            }
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, schema, {**event, "filterMetadata": meta})
+            assert value[5:] == buf.getvalue(), "not the router's bytes"
+            assert value[5 : len(raw_value)] == raw_value[5:], "the raw body was not passed through"
+            checked += 1
+        assert got == expected[topic], (
+            f"{topic}: {sum((got - expected[topic]).values())} extra or doubled, "
+            f"{sum((expected[topic] - got).values())} missing"
+        )
+    assert checked > TOTAL // 2  # the filters matched something worth checking
+
+
+def test_kill_9_mid_stream_fused_exactly_once(fused: Fused, tmp_path: Path) -> None:
+    f, log = fused, tmp_path / "capture.log"
+    first = f.capture(log)
+    try:
+        f.wait_active(first, log)
+        gen = threading.Thread(target=_generate, args=(f,))
+        gen.start()
+        time.sleep(2.0)
+        first.send_signal(signal.SIGKILL)  # raw, filtered and position were all in flight
+        first.wait(30)
+        gen.join(300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    before = f.committed_total()
+    assert 0 < before < TOTAL, f"the kill did not land mid-stream ({before}); see {log}"
+
+    second = f.capture(log)
+    try:
+        deadline = time.monotonic() + 180
+        while f.committed_total() < TOTAL:
+            assert time.monotonic() < deadline, f"not caught up: {log.read_text()[-2000:]}"
+            assert second.poll() is None, f"capture died: {log.read_text()[-2000:]}"
+            time.sleep(0.5)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, log.read_text()[-2000:]
+    finally:
+        if second.poll() is None:
+            second.kill()
+
+    raw = _raw_events(f, TOTAL)
+    uuids = Counter(e["eventHeader"]["uuid"] for _, e, _ in raw)
+    assert len(raw) == TOTAL and len(uuids) == TOTAL, f"{len(raw)} raw records, {len(uuids)} distinct"
+    with f.sql() as conn:  # the database's own word for what was committed
+        years = dict(conn.execute("SELECT id, model_year FROM car_entities").fetchall())
+    assert len(years) == CARS and set(years.values()) == {ROUNDS}
+    _check_filtered(f, raw)
+    assert "fused mode" in log.read_text()
+
+
+def test_too_large_for_a_filtered_topic_goes_to_the_router_dlq(fused: Fused, tmp_path: Path) -> None:
+    """A record one filtered topic cannot take is dead-lettered once to <raw>.router.dlq (the
+    router's headers) and still reaches the raw topic and the other filters' topics."""
+    f, log = fused, tmp_path / "capture.log"
+    admin = admin_client(f.conns.kafka.to_librdkafka())
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    res = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        f"{f.prefix}notes",
+        incremental_configs=[
+            ConfigEntry("max.message.bytes", "4000", incremental_operation=AlterConfigOpType.SET)
+        ],
+    )
+    for fut in admin.incremental_alter_configs([res]).values():
+        fut.result(30)
+    proc = f.capture(log)
+    try:
+        f.wait_active(proc, log)
+        with f.sql() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO car_entities (id, vin, make, model, model_year, notes) VALUES "
+                "('C0002', 'V', 'M', 'X', 11, %s), ('C0004', 'V', 'M', 'X', 12, 'short')",
+                ("n" * 6000,),
+            )
+        deadline = time.monotonic() + 60
+        while f.committed_total() < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-2000:]
+    raw = _raw_events(f, 2)
+    assert len(raw) == 2
+    letters = read_topic(f.conns.kafka.to_librdkafka(), f"{f.raw}.router.dlq")
+    assert len(letters) == 1
+    headers = dict(letters[0].headers())
+    assert headers["cdcrouter.filters"] == b"big-notes"
+    assert (
+        b"larger than" in headers["cdcrouter.error"] and headers["cdcrouter.source.topic"] == f.raw.encode()
+    )
+    assert letters[0].value() == next(v for k, _e, v in raw if k == b"C0002")
+    counts = {t: len(read_topic(f.conns.kafka.to_librdkafka(), t)) for t in f.topics}
+    # C0002 went to new, late, even; its notes record did not fit; C0004 everywhere
+    assert counts == {f"{f.prefix}new": 2, f"{f.prefix}late": 2, f"{f.prefix}even": 2, f"{f.prefix}notes": 1}
