@@ -1,0 +1,366 @@
+"""Fused mode vs two hops: COMMIT -> readable in a filtered topic, at a fixed change rate.
+
+Each run has its own schema, slot, raw topic and four filtered topics of 3 partitions (the seed's
+shape: 12 filtered partitions per transaction). The four filters split the car ids by their last
+digit, so every change reaches exactly one filtered topic, and the reader knows every record it
+must see: a record not readable within the deadline is an error, never a dropped sample.
+
+- ``fused``: ``cdcrouter capture run --route filters.yaml`` (one process, one transaction).
+- ``two-hop``: ``cdcrouter capture run`` + ``cdcrouter run`` (two processes, two transactions).
+
+Latency = the reader's wall clock when a read_committed consumer returns the record (polling every
+2 ms) minus ``eventHeader.createdDate`` (the PostgreSQL COMMIT time, same host clock). A warm-up
+at the same rate comes first; then ``seconds`` of load are measured. After that a backlog of
+``backlog`` changes is written in 1,000-row transactions and timed until all of it is readable:
+the end-to-end throughput. Peak RSS of the engine processes (VmHWM) and the load average are
+recorded with each run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import psycopg
+from confluent_kafka import Consumer, TopicPartition
+
+from cdcrouter.config.connections import Connections
+from cdcrouter.errors import CdcrouterError
+
+__all__ = ["run_fused_bench"]
+
+MODES = ("fused", "two-hop")
+PER_TXN = 20
+_DIGITS = ("[0-2]", "[3-4]", "[5-7]", "[89]")
+
+_FILTER = """\
+  - id: f{i}
+    consumerId: c{i}
+    outputTopic: {prefix}f{i}
+    conditions:
+      - field: eventBody.entities[0].entityId
+        operator: matches
+        value: "{digits}$"
+"""
+
+
+def _filters_yaml(prefix: str) -> str:
+    return "filters:\n" + "".join(_FILTER.format(i=i, prefix=prefix, digits=d) for i, d in enumerate(_DIGITS))
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cdcrouter.cli.main", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+        env=os.environ.copy(),
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (replaced by cdcrouter.bench.stats once it exists)."""
+    try:
+        from cdcrouter.bench.stats import percentile  # type: ignore[attr-defined]
+
+        return float(percentile(values, q * 100))
+    except ImportError:
+        s = sorted(values)
+        return s[max(0, min(len(s) - 1, -(-int(q * len(s) * 1000) // 1000) - 1))] if s else float("nan")
+
+
+class _Reader:
+    """Reads the filtered topics from their current end (read_committed); timestamps each record
+    by its entity id, the key of what the workload wrote."""
+
+    def __init__(self, conns: Connections, topics: list[str]) -> None:
+        from cdcrouter.schemas import parsed_filtered_schema
+
+        self.consumer = Consumer(
+            {
+                **conns.kafka.to_librdkafka(),
+                "group.id": f"bench-fused-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+                "log_level": 0,
+            }
+        )
+        parts = []
+        for topic in topics:
+            meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+            for p in meta.partitions:
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                parts.append(TopicPartition(topic, p, high))
+        self.consumer.assign(parts)
+        self.schema = parsed_filtered_schema()
+        self.seen: dict[str, float] = {}  # entity id -> latency ms
+        self.duplicates = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            msgs = self.consumer.consume(10_000, 0.002)  # see capture bench: a long timeout adds to latency
+            now_ms = time.time() * 1000
+            for m in msgs:
+                if m.error():
+                    continue
+                ev: Any = fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), self.schema, None)
+                eid = ev["eventBody"]["entities"][0]["entityId"]
+                if eid in self.seen:
+                    self.duplicates += 1
+                self.seen[eid] = now_ms - ev["eventHeader"]["createdDate"]
+        self.consumer.close()
+
+    def wait_for(self, ids: list[str], timeout_s: float) -> list[str]:
+        """The ids not seen within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(i in self.seen for i in ids):
+                return []
+            time.sleep(0.05)
+        return [i for i in ids if i not in self.seen]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def _write_at_rate(conn: psycopg.Connection, tag: str, rate: int, seconds: float) -> list[str]:
+    """``rate`` car inserts/s in ``PER_TXN``-row transactions; returns the ids written."""
+    txns_per_s = max(1, rate // PER_TXN)
+    ids: list[str] = []
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        batch = [f"{tag}{i * PER_TXN + j}" for j in range(PER_TXN)]
+        conn.execute(
+            "INSERT INTO car_entities (id, vin, make, model) SELECT unnest(%s::text[]), 'V', 'M', 'X'", (batch,)
+        )
+        conn.commit()
+        ids += batch
+        i += 1
+        ahead = start + i / txns_per_s - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
+    return ids
+
+
+def _write_backlog(conn: psycopg.Connection, tag: str, n: int) -> list[str]:
+    ids = []
+    for a in range(0, n, 1000):
+        batch = [f"{tag}{i}" for i in range(a, min(n, a + 1000))]
+        conn.execute(
+            "INSERT INTO car_entities (id, vin, make, model) SELECT unnest(%s::text[]), 'V', 'M', 'X'", (batch,)
+        )
+        conn.commit()
+        ids += batch
+    return ids
+
+
+def _one_run(
+    conns: Connections, mode: str, rate: int, seconds: float, warmup_s: float, backlog: int, work: Path
+) -> dict[str, Any]:
+    from cdcrouter.capture import apply_domain, pipeline_from_dict
+    from cdcrouter.capture.source import connect_sql, drop_publication, drop_slot
+    from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
+    from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
+
+    name = f"bfu_{uuid.uuid4().hex[:8]}"
+    prefix = name.replace("_", "-") + "-"
+    raw = f"{prefix}raw"
+    apply_domain(conns.postgres.conninfo(), name)
+    filters = work / f"{name}.filters.yaml"
+    filters.write_text(_filters_yaml(prefix))
+    pipeline = pipeline_from_dict(
+        {
+            "schema": name,
+            "raw_topic": {"name": raw, "partitions": 3},
+            "replication": {"slot": name, "publication": f"{name}_pub", "snapshot": "never"},
+            "batching": {"max_events": 20000, "max_ms": 50},
+            "tables": {"car_entities": {"entity_type": "Car"}},
+        }
+    )
+    pfile = work / f"{name}.pipeline.yaml"
+    from ruamel.yaml import YAML
+
+    YAML().dump(pipeline.model_dump(by_alias=True, exclude={"source_file", "connections"}, exclude_none=True), pfile)
+    specs = topics_for(filters, raw_topic=raw)
+    admin = admin_client(conns.kafka.to_librdkafka())
+    apply_topics(admin, plan_topics(admin, specs))
+    topics = sorted(s.name for s in specs if s.role == "filtered")
+    with RegistryClient(conns.registry.to_client_conf()) as reg:
+        apply_schemas(reg, plan_schemas(reg, desired_subjects(raw, topics)))
+    log = work / f"{name}.{mode}.log"
+    procs: list[subprocess.Popen[bytes]] = []
+    reader = None
+    try:
+        if mode == "fused":
+            procs.append(_spawn(["capture", "run", "-p", str(pfile), "--route", str(filters)], log))
+        else:
+            procs.append(_spawn(["capture", "run", "-p", str(pfile)], log))
+            procs.append(
+                _spawn(["run", "-f", str(filters), "--raw-topic", raw, "-g", name, "--instance-id", name], log)
+            )
+        _wait_slot(conns, name, procs, log)
+        reader = _Reader(conns, topics)
+        with psycopg.connect(conns.postgres.conninfo(), options=f"-c search_path={name}") as conn:
+            warm = _write_at_rate(conn, "W", rate, warmup_s)
+            missing = reader.wait_for(warm, 60)
+            if missing:
+                raise CdcrouterError(f"{mode}: {len(missing)} warm-up changes never became readable", hint=str(log))
+            cpu0 = sum(_cpu_s(p.pid) for p in procs)
+            t0 = time.monotonic()
+            ids = _write_at_rate(conn, "M", rate, seconds)
+            sent_s = time.monotonic() - t0
+            missing = reader.wait_for(ids, 30)
+            cpu = sum(_cpu_s(p.pid) for p in procs) - cpu0
+            if missing:
+                raise CdcrouterError(
+                    f"{mode}: {len(missing)} of {len(ids)} changes were not readable in a filtered topic "
+                    f"within 30 s (e.g. {missing[:3]})",
+                    hint=f"see {log}",
+                )
+            lat = [reader.seen[i] for i in ids]
+            t1 = time.monotonic()
+            bl = _write_backlog(conn, "B", backlog) if backlog else []
+            missing = reader.wait_for(bl, 300)
+            if missing:
+                raise CdcrouterError(f"{mode}: {len(missing)} backlog changes never became readable", hint=str(log))
+            backlog_s = time.monotonic() - t1
+        return {
+            "mode": mode,
+            "changes": len(ids),
+            "rate": round(len(ids) / sent_s),
+            "p50_ms": round(_pct(lat, 0.50), 1),
+            "p99_ms": round(_pct(lat, 0.99), 1),
+            "max_ms": round(max(lat), 1),
+            "duplicates": reader.duplicates,
+            "cpu_us_per_change": round(cpu / len(ids) * 1e6, 1),
+            "backlog": len(bl),
+            "backlog_changes_per_s": round(len(bl) / backlog_s) if bl else None,
+            "peak_rss_mb": {("capture" if i == 0 else "router"): _peak_rss_mb(p.pid) for i, p in enumerate(procs)},
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        if reader is not None:
+            reader.close()
+        for p in procs:
+            _stop(p)
+        conn2 = connect_sql(conns.postgres)
+        try:
+            drop_slot(conn2, name)
+            drop_publication(conn2, f"{name}_pub")
+            conn2.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            conn2.close()
+        futures = admin.delete_topics([s.name for s in specs] + [f"{raw}.capture-offsets", f"{raw}.capture-dlq"])
+        for fut in futures.values():
+            try:
+                fut.result(30)
+            except Exception:  # best effort: a topic never created
+                pass
+
+
+def _wait_slot(conns: Connections, slot: str, procs: list[subprocess.Popen[bytes]], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            for p in procs:
+                if p.poll() is not None:
+                    raise CdcrouterError("an engine exited during start-up", hint=log.read_text()[-1500:])
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            if row is not None and row[0]:
+                return
+            time.sleep(0.1)
+    raise CdcrouterError(f"slot {slot} never became active", hint=str(log))
+
+
+def run_fused_bench(
+    conns: Connections,
+    *,
+    rate: int = 2000,
+    seconds: float = 15.0,
+    warmup_s: float = 3.0,
+    runs: int = 3,
+    backlog: int = 20_000,
+    modes: tuple[str, ...] = MODES,
+    report: Any = print,
+) -> dict[str, Any]:
+    """``runs`` rounds of every mode (interleaved, so load drifts hit both); every run's row and
+    the median with its range per figure and mode."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cdcrouter-bench-fused-") as tmp:
+        for r in range(runs):
+            for mode in modes:
+                row = _one_run(conns, mode, rate, seconds, warmup_s, backlog, Path(tmp))
+                row["run"] = r + 1
+                report(json.dumps(row))
+                rows.append(row)
+    summary = {}
+    for mode in modes:
+        mine = [r for r in rows if r["mode"] == mode]
+        summary[mode] = {
+            k: {"median": _median([r[k] for r in mine]), "min": min(r[k] for r in mine), "max": max(r[k] for r in mine)}
+            for k in ("p50_ms", "p99_ms", "max_ms", "rate", "cpu_us_per_change", "backlog_changes_per_s")
+            if all(r[k] is not None for r in mine)
+        }
+    return {"runs": rows, "summary": summary}
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+if __name__ == "__main__":  # python -m cdcrouter.bench.fused [runs] [seconds]
+    from cdcrouter.config import load_connections
+
+    args = sys.argv[1:]
+    out = run_fused_bench(
+        load_connections(),
+        runs=int(args[0]) if args else 3,
+        seconds=float(args[1]) if len(args) > 1 else 15.0,
+        modes=tuple(args[2].split(",")) if len(args) > 2 else MODES,
+    )
+    print(json.dumps(out["summary"], indent=2))
