@@ -16,11 +16,15 @@ from cdcrouter.demo.runner import DEMO_SLOT, DemoOptions, default_filters_path, 
 pytestmark = pytest.mark.integration
 
 
-def test_demo_routes_every_change_to_its_consumers(stack_with):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "two-hop"])
+def test_demo_routes_every_change_to_its_consumers(stack_with, fused):
     stack = stack_with("postgres", "kafka", "registry")
-    result = run_demo(DemoOptions(changes=400, rate=0, timeout_s=120), stack.connections)
+    opts = DemoOptions(changes=400, rate=0, timeout_s=120) if fused else DemoOptions(400, 0, fused=False)
+    assert DemoOptions().fused  # the default: capture routes in its own transactions
+    result = run_demo(opts, stack.connections)
 
     assert result.complete, result
+    assert result.fused is fused
     assert sum(result.changes_written.values()) >= 400
     assert result.captured == sum(result.changes_written.values())
     assert result.routed_in == result.captured
@@ -45,11 +49,14 @@ def test_demo_routes_every_change_to_its_consumers(stack_with):
     st = result.status
     assert st is not None
     assert st["capture"]["slot"] == DEMO_SLOT and st["capture"]["active"] is True
-    assert st["raw_topic"]["router_group"]["members"], st["raw_topic"]
+    # fused: no router group reads the raw topic (Flink or a separate router could)
+    members = (st["raw_topic"].get("router_group") or {}).get("members")
+    assert bool(members) is not fused, st["raw_topic"]
     assert {f["topic"] for f in st["filters"]} == set(result.routed_out)
     out = io.StringIO()
     print_summary(Console(file=out, width=200), result)
     assert "Raw topic raw-business-events" in out.getvalue() and "Dead-letter topics" in out.getvalue()
+    assert ("routed by capture (fused mode)" in out.getvalue()) is fused
 
     # No idle replication slot is left pinning WAL.
     with psycopg.connect(stack.connections.postgres.conninfo()) as conn:

@@ -18,6 +18,7 @@ recorded with each run.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -174,7 +175,8 @@ def _write_at_rate(conn: psycopg.Connection, tag: str, rate: int, seconds: float
     while time.monotonic() - start < seconds:
         batch = [f"{tag}{i * PER_TXN + j}" for j in range(PER_TXN)]
         conn.execute(
-            "INSERT INTO car_entities (id, vin, make, model) SELECT unnest(%s::text[]), 'V', 'M', 'X'", (batch,)
+            "INSERT INTO car_entities (id, vin, make, model) SELECT unnest(%s::text[]), 'V', 'M', 'X'",
+            (batch,),
         )
         conn.commit()
         ids += batch
@@ -190,7 +192,8 @@ def _write_backlog(conn: psycopg.Connection, tag: str, n: int) -> list[str]:
     for a in range(0, n, 1000):
         batch = [f"{tag}{i}" for i in range(a, min(n, a + 1000))]
         conn.execute(
-            "INSERT INTO car_entities (id, vin, make, model) SELECT unnest(%s::text[]), 'V', 'M', 'X'", (batch,)
+            "INSERT INTO car_entities (id, vin, make, model) SELECT unnest(%s::text[]), 'V', 'M', 'X'",
+            (batch,),
         )
         conn.commit()
         ids += batch
@@ -223,7 +226,9 @@ def _one_run(
     pfile = work / f"{name}.pipeline.yaml"
     from ruamel.yaml import YAML
 
-    YAML().dump(pipeline.model_dump(by_alias=True, exclude={"source_file", "connections"}, exclude_none=True), pfile)
+    YAML().dump(
+        pipeline.model_dump(by_alias=True, exclude={"source_file", "connections"}, exclude_none=True), pfile
+    )
     specs = topics_for(filters, raw_topic=raw)
     admin = admin_client(conns.kafka.to_librdkafka())
     apply_topics(admin, plan_topics(admin, specs))
@@ -239,7 +244,9 @@ def _one_run(
         else:
             procs.append(_spawn(["capture", "run", "-p", str(pfile)], log))
             procs.append(
-                _spawn(["run", "-f", str(filters), "--raw-topic", raw, "-g", name, "--instance-id", name], log)
+                _spawn(
+                    ["run", "-f", str(filters), "--raw-topic", raw, "-g", name, "--instance-id", name], log
+                )
             )
         _wait_slot(conns, name, procs, log)
         reader = _Reader(conns, topics)
@@ -247,7 +254,9 @@ def _one_run(
             warm = _write_at_rate(conn, "W", rate, warmup_s)
             missing = reader.wait_for(warm, 60)
             if missing:
-                raise CdcrouterError(f"{mode}: {len(missing)} warm-up changes never became readable", hint=str(log))
+                raise CdcrouterError(
+                    f"{mode}: {len(missing)} warm-up changes never became readable", hint=str(log)
+                )
             cpu0 = sum(_cpu_s(p.pid) for p in procs)
             t0 = time.monotonic()
             ids = _write_at_rate(conn, "M", rate, seconds)
@@ -265,7 +274,9 @@ def _one_run(
             bl = _write_backlog(conn, "B", backlog) if backlog else []
             missing = reader.wait_for(bl, 300)
             if missing:
-                raise CdcrouterError(f"{mode}: {len(missing)} backlog changes never became readable", hint=str(log))
+                raise CdcrouterError(
+                    f"{mode}: {len(missing)} backlog changes never became readable", hint=str(log)
+                )
             backlog_s = time.monotonic() - t1
         return {
             "mode": mode,
@@ -278,7 +289,9 @@ def _one_run(
             "cpu_us_per_change": round(cpu / len(ids) * 1e6, 1),
             "backlog": len(bl),
             "backlog_changes_per_s": round(len(bl) / backlog_s) if bl else None,
-            "peak_rss_mb": {("capture" if i == 0 else "router"): _peak_rss_mb(p.pid) for i, p in enumerate(procs)},
+            "peak_rss_mb": {
+                ("capture" if i == 0 else "router"): _peak_rss_mb(p.pid) for i, p in enumerate(procs)
+            },
             "loadavg": [round(x, 2) for x in os.getloadavg()],
         }
     finally:
@@ -293,12 +306,12 @@ def _one_run(
             conn2.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         finally:
             conn2.close()
-        futures = admin.delete_topics([s.name for s in specs] + [f"{raw}.capture-offsets", f"{raw}.capture-dlq"])
+        futures = admin.delete_topics(
+            [s.name for s in specs] + [f"{raw}.capture-offsets", f"{raw}.capture-dlq"]
+        )
         for fut in futures.values():
-            try:
+            with contextlib.suppress(Exception):  # best effort: a topic never created
                 fut.result(30)
-            except Exception:  # best effort: a topic never created
-                pass
 
 
 def _wait_slot(conns: Connections, slot: str, procs: list[subprocess.Popen[bytes]], log: Path) -> None:
@@ -308,7 +321,9 @@ def _wait_slot(conns: Connections, slot: str, procs: list[subprocess.Popen[bytes
             for p in procs:
                 if p.poll() is not None:
                     raise CdcrouterError("an engine exited during start-up", hint=log.read_text()[-1500:])
-            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
             if row is not None and row[0]:
                 return
             time.sleep(0.1)
@@ -340,7 +355,11 @@ def run_fused_bench(
     for mode in modes:
         mine = [r for r in rows if r["mode"] == mode]
         summary[mode] = {
-            k: {"median": _median([r[k] for r in mine]), "min": min(r[k] for r in mine), "max": max(r[k] for r in mine)}
+            k: {
+                "median": _median([r[k] for r in mine]),
+                "min": min(r[k] for r in mine),
+                "max": max(r[k] for r in mine),
+            }
             for k in ("p50_ms", "p99_ms", "max_ms", "rate", "cpu_us_per_change", "backlog_changes_per_s")
             if all(r[k] is not None for r in mine)
         }

@@ -23,6 +23,13 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option(help="local stack state dir", envvar="CDCROUTER_STATE_DIR")
         ] = None,
         keep: Annotated[bool, typer.Option(help="leave the stack running afterwards")] = False,
+        two_hop: Annotated[
+            bool,
+            typer.Option(
+                "--two-hop",
+                help="a separate router instead of fused mode (capture routing in its transactions)",
+            ),
+        ] = False,
         timeout: Annotated[float, typer.Option(help="seconds to wait for the pipeline to catch up")] = 180,
         verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what the engines do")] = False,
     ) -> None:
@@ -46,7 +53,9 @@ def register(app: typer.Typer) -> None:
         started = stack.up(DEMO_SERVICES, report=lambda name, msg: console.print(f"   {name}: {msg}"))
         conns = stack.connections()
         steps = iter(range(2, 100))
-        opts = DemoOptions(changes=changes, rate=rate or 0, filters=filters, keep=keep, timeout_s=timeout)
+        opts = DemoOptions(
+            changes=changes, rate=rate or 0, filters=filters, keep=keep, timeout_s=timeout, fused=not two_hop
+        )
         try:
             with Progress(
                 TextColumn("   writing changes"),

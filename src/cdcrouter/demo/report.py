@@ -22,7 +22,7 @@ def print_summary(console: Console, r: DemoResult) -> None:
     flow.add_column("stage")
     flow.add_column("events", justify="right")
     flow.add_row("captured to raw-business-events", str(r.captured))
-    flow.add_row("read by the router", str(r.routed_in))
+    flow.add_row("routed by capture (fused mode)" if r.fused else "read by the router", str(r.routed_in))
     for topic in sorted(r.routed_out):
         flow.add_row(f"routed to {topic}", str(r.routed_out[topic]))
     for topic in sorted(r.consumed):
@@ -38,8 +38,10 @@ def print_summary(console: Console, r: DemoResult) -> None:
         )
         s50, s99 = r.split(0.50), r.split(0.99)
         if s50 is not None and s99 is not None:
+            first = "capture" if r.fused else "capture, raw topic, router's read"
             console.print(
-                f"  of which commit → routed (capture, raw topic, router's read) p50 {s50[0]:.0f} / "
+                f"  of which commit → routed ({first}) "
+                f"p50 {s50[0]:.0f} / "
                 f"p99 {s99[0]:.0f} ms, routed → readable (transaction, commit, fetch) p50 {s50[1]:.0f} / "
                 f"p99 {s99[1]:.0f} ms"
             )

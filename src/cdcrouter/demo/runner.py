@@ -29,6 +29,7 @@ log = logging.getLogger("cdcrouter.demo")
 DEMO_SCHEMA = "cdcrouter_demo"
 DEMO_SLOT = "cdcrouter_demo"
 DEMO_SERVICES = ("postgres", "kafka", "registry")
+DEMO_ROUTER_GROUP = "cdcrouter-demo-router"
 
 
 def default_filters_path() -> Path:
@@ -46,6 +47,9 @@ class DemoOptions:
     timeout_s: float = 180.0
     seed: int = 7
     status: bool = True  # end with `cdcrouter status`'s view of the still-running pipeline
+    # fused mode (capture routes in its own transactions, docs/routing.md "Fused mode"): one Kafka
+    # transaction from COMMIT to a readable filtered record; False runs the separate router
+    fused: bool = True
 
 
 @dataclass
@@ -63,6 +67,7 @@ class DemoResult:
     seconds: float = 0.0
     complete: bool = False
     status: dict[str, Any] | None = None  # `cdcrouter status`'s document, taken before the stop
+    fused: bool = False  # routed by capture in its own transactions (no separate router)
 
     def percentile(self, q: float, values: list[float] | None = None) -> float | None:
         """The ``q`` quantile of ``values`` (default: the end-to-end latencies)."""
@@ -171,30 +176,37 @@ def run_demo(
     # Every run starts a fresh slot at the current WAL position (snapshot: never), so a run
     # never depends on a slot an earlier run left behind; the run's own events are all it counts.
     capture = CaptureEngine(
-        _pipeline(raw_topic), conns, resnapshot=True, progress=lambda msg: log.debug("%s", msg)
+        _pipeline(raw_topic),
+        conns,
+        resnapshot=True,
+        progress=lambda msg: log.debug("%s", msg),
+        route=filters if opts.fused else None,
     )
-    router = Router(filters, conns, RouterOptions(raw_topic=raw_topic, group_id="cdcrouter-demo-router"))
+    router = None
+    if not opts.fused:
+        _skip_to_end(conns, raw_topic, DEMO_ROUTER_GROUP)
+        router = Router(filters, conns, RouterOptions(raw_topic=raw_topic, group_id=DEMO_ROUTER_GROUP))
+    counts = _Counts(capture, router)
     probe = LatencyProbe(conns, topics, run_id)
-    threads = [
-        _Thread("capture", lambda: capture.run(stop)),
-        _Thread("router", lambda: router.run(stop)),
-        _Thread("probe", lambda: probe.run(stop)),
-    ]
-    on_step("capture, routing and the loan, service and car consumers")
+    threads = [_Thread("capture", lambda: capture.run(stop)), _Thread("probe", lambda: probe.run(stop))]
+    if router is not None:
+        threads.append(_Thread("router", lambda: router.run(stop)))
+    how = "capture routing in its own transactions (fused)" if opts.fused else "capture, routing"
+    on_step(f"{how} and the loan, service and car consumers")
     for t in threads:
         t.start()
     consumers = start_examples(conns, schema=DEMO_SCHEMA, batch_timeout=0.2)
     try:
         _wait(
-            lambda: capture.ready.is_set() and probe.ready.is_set(),
+            lambda: capture.ready.is_set() and probe.ready.is_set() and counts.ready(),
             threads,
             60,
-            "capture and the probe to start",
+            "capture, the router and the probe to start",
             consumer_errors=consumers.errors,
         )
         base_captured = capture.stats.events
-        base_routed = Counter(router.metrics.matched)
-        base_in = router.metrics.consumed
+        base_routed = counts.matched()
+        base_in = counts.routed_in()
 
         on_step(f"writing {opts.changes} changes at up to {opts.rate:.0f}/s")
         workload = Workload(conns.postgres.conninfo(), DEMO_SCHEMA, run_id, seed=opts.seed)
@@ -206,30 +218,31 @@ def run_demo(
         def caught_up() -> bool:
             if capture.stats.events - base_captured < expected_events:
                 return False
-            if router.metrics.consumed - base_in < capture.stats.events - base_captured:
+            if counts.routed_in() - base_in < capture.stats.events - base_captured:
                 return False
-            routed = _per_topic(router, Counter(router.metrics.matched) - base_routed)
+            routed = counts.per_topic(counts.matched() - base_routed)
             return all(probe.counts.get(t, 0) >= n for t, n in routed.items())
 
         complete = _wait(
             caught_up, threads, opts.timeout_s, "the pipeline to catch up", False, consumers.errors
         )
-        routed = _per_topic(router, Counter(router.metrics.matched) - base_routed)
+        routed = counts.per_topic(counts.matched() - base_routed)
         result = DemoResult(
             run_id=run_id,
             changes_written=wl.changes,
             transactions=wl.transactions,
             captured=capture.stats.events - base_captured,
-            routed_in=router.metrics.consumed - base_in,
+            routed_in=counts.routed_in() - base_in,
             routed_out={t: routed.get(t, 0) for t in topics},
             consumed={t: probe.counts.get(t, 0) for t in topics},
             latencies_ms=list(probe.latencies_ms),
             routed_ms=list(probe.routed_ms),
             complete=complete,
+            fused=opts.fused,
         )
         if opts.status:
             on_step("status of the running pipeline (cdcrouter status)")
-            result.status = _status(conns, filters, raw_topic, router.opts.group_id)
+            result.status = _status(conns, filters, raw_topic, DEMO_ROUTER_GROUP)
     finally:
         stop.set()
         for t in threads:
@@ -275,14 +288,69 @@ def _drop_slot(conns: Connections, slot: str) -> None:
         log.warning("could not drop the demo's replication slot %s: %s", slot, exc)
 
 
-def _per_topic(router: Any, matched: Counter[str]) -> dict[str, int]:
-    """Filter-id counts folded into output-topic counts."""
-    table = router._table
-    out: Counter[str] = Counter()
-    for fid, n in matched.items():
-        topic = table.routes[fid].topic if table is not None and fid in table.routes else fid
-        out[topic] += n
-    return dict(out)
+def _skip_to_end(conns: Connections, raw_topic: str, group: str) -> None:
+    """Commit the raw topic's end for the demo router's group before a two-hop run.
+
+    Each run captures from a fresh slot, so nothing already in the raw topic is this run's. Runs in
+    fused mode route in capture's transactions and leave this group's offsets behind: without this,
+    a two-hop run after them routed their raw records a second time (duplicates in the filtered
+    topics). The same holds outside the demo: see docs/routing.md, "Switching modes"."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+
+    from cdcrouter.topics import admin_client
+
+    admin = admin_client(conns.kafka.to_librdkafka())
+    try:
+        parts = admin.list_topics(raw_topic, timeout=10).topics[raw_topic].partitions
+        ends = _ends(conns, raw_topic, sorted(parts))
+        offsets = [TopicPartition(raw_topic, p, end) for p, end in ends.items()]
+        for fut in admin.alter_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, offsets)]
+        ).values():
+            fut.result(timeout=30)
+    except (KafkaException, KeyError) as exc:
+        log.warning("could not move the demo router's group %s to the end of %s: %s", group, raw_topic, exc)
+
+
+def _ends(conns: Connections, topic: str, partitions: list[int]) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({**conns.kafka.to_librdkafka(), "group.id": "cdcrouter-demo-ends"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        c.close()
+
+
+class _Counts:
+    """What was routed (committed), from the router or, in fused mode, from capture's routes."""
+
+    def __init__(self, capture: Any, router: Any) -> None:
+        self.capture, self.router = capture, router
+
+    def ready(self) -> bool:
+        """The router has its partitions (a record written before would wait for the group join)."""
+        return self.router is None or bool(self.router.assigned)
+
+    def matched(self) -> Counter[str]:
+        if self.router is not None:
+            return Counter(self.router.metrics.matched)
+        routes = self.capture.routes
+        return Counter(routes.matched) if routes is not None else Counter()
+
+    def routed_in(self) -> int:
+        """Raw records the routing read: the router's consumed count, or every captured event."""
+        return self.router.metrics.consumed if self.router is not None else self.capture.stats.events
+
+    def per_topic(self, matched: Counter[str]) -> dict[str, int]:
+        """Filter-id counts folded into output-topic counts."""
+        owner = self.router if self.router is not None else self.capture.routes
+        table = owner._table if owner is not None else None
+        out: Counter[str] = Counter()
+        for fid, n in matched.items():
+            topic = table.routes[fid].topic if table is not None and fid in table.routes else fid
+            out[topic] += n
+        return dict(out)
 
 
 def _wait(

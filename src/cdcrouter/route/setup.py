@@ -138,6 +138,11 @@ class _Setup:
             # Once 20,000 records are queued librdkafka pauses fetching for this long (default 1 s):
             # the router drains that in ~0.2 s and then sat idle; measured 31k -> 61k events/s.
             "fetch.queue.backoff.ms": 5,
+            # Bounded prefetch (memory, issue #17): librdkafka's defaults allow 64 MB queued and
+            # 50 MB per fetch response. 20,000 records of ~300 bytes are ~6 MB; a larger record
+            # still comes through (a fetch returns at least one record whatever its size).
+            "queued.max.messages.kbytes": 16_384,
+            "fetch.max.bytes": 8_388_608,
             "session.timeout.ms": 15_000,
             **self.opts.consumer_conf,
         }
@@ -146,8 +151,10 @@ class _Setup:
             "transaction.timeout.ms": self.opts.transaction_timeout_ms,
             "linger.ms": 5,
             "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
+            # Bounded per lane (memory, issue #17): a 50,000-event transaction with ~2 outputs per
+            # event is ~30 MB; beyond this bound produce() raises BufferError and the loop polls.
+            "queue.buffering.max.messages": 200_000,
+            "queue.buffering.max.kbytes": 65_536,
             # The coordinator answers CONCURRENT_TRANSACTIONS while the previous commit's markers are
             # written; the default 100 ms retry backoff then costs ~60 ms per transaction (measured).
             "retry.backoff.ms": 5,
