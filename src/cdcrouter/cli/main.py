@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.consumer_cmds",  # consume, dlq
     "cdcrouter.cli.demo_cmds",  # demo (the README's main job)
     "cdcrouter.cli.bench_cmds",  # bench capture|route|flink|match|generate|snapshot|stack
+    "cdcrouter.cli.bench_fused_cmds",  # bench fused
     "cdcrouter.cli.deploy_cmds",  # deploy [--target], deploy status|stop|resume|delete|list
     "cdcrouter.cli.status_cmds",  # status: the whole pipeline for on-call
     "cdcrouter.cli.dashboard_cmds",  # dashboard: the status view as a live web page
