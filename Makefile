@@ -50,8 +50,27 @@ test-fast: install
 demo: install-base
 	$(BIN)/cdcrouter demo
 
-bench: install
-	$(BIN)/cdcrouter bench
+# The documented benchmark set (BENCHMARKS.md), each run BENCH_REPEAT times: the JSON results go
+# to bench-results/ (one file per line below), then a markdown table of them to stdout. Bounded to
+# ~15 minutes on 2 cores. Add a benchmark with one line: $(call bench_run,NAME,SUBJECT ARGS...).
+# It uses the stack in $CDCROUTER_STATE_DIR (default .cdcrouter/), started here if it is not up.
+BENCH_OUT ?= bench-results
+BENCH_REPEAT ?= 3
+bench_run = $(BIN)/cdcrouter bench $(2) --repeat $(BENCH_REPEAT) --json > $(BENCH_OUT)/$(1).json.tmp \
+	&& mv $(BENCH_OUT)/$(1).json.tmp $(BENCH_OUT)/$(1).json
+
+bench: install-base
+	@mkdir -p $(BENCH_OUT)
+	$(BIN)/cdcrouter stack up --only postgres,kafka,registry
+	$(call bench_run,generate-1000,generate --filters-count 1000)
+	$(call bench_run,match-20,match --filters-count 20 --events 200000)
+	$(call bench_run,match-200,match --filters-count 200 --events 50000)
+	$(call bench_run,route-throughput-20,route --events 200000 --filters-count 20 --skip-latency)
+	$(call bench_run,route-latency-4,route --skip-throughput --filters-count 4 --rate 2000 --seconds 15)
+	$(call bench_run,route-latency-20,route --skip-throughput --filters-count 20 --rate 2000 --seconds 15)
+	$(call bench_run,capture-embedded,capture --no-debezium --changes 100000 --rate 2000 --seconds 15)
+	$(call bench_run,snapshot-300k,snapshot --rows 300000 --rate 1000 --kill-at 0.5)
+	@$(BIN)/cdcrouter bench report $(BENCH_OUT)
 
 # dist/: the sdist, then a platform wheel built from that sdist (so the sdist is proven complete).
 # The wheel holds the compiled codec: `pip install dist/cdcrouter-*.whl` needs no Rust.

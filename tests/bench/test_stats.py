@@ -45,11 +45,14 @@ def test_percentile_of_nothing_is_none_and_out_of_range_is_refused() -> None:
 
 def test_repeat_reports_median_and_range_load_and_peak_rss() -> None:
     figures = iter([30.0, 10.0, 20.0])
-    out = stats.repeat(lambda: {"benchmark": "x", "filters": 20, "events_per_s": next(figures)}, runs=3)
+    out = stats.repeat(
+        lambda: {"benchmark": "x", "filters": 20, "rows": 5, "events_per_s": next(figures)}, runs=3
+    )
     assert out["runs"] == 3 and out["benchmark"] == "x" and out["filters"] == 20
+    assert out["rows"] == 5  # a result's own field is never overwritten by the summary's
     assert out["events_per_s"] == {"median": 20.0, "min": 10.0, "max": 30.0}
-    assert len(out["rows"]) == 3
-    for row in out["rows"]:
+    assert len(out["each_run"]) == 3
+    for row in out["each_run"]:
         assert row["load_1m"] >= 0 and row["peak_rss_mb"] > 0
     assert "load_1m" in out  # a range when the load moved between the runs, else the one value
 

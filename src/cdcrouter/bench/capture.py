@@ -323,8 +323,8 @@ def _run_bench(
             wait_for_all(f"bench capture latency ({engine})", lambda w=w: w.count, sent, 120)
             results[engine].update(
                 latency_changes=w.count,
-                p50_ms=percentile(w.latencies_ms, 50),
-                p99_ms=percentile(w.latencies_ms, 99),
+                p50_ms=round(percentile(w.latencies_ms, 50) or 0.0, 1),
+                p99_ms=round(percentile(w.latencies_ms, 99) or 0.0, 1),
                 max_ms=max(w.latencies_ms, default=float("nan")),
             )
             report(

@@ -43,7 +43,6 @@ __all__ = [
     "latency",
     "produce_events",
     "read_filtered",
-    "render",
     "setup",
     "throughput",
 ]
@@ -283,13 +282,17 @@ class Visible:
         return {
             "expected_records": sum(self.expected.values()) if self.expected else None,
             "visible_records": len(total),
-            "p50_ms": percentile(total, 50),
-            "p99_ms": percentile(total, 99),
+            "p50_ms": _ms(percentile(total, 50)),
+            "p99_ms": _ms(percentile(total, 99)),
             "max_ms": total[-1] if total else None,
             "mean_ms": round(statistics.fmean(total), 1) if total else None,
-            "append_to_routed_p50_p99_ms": [percentile(routed, 50), percentile(routed, 99)],
-            "routed_to_visible_p50_p99_ms": [percentile(after, 50), percentile(after, 99)],
+            "append_to_routed_p50_p99_ms": [_ms(percentile(routed, 50)), _ms(percentile(routed, 99))],
+            "routed_to_visible_p50_p99_ms": [_ms(percentile(after, 50)), _ms(percentile(after, 99))],
         }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def event_uuid(value: bytes) -> bytes:
@@ -599,7 +602,3 @@ def append_now(producer: Producer, s: BenchSetup, i: int) -> None:
     event = make_event(i, seed=11)
     event["eventHeader"]["savedDate"] = time.time_ns() // 1_000_000
     producer.produce(s.raw_topic, encode_raw(event, s.raw_schema_id), event_key(event))
-
-
-def render(result: dict[str, Any]) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in result.items())

@@ -128,7 +128,7 @@ def repeat(
     Each run's row gains ``load_1m`` (the load average when it started) and, unless the run
     measured its own processes (a ``peak_rss_mb`` of its own), this process's peak RSS during the
     run. The result: the fields every run agreed on as they are (settings); each numeric field that
-    varied as ``{"median", "min", "max"}``; ``runs``; and the single ``rows``.
+    varied as ``{"median", "min", "max"}``; ``runs``; and the single runs as ``each_run``.
     """
     if runs < 1:
         raise ValueError(f"runs {runs}: expected at least 1")
@@ -147,8 +147,8 @@ def repeat(
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The rows of repeated runs as one: equal fields kept, numeric ones as median and range
-    (nested results, such as one per engine, likewise), the single rows under ``rows``."""
-    return {"runs": len(rows), **_merge(rows), "rows": rows}
+    (nested results, such as one per engine, likewise), the single runs under ``each_run``."""
+    return {"runs": len(rows), **_merge(rows), "each_run": rows}
 
 
 def _merge(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,8 +1,11 @@
 """``cdcrouter bench <subject>``: every benchmark behind one group, the code in :mod:`cdcrouter.bench`.
 
-Subjects: ``capture``, ``route``, ``flink``, ``match``, ``generate``, ``snapshot``, ``stack``. Other
-command modules add theirs with :func:`bench_group`. The old spellings (``capture bench``,
-``route bench``, ``stack bench``) stay as hidden aliases that print a deprecation on stderr.
+Subjects: ``capture``, ``route``, ``flink``, ``match``, ``generate``, ``snapshot``, ``stack``, and
+``report`` (a markdown table of saved JSON results). Other command modules add theirs with
+:func:`bench_group`. ``--repeat N`` runs a measurement N times and reports each figure as its median
+and range, with the load average and peak RSS of every run (:mod:`cdcrouter.bench.stats`). The old
+spellings (``capture bench``, ``route bench``, ``stack bench``) stay as hidden aliases that print a
+deprecation on stderr.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ StateDirOpt = Annotated[
     typer.Option("--state-dir", envvar="CDCROUTER_STATE_DIR", help="default .cdcrouter", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+RepeatOpt = Annotated[
+    int, typer.Option("--repeat", min=1, help="runs; each figure is reported as its median, min and max")
+]
 
 
 def bench_group() -> typer.Typer:
@@ -57,8 +63,16 @@ def _say(message: str) -> None:
     typer.echo(f"bench: {message}", err=True)
 
 
-def _human(result: dict) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in result.items())
+def _repeated(run: Callable[[], dict[str, Any]], runs: int) -> dict[str, Any]:
+    from cdcrouter.bench.stats import repeat
+
+    return repeat(run, runs, report=_say if runs > 1 else None)
+
+
+def _echo(result: Any, as_json: bool) -> None:
+    from cdcrouter.bench.report import human
+
+    typer.echo(json.dumps(result, indent=2) if as_json else human(result))
 
 
 def _counts(option: str, value: str, example: str, most: int) -> list[int]:
@@ -79,36 +93,34 @@ def bench_capture(
     seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 15.0,
     debezium: Annotated[bool, typer.Option("--debezium/--no-debezium", help="Compare with Debezium.")] = True,
     fmt: Format = "human",
+    repeat: RepeatOpt = 1,
+    as_json: JsonOpt = False,
 ) -> None:
     """Embedded vs Debezium, same machine and data: changes/s and COMMIT-to-Kafka latency."""
     from cdcrouter.bench.capture import run_bench
+    from cdcrouter.bench.report import fmt as show
 
-    res = run_bench(
-        _conns(config),
-        changes=changes,
-        rate=rate,
-        latency_seconds=seconds,
-        with_debezium=debezium,
-        report=_say,
+    conns = _conns(config)
+    res = _repeated(
+        lambda: run_bench(
+            conns, changes=changes, rate=rate, latency_seconds=seconds, with_debezium=debezium, report=_say
+        ),
+        repeat,
     )
-    if fmt == "json":
+    if fmt == "json" or as_json:
         typer.echo(json.dumps(res, indent=2))
         return
-    typer.echo(f"{'engine':<10} {'changes/s':>12} {'CPU us/change':>14} {'p50 ms':>8} {'p99 ms':>8}")
+    typer.echo(f"median (min-max) of {repeat} run(s); the load average and the single runs: --json")
     for engine in ("embedded", "debezium"):
         if engine in res:
-            r = {
-                "p50_ms": float("nan"),
-                "p99_ms": float("nan"),
-                "cpu_us_per_change": float("nan"),
-                **res[engine],
-            }
+            r = res[engine]
+            cells = [show(r.get(k, "-")) for k in ("changes_per_s", "cpu_us_per_change", "p50_ms", "p99_ms")]
             typer.echo(
-                f"{engine:<10} {r['changes_per_s']:>12,.0f} {r['cpu_us_per_change']:>14.1f} "
-                f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+                f"{engine}: {cells[0]} changes/s, {cells[1]} us CPU/change, p50 {cells[2]} ms, "
+                f"p99 {cells[3]} ms, peak RSS {show(r.get('peak_rss_mb', '-'))} MB"
             )
     if "throughput_ratio" in res:
-        typer.echo(f"embedded / debezium throughput: {res['throughput_ratio']:.2f}x")
+        typer.echo(f"embedded / debezium throughput: {show(res['throughput_ratio'])}x")
 
 
 def bench_route(
@@ -129,9 +141,12 @@ def bench_route(
         "added fields (evolved), or each in turn (base,evolved)",
     ),
     config: ConfigFile = None,
+    repeat: RepeatOpt = 1,
+    as_json: JsonOpt = False,
 ) -> None:
     """Embedded engine throughput (events/s, one process) and p50/p99 append-to-visible latency."""
     from cdcrouter.bench import route as bench
+    from cdcrouter.bench.report import human
     from cdcrouter.observe import logs
     from cdcrouter.route.events import BENCH_FILTERS
 
@@ -143,23 +158,25 @@ def bench_route(
     if not schemas or set(schemas) - {"base", "evolved"}:
         raise typer.BadParameter(f"--schema {schema!r}: expected base, evolved or base,evolved")
     conns = _conns(config)
+    results: list[dict[str, Any]] = []
+
+    def measure(run: Callable[[], dict[str, Any]]) -> None:
+        results.append(_repeated(run, repeat))
+        if not as_json:
+            typer.echo(human(results[-1]) + "\n")
+
     for f in filter_counts:
         if not skip_throughput:
             for n in lane_counts:
                 for kind in schemas:
-                    result = bench.throughput(
-                        conns, events=events, filters=f, lanes=n, evolved=kind == "evolved"
-                    )
-                    typer.echo(bench.render(result))
+                    measure(lambda f=f, n=n, e=kind == "evolved": bench.throughput(conns, events, f, n, e))
             if instances > 1:
-                result = bench.throughput_processes(conns, events=events, filters=f, instances=instances)
-                typer.echo(bench.render(result))
+                measure(lambda f=f: bench.throughput_processes(conns, events, f, instances))
         if not skip_latency:
             for n in lane_counts:
-                result = bench.latency(
-                    conns, rate=rate, seconds=seconds, filters=f, lanes=n, partitions=partitions
-                )
-                typer.echo(bench.render(result))
+                measure(lambda f=f, n=n: bench.latency(conns, rate, seconds, f, n, partitions))
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
 
 
 def bench_flink(
@@ -172,45 +189,49 @@ def bench_flink(
     at_least_once: bool = typer.Option(False, "--at-least-once", help="Flink sinks without transactions"),
     config: ConfigFile = None,
     state_dir: StateDirOpt = None,
+    repeat: RepeatOpt = 1,
 ) -> None:
     """The embedded engine and Flink side by side: events/s, ratio, p50/p99 latency."""
     from cdcrouter.bench.flink import side_by_side
 
-    result = side_by_side(
-        _conns(config, state_dir),
-        events,
-        filters_count,
-        rate,
-        seconds,
-        checkpoint_interval,
-        latency=not no_latency,
-        exactly_once=not at_least_once,
+    conns = _conns(config, state_dir)
+    result = _repeated(
+        lambda: side_by_side(
+            conns,
+            events,
+            filters_count,
+            rate,
+            seconds,
+            checkpoint_interval,
+            latency=not no_latency,
+            exactly_once=not at_least_once,
+        ),
+        repeat,
     )
     typer.echo(json.dumps(result, indent=2))
 
 
 def bench_generate(
     filters_count: int = typer.Option(1000, "--filters-count", "-n", help="synthetic filters"),
-    repeat: int = typer.Option(5, "--repeat", help="timed runs (the best and median are shown)"),
+    repeat: int = typer.Option(5, "--repeat", min=1, help="runs; each figure as its median, min and max"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Time compiling N synthetic filters (YAML -> IR -> Flink SQL, both dialects)."""
+    """Time compiling N synthetic filters (YAML -> IR -> Flink SQL)."""
     from cdcrouter.bench.match import bench_generate as run
 
-    result = run(filters_count, repeat)
-    typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+    _echo(run(filters_count, repeat), as_json)
 
 
 def bench_match(
     filters_count: int = typer.Option(20, "--filters-count", "-n", help="synthetic filters"),
     events: int = typer.Option(200_000, "--events", help="events to match"),
+    repeat: RepeatOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Embedded engine throughput: events/s for N filters on one core."""
     from cdcrouter.bench.match import bench_match as run
 
-    result = run(filters_count, events)
-    typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+    _echo(_repeated(lambda: run(filters_count, events), repeat), as_json)
 
 
 def bench_snapshot(
@@ -221,15 +242,20 @@ def bench_snapshot(
         0.5, "--kill-at", min=0.0, max=1.0, help="SIGKILL the capture at this share of rows (0: never)"
     ),
     config: ConfigFile = None,
+    repeat: RepeatOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Chunked snapshot of a large table while changes stream: rows/s, latency, exactly once."""
     from cdcrouter.bench.snapshot import run_snapshot_bench
 
-    result = run_snapshot_bench(
-        _conns(config), rows=rows, rate=rate, chunk=chunk, kill_at=kill_at or None, report=_say
+    conns = _conns(config)
+    result = _repeated(
+        lambda: run_snapshot_bench(
+            conns, rows=rows, rate=rate, chunk=chunk, kill_at=kill_at or None, report=_say
+        ),
+        repeat,
     )
-    typer.echo(json.dumps(result, indent=2) if as_json else _human(result))
+    _echo(result, as_json)
 
 
 def bench_stack(
@@ -252,6 +278,21 @@ def bench_stack(
     typer.echo(json.dumps(result, indent=2))
 
 
+def bench_report(
+    directory: Annotated[
+        Path, typer.Argument(help="a directory of JSON results (make bench: bench-results)")
+    ],
+) -> None:
+    """A markdown table of the JSON results saved in DIRECTORY (one row per measured figure)."""
+    from cdcrouter.bench.report import load_dir, markdown
+    from cdcrouter.errors import UsageError
+
+    results = load_dir(directory) if directory.is_dir() else {}
+    if not results:
+        raise UsageError(f"{directory}: no *.json benchmark results", hint="run `make bench` first")
+    typer.echo(markdown(results))
+
+
 SUBJECTS: dict[str, Callable[..., Any]] = {
     "capture": bench_capture,
     "route": bench_route,
@@ -260,6 +301,7 @@ SUBJECTS: dict[str, Callable[..., Any]] = {
     "generate": bench_generate,
     "snapshot": bench_snapshot,
     "stack": bench_stack,
+    "report": bench_report,
 }
 
 
