@@ -159,6 +159,9 @@ def test_indexed_matcher_agrees_with_the_oracle(seed: int) -> None:
         f"{len(wrong)} of {len(events)} disagree; first: oracle {wrong[0][1]}, indexed {wrong[0][2]}\n"
         f"event: {wrong[0][0]}"
     )
+    unindexed = compile_filterset(load_filters_text(text, f"gen{seed}.yaml"), index=False)
+    assert "_D0" in compiled.source and "_D0" not in unindexed.source
+    assert [unindexed.match(e) for e in events] == [compiled.match(e) for e in events]
     per_filter = [[f for f, p in compiled.predicates.items() if p(e) is True] for e in events]
     assert per_filter == [compiled.match(e) for e in events]  # the unindexed predicates agree too
     assert sum(map(len, per_filter)) > 50, "the events must match something"
