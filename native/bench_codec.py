@@ -19,7 +19,7 @@ from typing import Any
 import fastavro
 
 from cdcrouter import _native
-from cdcrouter.route.bench import evolved_event, evolved_raw_schema
+from cdcrouter.bench.route import evolved_event, evolved_raw_schema
 from cdcrouter.route.codec import RawDecoder
 from cdcrouter.route.events import make_event
 from cdcrouter.route.wire import header
