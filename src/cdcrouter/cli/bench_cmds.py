@@ -223,15 +223,35 @@ def bench_generate(
 
 
 def bench_match(
-    filters_count: int = typer.Option(20, "--filters-count", "-n", help="synthetic filters"),
-    events: int = typer.Option(200_000, "--events", help="events to match"),
+    filters_count: int = typer.Option(20, "--filters-count", "-n", help="filters of the synthetic set"),
+    events: str = typer.Option(
+        "200000",
+        "--events",
+        help="events to match in all, or a file of your events (JSON lines, as `cdcrouter explain` reads)",
+    ),
+    count: int = typer.Option(200_000, "--count", min=1, help="events to match in all with --events FILE"),
+    filters: Path | None = typer.Option(
+        None, "--filters", help="your filters.yaml instead of the synthetic set"
+    ),
+    synthetic: str = typer.Option(
+        "realistic", "--set", help="synthetic set: realistic (most events match 1-3 filters) or operators"
+    ),
+    index: bool = typer.Option(
+        True, "--index/--no-index", help="--no-index: test every filter inline, as before the index"
+    ),
     repeat: RepeatOpt = 1,
     as_json: JsonOpt = False,
 ) -> None:
-    """Embedded engine throughput: events/s for N filters on one core."""
+    """Embedded engine throughput: events/s on one core, for N synthetic filters or your own files."""
+    from cdcrouter.bench.match import SETS
     from cdcrouter.bench.match import bench_match as run
 
-    _echo(_repeated(lambda: run(filters_count, events), repeat), as_json)
+    if synthetic not in SETS:
+        raise typer.BadParameter(f"{synthetic!r}: expected one of {', '.join(SETS)}", param_hint="--set")
+    events_path = None if events.isdigit() else Path(events)
+    total = count if events_path else int(events)
+    options = {"synthetic": synthetic, "filters_path": filters, "events_path": events_path, "index": index}
+    _echo(_repeated(lambda: run(filters_count, total, **options), repeat), as_json)
 
 
 def bench_snapshot(
