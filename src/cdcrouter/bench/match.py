@@ -128,6 +128,7 @@ _VERBS = [
 ]  # fmt: skip
 _STATUSES = ["OPEN", "PENDING", "REVIEW", "ACTIVE", "CLOSED", "LATE"]
 _REGIONS = ["north", "south", "east", "west", "central"]
+_CHANNELS = ["web", "branch", "phone", "partner"]
 
 
 def event_names(n_filters: int) -> list[str]:
@@ -182,9 +183,9 @@ def realistic_filters(n: int, seed: int = 11) -> str:
                 },
                 _residual(rng),
                 {
-                    "field": "eventBody.entities[0].updatedAttributes.region",
+                    "field": "eventBody.entities[0].updatedAttributes.channel",
                     "operator": "equals",
-                    "value": rng.choice(_REGIONS),
+                    "value": rng.choice(_CHANNELS),
                 },
             ]
         else:
@@ -220,6 +221,7 @@ def realistic_events(count: int, n_filters: int, seed: int = 7) -> list[dict[str
             "status": rng.choice(_STATUSES),
             "region": rng.choice(_REGIONS),
             "score": str(rng.randrange(100)),
+            "channel": rng.choice(_CHANNELS),
         }
         if rng.random() < 0.1:
             del attrs[rng.choice(list(attrs))]
