@@ -5,7 +5,8 @@
     ├── StackError            a local service could not be fetched, started or reached
     ├── CaptureError          replication slot, publication or source database problems
     ├── RouteError            routing engine failures (Kafka, Avro, registry)
-    └── DeployError           Flink SQL Gateway / Confluent Cloud / Kafka Connect REST failures
+    ├── DeployError           Flink SQL Gateway / Confluent Cloud / Kafka Connect REST failures
+    └── DrError               disaster recovery: the mirror, a region, a failover step
     UsageError                wrong command-line usage: exit code 2
 
 Filter-language diagnostics live in ``cdcrouter.filters`` and subclass ``CdcrouterError``.
@@ -50,3 +51,7 @@ class RouteError(CdcrouterError):
 
 class DeployError(CdcrouterError):
     pass
+
+
+class DrError(CdcrouterError):
+    """Disaster recovery: the mirror, a region or a failover step failed."""

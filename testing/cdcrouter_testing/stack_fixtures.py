@@ -8,6 +8,7 @@ Tests ask only for what they need, so unit runs need no JVM::
     def test_z(stack): stack.connect_url ...
     def test_w(stack_with): s = stack_with("postgres", "kafka")
     def test_v(private_kafka): private_kafka.down(["kafka"]) ...  # a broker of its own to restart
+    def test_r(region_b): region_b.connections().kafka ...  # the second Kafka region (DR)
     @pytest.mark.pg_versions()                    # once per PostgreSQL major: 15 and 18
     def test_u(pg_stack): pg_stack.pg_dsn ...     # (also private_pg, and capture's capture_run)
 
@@ -359,6 +360,24 @@ def private_service(
     finally:
         own.down([service], purge=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def region_b(_stack_session: _Session) -> Iterator[Stack]:
+    """The second Kafka region (``<state>/region-b``, ports 19092/19093) beside the shared stack,
+    for disaster-recovery tests; shared like the stack (use ``unique_name``), stopped at the end
+    only if this session started it (and ``CDCROUTER_STACK_KEEP`` is not set)."""
+    from cdcrouter.stack.manager import Stack
+
+    _stack_session.ensure(("kafka",))
+    other = Stack(_stack_session.stack.state_dir, region="b")
+    try:
+        started = other.up(["kafka"])
+    except CdcrouterError as exc:
+        _unavailable(f"region b's Kafka did not start: {exc.render()}")
+    yield other
+    if started and os.environ.get("CDCROUTER_STACK_KEEP", "") not in ("1", "true"):
+        other.down(started)
 
 
 @pytest.fixture

@@ -30,6 +30,15 @@ Ports = Annotated[
     typer.Option("--port", help="NAME=PORT override, repeatable (e.g. --port kafka=19092)."),
 ]
 Format = Annotated[str, typer.Option("--format", help="human or json.")]
+Region = Annotated[
+    str | None,
+    typer.Option(
+        "--region",
+        help="a (default): this stack; b: the second Kafka region for disaster recovery "
+        "(<state-dir>/region-b, Kafka only, ports 19092/19093).",
+        show_default=False,
+    ),
+]
 PgVersion = Annotated[
     str | None,
     typer.Option(
@@ -51,11 +60,17 @@ def _stack(
     *,
     allow_fetch: bool = True,
     pg_version: str | None = None,
+    region: str | None = None,
 ):
     from cdcrouter.stack.manager import Stack, parse_port_overrides
+    from cdcrouter.stack.regions import check_region
 
     return Stack(
-        state_dir, ports=parse_port_overrides(ports or []), allow_fetch=allow_fetch, pg_version=pg_version
+        state_dir,
+        ports=parse_port_overrides(ports or []),
+        allow_fetch=allow_fetch,
+        pg_version=pg_version,
+        region=check_region(region),
     )
 
 
@@ -119,9 +134,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
         fmt: Format = "human",
         pg_version: PgVersion = None,
+        region: Region = None,
     ) -> None:
         """Start all services (or --only some) and wait until each is healthy; a no-op if running."""
-        stack = _stack(state_dir, port, allow_fetch=not no_fetch, pg_version=pg_version)
+        stack = _stack(state_dir, port, allow_fetch=not no_fetch, pg_version=pg_version, region=region)
         started = time.monotonic()
         stack.up(_only(only), report=_reporter())
         if fmt != "json":
@@ -133,15 +149,16 @@ def register(app: typer.Typer) -> None:
         only: Only = None,
         state_dir: StateDir = None,
         purge: Annotated[bool, typer.Option("--purge", help="Also delete data, logs and secrets.")] = False,
+        region: Region = None,
     ) -> None:
         """Stop services by their recorded PIDs (SIGTERM, then SIGKILL); keeps data unless --purge."""
-        stack = _stack(state_dir)
+        stack = _stack(state_dir, region=region)
         stack.down(_only(only), purge=purge, report=_reporter())
 
     @stack_app.command("status")
-    def status_cmd(state_dir: StateDir = None, fmt: Format = "human") -> None:
+    def status_cmd(state_dir: StateDir = None, fmt: Format = "human", region: Region = None) -> None:
         """Show each service's state, PID, port, version and endpoint."""
-        _print_status(_stack(state_dir), fmt)
+        _print_status(_stack(state_dir, region=region), fmt)
 
     @stack_app.command("logs")
     def logs_cmd(
@@ -149,11 +166,12 @@ def register(app: typer.Typer) -> None:
         lines: Annotated[int, typer.Option("-n", "--lines", help="How many lines.")] = 50,
         follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new lines.")] = False,
         state_dir: StateDir = None,
+        region: Region = None,
     ) -> None:
         """Print the last lines of a service's log (under <state-dir>/logs)."""
         from cdcrouter.stack.process import tail
 
-        path = _stack(state_dir).log_path(service)
+        path = _stack(state_dir, region=region).log_path(service)
         for line in tail(path, lines):
             typer.echo(line)
         if follow:

@@ -31,6 +31,7 @@ from cdcrouter.stack.process import (
     stop,
     tail,
 )
+from cdcrouter.stack.regions import PRIMARY, REGION_PORTS, REGION_SERVICES, env_port_var, region_state_dir
 from cdcrouter.stack.service import DEFAULT_PORTS, HOST, Service, StackContext, default_cache_dir
 from cdcrouter.stack.services import groups, service_classes
 from cdcrouter.stack.services.postgres import stack_major
@@ -45,10 +46,10 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("CDCROUTER_STATE_DIR", ".cdcrouter"))
 
 
-def _env_ports() -> dict[str, int]:
+def _env_ports(region: str = PRIMARY) -> dict[str, int]:
     out: dict[str, int] = {}
     for key in DEFAULT_PORTS:
-        raw = os.environ.get("CDCROUTER_STACK_PORT_" + key.upper().replace("-", "_"))
+        raw = os.environ.get(env_port_var(key, region))
         if raw:
             out[key] = _port(key, raw)
     return out
@@ -109,6 +110,9 @@ class Stack:
         allow_fetch: may ``up`` download missing jars/packages.
         pg_version: the PostgreSQL major (default ``$CDCROUTER_STACK_PG_VERSION``, else the data
             dir's, else 15).
+        region: ``a`` (default) is this stack; ``b`` is the second Kafka region for disaster
+            recovery in ``<state_dir>/region-b``, on its own ports (``CDCROUTER_STACK_B_PORT_<NAME>``),
+            running only Kafka (see :mod:`cdcrouter.stack.regions`).
     """
 
     def __init__(
@@ -119,12 +123,15 @@ class Stack:
         cache_dir: str | Path | None = None,
         allow_fetch: bool = True,
         pg_version: str | None = None,
+        region: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
-        self.state_dir = self.state_dir.absolute()
+        self.region = (region or PRIMARY).lower()
+        self.state_dir = region_state_dir(self.state_dir, self.region).absolute()
         merged = dict(DEFAULT_PORTS)
+        merged.update(REGION_PORTS.get(self.region, {}))
         merged.update(self._recorded_ports())
-        merged.update(_env_ports())
+        merged.update(_env_ports(self.region))
         merged.update(ports or {})
         self.ctx = StackContext(
             state_dir=self.state_dir,
@@ -135,7 +142,11 @@ class Stack:
         if pg_version:
             self.ctx.pg_version = pg_version
         stack_major(self.ctx)  # an unsupported --pg-version is a usage error before anything starts
-        self.services: dict[str, Service] = {cls.name: cls() for cls in service_classes()}
+        self.services: dict[str, Service] = {
+            cls.name: cls()
+            for cls in service_classes()
+            if self.region == PRIMARY or cls.name in REGION_SERVICES
+        }
         self._fetch_lock = threading.Lock()
 
     # -- selection -----------------------------------------------------------------------------
@@ -264,7 +275,7 @@ class Stack:
         for key in svc.port_keys:
             port = self.ctx.port(key)
             if not port_is_free(port):
-                env = "CDCROUTER_STACK_PORT_" + key.upper().replace("-", "_")
+                env = env_port_var(key, self.region)
                 raise StackError(
                     f"{svc.name} cannot start: port {port} ({key}) on {HOST} is already in use "
                     "by another process",
