@@ -99,6 +99,37 @@ def test_one_statement_set_reads_the_source_once() -> None:
     assert "UNIX_TIMESTAMP" not in script and "CURRENT_ROW_TIMESTAMP() AS `_routed_at`" in script
 
 
+def test_one_sink_shape_is_one_insert_into_one_sink_listing_every_topic() -> None:
+    """Rows name their topic; the sink's 'topic' option is the allow list the connector enforces."""
+    text = "filters:\n" + "".join(
+        f"  - {{id: f{i}, consumerId: c{i}, outputTopic: t{2 - i}, "
+        f"conditions: [{{field: eventHeader.eventName, operator: equals, value: E{i}}}]}}\n"
+        for i in range(3)
+    )
+    script = generate_sql(load_filters_text(text, "x.yaml"), sink_shape="one-sink")
+    stmts = split_statements(script)
+    created = re.findall(r"CREATE TABLE IF NOT EXISTS `(\w+)`", script)
+    assert created == ["raw_business_events", "routed_business_events"]
+    assert len(stmts) == 3 and "EXECUTE STATEMENT SET" not in script
+    assert script.count("INSERT INTO") == 1 and script.count("UNION ALL") == 2
+    assert "`kafka_topic` STRING NOT NULL METADATA FROM 'topic'" in script
+    assert "'topic' = 't0;t1;t2'" in script and "'value.avro-confluent.subject' = 't0-value'" in script
+    branches = stmts[2].split("UNION ALL")
+    for i, branch in enumerate(branches):  # each filter's rows carry its own topic and metadata
+        assert f"ROW('f{i}', 'c{i}', " in branch and f"WHERE `eventHeader`.`eventName` = 'E{i}'" in branch
+        assert f"'t{2 - i}' AS `kafka_topic`" in branch
+    assert "-- sink-shape: one-sink" in script
+    assert generate_sql(load_filters_text(text, "x.yaml")) != script  # the default stays per-topic
+
+
+def test_one_sink_shape_is_for_apache_flink_only() -> None:
+    fs = fs_of("      - {field: eventHeader.eventName, operator: equals, value: E}\n")
+    with pytest.raises(GenerateError, match="Apache Flink only"):
+        generate_sql(fs, "confluent-cloud", sink_shape="one-sink")
+    with pytest.raises(GenerateError, match="unknown sink shape"):
+        generate_sql(fs, sink_shape="many")
+
+
 def test_confluent_cloud_dialect_has_no_connector_options() -> None:
     script = generate_sql(
         fs_of("      - {field: eventHeader.eventName, operator: equals, value: E}\n"), "confluent-cloud"

@@ -5,7 +5,8 @@ Both read one raw topic (Avro, Confluent wire format, registered schema) with th
 (the 20 benchmark filters plus the example filters, so every operator is covered) into their own
 copy of each filtered topic. Per filter topic, the decoded records (all fields but
 ``filterMetadata.filteredAt``) and their keys must be equal as multisets: nothing missing, nothing
-extra, nothing doubled.
+extra, nothing doubled. Both Flink sink shapes: one sink table per topic, and one sink whose rows
+name their topic (``generate_sql(sink_shape="one-sink")``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def filters_file(path: Path, prefix: str) -> list[str]:
     return sorted({i["outputTopic"] for i in items})
 
 
-def test_flink_and_embedded_route_identically(flink_stack, unique_name, tmp_path) -> None:
+@pytest.mark.parametrize("sink_shape", ["per-topic", "one-sink"])
+def test_flink_and_embedded_route_identically(flink_stack, unique_name, tmp_path, sink_shape) -> None:
     from cdcrouter.route.engine import Router, RouterOptions
     from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
     from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
@@ -76,7 +78,9 @@ def test_flink_and_embedded_route_identically(flink_stack, unique_name, tmp_path
     )  # fmt: skip
     decode = s.Decoder(registry)
     try:
-        plan, script = dep.plan(generate_sql(load_filters(tmp_path / "flk.yaml"), target="flink"))
+        script_text = generate_sql(load_filters(tmp_path / "flk.yaml"), target="flink", sink_shape=sink_shape)
+        plan, script = dep.plan(script_text)
+        assert (len(script.sinks) == 1) == (sink_shape == "one-sink"), script.sinks
         dep.apply(plan, script)
         embedded = s.consume_topics(bootstrap, emb_topics, idle_s=2.0)
         want = sum(len(v) for v in embedded.values())

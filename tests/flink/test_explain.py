@@ -7,6 +7,7 @@ connector jars on ``pipeline.jars``. Nothing is executed, so no broker is needed
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,10 @@ LOCAL_VALUES = {
 }
 
 
-def rendered_script(path: Path) -> str:
+def rendered_script(path: Path, sink_shape: str = "per-topic") -> str:
     from cdcrouter.backends.flink_sql import generate_sql, placeholders, render_placeholders
 
-    script = generate_sql(load_filters(path), "flink")
+    script = generate_sql(load_filters(path), "flink", sink_shape=sink_shape)
     values = {name: LOCAL_VALUES.get(name, f"local-{name.lower()}") for name in placeholders(script)}
     return render_placeholders(script, values)
 
@@ -52,6 +53,20 @@ def test_generated_flink_sql_explains(flink_checker: Any, path: Path) -> None:
         assert "KafkaDynamicSink" in plan or "Sink(table=" in plan
     else:
         assert plans == []
+
+
+def test_one_sink_shape_explains_to_a_single_sink(flink_checker: Any) -> None:
+    """The examples' filters in the one-sink shape: one INSERT, and Flink plans exactly one sink
+    (a statement set would plan one per INSERT) fed by every filter's branch."""
+    path = ROOT / "examples" / "filters.yaml"
+    plans = flink_checker.explain(split_statements(rendered_script(path, "one-sink")))
+    assert len(plans) == 1
+    plan = plans[0].plan
+    sinks = set(re.findall(r"Sink\(table=\[([^\]]+)\]", plan))
+    assert len(sinks) == 1 and sinks.pop().endswith(".routed_business_events"), plan[:2000]
+    assert "Union(all=[true]" in plan
+    for f in load_filters(path).enabled():  # every filter's branch names its own topic
+        assert f"'{f.output_topic}' AS topic" in plan, f.id
 
 
 def test_explain_rejects_broken_sql(flink_checker: Any) -> None:

@@ -62,3 +62,19 @@ def test_prepare_layout_links_jars_and_writes_conf_outside_site_packages(tmp_pat
 
 def test_pyflink_matches_pinned_flink_version() -> None:
     assert flink.pyflink_home().joinpath("lib", f"flink-dist-{versions.FLINK}.jar").is_file()
+
+
+def test_config_overrides_replace_and_remove_default_keys(tmp_path: Path) -> None:
+    """The fair benchmark sizes its private cluster with <state>/flink/config-overrides.json."""
+    import json
+
+    (tmp_path / "flink").mkdir()
+    (tmp_path / "flink" / flink.OVERRIDES_FILE).write_text(
+        json.dumps({"taskmanager.memory.process.size": None, "taskmanager.memory.flink.size": "4096m",
+                    "parallelism.default": 2})
+    )  # fmt: skip
+    layout = flink.prepare_layout(tmp_path, default_cache_dir(), dict(DEFAULT_PORTS))
+    conf = (layout.conf / "config.yaml").read_text().splitlines()
+    assert "taskmanager.memory.flink.size: '4096m'" in conf and "parallelism.default: 2" in conf
+    assert not any(line.startswith("taskmanager.memory.process.size") for line in conf)
+    assert "rest.port: 8081" in conf  # the rest stays

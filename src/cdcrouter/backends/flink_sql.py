@@ -54,8 +54,14 @@ from cdcrouter.ir.passes import drop_disabled, flatten_logic
 from cdcrouter.naming import DEFAULT_RAW_TOPIC
 
 TARGETS = ("flink", "confluent-cloud")
+# per-topic: one sink table per output topic (one Kafka writer per topic and subtask).
+# one-sink: one sink table whose rows name their topic (the Kafka connector's writable `topic`
+# metadata, the topics listed in its 'topic' option as the allow list); Apache Flink only.
+SINK_SHAPES = ("per-topic", "one-sink")
 RAW_TOPIC = DEFAULT_RAW_TOPIC
 RAW_TABLE = "raw_business_events"
+ROUTED_TABLE = "routed_business_events"
+TOPIC_COLUMN = "kafka_topic"
 KEY_COLUMN = "kafka_key"
 PASSES = (drop_disabled, flatten_logic)
 
@@ -347,23 +353,44 @@ def sink_table_ddl(topic: str, target: str = "flink", table: str | None = None) 
             f" DISTRIBUTED BY HASH({quote_ident(KEY_COLUMN)}) INTO ${{SINK_BUCKETS:-6}} BUCKETS"
             f" WITH (\n{opts}\n);"
         )
-    opts = _with(
-        {
-            "connector": "kafka",
-            "topic": topic,
-            "properties.bootstrap.servers": "${KAFKA_BOOTSTRAP_SERVERS}",
-            "key.format": "raw",
-            "key.fields": KEY_COLUMN,
-            "value.format": "avro-confluent",
-            "value.avro-confluent.url": "${SCHEMA_REGISTRY_URL}",
-            "value.avro-confluent.subject": f"{topic}-value",
-            "value.avro-confluent.schema": _contract_json(),
-            "value.fields-include": "EXCEPT_KEY",
-            "sink.delivery-guarantee": "${SINK_DELIVERY_GUARANTEE:-exactly-once}",
-            "sink.transactional-id-prefix": f"cdcrouter-{topic}",
-        }
-    )
+    opts = _with(_kafka_sink_options(topic, f"{topic}-value", f"cdcrouter-{topic}"))
     return f"CREATE TABLE IF NOT EXISTS {quote_ident(table)} (\n{cols}\n) WITH (\n{opts}\n);"
+
+
+def _kafka_sink_options(topic: str, subject: str, transactional_prefix: str) -> dict[str, str]:
+    return {
+        "connector": "kafka",
+        "topic": topic,
+        "properties.bootstrap.servers": "${KAFKA_BOOTSTRAP_SERVERS}",
+        "key.format": "raw",
+        "key.fields": KEY_COLUMN,
+        "value.format": "avro-confluent",
+        "value.avro-confluent.url": "${SCHEMA_REGISTRY_URL}",
+        "value.avro-confluent.subject": subject,
+        "value.avro-confluent.schema": _contract_json(),
+        "value.fields-include": "EXCEPT_KEY",
+        "sink.delivery-guarantee": "${SINK_DELIVERY_GUARANTEE:-exactly-once}",
+        "sink.transactional-id-prefix": transactional_prefix,
+    }
+
+
+def routed_table_ddl(topics: list[str]) -> str:
+    """The one-sink shape's sink: the contract's columns plus ``kafka_topic``, the Kafka
+    connector's writable ``topic`` metadata. Its 'topic' option lists every output topic: the
+    connector refuses a row naming any other. Every record's value carries the id of the
+    contract registered under the first topic's subject (the same schema every filtered subject
+    holds)."""
+    cols = ",\n".join(
+        [
+            f"  {quote_ident(KEY_COLUMN)} STRING",
+            *_columns(FILTERED_SCHEMA, all_nullable=False),
+            f"  {quote_ident(TOPIC_COLUMN)} STRING NOT NULL METADATA FROM 'topic'",
+        ]
+    )
+    ordered = sorted(set(topics))
+    tag = hashlib.sha256("\n".join(ordered).encode()).hexdigest()[:12]  # two deployments never share ids
+    opts = _with(_kafka_sink_options(";".join(ordered), f"{ordered[0]}-value", f"cdcrouter-routed-{tag}"))
+    return f"CREATE TABLE IF NOT EXISTS {quote_ident(ROUTED_TABLE)} (\n{cols}\n) WITH (\n{opts}\n);"
 
 
 def insert_sql(
@@ -373,20 +400,34 @@ def insert_sql(
     _check_target(target)
     if sink_table is None:
         sink_table = f.output_topic if target == "confluent-cloud" else table_name_for(f.output_topic)
-    sink = quote_ident(sink_table)
-    src = quote_ident(source_table or (RAW_TOPIC if target == "confluent-cloud" else RAW_TABLE))
+    src = source_table or (RAW_TOPIC if target == "confluent-cloud" else RAW_TABLE)
+    return f"INSERT INTO {quote_ident(sink_table)}\n{_select_sql(f, src)};"
+
+
+def _select_sql(f: Filter, source_table: str, topic_column: bool = False) -> str:
+    """The filtered rows of one filter: key, contract columns (and, for the one-sink shape, the
+    row's topic)."""
     key = f"{quote_ident('eventBody')}.{quote_ident('entities')}[1].{quote_ident('entityId')}"
     meta = f"ROW({quote_string(f.id)}, {quote_string(f.consumer_id)}, {FILTERED_AT_SQL})"
     cols = ("eventHeader", "eventBody", "sourceMetadata")
+    topic = f",\n  {quote_string(f.output_topic)} AS {quote_ident(TOPIC_COLUMN)}" if topic_column else ""
     return (
-        f"INSERT INTO {sink}\n"
         f"SELECT\n  {key} AS {quote_ident(KEY_COLUMN)},\n"
         + "".join(f"  {quote_ident(c)},\n" for c in cols)
-        + f"  {meta} AS {quote_ident('filterMetadata')}\n"
+        + f"  {meta} AS {quote_ident('filterMetadata')}{topic}\n"
         f"FROM (\n  SELECT {', '.join(quote_ident(c) for c in cols)}, "
         f"CURRENT_ROW_TIMESTAMP() AS {quote_ident(ROUTED_AT)}\n"
-        f"  FROM {src}\n  WHERE {where_clause(f, indent='    ')}\n);"
+        f"  FROM {quote_ident(source_table)}\n  WHERE {where_clause(f, indent='    ')}\n)"
     )
+
+
+def routed_insert_sql(filters: list[Filter], source_table: str = RAW_TABLE) -> str:
+    """The one-sink shape's only statement: every filter's rows, ``UNION ALL``, into one sink.
+
+    One INSERT, not one per filter: each INSERT of a statement set gets a sink operator of its
+    own, so only a union keeps a single Kafka writer per subtask."""
+    union = "\nUNION ALL\n".join(_select_sql(f, source_table, topic_column=True) for f in filters)
+    return f"INSERT INTO {quote_ident(ROUTED_TABLE)}\n{union};"
 
 
 def sink_tables(topics: list[str], target: str = "flink") -> dict[str, str]:
@@ -418,27 +459,48 @@ def _check_target(target: str) -> None:
         raise GenerateError(f"unknown target '{target}'", hint=f"use one of: {', '.join(TARGETS)}")
 
 
-def generate_sql(filterset: FilterSet, target: str = "flink", source_name: str | None = None) -> str:
+def generate_sql(
+    filterset: FilterSet,
+    target: str = "flink",
+    source_name: str | None = None,
+    sink_shape: str = "per-topic",
+) -> str:
     """The whole deployable script for ``filterset``'s enabled filters.
 
-    Source DDL (Apache Flink only), one sink DDL per topic, and ONE ``EXECUTE STATEMENT SET`` so
-    the raw topic is read once. Deterministic: the same input gives byte-identical output.
+    Source DDL (Apache Flink only), then either one sink DDL per topic and ONE ``EXECUTE
+    STATEMENT SET`` (``per-topic``), or one sink whose rows carry their topic and one ``INSERT``
+    over a ``UNION ALL`` (``one-sink``, Apache Flink only: fewer Kafka writers and transactions
+    when there are many topics, see docs/routing.md). The raw topic is read once either way.
+    Deterministic: the same input gives byte-identical output.
 
     Args:
         filterset: the compiled filters (disabled ones are skipped).
         target: "flink" (Apache Flink) or "confluent-cloud".
         source_name: the filters file name printed in the header (default: ``filterset.file``).
+        sink_shape: "per-topic" (default) or "one-sink".
     """
     _check_target(target)
+    if sink_shape not in SINK_SHAPES:
+        raise GenerateError(
+            f"unknown sink shape '{sink_shape}'", hint=f"use one of: {', '.join(SINK_SHAPES)}"
+        )
+    if sink_shape == "one-sink" and target != "flink":
+        raise GenerateError(
+            "the one-sink shape is for Apache Flink only",
+            hint="Confluent Cloud tables are topics: use the per-topic shape there",
+        )
     fs = drop_disabled(filterset)
     fs = flatten_logic(fs)  # type: ignore[assignment]
     assert isinstance(fs, FilterSet)
     parts: list[str] = []
     if target == "flink":
         parts.append(raw_table_ddl(target))
-    tables = sink_tables([f.output_topic for f in fs.filters], target)
-    parts.extend(sink_table_ddl(t, target, table) for t, table in tables.items())
-    if fs.filters:
+    if sink_shape == "one-sink" and fs.filters:
+        parts.append(routed_table_ddl([f.output_topic for f in fs.filters]))
+        parts.append(routed_insert_sql(list(fs.filters)))
+    elif fs.filters:
+        tables = sink_tables([f.output_topic for f in fs.filters], target)
+        parts.extend(sink_table_ddl(t, target, table) for t, table in tables.items())
         inserts = "\n\n".join(insert_sql(f, target, sink_table=tables[f.output_topic]) for f in fs.filters)
         parts.append("EXECUTE STATEMENT SET\nBEGIN\n\n" + inserts + "\n\nEND;")
     else:
@@ -451,6 +513,7 @@ def generate_sql(filterset: FilterSet, target: str = "flink", source_name: str |
         f"-- Generated by cdcrouter {__version__} from {source}. Do not edit;",
         "-- regenerate with `cdcrouter generate`.",
         f"-- target: {target}",
+        *([f"-- sink-shape: {sink_shape}"] if sink_shape != "per-topic" else []),
         f"-- source-sha256: {filterset.source_hash}",
         f"-- content-sha256: {digest}",
         f"-- filters: {len(fs.filters)} enabled of {len(filterset.filters)}",

@@ -7,12 +7,15 @@ holds our config and symlinks to both, so site-packages is never written to.
 
 Three processes, each a :class:`~cdcrouter.stack.service.Service`: the JobManager (REST 8081),
 one TaskManager, and the SQL Gateway (REST 8091; Connect owns 8083). Heaps are small: the three
-stay near 1.5 GB together.
+stay near 1.5 GB together. A ``<state>/flink/config-overrides.json`` (an object of config keys; a
+``null`` value removes a default key) is merged over these defaults: the fair Flink benchmark
+sizes its private cluster that way (``cdcrouter.bench.flink``).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ TASKMANAGER_PROCESS_MB = 704
 GATEWAY_HEAP_MB = 192
 TASK_SLOTS = 4
 GATEWAY_JAVA_OPTS = f"-Xmx{GATEWAY_HEAP_MB}m -Xms64m -XX:MaxMetaspaceSize=192m -XX:+UseSerialGC"
+OVERRIDES_FILE = "config-overrides.json"
 
 
 def pyflink_home() -> Path:
@@ -198,7 +202,15 @@ def prepare_layout(
     for src in (home / "conf").iterdir():
         if src.is_file() and src.name != "config.yaml":
             shutil.copyfile(src, layout.conf / src.name)
-    lines = [f"{key}: {_yaml_scalar(value)}" for key, value in flink_config(ports, layout).items()]
+    config = flink_config(ports, layout)
+    overrides = layout.root / OVERRIDES_FILE
+    if overrides.is_file():
+        for key, value in json.loads(overrides.read_text()).items():
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
+    lines = [f"{key}: {_yaml_scalar(value)}" for key, value in config.items()]
     (layout.conf / "config.yaml").write_text(
         "# written by cdcrouter.stack.flink; edits are overwritten\n" + "\n".join(lines) + "\n"
     )
