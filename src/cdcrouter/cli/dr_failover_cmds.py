@@ -19,6 +19,13 @@ ConfigFile = Annotated[
                  show_default=False),
 ]  # fmt: skip
 
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Move even when the mirror has not caught up (the gap is printed)."),
+]
+CatchUp = Annotated[float, typer.Option("--catch-up", help="Seconds to wait for the mirror to catch up.")]
+Grace = Annotated[float, typer.Option("--grace", help="Seconds a process gets to stop before SIGKILL.")]
+
 
 def register(app: typer.Typer) -> None:
     """Add ``drill`` (and the failover commands) to the ``dr`` group."""
@@ -79,3 +86,124 @@ def register(app: typer.Typer) -> None:
         typer.echo(report.to_json() if as_json else report.render())
         if not report.ok:
             raise typer.Exit(1)
+
+    _failover_commands(group)
+    _process_commands(group)
+
+
+def _plan(target: str, force: bool, catch_up: float, grace: float, config: Path | None):  # -> FailoverPlan
+    from cdcrouter.dr.failover import FailoverPlan, active_region, default_registry
+    from cdcrouter.dr.regions import region_connections
+    from cdcrouter.errors import DrError, UsageError
+    from cdcrouter.stack.regions import check_region
+
+    target = check_region(target)
+    source = active_region()["region"]
+    if source == target:
+        raise UsageError(
+            f"region {target} is already the active one", hint="cdcrouter dr ps shows what runs where"
+        )
+    mirror = None
+    try:
+        from cdcrouter.dr.mirror import load_mirror
+
+        mirror = load_mirror(target_region=target, config_file=config)
+        if mirror.source_region != source:
+            mirror = None
+    except DrError:
+        mirror = None
+    return FailoverPlan(
+        source=source,
+        target=target,
+        source_conns=region_connections(source, config_file=config),
+        target_conns=region_connections(target, config_file=config),
+        procs=default_registry(),
+        mirror=mirror,
+        force=force,
+        catch_up_s=catch_up,
+        stop_grace_s=grace,
+    )
+
+
+def _failover_commands(group: typer.Typer) -> None:
+    @group.command("failover")
+    def failover_cmd(
+        to: Annotated[str, typer.Option("--to", help="The region to move the pipeline to (e.g. b).")],
+        force: Force = False,
+        catch_up: CatchUp = 30.0,
+        grace: Grace = 15.0,
+        config: ConfigFile = None,
+    ) -> None:
+        """Move capture, routers and consumers to region TO (stop, check the mirror, translate, start)."""
+        from cdcrouter.dr.failover import failover
+
+        failover(_plan(to, force, catch_up, grace, config), say=typer.echo)
+
+    @group.command("failback")
+    def failback_cmd(
+        force: Force = False,
+        catch_up: CatchUp = 30.0,
+        grace: Grace = 15.0,
+        config: ConfigFile = None,
+    ) -> None:
+        """Move the pipeline back to the home region (a), once a mirror into it has caught up."""
+        from cdcrouter.dr.failover import HOME_REGION, failover
+
+        failover(_plan(HOME_REGION, force, catch_up, grace, config), say=typer.echo)
+
+
+def _process_commands(group: typer.Typer) -> None:
+    @group.command("start", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def start(
+        ctx: typer.Context,
+        name: Annotated[str, typer.Argument(help="A name for this process (unique).")],
+        role: Annotated[str, typer.Option("--role", help="capture, router or consumer.")],
+        config: ConfigFile = None,
+    ) -> None:
+        """Start `cdcrouter ARGS...` detached in the active region and record it for failovers.
+
+        Example: cdcrouter dr start capture --role capture -- capture run --pipeline pipeline.yaml
+        """
+        from cdcrouter.dr.drill import region_env
+        from cdcrouter.dr.failover import active_region, default_registry
+        from cdcrouter.dr.processes import cdcrouter_argv
+        from cdcrouter.dr.regions import region_connections
+        from cdcrouter.errors import UsageError
+
+        if not ctx.args:
+            raise UsageError("what to run? nothing after --", hint="e.g. -- run --filters filters.yaml")
+        region = active_region()["region"]
+        env = region_env(region_connections(region, config_file=config))
+        m = default_registry().launch(name, role, cdcrouter_argv(*ctx.args), region, env)
+        typer.echo(f"started {name} ({role}) in region {region}: pid {m.pid}, log {m.log_file}")
+
+    @group.command("stop")
+    def stop_cmd(
+        name: Annotated[str | None, typer.Argument(help="The process to stop (default: all).")] = None,
+        grace: Annotated[float, typer.Option("--grace", help="Seconds before SIGKILL.")] = 20.0,
+    ) -> None:
+        """Stop recorded processes (SIGTERM, then SIGKILL after --grace) and forget them."""
+        from cdcrouter.dr.failover import default_registry
+        from cdcrouter.dr.processes import stop_all
+        from cdcrouter.errors import UsageError
+
+        reg = default_registry()
+        todo = [m for m in reg.all() if name is None or m.name == name]
+        if name is not None and not todo:
+            raise UsageError(f"no recorded process {name!r}", hint="cdcrouter dr ps lists them")
+        for n, what in stop_all(todo, grace).items():
+            reg.forget(n)
+            typer.echo(f"{n}: {what}")
+
+    @group.command("ps")
+    def ps() -> None:
+        """The recorded processes: role, region, pid, running or not, log file."""
+        from cdcrouter.dr.failover import active_region, default_registry
+
+        active = active_region()
+        typer.echo(f"active region: {active['region']}")
+        for m in default_registry().all():
+            state = "running" if m.alive() else "exited"
+            typer.echo(
+                f"{m.name:<16} {m.role:<9} region {m.region:<3} pid {m.pid:<8} {state:<8} {m.log_file}"
+            )

@@ -182,6 +182,7 @@ def run_drill(
         ctx.step(f"pipeline {name}: table {run.schema}.{run.table}, topics {', '.join(run.filtered_topics)}")
         scenario.prepare(ctx)
         surviving = scenario.surviving(ctx)
+        _await_slot(ctx)  # a change committed before capture created its slot would never be captured
         tail = ArrivalTail(surviving, run.filtered_topics, run.id_prefix).start()
         ctx.workload = SteadyWorkload(lambda: ctx.pg_conninfo, run.schema, run.table, name, opts.rate).start()
         _await_flow(ctx, tail)
@@ -202,6 +203,14 @@ def run_drill(
         report.verdict, report.view = verdict, view
         committed_at = {c.id: c.at for c in wl.acked} | {c.id: c.at for c in wl.in_doubt}
         report.recovery = tail.recovery(ctx.failed_at, committed_at)
+        lost = {i for t in verdict.topics for i in t.lost}
+        if lost:
+            when = sorted(committed_at[i] - ctx.failed_at for i in lost if i in committed_at)
+            if when:
+                ctx.notes.append(
+                    f"the {len(lost)} lost change(s) were committed between {when[0]:+.1f} s and "
+                    f"{when[-1]:+.1f} s of the failure"
+                )
     except CdcrouterError as exc:
         report.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         ctx.step(f"drill failed: {exc.message}")
@@ -223,6 +232,26 @@ def run_drill(
             ctx.notes.append(f"kept: processes in {ctx.procs.directory}, files in {workdir}")
         report.steps, report.notes = ctx.steps, ctx.notes
     return report
+
+
+def _await_slot(ctx: DrillContext) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + ctx.opts.flow_timeout_s
+    while True:
+        ctx.check_processes()
+        with psycopg.connect(ctx.pg_conninfo, connect_timeout=10) as conn:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (ctx.run.slot,)
+            ).fetchone()
+        if row is not None and row[0]:
+            return
+        if time.monotonic() > deadline:
+            raise CdcrouterError(
+                f"capture did not open its slot {ctx.run.slot} within {ctx.opts.flow_timeout_s:.0f} s",
+                hint=f"see its log in {ctx.procs.directory / 'logs'}",
+            )
+        time.sleep(0.2)
 
 
 def _await_flow(ctx: DrillContext, tail: ArrivalTail) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 # name -> "module:factory"; the factory takes keyword options and returns a Scenario
 _KNOWN: dict[str, str] = {
     "router-kill": "cdcrouter.dr.scenarios.router:RouterKill",
+    "kafka-region": "cdcrouter.dr.scenarios.kafka_region:KafkaRegionLoss",
 }
 
 
