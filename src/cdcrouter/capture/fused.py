@@ -65,6 +65,17 @@ class FusedSink(TransactionalSink):
                     raise self._failure(exc.args[0], "cannot produce a filtered record") from exc
 
         self.produce = produce  # type: ignore[method-assign]
+        self._warm_metadata()
+
+    def _warm_metadata(self) -> None:
+        """Learn every topic's partitions and leaders now, before the first change: a record for a
+        topic not in the producer's metadata cache waits for a metadata request first."""
+        raw = self.raw
+        for topic in sorted({raw.name, raw.offsets_topic, raw.dlq_topic, *self._outputs}):
+            try:
+                self.producer.list_topics(topic, timeout=10)
+            except KafkaException as exc:  # the first produce asks again; nothing is lost by going on
+                log.warning("metadata for %s: %s", topic, exc.args[0].str())
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None or err.code() in _PURGED:

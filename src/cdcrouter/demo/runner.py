@@ -197,11 +197,19 @@ def run_demo(
         t.start()
     consumers = start_examples(conns, schema=DEMO_SCHEMA, batch_timeout=0.2)
     try:
+        # Everything joined before the first change: on a stack that has just started, the first
+        # group join creates __consumer_offsets (50 partitions; 2.2 s measured on a fresh broker),
+        # and changes written meanwhile waited on a broker busy with it (the cold demo's tail).
         _wait(
-            lambda: capture.ready.is_set() and probe.ready.is_set() and counts.ready(),
+            lambda: (
+                capture.ready.is_set()
+                and probe.ready.is_set()
+                and counts.ready()
+                and all(app.assignment for app in consumers.apps.values())
+            ),
             threads,
             60,
-            "capture, the router and the probe to start",
+            "capture, the router, the probe and the consumers to start",
             consumer_errors=consumers.errors,
         )
         base_captured = capture.stats.events
