@@ -173,7 +173,9 @@ class Worker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise CaptureError(f"the Connect worker exited ({self.proc.returncode})", hint=f"see {self.log}")
+                raise CaptureError(
+                    f"the Connect worker exited ({self.proc.returncode})", hint=f"see {self.log}"
+                )
             try:
                 if httpx.get(self.url + "/connector-plugins", timeout=3).status_code == 200:
                     return
@@ -185,7 +187,9 @@ class Worker:
     def call(self, method: str, path: str, **kw: Any) -> Any:
         resp = httpx.request(method, self.url + path, timeout=60, **kw)
         if resp.status_code >= 300 and not (method == "DELETE" and resp.status_code == 404):
-            raise CaptureError(f"Connect {method} {path}: HTTP {resp.status_code} {resp.text[:500]}", hint=f"see {self.log}")
+            raise CaptureError(
+                f"Connect {method} {path}: HTTP {resp.status_code} {resp.text[:500]}", hint=f"see {self.log}"
+            )
         return resp.json() if resp.content else None
 
     def wait_state(self, name: str, state: str, timeout_s: float = 120.0) -> None:
@@ -198,11 +202,17 @@ class Worker:
             if last:
                 tasks = last.get("tasks") or []
                 if any(t.get("state") == "FAILED" for t in tasks):
-                    raise CaptureError(f"connector {name} failed: {tasks[0].get('trace', '')[:800]}", hint=f"see {self.log}")
-                if last["connector"]["state"] == state and (state == "STOPPED" or tasks and all(t["state"] == state for t in tasks)):
+                    raise CaptureError(
+                        f"connector {name} failed: {tasks[0].get('trace', '')[:800]}", hint=f"see {self.log}"
+                    )
+                if last["connector"]["state"] == state and (
+                    state == "STOPPED" or (tasks and all(t["state"] == state for t in tasks))
+                ):
                     return
             time.sleep(0.1)
-        raise CaptureError(f"connector {name} not {state} after {timeout_s:.0f}s: {last}", hint=f"see {self.log}")
+        raise CaptureError(
+            f"connector {name} not {state} after {timeout_s:.0f}s: {last}", hint=f"see {self.log}"
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -247,6 +247,14 @@ class RecordsRejected(KafkaSinkError):
         self.next_cap = next_cap
 
 
+# librdkafka's queue, bounded (#17 item 6): when it is full, produce() waits for deliveries
+# (:meth:`TransactionalSink._produce_waiting`), so memory stays flat however large the backlog. The
+# bounds hold a whole default transaction (``batching.max_events`` 20,000) with room for the filtered
+# copies fused mode adds to it; the byte bound always takes two of the largest records the topic
+# allows. Deliveries free the room as the transaction goes on: a transaction may be larger.
+QUEUE_MAX_MESSAGES = 100_000
+QUEUE_MAX_KBYTES = 64 * 1024
+
 TOPIC_CHECK_S = 5.0  # a commit whose records are not delivered this long checks that its topics exist
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})  # our own abort's doing
 
@@ -257,6 +265,9 @@ class TransactionalSink:
     The producer is sized from the raw topic's ``max.message.bytes`` (see
     :mod:`cdcrouter.capture.kafka_limits`); ``size_cap`` lowers that after the broker refused records.
     """
+
+    QUEUE_MAX_MESSAGES = QUEUE_MAX_MESSAGES
+    QUEUE_MAX_KBYTES = QUEUE_MAX_KBYTES
 
     def __init__(self, conns: Connections, raw: RawTopic, slot: str, *, size_cap: int | None = None) -> None:
         self.raw = raw
@@ -276,8 +287,10 @@ class TransactionalSink:
                 # open transaction holds read_committed readers back for at most this long
                 "transaction.timeout.ms": 60_000,
                 "linger.ms": 5,
-                "queue.buffering.max.messages": 2_000_000,
-                "queue.buffering.max.kbytes": 1_048_576,
+                "queue.buffering.max.messages": self.QUEUE_MAX_MESSAGES,
+                "queue.buffering.max.kbytes": max(
+                    self.QUEUE_MAX_KBYTES, 2 * limits["message.max.bytes"] // 1024 + 1
+                ),
                 **limits,
                 # only failures call back: nothing per record on the hot path
                 "delivery.report.only.error": True,
@@ -334,13 +347,24 @@ class TransactionalSink:
                     return True
                 raise self._failure(err, f"cannot produce to {target}") from exc
 
+    def _produce_waiting(self, topic: str, value: bytes, key: bytes, **kw: Any) -> None:
+        """The producer's own produce(), waiting while the bounded queue is full."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kw)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+                if self.failed:
+                    raise self._failure(None, f"cannot produce to {topic}") from None
+
     def _dead_letter(self, key: bytes, value: bytes, lsn: int, err: KafkaError) -> None:
         if self._schema is None:
             self._schema = fastavro.parse_schema(json.loads(raw_schema_text()))
         table = table_of(value, self._schema)
         letter = Oversized(key, len(key) + len(value), self.limit, lsn, table, err.str())
         try:
-            self.produce(self.raw.dlq_topic, letter.letter(), key, headers=letter.headers())
+            self._produce_waiting(self.raw.dlq_topic, letter.letter(), key, headers=letter.headers())
         except KafkaException as exc:
             raise self._failure(exc.args[0], f"cannot dead-letter to {self.raw.dlq_topic}") from exc
         self.dead_letters += 1
@@ -427,7 +451,7 @@ class TransactionalSink:
         """
         self.begin()  # a position alone still needs a begun transaction (librdkafka: "Erroneous state")
         try:
-            self.producer.produce(self.raw.offsets_topic, offsets.to_json(), self.slot_key)
+            self._produce_waiting(self.raw.offsets_topic, offsets.to_json(), self.slot_key)
         except KafkaException as exc:
             raise self._failure(exc.args[0], "cannot produce the capture position") from exc
         # a refused record leaves the transaction abortable, and commit_transaction would wait out
