@@ -81,6 +81,7 @@ class DrillContext:
     notes: list[str] = field(default_factory=list)
     workload: SteadyWorkload | None = None
     failed_at: float | None = None  # time.time() of the failure
+    extra_env: dict[str, str] = field(default_factory=dict)  # more variables for every process started
 
     def step(self, what: str) -> None:
         line = f"{time.monotonic() - self.started:7.1f}s  {what}"
@@ -97,7 +98,8 @@ class DrillContext:
     def start_capture(self, conns: Connections | None = None, region: str | None = None) -> Managed:
         conns = conns or self.conns
         argv = processes.cdcrouter_argv("capture", "run", "--pipeline", str(self.run.pipeline_file))
-        return self.procs.launch("capture", "capture", argv, region or self.region, region_env(conns))
+        env = {**self.extra_env, **region_env(conns)}
+        return self.procs.launch("capture", "capture", argv, region or self.region, env)
 
     def start_router(self, name: str, conns: Connections | None = None, region: str | None = None) -> Managed:
         conns = conns or self.conns
@@ -144,14 +146,19 @@ class Scenario(Protocol):
     description: str
 
     def prepare(self, ctx: DrillContext) -> None:
-        """Create topics and start the pipeline's processes (and anything else the scenario needs)."""
+        """Create topics and start the pipeline's processes (and anything else the scenario needs).
+
+        It may point ``ctx.conns`` at the region the pipeline starts in. A scenario may also have a
+        ``pipeline_yaml(run) -> str`` method: more top-level YAML for the drill's pipeline.yaml.
+        """
 
     def surviving(self, ctx: DrillContext) -> Connections:
         """Where the drill reads its result: the surviving region's Kafka and the database."""
         ...
 
     def inject(self, ctx: DrillContext) -> None:
-        """The failure."""
+        """The failure. Sets ``ctx.failed_at`` (``time.time()``) at the moment of the failure when
+        it does something first (else the drill takes the time it was called)."""
 
     def recover(self, ctx: DrillContext) -> float | None:
         """The recovery an operator runs; returns how long the failover command took (None: none)."""
@@ -177,7 +184,7 @@ def run_drill(
     report = DrillReport(scenario.name, name, scenario.description, rate=opts.rate)
     tail: ArrivalTail | None = None
     try:
-        run.write_files()
+        run.write_files(getattr(scenario, "pipeline_yaml", lambda _run: "")(run))
         run.create_table(conns)
         ctx.step(f"pipeline {name}: table {run.schema}.{run.table}, topics {', '.join(run.filtered_topics)}")
         scenario.prepare(ctx)
@@ -188,8 +195,9 @@ def run_drill(
         _await_flow(ctx, tail)
         ctx.step(f"events flow end to end; steady state for {opts.before_s:g} s at {opts.rate:g} changes/s")
         time.sleep(opts.before_s)
-        ctx.failed_at = time.time()
-        scenario.inject(ctx)
+        before = time.time()
+        scenario.inject(ctx)  # it may set ctx.failed_at itself, right at the kill, after its own checks
+        ctx.failed_at = ctx.failed_at or before
         ctx.step(f"failure injected: {scenario.description}")
         began = time.monotonic()
         report.failover_s = scenario.recover(ctx)

@@ -88,7 +88,8 @@ class DrillPipeline:
 
     # ------------------------------------------------------------------ files and objects
 
-    def write_files(self) -> None:
+    def write_files(self, pipeline_extra: str = "") -> None:
+        """``pipeline_extra``: more top-level YAML for pipeline.yaml (a scenario's ``dr:`` section)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pipeline_file.write_text(
             f"""# written by cdcrouter dr drill
@@ -99,7 +100,7 @@ batching: {{max_ms: 20}}
 heartbeat_interval_s: 1
 tables:
   {self.table}: {{entity_type: {ENTITY_TYPE}}}
-"""
+{pipeline_extra}"""
         )
         self.filters_file.write_text(
             f"""# written by cdcrouter dr drill

@@ -22,6 +22,7 @@ from typing import Any
 
 from cdcrouter.config import Connections
 from cdcrouter.dr.drill import DrillContext
+from cdcrouter.dr.pipeline import DrillPipeline
 from cdcrouter.errors import DrError
 from cdcrouter.stack import process
 
@@ -44,6 +45,14 @@ class KafkaRegionLoss:
         self.region_b: Connections | None = None
         self.result: Any = None  # cdcrouter.dr.failover.FailoverResult
 
+    def pipeline_yaml(self, run: DrillPipeline) -> str:
+        """Capture confirms the slot only up to what region b holds (``dr.confirm_after_mirror``)."""
+        from cdcrouter.capture.pipeline import Pipeline
+
+        if "dr" not in Pipeline.model_fields:  # a build without the mirror gate: the drill shows the gap
+            return ""
+        return f"dr: {{confirm_after_mirror: true, region: b, source_alias: {run.name}-a}}\n"
+
     def prepare(self, ctx: DrillContext) -> None:
         from cdcrouter.dr.mirror import MirrorMaker, MirrorSpec, pipeline_topics
         from cdcrouter.stack.manager import Stack
@@ -57,6 +66,8 @@ class KafkaRegionLoss:
         a = ctx.conns.model_copy(update={"kafka": self.region_a.connections().kafka})
         ctx.step(f"region a: a broker of the drill's own at {a.kafka.bootstrap_servers}")
         ctx.conns, ctx.region = a, "a"  # the pipeline starts in region a
+        # where capture's mirror gate finds region b (dr.confirm_after_mirror)
+        ctx.extra_env["CDCROUTER_REGION_B__KAFKA__BOOTSTRAP_SERVERS"] = self.region_b.kafka.bootstrap_servers
         for conns in (a, self.region_b):
             ctx.run.create_topics_and_schemas(conns)
         spec = MirrorSpec(
@@ -89,12 +100,31 @@ class KafkaRegionLoss:
             behind = sum(p.behind_records for p in parts)
             oldest = max((p.behind_seconds for p in parts), default=0.0)
             ctx.step(f"mirror lag just before the failure: {behind} record(s), oldest {oldest:.1f} s")
+        self._await_checkpoints(ctx)
         rec = self.region_a.running_record("kafka")
         if rec is None:
             raise DrError("region a's broker is not running", hint="see the drill's log")
+        ctx.failed_at = time.time()
         process.stop(rec, sig=9, timeout=10)
         process.kill_leftovers(rec)
         ctx.step(f"kill -9 region a's broker (pid {rec.pid})")
+
+    def _await_checkpoints(self, ctx: DrillContext, timeout_s: float = 30.0) -> None:
+        """Until MM2 has a checkpoint for the routers' and the consumer's groups (steady state has
+        them; without one a group in region b would start from the beginning)."""
+        from cdcrouter.dr.status import checkpoints
+
+        wanted = {ctx.run.router_group, ctx.run.view_group}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(Exception):
+                have = {g for g, _t, _p in checkpoints(self.mirror.spec)}
+                if wanted <= have:
+                    return
+            if time.monotonic() > deadline:
+                ctx.notes.append(f"MM2 had no checkpoint for every group after {timeout_s:.0f} s")
+                return
+            time.sleep(1.0)
 
     def recover(self, ctx: DrillContext) -> float | None:
         from cdcrouter.dr.failover import FailoverPlan, failover
