@@ -36,9 +36,10 @@ def test_failover_moves_recorded_processes_and_failback_brings_them_home(
     dr_env: Path, kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reg = ProcessRegistry(dr_env / "dr" / "processes")
-    first = reg.launch(
-        "app", "consumer", ["sleep", "120"], "a", {"CDCROUTER_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap}
-    )
+    assert main(["dr", "start", "app", "--role", "consumer", "--exec", "--", "sleep", "120"]) == 0
+    first = reg.get("app")
+    assert first is not None and first.alive() and first.argv == ["sleep", "120"]
+    assert _env_of(first.pid)["CDCROUTER_KAFKA__BOOTSTRAP_SERVERS"] == kafka_bootstrap
     try:
         # no mirror is known: refused before anything is stopped
         assert main(["dr", "failover", "--to", "b"]) == 1

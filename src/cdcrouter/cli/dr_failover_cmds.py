@@ -158,9 +158,14 @@ def _process_commands(group: typer.Typer) -> None:
         ctx: typer.Context,
         name: Annotated[str, typer.Argument(help="A name for this process (unique).")],
         role: Annotated[str, typer.Option("--role", help="capture, router or consumer.")],
+        exec_: Annotated[
+            bool,
+            typer.Option("--exec", help="Run ARGS as a program (an SDK consumer app), not cdcrouter ARGS."),
+        ] = False,
         config: ConfigFile = None,
     ) -> None:
-        """Start `cdcrouter ARGS...` detached in the active region and record it for failovers.
+        """Start `cdcrouter ARGS...` (or, with --exec, any program) detached in the active region and
+        record it for failovers.
 
         Example: cdcrouter dr start capture --role capture -- capture run --pipeline pipeline.yaml
         """
@@ -174,7 +179,8 @@ def _process_commands(group: typer.Typer) -> None:
             raise UsageError("what to run? nothing after --", hint="e.g. -- run --filters filters.yaml")
         region = active_region()["region"]
         env = region_env(region_connections(region, config_file=config))
-        m = default_registry().launch(name, role, cdcrouter_argv(*ctx.args), region, env)
+        argv = list(ctx.args) if exec_ else cdcrouter_argv(*ctx.args)
+        m = default_registry().launch(name, role, argv, region, env)
         typer.echo(f"started {name} ({role}) in region {region}: pid {m.pid}, log {m.log_file}")
 
     @group.command("stop")

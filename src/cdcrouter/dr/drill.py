@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -239,6 +240,7 @@ def run_drill(
         else:
             ctx.notes.append(f"kept: processes in {ctx.procs.directory}, files in {workdir}")
         report.steps, report.notes = ctx.steps, ctx.notes
+        report.load_average_end = os.getloadavg()
     return report
 
 

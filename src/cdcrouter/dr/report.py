@@ -56,7 +56,8 @@ class DrillReport:
     failover_s: float | None = None
     steps: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    load_average: tuple[float, float, float] = field(default_factory=lambda: os.getloadavg())
+    load_average: tuple[float, float, float] = field(default_factory=lambda: os.getloadavg())  # at the start
+    load_average_end: tuple[float, float, float] | None = None
     error: str | None = None
 
     @property
@@ -92,6 +93,9 @@ class DrillReport:
             "rto": self.recovery.to_dict() if self.recovery else None,
             "failover_s": None if self.failover_s is None else round(self.failover_s, 2),
             "load_average": [round(x, 2) for x in self.load_average],
+            "load_average_end": [round(x, 2) for x in self.load_average_end]
+            if self.load_average_end
+            else None,
             "steps": self.steps,
             "notes": self.notes,
         }
@@ -139,7 +143,8 @@ class DrillReport:
         if self.failover_s is not None:
             out.append(f"  failover command: {self.failover_s:.1f} s")
         la = ", ".join(f"{x:.2f}" for x in self.load_average)
-        out.append(f"  load average at the end: {la}")
+        end = ", ".join(f"{x:.2f}" for x in self.load_average_end or ())
+        out.append(f"  load average (1, 5, 15 min) at the start: {la}; at the end: {end or 'n/a'}")
         if self.steps:
             out.append("  timeline:")
             out.extend(f"    {s}" for s in self.steps)
