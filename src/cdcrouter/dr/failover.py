@@ -235,7 +235,16 @@ def _point_capture(plan: FailoverPlan, step: Callable[[str], None]) -> None:
     for m in plan.procs.all():
         if m.role != "capture" or m.region != plan.source:
             continue
-        step(rewind_to_slot(pipeline_of(m), plan.target_conns).describe())
+        pipeline = pipeline_of(m)
+        step(rewind_to_slot(pipeline, plan.target_conns).describe())
+        gate = getattr(pipeline, "dr", None)
+        if gate is not None and gate.confirm_after_mirror and gate.region == plan.target:
+            step(
+                f"warning: {pipeline.source_file} has dr.confirm_after_mirror with dr.region: {plan.target}, "
+                "the region capture now writes to: the gate holds the slot back (PostgreSQL keeps the WAL) "
+                f"until it is pointed elsewhere: start a mirror {plan.target} -> {plan.source}, set "
+                f"dr.region: {plan.source} (or turn the gate off) and restart capture"
+            )
 
 
 def _translate_offsets(plan: FailoverPlan, step: Callable[[str], None]) -> dict[str, dict[str, int]]:

@@ -83,6 +83,7 @@ class DrillReport:
             "rate": self.rate,
             "seconds": round(self.seconds, 1),
             "workload": {
+                "achieved_rate": round(self.acked / self.seconds, 1) if self.seconds else None,
                 "acked": self.acked,
                 "in_doubt": self.in_doubt,
                 "failed_writes": self.failed_writes,
@@ -110,7 +111,8 @@ class DrillReport:
         if self.error:
             out.append(f"  error: {self.error}")
         out.append(
-            f"  workload: {self.acked} commits acknowledged at {self.rate:g}/s over {self.seconds:.0f} s, "
+            f"  workload: {self.acked} commits acknowledged over {self.seconds:.0f} s "
+            f"({self.acked / self.seconds if self.seconds else 0:.0f}/s of {self.rate:g}/s asked), "
             f"{self.in_doubt} in doubt, {self.failed_writes} refused, {self.reconnects} reconnects"
         )
         if self.verdict:
