@@ -4,10 +4,12 @@ and in the SDK consumer's view once. The oracle is the drill table as PostgreSQL
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from confluent_kafka.admin import AdminClient
 
 from cdcrouter.dr.drill import DrillOptions, run_drill
 from cdcrouter.dr.pipeline import DrillPipeline
@@ -36,7 +38,14 @@ def test_router_kill_loses_nothing(stack, unique_name: Callable[[str], str]) -> 
     # the restarted router fences its predecessor at once: events flow again on every partition
     assert report.recovery.rto_s is not None and report.recovery.rto_s < 60, report.recovery
     assert report.ok
-    # the drill cleans up after itself: its slot does not pin WAL
+    # the drill cleans up after itself: no topic of its own left, no slot pinning WAL
+    admin = AdminClient(conns.kafka.to_librdkafka())
+    deadline = time.monotonic() + 20  # deleted topics leave the metadata a moment later
+    while (left := [t for t in admin.list_topics(timeout=15).topics if t.startswith(f"{name}-")]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.5)
+    assert not left
     slot = DrillPipeline(name, Path(".")).slot
     with psycopg.connect(conns.postgres.conninfo()) as c:
         assert (

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 import uuid
@@ -116,8 +117,6 @@ class DrillContext:
 
     def start_view(self, conns: Connections | None = None, region: str | None = None) -> Managed:
         conns = conns or self.conns
-        import sys
-
         argv = [
             sys.executable, "-m", "cdcrouter.dr.view_app",
             "--topic", self.run.all_topic, "--group", self.run.view_group,
@@ -237,11 +236,25 @@ def run_drill(
                 scenario.cleanup(ctx)
             with contextlib.suppress(Exception):
                 run.drop_database_objects(ctx.pg_conninfo)
+            with contextlib.suppress(Exception):
+                _delete_topics(ctx.conns, run.name)
         else:
             ctx.notes.append(f"kept: processes in {ctx.procs.directory}, files in {workdir}")
         report.steps, report.notes = ctx.steps, ctx.notes
         report.load_average_end = os.getloadavg()
     return report
+
+
+def _delete_topics(conns: Connections, name: str) -> None:
+    """The drill's topics (and MM2's for its aliases), so a drill leaves no topics behind."""
+    from confluent_kafka.admin import AdminClient
+
+    from cdcrouter.topics import delete_topics
+
+    topics = AdminClient(conns.kafka.to_librdkafka()).list_topics(timeout=15).topics
+    mine = [t for t in topics if t.startswith(f"{name}-") or f".{name}-" in t]
+    if mine:
+        delete_topics(conns, mine)
 
 
 def _await_slot(ctx: DrillContext) -> None:
