@@ -1,50 +1,70 @@
-"""Database failover on real processes: a primary and its physical standby, kill -9 of the primary
-under steady writes, promotion, and capture carrying on.
+"""``cdcrouter dr drill --scenario db-primary`` on real processes: a primary and its synchronous
+physical standby (private, free ports), capture, a router and the SDK consumer connected to both in
+libpq's multi-host form, 50 INSERTs/s, kill -9 of the primary, the standby promoted.
 
-The oracle is PostgreSQL's: the ids whose INSERT the server acknowledged and the rows the promoted
-standby holds, against the entity ids and uuids read back from the raw topic (read_committed).
-Each test starts its own primary and standby (scratch dir, free ports); Kafka and the registry are
-the shared stack's.
+The oracle is the drill table as the promoted standby has it and the commits PostgreSQL
+acknowledged (dr/verify.py), against the events read back by uuid from the filtered topics.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
+import re
+from collections.abc import Callable
 
 from cdcrouter.capture.pgoutput import str_to_lsn
-from cdcrouter.dr.db_failover import run_db_failover
+from cdcrouter.dr.drill import DrillOptions, run_drill
+from cdcrouter.dr.scenarios.db import DbPrimaryKill
 
-pytestmark = pytest.mark.integration
-
-
-def test_capture_follows_a_promotion_from_the_failover_slot_on_18(stack: Any) -> None:
-    result = run_db_failover(stack.connections, pg_version="18")
-    summary = result.describe()
-    assert result.acknowledged_after_kill > 0, f"no write reached the promoted standby\n{summary}"
-    assert result.lost == 0 and result.lost_by_database == 0, summary
-    assert result.duplicates == 0 and result.resent_by_snapshot == 0, summary
-    assert result.events == result.rows_on_new_primary, summary  # one INSERT event per row, no more
-    assert result.slot_kept and result.capture_error is None, summary
-    assert result.capture_reconnects >= 1, "capture never noticed the primary was gone"
-    assert 0 < result.rto_s < 120, summary
+OPTS = {"rate": 50, "before_s": 2, "after_s": 4, "settle_s": 120}
 
 
-def test_pg15_failover_stops_with_the_resnapshot_command_and_reports_the_bridged_window(stack: Any) -> None:
-    result = run_db_failover(stack.connections, pg_version="15")
-    summary = result.describe()
-    assert not result.slot_kept
-    assert result.capture_error and "promoted (timeline 2)" in result.capture_error, summary
-    assert "PostgreSQL 15 has no failover slots" in result.capture_error, summary
-    assert result.capture_hint and "cdcrouter capture run --pipeline pipeline.yaml --resnapshot" in (
-        result.capture_hint
+def test_db_primary_killed_on_18_capture_resumes_from_the_failover_slot(
+    stack, unique_name: Callable[[str], str]
+) -> None:
+    report = run_drill(
+        DbPrimaryKill(pg_version="18"), stack.connections, DrillOptions(**OPTS, name=unique_name("dr"))
+    )
+    summary = report.render()
+    assert report.error is None, summary
+    v = report.verdict
+    assert v is not None and report.view is not None and report.recovery is not None, summary
+    assert report.acked >= 150, "the workload did not run: nothing was tested"
+    assert v.committed == report.acked + v.in_doubt_committed, summary
+    assert not v.db_lost, summary  # synchronous standby: every acknowledged commit survived the primary
+    assert v.lost == 0 and not report.view.missing, summary
+    # resumed from the synchronised slot: nothing sent twice, not even under the same uuid
+    assert v.duplicate_uuids == 0 and v.duplicate_changes == 0 and v.unexpected == 0, summary
+    assert not any("resnapshot" in n for n in report.notes), summary
+    # changes committed on the promoted standby reached every partition of the filtered topics
+    assert report.recovery.rto_s is not None and report.recovery.rto_s < 60, summary
+    assert report.ok, summary
+
+
+def test_db_primary_killed_on_15_resnapshot_bridges_the_lost_slot_and_says_which_window(
+    stack, unique_name: Callable[[str], str]
+) -> None:
+    report = run_drill(
+        DbPrimaryKill(pg_version="15"), stack.connections, DrillOptions(**OPTS, name=unique_name("dr"))
+    )
+    summary = report.render()
+    assert report.error is None, summary
+    notes = "\n".join(report.notes)
+    # capture stopped with the cause and the exact command (the drill ran that command)
+    assert "is not on this server, which was promoted (timeline 2)" in notes, summary
+    assert "PostgreSQL 15 has no failover slots" in notes, summary
+    assert re.search(
+        r"hint: close the gap with `cdcrouter capture run --pipeline \S+ --resnapshot`", notes
     ), summary
-    bridged = result.bridged
-    assert bridged is not None, summary
-    assert str_to_lsn(bridged["from_lsn"]) < str_to_lsn(bridged["to_lsn"]), bridged
-    assert bridged["tables"] == ["dr_orders"] and bridged["timeline"] == 2, bridged
-    # every committed row is in Kafka: streamed before the kill, or sent by the snapshot
-    assert result.lost == 0 and result.lost_by_database == 0, summary
-    assert result.duplicates == 0, summary  # no uuid twice; re-sent rows carry their snapshot uuid
-    assert result.acknowledged_after_kill > 0, summary
+    window = re.search(
+        r"re-snapshot bridges the window from (\S+) .* to the new slot's start (\S+) \(.*", notes
+    )
+    assert window, summary
+    assert str_to_lsn(window.group(1)) < str_to_lsn(window.group(2)), window.group(0)
+    assert "on timeline 2" in window.group(0)
+    v = report.verdict
+    assert v is not None and report.view is not None, summary
+    assert report.acked >= 150 and not v.db_lost, summary
+    # nothing committed is missing: streamed before the kill, or sent again by the snapshot
+    assert v.lost == 0 and not report.view.missing and v.unexpected == 0, summary
+    # what a 15-16 failover costs: rows sent again as SNAPSHOT events, under a second uuid
+    assert v.duplicate_uuids == 0 and v.duplicate_changes > 0, summary

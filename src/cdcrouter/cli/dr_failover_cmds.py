@@ -51,6 +51,9 @@ def register(app: typer.Typer) -> None:
         keep: Annotated[
             bool, typer.Option("--keep", help="Leave the drill's processes and objects.")
         ] = False,
+        pg_version: Annotated[
+            str, typer.Option("--pg-version", help="db-primary: the PostgreSQL major (15-18).")
+        ] = "18",
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
         config: ConfigFile = None,
     ) -> None:
@@ -80,7 +83,9 @@ def register(app: typer.Typer) -> None:
             keep=keep,
         )
         conns = load_connections(config_file=config)
-        built = scenarios.factory(scenario)(restart=restart, config=config)
+        if pg_version not in ("15", "16", "17", "18"):
+            raise UsageError(f"--pg-version must be 15, 16, 17 or 18, got {pg_version!r}")
+        built = scenarios.factory(scenario)(restart=restart, config=config, pg_version=pg_version)
         say = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
         report = run_drill(built, conns, opts, say=say)
         typer.echo(report.to_json() if as_json else report.render())

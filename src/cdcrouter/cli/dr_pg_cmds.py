@@ -1,8 +1,8 @@
-"""``cdcrouter dr standby up|status|promote|down`` and ``dr drill-db``: database failover on the
-local stack (docs/disaster-recovery.md, "Database failover").
+"""``cdcrouter dr standby up|status|promote|down``: a standby for database failover on the local
+stack (docs/disaster-recovery.md, "Database failover").
 
 Command bodies stay thin: the work happens in :mod:`cdcrouter.dr.standby` and
-:mod:`cdcrouter.dr.db_failover`.
+:mod:`cdcrouter.dr.scenarios.db` (``dr drill --scenario db-primary``).
 """
 
 from __future__ import annotations
@@ -155,36 +155,9 @@ def _register_standby(group: typer.Typer) -> None:
         )
 
 
-def _register_drill(group: typer.Typer) -> None:
-    @group.command("drill-db")
-    def drill_db_cmd(
-        pg_version: Annotated[str, typer.Option("--pg-version", help="15, 16, 17 or 18.")] = "18",
-        rate: Annotated[float, typer.Option("--rate", help="INSERTs per second during the drill.")] = 50.0,
-        before: Annotated[float, typer.Option("--before", help="Seconds of writes before the kill.")] = 2.0,
-        after: Annotated[float, typer.Option("--after", help="Seconds of writes after the promotion.")] = 3.0,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    ) -> None:
-        """The drill "primary database killed": kill -9 a private primary under writes, promote its
-        standby, count lost and doubled events (RPO) and time the recovery (RTO). Exit 1 on a loss."""
-        from cdcrouter.config import load_connections
-        from cdcrouter.dr.db_failover import run_db_failover
-        from cdcrouter.errors import UsageError
-
-        if pg_version not in ("15", "16", "17", "18"):
-            raise UsageError(f"--pg-version must be 15, 16, 17 or 18, got {pg_version!r}")
-        say = (lambda _m: None) if as_json else (lambda m: typer.echo(f"  {m}", err=True))
-        result = run_db_failover(
-            load_connections(), pg_version=pg_version, rate=rate, before_s=before, after_s=after, say=say
-        )
-        typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.describe())
-        if not result.ok:
-            raise typer.Exit(1)
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``dr standby ...`` and ``dr drill-db`` to the shared ``dr`` group."""
+    """Add ``dr standby ...`` to the shared ``dr`` group (the drill is ``dr drill --scenario db-primary``)."""
     from cdcrouter.cli.dr_cmds import dr_group
 
     group = dr_group()
     _register_standby(group)
-    _register_drill(group)

@@ -35,7 +35,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.version_cmds",  # version: package, native codec build, library versions
     "cdcrouter.cli.dr_cmds",  # dr status (other dr_*_cmds modules add theirs to the group)
     "cdcrouter.cli.dr_failover_cmds",  # dr drill, dr failover|failback, dr start|stop|ps
-    "cdcrouter.cli.dr_pg_cmds",  # dr standby up|status|promote|down, dr drill-db (database failover)
+    "cdcrouter.cli.dr_pg_cmds",  # dr standby up|status|promote|down (database failover)
 )
 
 

@@ -18,12 +18,16 @@ The password never lands in a generated file in clear beside the data: the stand
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -400,3 +404,32 @@ def kill_primary(stack: Stack) -> int:
     while is_alive(rec) and time.monotonic() < deadline:
         time.sleep(0.05)
     return rec.pid
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_primary_and_standby(pg_version: str, say: Callable[[str], None]) -> Iterator[Standby]:
+    """A primary of ``pg_version`` and its synchronous standby in a scratch dir, on free ports, for a
+    drill that kills the primary: the shared stack's server is never touched. Both are stopped by
+    PID and deleted afterwards."""
+    scratch = Path(tempfile.mkdtemp(prefix="cdcrouter-dr-db-"))
+    stack = Stack(scratch / "state", ports={"postgres": _free_port()}, pg_version=pg_version)
+    standby = Standby(stack, port=_free_port())
+    try:
+        stack.up(["postgres"])
+        say(f"primary PostgreSQL {pg_version} on port {stack.ctx.port('postgres')}")
+        standby.up()
+        standby.wait_streaming()
+        say(f"standby streaming (synchronous) on port {standby.port}")
+        yield standby
+    finally:
+        with contextlib.suppress(Exception):
+            standby.down(purge=True)
+        with contextlib.suppress(Exception):
+            stack.down(["postgres"], purge=True)
+        shutil.rmtree(scratch, ignore_errors=True)

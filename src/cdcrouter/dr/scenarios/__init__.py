@@ -14,6 +14,7 @@ from typing import Any
 _KNOWN: dict[str, str] = {
     "router-kill": "cdcrouter.dr.scenarios.router:RouterKill",
     "kafka-region": "cdcrouter.dr.scenarios.kafka_region:KafkaRegionLoss",
+    "db-primary": "cdcrouter.dr.scenarios.db:DbPrimaryKill",
 }
 
 
