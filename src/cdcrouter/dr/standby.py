@@ -70,6 +70,11 @@ def _connect(pg: PostgresSettings, what: str, **kw: object) -> psycopg.Connectio
         ) from exc
 
 
+def _pgpass_escape(value: str) -> str:
+    """A ``.pgpass`` field: backslash and colon escaped with a backslash."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
 class _StandbyServer(pgsvc.Postgres):
     """The stack's PostgreSQL command and data layout, under the standby's own name."""
 
@@ -169,8 +174,9 @@ class Standby:
         run_dir.mkdir(parents=True, exist_ok=True)
         pgsvc._chown(run_dir, user)
         passfile = self._write_passfile(user)
-        self._prepare_primary(major)
-        if not (self.data_dir / "PG_VERSION").is_file():
+        fresh_slot = self._ensure_slot()
+        if fresh_slot or not (self.data_dir / "PG_VERSION").is_file():
+            # a new physical slot keeps WAL only from now on: an older copy could not catch up
             self._base_backup(major, passfile, user)
         argv = [*self._svc.command(self._ctx), "-c", "hot_standby=on"]
         if user:
@@ -189,6 +195,10 @@ class Standby:
                     hint="fix the cause above; `cdcrouter dr standby down --purge` starts it over",
                 )
             time.sleep(0.3)
+        # only now may the primary wait for it: earlier, its commits (synchronous) and capture
+        # (synchronized_standby_slots) would wait for a standby still being copied
+        self.wait_streaming(require_sync=False, timeout_s=timeout_s)
+        self._make_primary_wait(major)
         return True
 
     def down(self, *, purge: bool = False) -> bool:
@@ -207,7 +217,8 @@ class Standby:
         return stopped
 
     def forget_on_primary(self) -> None:
-        """Undo :meth:`_prepare_primary` on a primary that still runs (nothing if it is gone)."""
+        """Undo :meth:`_ensure_slot` and :meth:`_make_primary_wait` on a primary that still runs
+        (nothing if it is gone)."""
         if not self.stack.running_record("postgres"):
             return
         try:
@@ -216,11 +227,17 @@ class Standby:
                     if c.execute("SELECT 1 FROM pg_settings WHERE name = %s", (name,)).fetchone():
                         c.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
                 c.execute("SELECT pg_reload_conf()")
-                c.execute(
-                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                    "WHERE slot_name = %s AND NOT active",
-                    (self.slot,),
-                )
+                deadline = time.monotonic() + 10  # the walsender of a standby just stopped lingers a moment
+                while time.monotonic() < deadline:
+                    row = c.execute(
+                        "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+                    ).fetchone()
+                    if row is None:
+                        break
+                    if not row[0]:
+                        c.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                        break
+                    time.sleep(0.2)
         except psycopg.Error:
             pass  # a primary that does not answer keeps its settings; `up` sets them again
 
@@ -240,9 +257,9 @@ class Standby:
         with _connect(self.settings(), "standby") as conn:
             return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])  # type: ignore[index]
 
-    def wait_streaming(self, timeout_s: float = 60.0) -> None:
-        """Until the primary shows the standby streaming (and synchronous, if asked)."""
-        wanted = "sync" if self.synchronous else None
+    def wait_streaming(self, timeout_s: float = 60.0, *, require_sync: bool = True) -> None:
+        """Until the primary shows the standby streaming (and synchronous, if it is meant to be)."""
+        wanted = "sync" if self.synchronous and require_sync else None
         deadline = time.monotonic() + timeout_s
         last = None
         while time.monotonic() < deadline:
@@ -307,17 +324,23 @@ class Standby:
         secret = pg.password.get_secret_value() if pg.password else ""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(f"*:*:*:{pg.user}:{secret.replace(chr(92), chr(92) * 2).replace(':', chr(92) + ':')}\n")
+            fh.write(f"*:*:*:{_pgpass_escape(pg.user)}:{_pgpass_escape(secret)}\n")
         pgsvc._chown(path, user)
         return path
 
-    def _prepare_primary(self, major: int) -> None:
-        """The physical slot, and the settings that make the primary wait for the standby."""
+    def _ensure_slot(self) -> bool:
+        """The physical slot on the primary; True if it is new."""
         with _connect(self.primary_settings(), "primary", autocommit=True) as conn:
-            if not conn.execute(
+            fresh = not conn.execute(
                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
-            ).fetchone():
+            ).fetchone()
+            if fresh:
                 conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (self.slot,))
+        return fresh
+
+    def _make_primary_wait(self, major: int) -> None:
+        """Logical decoding waits for the standby's slot (17+); commits wait for it (synchronous)."""
+        with _connect(self.primary_settings(), "primary", autocommit=True) as conn:
             if major >= SLOT_SYNC_SINCE:
                 conn.execute(
                     sql.SQL("ALTER SYSTEM SET synchronized_standby_slots = {}").format(sql.Literal(self.slot))
