@@ -74,6 +74,18 @@ def test_generate_to_stdout_both_targets(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0 and "'connector'" not in out and "FROM `raw-business-events`" in out
 
 
+def test_generate_sink_shape_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """--sink-shape one-sink: one INSERT over a UNION ALL; a shape Confluent Cloud cannot take is a
+    clear error with a hint, not a traceback."""
+    assert main(["generate", "-f", str(EXAMPLE), "--sink-shape", "one-sink"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("INSERT INTO") == 1 and "UNION ALL" in out and "EXECUTE STATEMENT SET" not in out
+    assert main(["generate", "-f", str(EXAMPLE), "-t", "confluent-cloud", "--sink-shape", "one-sink"]) == 1
+    captured = capsys.readouterr()
+    assert "Apache Flink only" in captured.err and "hint:" in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
 def test_generate_check_detects_stale_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     filters = tmp_path / "filters.yaml"
     shutil.copy(EXAMPLE, filters)

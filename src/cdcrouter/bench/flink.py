@@ -73,6 +73,9 @@ def fair_flink_config(cores: int) -> dict[str, Any]:
     - Network memory, JVM metaspace and overhead: Flink's defaults (network 10% of Flink memory,
       64 MB..1 GB, i.e. ~410 MB; metaspace 256 MB; overhead 10%, 192 MB..1 GB).
     - JobManager: ``jobmanager.memory.process.size`` 1600m, Flink's own shipped default.
+    - ``pipeline.object-reuse: true``: without it a record fanned out to N chained filters is
+      deep-copied N times. The job is SQL only (no user functions keep references), so reuse is
+      safe; measured here it cut the TaskManager's CPU per event from ~170 to ~132 µs (20 filters).
     """
     return {
         "taskmanager.numberOfTaskSlots": cores,
@@ -88,6 +91,7 @@ def fair_flink_config(cores: int) -> dict[str, Any]:
         "jobmanager.memory.jvm-metaspace.size": None,
         "jobmanager.memory.jvm-overhead.min": None,
         "jobmanager.memory.off-heap.size": None,
+        "pipeline.object-reuse": "true",
     }
 
 
@@ -572,7 +576,7 @@ def anchor(
     events: int = 1_000_000,
     warmup: int = 200_000,
     repeat: int = 3,
-    interval: str = "1s",
+    interval: str = "5s",
     sink_shapes: tuple[str, ...] = ("per-topic",),
     deliveries: tuple[str, ...] = ("at-least-once", "exactly-once"),
     embedded: bool = True,

@@ -185,7 +185,9 @@ def bench_flink(
     filters_count: int = typer.Option(
         20, "--filters-count", min=1, help="20: the benchmark filters; 21-100: the realistic-selectivity set"
     ),
-    checkpoint_interval: str = typer.Option("1s", "--checkpoint-interval", help="Flink checkpoint interval"),
+    checkpoint_interval: str = typer.Option(
+        "5s", "--checkpoint-interval", help="Flink checkpoint interval (cdcrouter deploy's default)"
+    ),
     sink_shape: list[str] = typer.Option(
         ["per-topic"], "--sink-shape", help="per-topic and/or one-sink (repeat the option for both)"
     ),
@@ -208,6 +210,11 @@ def bench_flink(
             f"unknown sink shape {bad[0]!r}" if bad else "--filters-count is at most 100",
             hint=f"--sink-shape takes {' or '.join(SINK_SHAPES)}; --filters-count 1-20 or 21-100",
         )
+    import signal
+    import sys
+
+    # SIGTERM ends the run through its finally blocks: the private Flink and the topics go too
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     conns = _conns(config, state_dir)
     if filters_count <= 20:
         filters_yaml = functools.partial(bench_filters_yaml, count=filters_count)

@@ -117,6 +117,9 @@ def register(app: typer.Typer) -> None:
         raw_topic: str | None = typer.Option(None, "--raw-topic", help="Flink: read this raw topic instead"),
         checkpoint_interval: str = typer.Option("5s", "--checkpoint-interval", help="Flink: commit interval"),
         savepoint_dir: str | None = typer.Option(None, "--savepoint-dir", help="Flink: file:// dir"),
+        sink_shape: str = typer.Option(
+            "per-topic", "--sink-shape", help="Flink: per-topic, or one-sink (see docs/deploy.md)"
+        ),
         carry_over: str = typer.Option(
             "property", "--carry-over", help="Confluent Cloud: property (initial-offset-from) or hints"
         ),
@@ -132,7 +135,7 @@ def register(app: typer.Typer) -> None:
 
         if not filters.is_file():
             raise UsageError(f"filters file {filters} does not exist", hint="pass --filters PATH")
-        script = generate_sql(load_filters(filters), target=target.value)
+        script = generate_sql(load_filters(filters), target=target.value, sink_shape=sink_shape)
         conns = _conns(config, state_dir)
         if target is Target.flink:
             dep = _flink(

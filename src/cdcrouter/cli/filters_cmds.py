@@ -61,12 +61,16 @@ def validate_cmd(file: Path | None, fmt: Format) -> int:
     return 1 if diags else 0
 
 
-def generate_cmd(filters: Path, target: Target, out: Path | None, check: bool) -> int:
+def generate_cmd(
+    filters: Path, target: Target, out: Path | None, check: bool, sink_shape: str = "per-topic"
+) -> int:
     from cdcrouter.backends.flink_sql import generate_sql
     from cdcrouter.filters import load_filters
 
     _exists(filters, "filters file")
-    sql = generate_sql(load_filters(filters), target.value, source_name=filters.as_posix())
+    sql = generate_sql(
+        load_filters(filters), target.value, source_name=filters.as_posix(), sink_shape=sink_shape
+    )
     if out is None:
         if check:
             raise UsageError("--check needs --out DIR (the directory with the committed SQL)")
@@ -182,9 +186,12 @@ def register(app: typer.Typer) -> None:
         filters: Path = FiltersOpt,
         out: Path = typer.Option(None, "--out", "-o", help="write routing.<target>.sql into this directory"),
         check: bool = typer.Option(False, "--check", help="exit 1 if the SQL in --out is stale"),
+        sink_shape: str = typer.Option(
+            "per-topic", "--sink-shape", help="per-topic, or one-sink (Apache Flink; see docs/deploy.md)"
+        ),
     ) -> None:
         """Compile filters to Flink SQL (one statement set reading the raw topic once)."""
-        raise typer.Exit(generate_cmd(filters, target, out, check))
+        raise typer.Exit(generate_cmd(filters, target, out, check, sink_shape))
 
     @app.command("explain")
     def explain(
