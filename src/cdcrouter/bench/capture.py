@@ -1,22 +1,30 @@
-"""``cdcrouter bench capture``: the embedded engine and Debezium side by side, same machine and data.
+"""``cdcrouter bench capture``: our capture against Debezium as its users run it, same table, data
+and machine.
 
-1. Throughput: N changes (half INSERTs, half UPDATEs of ``car_entities``, 1,000 rows per
-   transaction) are committed while both engines are held back (embedded stopped, Debezium's
-   connector paused); then each drains that backlog alone. Rate = N / (time from release (the
-   embedded engine's slot turning active; the connector's resume) to the last change readable,
-   read_committed, on its raw topic).
-2. Latency: both engines run live while ``rate`` changes/s are committed (20-row transactions);
-   per change, latency = time a read_committed consumer receives it - its COMMIT time
-   (``createdDate``). p50/p99 per engine.
+Engines (each with its own replication slot on the same publication, so each reads every change):
+- ``debezium-alo``: Debezium's PostgreSQL connector on a Kafka Connect worker of its own, writing its
+  envelope in Avro (registry) straight to a per-table topic, tuned (:mod:`cdcrouter.bench.debezium`);
+- ``debezium-eos``: the same on a worker with ``exactly.once.source.support=enabled``;
+- ``cdcrouter``: ``cdcrouter capture run``, exactly once, as shipped (the pipeline's defaults).
 
-Each engine runs in its own process (embedded: ``capture run``; Debezium: Kafka Connect plus
-``capture normalize``), so the measuring process does not share a GIL with either.
+1. Warm-up: every engine drains a first backlog (not counted), which also JIT-compiles Connect.
+2. Throughput, ``runs`` rounds: one backlog of N changes (half INSERTs, half UPDATEs of
+   ``car_entities``, 1,000 rows per transaction) is committed while every engine is held (our
+   process stopped, the connectors STOPPED); then each engine in turn drains it alone. The clock
+   is the same for all: from the engine's replication slot turning active (it streams) to the
+   last of the N records readable (read_committed) in its topic; records are counted by reading
+   the topic. CPU per change is the engine's process (the Connect JVM, our capture) over that span.
+3. Latency, ``runs`` rounds per engine, each engine alone: 3 s warm-up at ``rate``, then ``rate``
+   changes/s (20-row transactions) for ``seconds``; per change, latency = the moment a consumer
+   reads it - the moment its COMMIT returned to the generator. Every change sent must be read,
+   else the run fails (:class:`cdcrouter.bench.stats.MissingRecords`).
+
+Every row has the 1-minute load average and the engine process's peak RSS.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import signal
@@ -27,31 +35,42 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import psycopg
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from cdcrouter.bench.stats import peak_rss_mb, percentile, reset_peak_rss, wait_for_all
-from cdcrouter.capture import debezium, source
+from cdcrouter.bench import debezium as dbz
+from cdcrouter.bench.stats import (
+    load_average,
+    peak_rss_mb,
+    percentile,
+    reset_peak_rss,
+    spread,
+    summarize,
+    wait_for_all,
+)
+from cdcrouter.capture import debezium as capture_debezium
+from cdcrouter.capture import source
 from cdcrouter.capture.domain import apply_domain
 from cdcrouter.capture.pipeline import Pipeline, pipeline_from_dict
-from cdcrouter.capture.sink import AvroEncoder
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
 
 ROWS_PER_TXN = 1000
+LATENCY_ROWS_PER_TXN = 20
+PARTITIONS = 3
+ENGINES = ("debezium-alo", "debezium-eos", "cdcrouter")
 
 
-def _pipeline(schema: str, name: str, topic: str) -> Pipeline:
+def _pipeline(schema: str, slot: str, publication: str, topic: str) -> Pipeline:
     return pipeline_from_dict(
         {
             "schema": schema,
-            "raw_topic": {"name": topic, "partitions": 3},
-            "replication": {"slot": name, "publication": f"{name}_pub", "snapshot": "never"},
-            "batching": {"max_events": 20000, "max_ms": 50},
+            "raw_topic": {"name": topic, "partitions": PARTITIONS},
+            "replication": {"slot": slot, "publication": publication, "snapshot": "never"},
             "tables": {"car_entities": {"entity_type": "Car"}},
         }
     )
@@ -80,119 +99,7 @@ def _stop(proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def _wait_slot(conns: Connections, slot: str, active: bool, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-            ).fetchone()
-            if row is not None and bool(row[0]) == active:
-                return
-            time.sleep(0.1)
-    raise CaptureError(f"slot {slot} did not become {'active' if active else 'idle'}", hint="see the logs")
-
-
-class _Watcher:
-    """Reads a raw topic from its current end (read_committed) and timestamps every record."""
-
-    def __init__(self, conns: Connections, topic: str, decode: bool) -> None:
-        self.consumer = Consumer(
-            {
-                **conns.kafka.to_librdkafka(),
-                "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-                "log_level": 0,  # a measuring consumer: the bench reports what went wrong
-            }
-        )
-        meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
-        parts = []
-        for p in meta.partitions:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            parts.append(TopicPartition(topic, p, high))
-        self.consumer.assign(parts)
-        self.decode = decode
-        self.schema = AvroEncoder(0).schema
-        self.count = 0
-        self.first = self.last = 0.0
-        self.latencies_ms: list[float] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            # consume() returns when it has 10,000 records or when the timeout is up, and every
-            # record is timestamped at its return: a long timeout would add up to that much to
-            # each measured latency (at 2,000/s a 50 ms timeout added 0-50 ms, ~25 ms on average).
-            msgs = self.consumer.consume(10_000, 0.002)
-            now = time.time()
-            for m in msgs:
-                if m.error():
-                    continue
-                self.count += 1
-                if self.decode:
-                    ev = fastavro.schemaless_reader(io.BytesIO(m.value()[5:]), self.schema)
-                    self.latencies_ms.append(now * 1000 - ev["eventHeader"]["createdDate"])  # type: ignore[index]
-            if msgs:
-                self.first = self.first or now
-                self.last = now
-        self.consumer.close()
-
-    def wait_for(self, n: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while self.count < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.count >= n
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(10)
-
-
-def _generate_backlog(conns: Connections, schema: str, n: int) -> None:
-    half = n // 2
-    with psycopg.connect(conns.postgres.conninfo(), options=f"-c search_path={schema}") as conn:
-        for a in range(0, half, ROWS_PER_TXN):
-            b = min(a + ROWS_PER_TXN, half) - 1
-            conn.execute(
-                "INSERT INTO car_entities (id, vin, make, model, model_year, price, color, created_at, "
-                "updated_at) SELECT 'C' || g, 'VIN' || g, 'Volvo', 'XC40', 2020, 41999.90, 'red', now(), "
-                f"now() FROM generate_series({a}, {b}) g"
-            )
-            conn.commit()
-        for a in range(0, n - half, ROWS_PER_TXN):
-            b = min(a + ROWS_PER_TXN, n - half) - 1
-            conn.execute(
-                "UPDATE car_entities SET price = price + 1, updated_at = now() "
-                f"WHERE id IN (SELECT 'C' || g FROM generate_series({a}, {b}) g)"
-            )
-            conn.commit()
-
-
-def _generate_at_rate(conns: Connections, schema: str, rate: int, seconds: float) -> int:
-    per_txn = 20
-    txns_per_s = max(1, rate // per_txn)
-    sent = 0
-    with psycopg.connect(conns.postgres.conninfo(), options=f"-c search_path={schema}") as conn:
-        start = time.monotonic()
-        i = 0
-        while time.monotonic() - start < seconds:
-            conn.execute(
-                "INSERT INTO car_entities (id, vin, make, model, created_at, updated_at) "
-                f"SELECT 'R{i}-' || g, 'V', 'M', 'X', now(), now() FROM generate_series(1, {per_txn}) g"
-            )
-            conn.commit()
-            sent += per_txn
-            i += 1
-            ahead = start + i / txns_per_s - time.monotonic()
-            if ahead > 0:
-                time.sleep(ahead)
-    return sent
+            proc.wait(10)
 
 
 def _cpu_s(pid: int | None) -> float | None:
@@ -206,25 +113,310 @@ def _cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _connect_pid() -> int | None:
-    """The local stack's Kafka Connect worker, to charge Debezium its CPU (None elsewhere)."""
-    try:
-        from cdcrouter.stack.manager import Stack
+def _slot_active(conns: Connections, slot: str, active: bool, timeout_s: float = 120) -> float:
+    """Wait (polling every 5 ms) until the slot is (in)active; the time.time() it was seen so."""
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if row is not None and bool(row[0]) == active:
+                return time.time()
+            time.sleep(0.005)
+    raise CaptureError(f"slot {slot} did not become {'active' if active else 'idle'}", hint="see the logs")
 
-        rec = Stack(allow_fetch=False).running_record("connect")
-    except Exception:
-        return None
-    return rec.pid if rec else None
+
+def _avro_string_key(key: bytes) -> str:
+    """Debezium's key for a one-text-column primary key: Confluent framing (magic 0 + 4-byte schema
+    id) then an Avro record of one string: a zigzag varint length and the UTF-8 bytes."""
+    if key[0] != 0:
+        raise CaptureError("a Debezium key is not in the registry's wire format", hint="check the converter")
+    shift = length = 0
+    i = 5
+    while True:
+        b = key[i]
+        length |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            break
+        shift += 7
+    length = (length >> 1) ^ -(length & 1)
+    return key[i : i + length].decode()
+
+
+class _Watcher:
+    """Reads a topic from its current end (read_committed), counting and optionally timestamping
+    each record by key at the moment it is read."""
+
+    def __init__(self, conns: Connections, topic: str, key_of: Callable[[bytes], str] | None) -> None:
+        self.consumer = Consumer(
+            {
+                **conns.kafka.to_librdkafka(),
+                "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+                "log_level": 0,  # a measuring consumer: the bench reports what went wrong
+            }
+        )
+        meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise CaptureError(f"topic {topic}: {meta.error.str()}", hint="the warm-up creates it")
+        parts = []
+        for p in meta.partitions:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            parts.append(TopicPartition(topic, p, high))
+        self.consumer.assign(parts)
+        self.key_of = key_of
+        self.count = 0
+        self.last = 0.0
+        self.seen: dict[str, float] = {}
+        self.first_value: bytes | None = None
+        self.error: str | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                # a short timeout: every record is timestamped when consume() returns
+                msgs = self.consumer.consume(10_000, 0.002)
+                now = time.time()
+                for m in msgs:
+                    if m.error():
+                        self.error = m.error().str()
+                        continue
+                    self.count += 1
+                    if self.key_of is not None:
+                        self.seen.setdefault(self.key_of(m.key()), now)
+                    if self.first_value is None:
+                        self.first_value = m.value()
+                if msgs:
+                    self.last = now
+        finally:
+            self.consumer.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+@dataclass
+class _Engine:
+    """One engine under test: how to hold it back, let it stream, and which process to charge."""
+
+    name: str
+    slot: str
+    topic: str
+    key_of: Callable[[bytes], str]
+    release: Callable[[], None]
+    hold: Callable[[], None]
+    pid: Callable[[], int | None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Ours:
+    def __init__(self, conns: Connections, pipeline: Pipeline, work: Path) -> None:
+        self.conns, self.pipeline = conns, pipeline
+        self.file = _write(pipeline, work / "pipeline.yaml")
+        self.log = work / "capture.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def release(self) -> None:
+        self.proc = _spawn(["capture", "run", "--pipeline", str(self.file)], self.log)
+
+    def hold(self) -> None:
+        if self.proc is None:
+            return
+        _stop(self.proc)
+        self.proc = None
+        _slot_active(self.conns, self.pipeline.replication.slot, active=False)
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+class _Debezium:
+    def __init__(self, conns: Connections, pipeline: Pipeline, work: Path, tag: str, *, eos: bool) -> None:
+        self.conns, self.pipeline, self.eos = conns, pipeline, eos
+        self.name = f"bench-{tag}-{'eos' if eos else 'alo'}"
+        self.worker = dbz.Worker(conns, eos, work, tag)
+
+    def start(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        # created here (as Connect would, with as many partitions as our raw topic) so the first
+        # run's reader can start at its end
+        admin = AdminClient(self.conns.kafka.to_librdkafka())
+        for fut in admin.create_topics([NewTopic(dbz.topic(self.pipeline), PARTITIONS, 1)]).values():
+            fut.result(30)
+        self.worker.start()
+        config = dbz.connector_config(self.pipeline, self.conns, eos=self.eos, partitions=PARTITIONS)
+        self.worker.call("PUT", f"/connectors/{self.name}/config", json=config)
+        self.worker.wait_state(self.name, "RUNNING")
+        _slot_active(self.conns, self.slot, active=True)
+
+    @property
+    def slot(self) -> str:
+        return capture_debezium.debezium_slot(self.pipeline)
+
+    def release(self) -> None:
+        self.worker.call("PUT", f"/connectors/{self.name}/resume")
+
+    def hold(self) -> None:
+        self.worker.call("PUT", f"/connectors/{self.name}/stop")
+        self.worker.wait_state(self.name, "STOPPED")
+        _slot_active(self.conns, self.slot, active=False)
+
+    def pid(self) -> int | None:
+        return self.worker.proc.pid if self.worker.proc is not None else None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.worker.call("DELETE", f"/connectors/{self.name}")
+        self.worker.stop()
+
+
+def _generate_backlog(conns: Connections, schema: str, n: int, prefix: str) -> None:
+    half = n // 2
+    with psycopg.connect(conns.postgres.conninfo(), options=f"-c search_path={schema}") as conn:
+        for a in range(0, half, ROWS_PER_TXN):
+            b = min(a + ROWS_PER_TXN, half) - 1
+            conn.execute(
+                "INSERT INTO car_entities (id, vin, make, model, model_year, price, color, created_at, "
+                "updated_at) SELECT %s || g, 'VIN' || g, 'Volvo', 'XC40', 2020, 41999.90, 'red', now(), "
+                f"now() FROM generate_series({a}, {b}) g",
+                (prefix,),
+            )
+            conn.commit()
+        for a in range(0, n - half, ROWS_PER_TXN):
+            b = min(a + ROWS_PER_TXN, n - half) - 1
+            conn.execute(
+                "UPDATE car_entities SET price = price + 1, updated_at = now() "
+                f"WHERE id IN (SELECT %s || g FROM generate_series({a}, {b}) g)",
+                (prefix,),
+            )
+            conn.commit()
+
+
+def _generate_at_rate(
+    conns: Connections, schema: str, rate: int, seconds: float, prefix: str
+) -> dict[str, float]:
+    """Commit ``rate`` changes/s for ``seconds``; each row id -> when its COMMIT returned (time.time())."""
+    per_txn = LATENCY_ROWS_PER_TXN
+    txns_per_s = max(1, rate // per_txn)
+    committed: dict[str, float] = {}
+    with psycopg.connect(conns.postgres.conninfo(), options=f"-c search_path={schema}") as conn:
+        start = time.monotonic()
+        i = 0
+        while time.monotonic() - start < seconds:
+            ids = [f"{prefix}{i}-{g}" for g in range(per_txn)]
+            conn.execute(
+                "INSERT INTO car_entities (id, vin, make, model, created_at, updated_at) "
+                "SELECT x, 'V', 'M', 'X', now(), now() FROM unnest(%s::text[]) x",
+                (ids,),
+            )
+            conn.commit()
+            done = time.time()
+            for row_id in ids:
+                committed[row_id] = done
+            i += 1
+            ahead = start + i / txns_per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    return committed
+
+
+def _throughput_run(conns: Connections, e: _Engine, n: int, report: Callable[[str], None]) -> dict[str, Any]:
+    load = load_average()
+    w = _Watcher(conns, e.topic, None)
+    try:
+        e.release()
+        t0 = _slot_active(conns, e.slot, active=True)
+        pid = e.pid()
+        if e.name != "cdcrouter" and pid is not None:
+            reset_peak_rss(pid)  # the worker lives across runs: this run's peak only
+        cpu0 = _cpu_s(pid)
+        wait_for_all(f"bench capture throughput ({e.name})", lambda: w.count, n, 900)
+        cpu1, rss = _cpu_s(pid), peak_rss_mb(pid)
+        time.sleep(0.5)  # anything beyond n now is a duplicate
+        row: dict[str, Any] = {
+            "changes": n,
+            "changes_per_s": round(n / (w.last - t0)),
+            "drain_s": round(w.last - t0, 2),
+            "records_read": w.count,
+            "peak_rss_mb": rss,
+            "load_1m": load,
+        }
+        if cpu0 is not None and cpu1 is not None:
+            row["cpu_us_per_change"] = round((cpu1 - cpu0) / n * 1e6, 1)
+        if w.first_value is not None:
+            row["value_format"] = "registry (magic 0)" if w.first_value[:1] == b"\0" else "other"
+        report(
+            f"{e.name}: {row['changes_per_s']:,} changes/s, {row.get('cpu_us_per_change')} us CPU/change, "
+            f"peak RSS {rss} MB (load {load})"
+        )
+        return row
+    finally:
+        w.close()
+        e.hold()
+
+
+def _latency_run(
+    conns: Connections,
+    schema: str,
+    e: _Engine,
+    rate: int,
+    seconds: float,
+    prefix: str,
+    report: Callable[[str], None],
+) -> dict[str, Any]:
+    load = load_average()
+    w = _Watcher(conns, e.topic, e.key_of)
+    try:
+        e.release()
+        _slot_active(conns, e.slot, active=True)
+        pid = e.pid()
+        if e.name != "cdcrouter" and pid is not None:
+            reset_peak_rss(pid)
+        # warm-up at the rate (also drains what the other engines' runs left in this slot)
+        warm = _generate_at_rate(conns, schema, rate, 3.0, f"{prefix}w")
+        wait_for_all(
+            f"bench capture latency warm-up ({e.name})",
+            lambda: len(warm.keys() & w.seen.keys()),
+            len(warm),
+            300,
+        )
+        sent = _generate_at_rate(conns, schema, rate, seconds, f"{prefix}m")
+        wait_for_all(
+            f"bench capture latency ({e.name})", lambda: sum(1 for k in sent if k in w.seen), len(sent), 120
+        )
+        lat = [(w.seen[k] - t) * 1000 for k, t in sent.items()]
+        row = {
+            "rate": rate,
+            "changes": len(sent),
+            "p50_ms": round(percentile(lat, 50) or 0.0, 1),
+            "p99_ms": round(percentile(lat, 99) or 0.0, 1),
+            "max_ms": round(max(lat), 1),
+            "peak_rss_mb": peak_rss_mb(pid),
+            "load_1m": load,
+        }
+        report(f"{e.name}: p50 {row['p50_ms']} / p99 {row['p99_ms']} / max {row['max_ms']} ms (load {load})")
+        return row
+    finally:
+        w.close()
+        e.hold()
 
 
 def run_bench(conns: Connections, **kw: Any) -> dict[str, Any]:
-    """Run both phases; returns ``{engine: {changes_per_s, p50_ms, p99_ms, ...}}``.
+    """Warm up, then ``runs`` throughput rounds and ``runs`` latency rounds of every engine.
 
     Raises:
         CaptureError: a service failed during the run (nothing half-measured is reported).
+        MissingRecords: a run did not see every change it made.
     """
-    from confluent_kafka import KafkaException
-
     try:
         return _run_bench(conns, **kw)
     except KafkaException as exc:
@@ -240,128 +432,190 @@ def _run_bench(
     changes: int = 200_000,
     rate: int = 2000,
     latency_seconds: float = 15.0,
-    with_debezium: bool = True,
+    runs: int = 3,
+    warmup_changes: int = 200_000,
+    engines: tuple[str, ...] = ENGINES,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise CaptureError(f"unknown engine(s) {sorted(unknown)}", hint=f"choose from {', '.join(ENGINES)}")
     tag = uuid.uuid4().hex[:6]
-    schema = name = f"bench_{tag}"
-    emb = _pipeline(schema, name, f"raw-bench-{tag}-embedded")
-    dbz = _pipeline(schema, name, f"raw-bench-{tag}-debezium")
-    work = Path(tempfile.mkdtemp(prefix="cdcrouter-bench-"))
-    emb_file, dbz_file, log = (
-        _write(emb, work / "emb.yaml"),
-        _write(dbz, work / "dbz.yaml"),
-        work / "bench.log",
-    )
+    schema = f"bench_{tag}"
+    publication = f"bench_{tag}_pub"
+    work = Path(tempfile.mkdtemp(prefix="cdcrouter-bench-capture-"))
+    ours_p = _pipeline(schema, f"bench_{tag}", publication, f"raw-bench-{tag}")
+    dbz_p = {
+        eos: _pipeline(schema, f"bench_{tag}_{'eos' if eos else 'alo'}", publication, "unused")
+        for eos in (False, True)
+    }
+    apply_domain(conns.postgres.conninfo(), schema)
+    capture_debezium.prepare_source(ours_p, conns)  # the one publication every engine reads
+    ours = _Ours(conns, ours_p, work)
+    dbzs = {eos: _Debezium(conns, dbz_p[eos], work, tag, eos=eos) for eos in (False, True)}
+    all_engines = {
+        "cdcrouter": _Engine(
+            "cdcrouter",
+            ours_p.replication.slot,
+            ours_p.raw_topic.name,
+            bytes.decode,
+            ours.release,
+            ours.hold,
+            ours.pid,
+        ),
+        **{
+            f"debezium-{'eos' if eos else 'alo'}": _Engine(
+                f"debezium-{'eos' if eos else 'alo'}",
+                d.slot,
+                dbz.topic(d.pipeline),
+                _avro_string_key,
+                d.release,
+                d.hold,
+                d.pid,
+            )
+            for eos, d in dbzs.items()
+        },
+    }
+    chosen = [all_engines[name] for name in ENGINES if name in engines]
     results: dict[str, Any] = {
         "changes": changes,
         "rate": rate,
-        "log": str(log),
-        "load_avg_1m_start": round(os.getloadavg()[0], 1),
+        "latency_seconds": latency_seconds,
+        "runs": runs,
+        "machine": f"{os.cpu_count()} cores",
+        "debezium": {"connector": dbz.TUNING, "producer": dbz.PRODUCER, "jvm": " ".join(dbz.JVM_OPTS)},
+        "load_1m_start": load_average(),
     }
-    capture: subprocess.Popen[bytes] | None = None
-    normalizer: subprocess.Popen[bytes] | None = None
-    watchers: list[_Watcher] = []
-    apply_domain(conns.postgres.conninfo(), schema)
+    failed = True
     try:
-        # hold both engines back: the embedded slot exists but is idle, the connector is paused
-        capture = _spawn(["capture", "run", "--pipeline", str(emb_file)], log)
-        _wait_slot(conns, emb.replication.slot, active=True)
-        _stop(capture)
-        _wait_slot(conns, emb.replication.slot, active=False)
-        if with_debezium:
-            debezium.deploy(dbz, conns)
-            debezium.wait_running(conns, debezium.connector_name(dbz))
-            _wait_slot(conns, debezium.debezium_slot(dbz), active=True)
-            debezium.ConnectClient(conns)._call("PUT", f"/connectors/{debezium.connector_name(dbz)}/pause")
-            normalizer = _spawn(["capture", "normalize", "--pipeline", str(dbz_file)], log)
-        report(f"generating {changes:,} changes (backlog)")
-        _generate_backlog(conns, schema, changes)
-
-        w = _Watcher(conns, emb.raw_topic.name, decode=False)
-        watchers.append(w)
-        capture = _spawn(["capture", "run", "--pipeline", str(emb_file)], log)
-        _wait_slot(conns, emb.replication.slot, active=True)  # process start-up is not capture time
-        t0, cpu0 = time.time(), _cpu_s(capture.pid)
-        if not w.wait_for(changes, 600):
-            raise CaptureError(f"embedded engine delivered {w.count}/{changes}", hint=f"see {log}")
-        cpu1 = _cpu_s(capture.pid)
-        results["embedded"] = {"changes_per_s": changes / (w.last - t0), "drain_s": w.last - t0}
-        if cpu0 is not None and cpu1 is not None:
-            results["embedded"]["cpu_us_per_change"] = (cpu1 - cpu0) / changes * 1e6
-        report(f"embedded: {results['embedded']['changes_per_s']:,.0f} changes/s")
-        if with_debezium:
-            w = _Watcher(conns, dbz.raw_topic.name, decode=False)
-            watchers.append(w)
-            connect_pid = _connect_pid()
-            pids = [p for p in (connect_pid, normalizer.pid if normalizer else None) if p]
-            for pid in pids:  # this run's peak, not the long-running Connect worker's lifetime one
-                reset_peak_rss(pid)
-            t0, cpu0 = time.time(), [_cpu_s(p) for p in pids]
-            debezium.ConnectClient(conns)._call("PUT", f"/connectors/{debezium.connector_name(dbz)}/resume")
-            if not w.wait_for(changes, 1200):
-                raise CaptureError(f"Debezium delivered {w.count}/{changes}", hint=f"see {log}")
-            cpu1 = [_cpu_s(p) for p in pids]
-            results["debezium"] = {"changes_per_s": changes / (w.last - t0), "drain_s": w.last - t0}
-            if connect_pid and None not in cpu0 + cpu1:
-                spent = sum(b - a for a, b in zip(cpu0, cpu1, strict=True))  # type: ignore[operator]
-                results["debezium"]["cpu_us_per_change"] = spent / changes * 1e6
-            report(f"debezium: {results['debezium']['changes_per_s']:,.0f} changes/s")
-            results["throughput_ratio"] = (
-                results["embedded"]["changes_per_s"] / results["debezium"]["changes_per_s"]
-            )
-
-        report(f"latency: {rate:,} changes/s for {latency_seconds:.0f}s, both engines live")
-        lat = {"embedded": _Watcher(conns, emb.raw_topic.name, decode=True)}
-        if with_debezium:
-            lat["debezium"] = _Watcher(conns, dbz.raw_topic.name, decode=True)
-        watchers.extend(lat.values())
-        time.sleep(1.0)
-        sent = _generate_at_rate(conns, schema, rate, latency_seconds)
-        for engine, w in lat.items():
-            # every change committed must be read: a missing one is an error, not a dropped sample
-            wait_for_all(f"bench capture latency ({engine})", lambda w=w: w.count, sent, 120)
-            results[engine].update(
-                latency_changes=w.count,
-                p50_ms=round(percentile(w.latencies_ms, 50) or 0.0, 1),
-                p99_ms=round(percentile(w.latencies_ms, 99) or 0.0, 1),
-                max_ms=max(w.latencies_ms, default=float("nan")),
-            )
+        # create our slot and topics, then hold every engine
+        ours.release()
+        _slot_active(conns, ours_p.replication.slot, active=True)
+        ours.hold()
+        for eos, d in dbzs.items():
+            if f"debezium-{'eos' if eos else 'alo'}" in engines:
+                report(f"starting a Kafka Connect worker ({'exactly-once' if eos else 'at-least-once'})")
+                d.start()
+                d.hold()
+        report(f"warm-up: {warmup_changes:,} changes through every engine (not counted)")
+        _generate_backlog(conns, schema, warmup_changes, "w-")
+        for e in chosen:
+            _throughput_run(conns, e, warmup_changes, report)
+        rows: dict[str, list[dict[str, Any]]] = {e.name: [] for e in chosen}
+        for r in range(runs):
+            report(f"throughput round {r + 1}/{runs}: {changes:,} changes (backlog)")
+            _generate_backlog(conns, schema, changes, f"t{r}-")
+            for e in chosen:
+                rows[e.name].append(_throughput_run(conns, e, changes, report))
+        results["throughput"] = {name: summarize(rs) for name, rs in rows.items()}
+        lrows: dict[str, list[dict[str, Any]]] = {e.name: [] for e in chosen}
+        for r in range(runs):
             report(
-                f"{engine}: p50 {results[engine]['p50_ms']:.1f} ms, p99 {results[engine]['p99_ms']:.1f} ms"
+                f"latency round {r + 1}/{runs}: {rate:,} changes/s for {latency_seconds:.0f} s, "
+                "each engine alone"
             )
-        # peak RSS of the measured processes, read while they still run (the kernel forgets it after)
-        results["embedded"]["peak_rss_mb"] = results["peak_rss_mb"] = peak_rss_mb(capture.pid)
-        if with_debezium:
-            rss = [peak_rss_mb(p) for p in pids]
-            results["debezium"]["peak_rss_mb"] = None if None in rss else sum(rss)  # type: ignore[arg-type]
-        del results["log"]  # removed below: the engines' log is kept only when a run fails
+            for i, e in enumerate(chosen):
+                lrows[e.name].append(
+                    _latency_run(conns, schema, e, rate, latency_seconds, f"l{r}e{i}", report)
+                )
+        results["latency"] = {name: summarize(rs) for name, rs in lrows.items()}
+        results["load_1m_end"] = load_average()
+        _ratios(results)
+        failed = False
         return results
     finally:
-        for w in watchers:
-            w.close()
-        _stop(capture)
-        _stop(normalizer)
-        if "log" not in results:
+        for d in dbzs.values():
+            d.close()
+        ours.hold()
+        _cleanup(conns, schema, publication, ours_p, dbzs, report)
+        if failed:
+            report(f"logs kept in {work}")
+        else:
             shutil.rmtree(work, ignore_errors=True)
-        if with_debezium:
-            try:
-                debezium.undeploy(dbz, conns)
-            except Exception as exc:
-                report(f"cleanup: could not remove connector {debezium.connector_name(dbz)}: {exc}")
-        with contextlib.suppress(Exception):
-            conn = source.connect_sql(conns.postgres)
-            source.drop_slot(conn, emb.replication.slot)
-            source.drop_publication(conn, emb.replication.publication)
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            conn.close()
-        with contextlib.suppress(Exception):
-            from confluent_kafka.admin import AdminClient
 
-            topics = [emb.raw_topic.name, dbz.raw_topic.name, *debezium.table_topics(dbz)]
-            topics += [
-                t + s
-                for t in (emb.raw_topic.name, dbz.raw_topic.name)
-                for s in (".capture-offsets", ".capture-dlq")
-            ]
-            AdminClient(conns.kafka.to_librdkafka()).delete_topics(topics)
+
+def _ratios(results: dict[str, Any]) -> None:
+    tp, lat = results["throughput"], results["latency"]
+    ours = tp.get("cdcrouter", {}).get("changes_per_s")
+    for name in ("debezium-alo", "debezium-eos"):
+        theirs = tp.get(name, {}).get("changes_per_s")
+        if ours and theirs:
+            results[f"throughput_ratio_vs_{name}"] = round(_median(ours) / _median(theirs), 2)
+        p99, their_p99 = lat.get("cdcrouter", {}).get("p99_ms"), lat.get(name, {}).get("p99_ms")
+        if p99 and their_p99:
+            results[f"p99_ratio_vs_{name}"] = round(_median(p99) / _median(their_p99), 2)
+
+
+def _median(v: Any) -> float:
+    return float(v["median"]) if isinstance(v, dict) else float(v)
+
+
+def _cleanup(
+    conns: Connections,
+    schema: str,
+    publication: str,
+    ours_p: Pipeline,
+    dbzs: dict[bool, _Debezium],
+    report: Callable[[str], None],
+) -> None:
+    with contextlib.suppress(Exception):
+        conn = source.connect_sql(conns.postgres)
+        for slot in (ours_p.replication.slot, *(d.slot for d in dbzs.values())):
+            for _ in range(100):  # a stopped task lets go of its slot shortly after
+                try:
+                    source.drop_slot(conn, slot)
+                    break
+                except Exception:
+                    time.sleep(0.1)
+        source.drop_publication(conn, publication)
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        conn.close()
+    with contextlib.suppress(Exception):
+        from confluent_kafka.admin import AdminClient
+
+        raw = ours_p.raw_topic
+        topics = [raw.name, raw.offsets_topic, raw.dlq_topic]
+        for d in dbzs.values():
+            topics += [dbz.topic(d.pipeline), *d.worker.internal_topics()]
+        AdminClient(conns.kafka.to_librdkafka()).delete_topics(topics)
+    report("cleaned up: slots, publication, schema, topics")
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The rows as BENCHMARKS.md shows them: median (min-max) of the runs."""
+
+    def cell(v: Any, fmt: str = "{:,.0f}") -> str:
+        if isinstance(v, dict):
+            return f"{fmt.format(v['median'])} ({fmt.format(v['min'])}-{fmt.format(v['max'])})"
+        return "-" if v is None else fmt.format(v)
+
+    lines = [
+        f"throughput: {res['changes']:,} changes backlog, {res['runs']} runs, median (range)",
+        "| engine | changes/s | CPU us/change | peak RSS MB | load 1m |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in res.get("throughput", {}).items():
+        lines.append(
+            f"| {name} | {cell(r.get('changes_per_s'))} | {cell(r.get('cpu_us_per_change'), '{:.1f}')} | "
+            f"{cell(r.get('peak_rss_mb'))} | {cell(r.get('load_1m'), '{:.1f}')} |"
+        )
+    lines += [
+        f"latency: {res['rate']:,} changes/s for {res['latency_seconds']:.0f} s, COMMIT -> readable, ms",
+        "| engine | p50 | p99 | max | peak RSS MB | load 1m |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in res.get("latency", {}).items():
+        lines.append(
+            f"| {name} | {cell(r.get('p50_ms'), '{:.1f}')} | {cell(r.get('p99_ms'), '{:.1f}')} | "
+            f"{cell(r.get('max_ms'), '{:.1f}')} | {cell(r.get('peak_rss_mb'))} | "
+            f"{cell(r.get('load_1m'), '{:.1f}')} |"
+        )
+    lines += [
+        f"{k}: {v}"
+        for k, v in res.items()
+        if k.endswith("ratio_vs_debezium-alo") or k.endswith("ratio_vs_debezium-eos")
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["ENGINES", "format_table", "run_bench", "spread"]

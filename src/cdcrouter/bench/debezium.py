@@ -124,7 +124,7 @@ class Worker:
         return path
 
     def start(self, timeout_s: float = 180.0) -> None:
-        ctx = StackContext(state_dir=self.workdir, allow_fetch=False)
+        ctx = StackContext(state_dir=self.workdir)  # fetches the jars only if not cached yet
         registry = self.conns.registry.url
         configs, offsets, status = self.internal_topics()
         props = {

@@ -91,36 +91,38 @@ def bench_capture(
     changes: Annotated[int, typer.Option(help="Backlog size for the throughput phase.")] = 200_000,
     rate: Annotated[int, typer.Option(help="Changes/s for the latency phase.")] = 2000,
     seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 15.0,
-    debezium: Annotated[bool, typer.Option("--debezium/--no-debezium", help="Compare with Debezium.")] = True,
+    debezium: Annotated[
+        bool,
+        typer.Option(
+            "--debezium/--no-debezium", help="Compare with Debezium (at-least-once and exactly-once)."
+        ),
+    ] = True,
+    warmup: Annotated[int, typer.Option(help="Changes every engine drains first, not counted.")] = 200_000,
     fmt: Format = "human",
-    repeat: RepeatOpt = 1,
+    repeat: RepeatOpt = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Embedded vs Debezium, same machine and data: changes/s and COMMIT-to-Kafka latency."""
-    from cdcrouter.bench.capture import run_bench
-    from cdcrouter.bench.report import fmt as show
+    """Ours (exactly-once) vs Debezium as its users run it, same table, data and machine.
+
+    Each round measures every engine in turn (interleaved: they share the machine's load), so
+    --repeat N gives N runs per engine; figures are the median (min-max)."""
+    from cdcrouter.bench.capture import ENGINES, format_table, run_bench
 
     conns = _conns(config)
-    res = _repeated(
-        lambda: run_bench(
-            conns, changes=changes, rate=rate, latency_seconds=seconds, with_debezium=debezium, report=_say
-        ),
-        repeat,
+    res = run_bench(
+        conns,
+        changes=changes,
+        rate=rate,
+        latency_seconds=seconds,
+        runs=repeat,
+        warmup_changes=warmup,
+        engines=ENGINES if debezium else ("cdcrouter",),
+        report=_say,
     )
     if fmt == "json" or as_json:
         typer.echo(json.dumps(res, indent=2))
         return
-    typer.echo(f"median (min-max) of {repeat} run(s); the load average and the single runs: --json")
-    for engine in ("embedded", "debezium"):
-        if engine in res:
-            r = res[engine]
-            cells = [show(r.get(k, "-")) for k in ("changes_per_s", "cpu_us_per_change", "p50_ms", "p99_ms")]
-            typer.echo(
-                f"{engine}: {cells[0]} changes/s, {cells[1]} us CPU/change, p50 {cells[2]} ms, "
-                f"p99 {cells[3]} ms, peak RSS {show(r.get('peak_rss_mb', '-'))} MB"
-            )
-    if "throughput_ratio" in res:
-        typer.echo(f"embedded / debezium throughput: {show(res['throughput_ratio'])}x")
+    typer.echo(format_table(res))
 
 
 def bench_route(
