@@ -79,6 +79,7 @@ from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
 
 if TYPE_CHECKING:
+    from cdcrouter.dr.confirm import MirrorGate
     from cdcrouter.route.fused import FusedRoutes
 
 log = logging.getLogger("cdcrouter.capture")
@@ -572,6 +573,9 @@ class CaptureEngine:
         ready = self.ready
         beat = self.metrics.health.beat  # /readyz: a loop that stops turning is stalled
 
+        gate = self._mirror_gate(committed)
+        cap = gate.cap if gate is not None else (lambda lsn: lsn)
+
         def settle(block: bool) -> None:
             """Finish an in-flight commit: ack the slot, then open the next txn with `pending`."""
             nonlocal inflight, committed, acked, last_feedback
@@ -586,8 +590,10 @@ class CaptureEngine:
             stats.longest_txn_ms = max(stats.longest_txn_ms, sink.longest_s * 1000)
             if not committed.snapshot and not ready.is_set():
                 ready.set()
-            cur.send_feedback(write_lsn=committed.end_lsn, flush_lsn=committed.end_lsn, force=True)
-            acked = committed.end_lsn
+            if gate is not None:
+                gate.committed(committed.end_lsn)
+            acked = cap(committed.end_lsn)  # with dr.confirm_after_mirror: what region B holds
+            cur.send_feedback(write_lsn=committed.end_lsn, flush_lsn=acked, force=True)
             last_feedback = time.monotonic()
             if pending:
                 sink.begin()
@@ -689,6 +695,8 @@ class CaptureEngine:
                         and now - last_feedback >= heartbeat_s
                     ):
                         wal_end = cur.wal_end
+                        if gate is not None and not gate.all_mirrored():
+                            wal_end = cap(wal_end)  # region B lacks committed changes: not past them
                         if wal_end > acked:  # idle: let the slot move on so it does not pin WAL
                             cur.send_feedback(write_lsn=wal_end, flush_lsn=wal_end, force=True)
                             acked = wal_end
@@ -844,7 +852,28 @@ class CaptureEngine:
             os.close(wake_w)
             sink.abort()  # a half-read PostgreSQL transaction is replayed from the last commit
             snap.close()
+            if gate is not None:
+                gate.close()
         return stats.last
+
+    def _mirror_gate(self, committed: Offsets) -> MirrorGate | None:
+        """With ``dr.confirm_after_mirror``: the gate that holds the slot at what region B holds,
+        told where this run starts (that position may not be mirrored yet either)."""
+        dr = self.pipeline.dr
+        if not dr.confirm_after_mirror:
+            return None
+        from cdcrouter.dr.confirm import MirrorGate
+        from cdcrouter.dr.regions import region_kafka
+
+        raw = self.pipeline.raw_topic
+        gate = MirrorGate(
+            self.conns.kafka,
+            region_kafka(dr.region),
+            (raw.name, raw.offsets_topic),
+            source_alias=dr.source_alias,
+        )
+        gate.committed(committed.end_lsn)
+        return gate.start()
 
     def _report(self, committed: Offsets, events: int, seconds: float) -> Offsets:
         rate = events / seconds if seconds > 0 else 0.0

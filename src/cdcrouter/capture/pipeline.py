@@ -91,6 +91,17 @@ class Replication(_Model):
         return _ident(v, "name")
 
 
+class DisasterRecovery(_Model):
+    """``confirm_after_mirror``: capture confirms the slot only up to the position whose events
+    region ``region`` holds (MirrorMaker 2 flow ``source_alias`` -> region), so losing region A's
+    Kafka loses no change PostgreSQL has released (docs/disaster-recovery.md). Off by default:
+    the slot then moves as soon as region A's Kafka has committed."""
+
+    confirm_after_mirror: bool = False
+    region: str = "b"
+    source_alias: str = "a"  # MM2's alias of region A: its offsets live in mm2-offsets.<alias>.internal
+
+
 class Batching(_Model):
     """Many PostgreSQL transactions go into one Kafka transaction, bounded by size and time."""
 
@@ -141,6 +152,7 @@ class Pipeline(_Model):
     outbox: Outbox | None = None
     # fused mode: a filters.yaml routed in capture's own transactions (relative to this file)
     route: str | None = None
+    dr: DisasterRecovery = DisasterRecovery()
     connections: dict[str, Any] | None = None  # read by cdcrouter.config, not here
     source_file: str | None = Field(default=None, exclude=True)
 

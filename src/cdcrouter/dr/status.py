@@ -433,3 +433,54 @@ def dr_status(spec: MirrorSpec, *, running: bool | None = None, scan_limit: int 
         tuple(missing_a),
         tuple(missing_b),
     )
+
+
+def wait_caught_up(
+    spec: MirrorSpec, timeout_s: float = 120.0, *, groups: bool = True, poll_s: float = 1.0
+) -> DrStatus:
+    """Wait until every mirrored partition has no committed record left to copy (and, with
+    ``groups``, every consumer group has a checkpoint at its committed offset).
+
+    Raises:
+        DrError: not caught up within ``timeout_s``; the message says how far behind it is.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = dr_status(spec)
+        behind = status.breaches(0, None) if groups else status.breaches(None, None)
+        if not groups and status.max_records:
+            behind.append(f"{status.max_records} records behind")
+        if not behind:
+            return status
+        if time.monotonic() >= deadline:
+            raise DrError(
+                f"the mirror {spec.source_alias} -> {spec.target_alias} has not caught up within "
+                f"{timeout_s:g}s: {'; '.join(behind)} "
+                f"(oldest unmirrored record {status.max_seconds:.1f}s old)",
+                hint="is MirrorMaker 2 running (cdcrouter dr status)? "
+                "a failover now would lose these records",
+            )
+        time.sleep(poll_s)
+
+
+def translated_offsets(spec: MirrorSpec, group: str) -> dict[tuple[str, int], int]:
+    """Where ``group`` resumes in the target: per mirrored partition, the newest checkpoint's
+    downstream offset (what ``RemoteClusterUtils.translateOffsets`` returns). Partitions without a
+    checkpoint are left out: start those from the beginning (never the end, which would skip)."""
+    topics = set(spec.topics)
+    return {
+        (t, p): down for (g, t, p), (_up, down) in checkpoints(spec).items() if g == group and t in topics
+    }
+
+
+def wait_task(spec: MirrorSpec, connector: str, timeout_s: float = 120.0) -> None:
+    """Wait until MM2's ``connector`` (MirrorSourceConnector, MirrorCheckpointConnector, ...) runs
+    its task. The checkpoint connector has a task only once a group to checkpoint exists."""
+    deadline = time.monotonic() + timeout_s
+    while (state := task_states(spec).get(connector)) != "RUNNING":
+        if state == "FAILED" or time.monotonic() >= deadline:
+            raise DrError(
+                f"MirrorMaker 2's {connector} is {state or 'not started'} after {timeout_s:g}s",
+                hint="see the mirror's log (<state>/region-b/logs/<name>.log)",
+            )
+        time.sleep(1.0)
