@@ -64,7 +64,9 @@ bench: install-base
 	$(BIN)/cdcrouter stack up --only postgres,kafka,registry
 	$(call bench_run,generate-1000,generate --filters-count 1000)
 	$(call bench_run,match-20,match --filters-count 20 --events 200000)
-	$(call bench_run,match-200,match --filters-count 200 --events 50000)
+	$(call bench_run,match-200,match --filters-count 200 --events 200000)
+	$(call bench_run,match-1000,match --filters-count 1000 --events 200000)
+	$(call bench_run,match-1000-no-index,match --filters-count 1000 --events 50000 --no-index)
 	$(call bench_run,route-throughput-20,route --events 200000 --filters-count 20 --skip-latency)
 	$(call bench_run,route-latency-4,route --skip-throughput --filters-count 4 --rate 2000 --seconds 15)
 	$(call bench_run,route-latency-20,route --skip-throughput --filters-count 20 --rate 2000 --seconds 15)
