@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "cdcrouter.cli.dr_cmds",  # dr status (other dr_*_cmds modules add theirs to the group)
     "cdcrouter.cli.dr_failover_cmds",  # dr drill, dr failover|failback, dr start|stop|ps
     "cdcrouter.cli.dr_pg_cmds",  # dr standby up|status|promote|down (database failover)
+    "cdcrouter.cli.dr_backup_cmds",  # dr backup, dr restore
 )
 
 
