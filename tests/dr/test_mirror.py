@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from cdcrouter.capture.engine import CaptureEngine
 from cdcrouter.capture.pgoutput import str_to_lsn
@@ -202,6 +202,12 @@ def test_mirror_copies_committed_records_only_and_translates_group_offsets(flow:
     in_b = _read(b, flow.topic, "read_uncommitted")  # even records of an aborted MM2 transaction
     assert in_b == committed_a, "b must hold exactly a's committed records, in a's order per partition"
     assert sum(map(len, in_b.values())) == 30
+    # MM2's state topics that dr status and the mirror gate read in full stay compacted and small
+    admin = AdminClient({"bootstrap.servers": b.bootstrap_servers})
+    for topic in (flow.spec.offsets_topic, flow.spec.checkpoints_topic):
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        config = admin.describe_configs([res])[res].result(30)
+        assert (config["cleanup.policy"].value, config["segment.ms"].value) == ("compact", "600000"), topic
 
     # group offsets: in b the group resumes where it stopped in a (re-reads allowed, never a skip)
     synced = {g.partition: g.target_committed for g in status.groups if g.group == flow.group}

@@ -82,6 +82,9 @@ def _mirror_commands(mirror: typer.Typer) -> None:
         ] = None,
         to: ToRegion = "b",
         name: Name = "mirror",
+        replication_factor: Annotated[
+            int, typer.Option("--replication-factor", min=1, help="Of the topics MM2 creates in TO.")
+        ] = 1,
         no_exactly_once: Annotated[
             bool, typer.Option("--no-exactly-once", help="At-least-once MM2 (no target transactions).")
         ] = False,
@@ -104,6 +107,7 @@ def _mirror_commands(mirror: typer.Typer) -> None:
             groups=tuple(group or (".*",)),
             target_alias=target,
             exactly_once=not no_exactly_once,
+            replication_factor=replication_factor,
         )
         mm = MirrorMaker(spec, region_state_dir(state, target), name=name, target_region=target)
         was = mm.running()
