@@ -304,3 +304,47 @@ def test_too_large_for_a_filtered_topic_goes_to_the_router_dlq(fused: Fused, tmp
     counts = {t: len(read_topic(f.conns.kafka.to_librdkafka(), t)) for t in f.topics}
     # C0002 went to new, late, even; its notes record did not fit; C0004 everywhere
     assert counts == {f"{f.prefix}new": 2, f"{f.prefix}late": 2, f"{f.prefix}even": 2, f"{f.prefix}notes": 1}
+
+
+def test_filters_reload_between_transactions(fused: Fused, tmp_path: Path) -> None:
+    """A changed filters.yaml applies from the next Kafka transaction on; an invalid one is
+    rejected and the filters before it stay (the router's reload, shared)."""
+    f, log = fused, tmp_path / "capture.log"
+
+    def insert(*ids: str) -> None:
+        with f.sql() as conn, conn.transaction():
+            for i in ids:
+                conn.execute(
+                    "INSERT INTO car_entities (id, vin, make, model) VALUES (%s, 'V', 'M', 'X')", (i,)
+                )
+
+    def wait_committed(n: int) -> None:
+        deadline = time.monotonic() + 60
+        while f.committed_total() < n:
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+
+    def swap(text: str) -> None:
+        tmp = f.filters.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(f.filters)
+        time.sleep(1.2)  # past the 500 ms check interval: the next transaction reloads
+
+    proc = f.capture(log)
+    try:
+        f.wait_active(proc, log)
+        insert("C0001", "C0002")  # even-cars: C0002
+        wait_committed(2)
+        swap(f.filters_text.replace('"[02468]$"', '"[13579]$"'))
+        insert("C0003", "C0004")  # odd now: C0003
+        wait_committed(4)
+        swap("filters: [unclosed\n")
+        insert("C0005", "C0006")  # rejected file: still odd, C0005
+        wait_committed(6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-2000:]
+    even = read_topic(f.conns.kafka.to_librdkafka(), f"{f.prefix}even")
+    assert sorted(m.key() for m in even) == [b"C0002", b"C0003", b"C0005"]
+    assert len(read_topic(f.conns.kafka.to_librdkafka(), f"{f.prefix}new")) == 6
+    assert "filters reload rejected" in log.read_text()
