@@ -113,6 +113,22 @@ def _cpu_s(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _sched_s(pid: int | None) -> tuple[float, float] | None:
+    """(CPU s, s spent runnable but waiting for a core) of all a process's threads so far, from the
+    scheduler's statistics (Linux /proc/<pid>/task/*/schedstat), or None."""
+    if pid is None:
+        return None
+    cpu = wait = 0
+    try:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError):  # a thread that just ended
+                fields = stat.read_text().split()
+                cpu, wait = cpu + int(fields[0]), wait + int(fields[1])
+    except OSError:
+        return None
+    return cpu / 1e9, wait / 1e9
+
+
 def _slot_active(conns: Connections, slot: str, active: bool, timeout_s: float = 120) -> float:
     """Wait (polling every 5 ms) until the slot is (in)active; the time.time() it was seen so."""
     deadline = time.monotonic() + timeout_s
@@ -338,9 +354,9 @@ def _throughput_run(conns: Connections, e: _Engine, n: int, report: Callable[[st
         pid = e.pid()
         if e.name != "cdcrouter" and pid is not None:
             reset_peak_rss(pid)  # the worker lives across runs: this run's peak only
-        cpu0 = _cpu_s(pid)
+        cpu0, sched0 = _cpu_s(pid), _sched_s(pid)
         wait_for_all(f"bench capture throughput ({e.name})", lambda: w.count, n, 900)
-        cpu1, rss = _cpu_s(pid), peak_rss_mb(pid)
+        cpu1, sched1, rss = _cpu_s(pid), _sched_s(pid), peak_rss_mb(pid)
         time.sleep(0.5)  # anything beyond n now is a duplicate
         row: dict[str, Any] = {
             "changes": n,
@@ -352,6 +368,8 @@ def _throughput_run(conns: Connections, e: _Engine, n: int, report: Callable[[st
         }
         if cpu0 is not None and cpu1 is not None:
             row["cpu_us_per_change"] = round((cpu1 - cpu0) / n * 1e6, 1)
+        if sched0 is not None and sched1 is not None:  # its threads' time runnable but without a core
+            row["runqueue_wait_s"] = round(sched1[1] - sched0[1], 2)
         if w.first_value is not None:
             row["value_format"] = "registry (magic 0)" if w.first_value[:1] == b"\0" else "other"
         report(
@@ -389,13 +407,16 @@ def _latency_run(
             len(warm),
             300,
         )
+        sched0, t0 = _sched_s(pid), time.monotonic()
         sent = _generate_at_rate(conns, schema, rate, seconds, f"{prefix}m")
         wait_for_all(
             f"bench capture latency ({e.name})", lambda: sum(1 for k in sent if k in w.seen), len(sent), 120
         )
+        sched1, elapsed = _sched_s(pid), time.monotonic() - t0
         lat = [(w.seen[k] - t) * 1000 for k, t in sent.items()]
         row = {
             "rate": rate,
+            "achieved_rate": round(len(sent) / seconds),  # the generator falls behind on a loaded machine
             "changes": len(sent),
             "p50_ms": round(percentile(lat, 50) or 0.0, 1),
             "p99_ms": round(percentile(lat, 99) or 0.0, 1),
@@ -403,6 +424,10 @@ def _latency_run(
             "peak_rss_mb": peak_rss_mb(pid),
             "load_1m": load,
         }
+        if sched0 is not None and sched1 is not None:
+            # the engine's own work vs its time waiting for a core, per second of the measured window
+            row["cpu_ms_per_s"] = round((sched1[0] - sched0[0]) / elapsed * 1000, 1)
+            row["runqueue_wait_ms_per_s"] = round((sched1[1] - sched0[1]) / elapsed * 1000, 1)
         report(f"{e.name}: p50 {row['p50_ms']} / p99 {row['p99_ms']} / max {row['max_ms']} ms (load {load})")
         return row
     finally:
@@ -589,32 +614,39 @@ def format_table(res: dict[str, Any]) -> str:
             return f"{fmt.format(v['median'])} ({fmt.format(v['min'])}-{fmt.format(v['max'])})"
         return "-" if v is None else fmt.format(v)
 
+    f1 = "{:,.1f}"
     lines = [
-        f"throughput: {res['changes']:,} changes backlog, {res['runs']} runs, median (range)",
-        "| engine | changes/s | CPU us/change | peak RSS MB | load 1m |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in res.get("throughput", {}).items():
-        lines.append(
-            f"| {name} | {cell(r.get('changes_per_s'))} | {cell(r.get('cpu_us_per_change'), '{:.1f}')} | "
-            f"{cell(r.get('peak_rss_mb'))} | {cell(r.get('load_1m'), '{:.1f}')} |"
-        )
-    lines += [
-        f"latency: {res['rate']:,} changes/s for {res['latency_seconds']:.0f} s, COMMIT -> readable, ms",
-        "| engine | p50 | p99 | max | peak RSS MB | load 1m |",
+        f"throughput: {res['changes']:,} changes backlog, {res['runs']} runs, median (min-max)",
+        "| engine | changes/s | CPU µs/change | run-queue wait s | peak RSS MB | load 1m |",
         "|---|---|---|---|---|---|",
     ]
-    for name, r in res.get("latency", {}).items():
-        lines.append(
-            f"| {name} | {cell(r.get('p50_ms'), '{:.1f}')} | {cell(r.get('p99_ms'), '{:.1f}')} | "
-            f"{cell(r.get('max_ms'), '{:.1f}')} | {cell(r.get('peak_rss_mb'))} | "
-            f"{cell(r.get('load_1m'), '{:.1f}')} |"
-        )
+    for name, r in res.get("throughput", {}).items():
+        cells = [
+            cell(r.get("changes_per_s")),
+            cell(r.get("cpu_us_per_change"), f1),
+            cell(r.get("runqueue_wait_s"), f1),
+            cell(r.get("peak_rss_mb")),
+            cell(r.get("load_1m"), f1),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
-        f"{k}: {v}"
-        for k, v in res.items()
-        if k.endswith("ratio_vs_debezium-alo") or k.endswith("ratio_vs_debezium-eos")
+        f"latency: {res['rate']:,} changes/s for {res['latency_seconds']:.0f} s, COMMIT -> readable, ms",
+        "| engine | achieved changes/s | p50 | p99 | max | CPU ms/s | run-queue wait ms/s | peak RSS MB "
+        "| load 1m |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    for name, r in res.get("latency", {}).items():
+        cells = [
+            cell(r.get("achieved_rate")),
+            *(
+                cell(r.get(k), f1)
+                for k in ("p50_ms", "p99_ms", "max_ms", "cpu_ms_per_s", "runqueue_wait_ms_per_s")
+            ),
+            cell(r.get("peak_rss_mb")),
+            cell(r.get("load_1m"), f1),
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [f"{k}: {v}" for k, v in res.items() if "_ratio_vs_" in k]
     return "\n".join(lines)
 
 
