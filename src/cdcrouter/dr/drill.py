@@ -84,6 +84,10 @@ class DrillContext:
     workload: SteadyWorkload | None = None
     failed_at: float | None = None  # time.time() of the failure
     extra_env: dict[str, str] = field(default_factory=dict)  # more variables for every process started
+    # which committed rows (by id) the check expects; None: all (a restore expects only the changes
+    # after the backup's position)
+    expects: Callable[[str], bool] | None = None
+    tail: ArrivalTail | None = None  # a scenario's own tail (new topics after a restore), for the RTO
 
     def step(self, what: str) -> None:
         line = f"{time.monotonic() - self.started:7.1f}s  {what}"
@@ -210,7 +214,7 @@ def run_drill(
         ctx.step(f"checked: {verdict.lost} lost, {verdict.duplicate_uuids} duplicate uuid(s)")
         report.verdict, report.view = verdict, view
         committed_at = {c.id: c.at for c in wl.acked} | {c.id: c.at for c in wl.in_doubt}
-        report.recovery = tail.recovery(ctx.failed_at, committed_at)
+        report.recovery = (ctx.tail or tail).recovery(ctx.failed_at, committed_at)
         lost = {i for t in verdict.topics for i in t.lost}
         if lost:
             when = sorted(committed_at[i] - ctx.failed_at for i in lost if i in committed_at)
@@ -228,8 +232,9 @@ def run_drill(
             report.acked, report.in_doubt = len(wl.acked), len(wl.in_doubt)
             report.failed_writes, report.reconnects = wl.failed, wl.reconnects
             report.seconds = (wl.acked[-1].at - wl.acked[0].at) if len(wl.acked) > 1 else 0.0
-        if tail is not None:
-            tail.stop()
+        for t in (tail, ctx.tail):
+            if t is not None:
+                t.stop()
         if not opts.keep:
             ctx.stop_all()
             with contextlib.suppress(Exception):
@@ -298,11 +303,13 @@ def _settle(ctx: DrillContext, surviving: Connections) -> tuple[Verdict, ViewVer
     assert ctx.workload is not None
     run = ctx.run
     wl = ctx.workload.log
-    acked = {c.id: c.val for c in wl.acked}
-    in_doubt = {c.id: c.val for c in wl.in_doubt}
+    expects = ctx.expects or (lambda _id: True)
+    acked = {c.id: c.val for c in wl.acked if expects(c.id)}
+    in_doubt = {c.id: c.val for c in wl.in_doubt if expects(c.id)}
     deadline = time.monotonic() + ctx.opts.settle_s
     while True:
         rows = committed_rows(surviving.postgres.conninfo(), run.schema, run.table)
+        rows = {i: v for i, v in rows.items() if expects(i)}
         events = read_events(surviving, run.filtered_topics, run.id_prefix)
         verdict = verify(rows, acked, in_doubt, events, run.expected_topics())
         try:

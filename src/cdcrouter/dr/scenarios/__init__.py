@@ -15,6 +15,7 @@ _KNOWN: dict[str, str] = {
     "router-kill": "cdcrouter.dr.scenarios.router:RouterKill",
     "kafka-region": "cdcrouter.dr.scenarios.kafka_region:KafkaRegionLoss",
     "db-primary": "cdcrouter.dr.scenarios.db:DbPrimaryKill",
+    "restore": "cdcrouter.dr.scenarios.restore:RestoreFromBackup",
 }
 
 
