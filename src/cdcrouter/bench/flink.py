@@ -55,6 +55,7 @@ from typing import Any
 from cdcrouter.deploy.flink_target import FlinkDeployment, FlinkOptions
 
 TICKS = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT_S = 300.0
 
 
 # ---- the Flink cluster ----------------------------------------------------------------------------
@@ -123,6 +124,8 @@ def private_flink(cores: int) -> Iterator[FlinkCluster]:
     (scratch / "state" / "flink" / OVERRIDES_FILE).write_text(json.dumps(config))
     stack = Stack(scratch / "state", ports=ports)
     names = ["flink-jobmanager", "flink-taskmanager", "sql-gateway"]
+    for name in names:  # a loaded 2-core machine took more than the stack's 90 s to start a 4 GB TaskManager
+        stack.services[name].start_timeout = START_TIMEOUT_S  # type: ignore[misc]
     try:
         stack.up(names)
         pids = {n: _jvm_pid(stack.record(n).pid) for n in names[:2]}  # type: ignore[union-attr]
@@ -592,27 +595,25 @@ def anchor(
     workdir = Path(tempfile.mkdtemp(prefix="cdcrouter-anchor-"))
     rows: list[dict[str, Any]] = []
     try:
-        wl = write_workload(conns, filters_yaml, warmup, events, partitions=cores)
-        try:
-            with contextlib.ExitStack() as stack:
-                flink = cluster or stack.enter_context(private_flink(cores))
-                for round_ in range(repeat):
-                    runs: list[Callable[[], dict[str, Any]]] = []
-                    if embedded:
-                        runs.append(lambda: embedded_row(conns, wl, workdir))
-                    for shape in sink_shapes:
-                        for eo in (d == "exactly-once" for d in deliveries):
-                            runs.append(
-                                lambda shape=shape, eo=eo: flink_row(  # type: ignore[misc]
-                                    conns, flink, wl, workdir, eo, interval, shape
-                                )
+        with contextlib.ExitStack() as stack:
+            flink = cluster or stack.enter_context(private_flink(cores))  # first: it may fail to start
+            wl = write_workload(conns, filters_yaml, warmup, events, partitions=cores)
+            stack.callback(drop_workload, conns, wl)
+            for round_ in range(repeat):
+                runs: list[Callable[[], dict[str, Any]]] = []
+                if embedded:
+                    runs.append(lambda: embedded_row(conns, wl, workdir))
+                for shape in sink_shapes:
+                    for eo in (d == "exactly-once" for d in deliveries):
+                        runs.append(
+                            lambda shape=shape, eo=eo: flink_row(  # type: ignore[misc]
+                                conns, flink, wl, workdir, eo, interval, shape
                             )
-                    for run in runs:
-                        row = {"round": round_ + 1, **run()}
-                        rows.append(row)
-                        report(row)
-        finally:
-            drop_workload(conns, wl)
+                        )
+                for run in runs:
+                    row = {"round": round_ + 1, **run()}
+                    rows.append(row)
+                    report(row)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
