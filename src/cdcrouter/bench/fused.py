@@ -356,6 +356,10 @@ def _cold_demo_once(mode: str, changes: int) -> dict[str, Any]:
             DemoOptions(changes=changes, fused=mode == "fused", status=False), stack.connections()
         )
         lat = result.latencies_ms
+        if not result.complete:
+            raise CdcrouterError(
+                f"cold demo ({mode}): the pipeline did not catch up", hint="see the log above"
+            )
         require_all(f"cold demo ({mode})", sum(result.consumed.values()), sum(result.routed_out.values()), 0)
         tenth = max(1, len(lat) // 10)
         return {

@@ -347,8 +347,12 @@ class _Counts:
         return Counter(routes.matched) if routes is not None else Counter()
 
     def routed_in(self) -> int:
-        """Raw records the routing read: the router's consumed count, or every captured event."""
-        return self.router.metrics.consumed if self.router is not None else self.capture.stats.events
+        """Raw records routed and committed: the router's consumed count, or in fused mode the events
+        of capture's committed position (its routing counts are committed with it; the produced
+        count ran ahead of them, and a run that compared with it stopped before its last commit)."""
+        if self.router is not None:
+            return self.router.metrics.consumed
+        return self.capture.stats.last.events_total
 
     def per_topic(self, matched: Counter[str]) -> dict[str, int]:
         """Filter-id counts folded into output-topic counts."""
