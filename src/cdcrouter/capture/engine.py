@@ -153,6 +153,7 @@ class CaptureEngine:
         self.size_cap: int | None = None  # record limit learnt from the broker refusing records (or None)
         # what a --resnapshot after a lost slot stood in for (capture/failover.py), else None
         self.bridged: failover.BridgedWindow | None = None
+        self._timeline: int | None = None  # the server's timeline at the last replication connection
 
     @property
     def raw_topic(self) -> str:
@@ -260,6 +261,7 @@ class CaptureEngine:
                 stream = None
                 try:
                     stream = source.ReplicationStream(conns.postgres)
+                    self._check_history(stream)
                     stream.start(p.replication.slot, p.replication.publication, self.stats.last.end_lsn)
                     outage.streaming()
                     self.streaming.set()
@@ -351,6 +353,20 @@ class CaptureEngine:
 
             return FusedSink(self.conns, p.raw_topic, p.replication.slot, self.routes, size_cap=self.size_cap)
         return TransactionalSink(self.conns, p.raw_topic, p.replication.slot, size_cap=self.size_cap)
+
+    def _check_history(self, stream: source.ReplicationStream) -> None:
+        """After a promotion (a new timeline since the last connection): refuse to go on when the
+        promoted server's history parts from the old primary's before what Kafka already holds.
+        Its new changes would then reuse WAL positions capture has passed, and be skipped as
+        already sent (capture/failover.py)."""
+        timeline = stream.timeline()
+        known, self._timeline = self._timeline, timeline
+        if known is None or timeline == known:
+            return
+        fork = stream.switchpoint(timeline, known)
+        if fork is not None and self.stats.last.end_lsn > fork:
+            raise failover.forked_error(self.pipeline, self.stats.last, known, timeline, fork)
+        self.progress(f"the server was promoted: timeline {known} -> {timeline} at {lsn_to_str(fork or 0)}")
 
     def _new_sink(self, deadline: float, stop: threading.Event) -> TransactionalSink:
         """A fresh producer (fencing the old one), then the position Kafka really committed."""

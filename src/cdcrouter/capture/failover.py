@@ -90,6 +90,22 @@ def slot_gone_error(conn: psycopg.Connection, pipeline: Pipeline, committed: Off
     )
 
 
+def forked_error(
+    pipeline: Pipeline, committed: Offsets, old_timeline: int, timeline: int, fork: int
+) -> CaptureError:
+    """The promoted standby lacks changes Kafka already has: it had not received them when the
+    primary died (asynchronous replication, no ``synchronized_standby_slots``)."""
+    return CaptureError(
+        f"the promoted server's history leaves timeline {old_timeline} at {lsn_to_str(fork)} (now "
+        f"timeline {timeline}), before the position capture already committed to Kafka "
+        f"({lsn_to_str(committed.end_lsn)}): the changes between the two are in Kafka but not in this "
+        "database, and its new changes would reuse WAL positions capture has passed and be skipped",
+        hint=f"close the gap with `{resnapshot_command(pipeline)}` (consumers then see the lost changes "
+        "undone only through the snapshot's row states); to prevent it, list the standby's physical "
+        "slot in synchronized_standby_slots on the primary (PostgreSQL 17+, docs/disaster-recovery.md)",
+    )
+
+
 @dataclass(frozen=True)
 class BridgedWindow:
     """The changes a re-snapshot stands in for: from the last position Kafka had to the new slot's

@@ -596,6 +596,29 @@ class ReplicationStream:
             _name, point, snapshot, _plugin = self.cursor.fetchone()
         return str_to_lsn(point), snapshot
 
+    def timeline(self) -> int:
+        """The timeline the server is on (IDENTIFY_SYSTEM): it changes when a standby is promoted."""
+        with pg_errors("cannot identify the PostgreSQL server", self.pg):
+            self.cursor.execute("IDENTIFY_SYSTEM")
+            row = self.cursor.fetchone()
+        return int(row[1])
+
+    def switchpoint(self, timeline: int, parent: int) -> int | None:
+        """Where timeline ``parent`` ended in ``timeline``'s history (TIMELINE_HISTORY): the WAL
+        position at which the promoted server's history parts from the old primary's; None if
+        ``parent`` is not in that history."""
+        from cdcrouter.capture.pgoutput import str_to_lsn
+
+        with pg_errors(f"cannot read the history of timeline {timeline}", self.pg):
+            self.cursor.execute(f"TIMELINE_HISTORY {int(timeline)}")
+            _name, content = self.cursor.fetchone()
+        text = content.decode() if isinstance(content, bytes | memoryview) else str(content)
+        for line in text.splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 2 and fields[0].strip().isdigit() and int(fields[0]) == parent:
+                return str_to_lsn(fields[1].strip())
+        return None
+
     def start(self, slot: str, publication: str, start_lsn: int) -> None:
         try:
             self.cursor.start_replication(
