@@ -43,3 +43,20 @@ def test_ports_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_ports_are_refused(bad: str) -> None:
     with pytest.raises(ValidationError, match="port must be 1-65535"):
         PostgresSettings(port=bad)
+
+
+def test_debezium_connector_configs_refuse_a_host_list() -> None:
+    from cdcrouter.capture import debezium
+    from cdcrouter.capture.domain import SAMPLE_TABLES
+    from cdcrouter.capture.pipeline import pipeline_from_dict
+    from cdcrouter.config import Connections
+    from cdcrouter.errors import CaptureError
+
+    pipeline = pipeline_from_dict({"schema": "public", "tables": dict(SAMPLE_TABLES)})
+    conns = Connections(postgres=PostgresSettings(host="db-a,db-b", port="5432,5432"))
+    for render in (debezium.render_connect_config, debezium.render_confluent_cloud_config):
+        with pytest.raises(CaptureError, match="lists several hosts") as info:
+            render(pipeline, conns)
+        assert "capture run" in (info.value.hint or "")
+    one = Connections(postgres=PostgresSettings(host="db-a", port=5432))
+    assert debezium.render_connect_config(pipeline, one)["database.hostname"] == "db-a"

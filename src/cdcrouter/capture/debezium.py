@@ -34,7 +34,7 @@ from cdcrouter.capture.normalize import (
 )
 from cdcrouter.capture.pipeline import Pipeline
 from cdcrouter.capture.sink import AvroEncoder, ensure_topics, register_raw_schema
-from cdcrouter.config.connections import Connections
+from cdcrouter.config.connections import Connections, PostgresSettings
 from cdcrouter.errors import CaptureError, DeployError
 
 CONNECTOR_CLASS = "io.debezium.connector.postgresql.PostgresConnector"
@@ -93,7 +93,7 @@ def render_connect_config(
     worker needs ``config.providers=env``) unless ``inline_secrets`` (deploy to a worker without
     config providers: the secret then travels only in the REST request, never into a file).
     """
-    pg = conns.postgres
+    pg = _single_host(conns)
     password = (
         pg.password.get_secret_value()
         if inline_secrets and pg.password
@@ -123,9 +123,24 @@ def render_connect_config(
     }
 
 
+def _single_host(conns: Connections) -> PostgresSettings:
+    """Debezium's ``database.hostname``/``port`` name one server: a host list (the embedded engine's
+    way to follow a promotion) would become an unusable address, so it is refused here."""
+    pg = conns.postgres
+    if pg.multi_host:
+        raise CaptureError(
+            f"connections.postgres lists several hosts ({pg.redacted()}); the Debezium connector "
+            "connects to one",
+            hint="give the connector one endpoint that always leads to the primary (set "
+            "CDCROUTER_POSTGRES__HOST/__PORT to it for `connector render|deploy`), or use the embedded "
+            "engine (`cdcrouter capture run`), which follows a promotion across the listed hosts",
+        )
+    return pg
+
+
 def render_confluent_cloud_config(pipeline: Pipeline, conns: Connections) -> dict[str, str]:
     """Confluent Cloud managed "PostgresCdcSourceV2" connector config; secrets as ${ENV} placeholders."""
-    pg = conns.postgres
+    pg = _single_host(conns)
     common = _common(pipeline)
     for key in (
         "decimal.handling.mode",
