@@ -222,14 +222,17 @@ def registry_part(conns: Connections, subjects: Iterable[str]) -> dict[str, Any]
 def flink_part(state_dir: Path, rest_url: str | None, say: Callable[[str], None]) -> dict[str, Any]:
     """The deploy state files of Flink deployments; with ``rest_url``, a savepoint of each running job."""
     deployments = []
+    names = set()
     for path in sorted((state_dir / "deploy").glob("*.json")):
         with contextlib.suppress(ValueError, OSError):
             deployments.append({"file": path.name, "state": json.loads(path.read_text())})
+            if path.name.startswith("flink-"):
+                names.add(path.name[len("flink-") : -len(".json")])
     triggered: list[dict[str, Any]] = []
     if rest_url:
         from cdcrouter.dr.flink_savepoint import trigger_savepoints
 
-        triggered = trigger_savepoints(rest_url, say)
+        triggered = trigger_savepoints(rest_url, names, say)
     return {"deployments": deployments, "savepoints": triggered}
 
 

@@ -2,7 +2,8 @@
 
 The job keeps running (``cancel-job: false``); the savepoint lands in the cluster's
 ``execution.checkpointing.savepoint-dir``. Only jobs cdcrouter deployed (their name carries the
-deployment name and SQL hash, see deploy/flink_target.py) are touched.
+deployment name and SQL hash, see deploy/flink_target.py) of deployments recorded in the state
+directory are touched: a shared Flink cluster runs other people's jobs too.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from cdcrouter.errors import CdcrouterError
 
 
 def trigger_savepoints(
-    rest_url: str, say: Callable[[str], None], timeout_s: float = 300.0
+    rest_url: str, deployments: set[str], say: Callable[[str], None], timeout_s: float = 300.0
 ) -> list[dict[str, Any]]:
+    """A savepoint of each running job of ``deployments`` (names), the job left running."""
     from cdcrouter.deploy.flink_target import parse_job_name
 
     url = rest_url.rstrip("/")
@@ -28,7 +30,7 @@ def trigger_savepoints(
             jobs = http.get(f"{url}/jobs/overview").raise_for_status().json().get("jobs", [])
             for job in jobs:
                 parsed = parse_job_name(job.get("name", ""))
-                if job.get("state") != "RUNNING" or parsed is None:
+                if job.get("state") != "RUNNING" or parsed is None or parsed[0] not in deployments:
                     continue
                 jid = job["jid"]
                 trigger = http.post(f"{url}/jobs/{jid}/savepoints", json={"cancel-job": False})
