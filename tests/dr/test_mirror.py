@@ -202,6 +202,9 @@ def test_mirror_copies_committed_records_only_and_translates_group_offsets(flow:
     in_b = _read(b, flow.topic, "read_uncommitted")  # even records of an aborted MM2 transaction
     assert in_b == committed_a, "b must hold exactly a's committed records, in a's order per partition"
     assert sum(map(len, in_b.values())) == 30
+    # MM2 writes nothing into region a (no herder for the disabled b -> a flow)
+    a_topics = AdminClient({"bootstrap.servers": a.bootstrap_servers}).list_topics(timeout=10).topics
+    assert not [t for t in a_topics if flow.spec.target_alias in t]
     # MM2's state topics that dr status and the mirror gate read in full stay compacted and small
     admin = AdminClient({"bootstrap.servers": b.bootstrap_servers})
     for topic in (flow.spec.offsets_topic, flow.spec.checkpoints_topic):

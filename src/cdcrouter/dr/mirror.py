@@ -176,6 +176,9 @@ def render_properties(spec: MirrorSpec) -> tuple[str, dict[str, str]]:
         "config.providers.env.class = org.apache.kafka.common.config.provider.EnvVarConfigProvider",
         f"{flow}.enabled = true",
         f"{b}->{a}.enabled = false",
+        # else MM2 still runs a herder for b->a to emit heartbeats into a: its config, offsets and
+        # status topics would be created in the source region, and start-up takes longer
+        f"{b}->{a}.emit.heartbeats.enabled = false",
         f"{flow}.topics = {', '.join(topic_pattern(t) for t in spec.topics)}",
         f"{flow}.groups = {', '.join(spec.groups)}",
         # records of aborted transactions must never reach the other region
