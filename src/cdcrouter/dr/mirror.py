@@ -5,7 +5,8 @@ A dedicated MM2 process (``org.apache.kafka.connect.mirror.MirrorMaker``, Apache
 region -> target region. Why dedicated and not connectors on the Connect worker: it needs no
 running Connect cluster (the stack's Connect is optional and bound to region A's broker, the one
 a disaster takes down), stores its state (configs, offsets, status) in the target cluster only,
-and supports exactly-once delivery in that mode (KIP-656, Kafka 3.5+).
+and supports exactly-once delivery in that mode (Connect's KIP-618 support, usable by dedicated MM2
+since Kafka 3.5).
 
 What the generated ``mm2.properties`` does, and why:
 
@@ -21,7 +22,8 @@ What the generated ``mm2.properties`` does, and why:
   offsets are translated into the target's ``__consumer_offsets`` (for groups not active there)
   and into ``<source>.checkpoints.internal``. Translation is conservative: a consumer may re-read
   a few records after a failover (deduplicate by ``eventHeader.uuid``), never skip one.
-* ``offset-syncs.topic.location=target``: MM2 writes nothing into the source region.
+* ``offset-syncs.topic.location=target`` and no heartbeats for the disabled reverse flow: MM2 only
+  reads the source region.
 """
 
 from __future__ import annotations
