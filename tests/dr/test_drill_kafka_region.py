@@ -41,4 +41,9 @@ def test_kafka_region_failover_loses_nothing(stack, unique_name: Callable[[str],
     # the failover ran every step: capture's position checked against the slot, groups translated
     steps = "\n".join(scenario.result.steps)
     assert "capture (slot" in steps and "GAP" not in steps, steps
+    # the routers and the SDK consumer resumed in B from MM2's translated offsets, not from the start
+    translated = scenario.result.translated
+    run_name = report.run
+    assert {f"{run_name}-router", f"{run_name}-view"} <= set(translated), steps
+    assert all(off > 0 for group in translated.values() for off in group.values()), translated
     assert report.failover_s is not None and rec.rto_s is not None

@@ -109,7 +109,7 @@ class KafkaRegionLoss:
         process.kill_leftovers(rec)
         ctx.step(f"kill -9 region a's broker (pid {rec.pid})")
 
-    def _await_checkpoints(self, ctx: DrillContext, timeout_s: float = 30.0) -> None:
+    def _await_checkpoints(self, ctx: DrillContext, timeout_s: float = 60.0) -> None:
         """Until MM2 has a checkpoint for the routers' and the consumer's groups (steady state has
         them; without one a group in region b would start from the beginning)."""
         from cdcrouter.dr.status import checkpoints
