@@ -1,5 +1,6 @@
 """The drill's verifier counts what it must: losses, repeated uuids, a change under two uuids,
-misrouted events, and acknowledged commits the database lost (pure functions, no stack)."""
+misrouted events, and acknowledged commits the database lost (pure functions); and a drill whose
+scenario fails with a library's error ends with a failed report, not a traceback."""
 
 from __future__ import annotations
 
@@ -49,3 +50,38 @@ def test_the_consumer_view_check() -> None:
     view = {"r-1": ("0a", 1), "r-2": ("zz", 3)}
     w = check_view(committed, view)
     assert w.missing == ["r-3"] and w.wrong == ["r-2"] and w.extra_deliveries == 2
+
+
+class _Broken:
+    """A scenario whose preparation fails with a library's own error (not a CdcrouterError)."""
+
+    name = "broken"
+    description = "prepare raises KafkaException"
+
+    def prepare(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        from confluent_kafka import KafkaError, KafkaException
+
+        raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+
+    def surviving(self, ctx):  # type: ignore[no-untyped-def]
+        return ctx.conns
+
+    def inject(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        raise AssertionError("not reached")
+
+    def recover(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        raise AssertionError("not reached")
+
+    def cleanup(self, ctx) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_a_library_error_fails_the_drill_with_a_report_not_a_traceback(
+    pg_dsn: str, stack, unique_name
+) -> None:
+    from cdcrouter.dr.drill import DrillOptions, run_drill
+
+    report = run_drill(_Broken(), stack.connections, DrillOptions(name=unique_name("drb")))
+    assert not report.ok
+    assert report.error is not None and report.error.startswith("KafkaException")
+    assert "drill failed: KafkaException" in report.render()

@@ -226,6 +226,9 @@ def run_drill(
     except CdcrouterError as exc:
         report.error = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
         ctx.step(f"drill failed: {exc.message}")
+    except Exception as exc:  # a library's own error (Kafka, PostgreSQL): the report says it, no traceback
+        report.error = f"{type(exc).__name__}: {exc}"
+        ctx.step(f"drill failed: {report.error}")
     finally:
         if ctx.workload is not None:
             wl = ctx.workload.stop()
