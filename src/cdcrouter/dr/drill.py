@@ -31,7 +31,7 @@ from typing import Protocol
 from cdcrouter.config import Connections
 from cdcrouter.dr import processes
 from cdcrouter.dr.pipeline import DrillPipeline
-from cdcrouter.dr.processes import Managed, ProcessRegistry
+from cdcrouter.dr.processes import Managed, ProcessRegistry, region_env
 from cdcrouter.dr.report import DrillReport, ViewVerdict, check_view
 from cdcrouter.dr.rto import ArrivalTail
 from cdcrouter.dr.verify import Verdict, read_events, verify
@@ -40,6 +40,8 @@ from cdcrouter.dr.workload import SteadyWorkload, committed_rows
 from cdcrouter.errors import CdcrouterError
 
 log = logging.getLogger("cdcrouter.dr")
+
+__all__ = ["DrillContext", "DrillOptions", "Scenario", "region_env", "run_drill"]
 
 
 @dataclass
@@ -52,20 +54,6 @@ class DrillOptions:
     workdir: Path | None = None
     name: str | None = None  # the run's name (topics, slot); default dr-<random>
     keep: bool = False  # leave the pipeline's processes, topics and slot behind for a look
-
-
-def region_env(conns: Connections) -> dict[str, str]:
-    """``CDCROUTER_*`` variables that point a child process at ``conns`` (secrets only in its env)."""
-    env: dict[str, str] = {}
-    for section in ("kafka", "registry", "postgres"):
-        settings = getattr(conns, section)
-        for key, value in settings.model_dump().items():
-            if value is None:
-                continue
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            env[f"CDCROUTER_{section.upper()}__{key.upper()}"] = str(value)
-    return env
 
 
 @dataclass

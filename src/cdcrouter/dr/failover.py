@@ -217,7 +217,7 @@ def _await_mirror(plan: FailoverPlan, step: Callable[[str], None]) -> dict[str, 
 
 
 def _restart_in_source(plan: FailoverPlan, step: Callable[[str], None]) -> None:
-    from cdcrouter.dr.drill import region_env
+    from cdcrouter.dr.processes import region_env
 
     env = region_env(plan.source_conns)
     for m in plan.procs.all():
@@ -309,7 +309,7 @@ def _has_members(admin: AdminClient, group: str) -> bool:
 
 
 def _start_processes(plan: FailoverPlan, step: Callable[[str], None]) -> None:
-    from cdcrouter.dr.drill import region_env
+    from cdcrouter.dr.processes import region_env
 
     env = region_env(plan.target_conns)
     todo = [m for m in plan.procs.all() if m.region == plan.source]

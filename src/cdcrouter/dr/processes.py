@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cdcrouter.config import Connections
 from cdcrouter.errors import UsageError
 from cdcrouter.stack import process
 
@@ -51,6 +52,20 @@ class Managed:
 
     def alive(self) -> bool:
         return process.is_alive(self.record)
+
+
+def region_env(conns: Connections) -> dict[str, str]:
+    """``CDCROUTER_*`` variables that point a child process at ``conns`` (secrets only in its env)."""
+    env: dict[str, str] = {}
+    for section in ("kafka", "registry", "postgres"):
+        settings = getattr(conns, section)
+        for key, value in settings.model_dump().items():
+            if value is None:
+                continue
+            if hasattr(value, "get_secret_value"):
+                value = value.get_secret_value()
+            env[f"CDCROUTER_{section.upper()}__{key.upper()}"] = str(value)
+    return env
 
 
 def cdcrouter_argv(*args: str) -> list[str]:

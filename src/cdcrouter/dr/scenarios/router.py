@@ -65,7 +65,7 @@ class RouterKill:
 
 
 def _env_of(ctx: DrillContext) -> dict[str, str]:
-    from cdcrouter.dr.drill import region_env
+    from cdcrouter.dr.processes import region_env
 
     return region_env(ctx.conns)
 
