@@ -90,7 +90,7 @@ class KafkaRegionLoss:
         self.mirror = MirrorMaker(spec, self.scratch / "mirror-state", name="mirror")
         for attempt in range(3):
             try:
-                self.mirror.start()
+                self.mirror.start(timeout_s=300.0)  # a loaded 2-core machine took over 180 s
                 break
             except KafkaException as exc:  # MM2's topics in b just created, their leader not elected yet
                 err = exc.args[0]
