@@ -61,3 +61,18 @@ def test_sasl_secrets_go_through_the_environment_not_the_file() -> None:
     jaas = env["CDCROUTER_MM2_A_JAAS"]
     assert jaas.startswith("org.apache.kafka.common.security.scram.ScramLoginModule required")
     assert 'password="s3cr\\"et";' in jaas
+
+
+def test_the_gate_finds_the_newest_proven_position_with_few_checks() -> None:
+    from cdcrouter.dr.confirm import newest_proven
+
+    for count in range(0, 40):
+        for proven_upto in range(-1, count):
+            asked: list[int] = []
+
+            def proven(i: int, upto: int = proven_upto, log: list[int] = asked) -> bool:
+                log.append(i)
+                return i <= upto
+
+            assert newest_proven(count, proven) == proven_upto
+            assert len(asked) <= 2 + max(1, count).bit_length()  # not one Kafka scan per position

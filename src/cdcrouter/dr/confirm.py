@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
@@ -31,6 +32,26 @@ from cdcrouter.errors import DrError
 
 log = logging.getLogger("cdcrouter.dr.confirm")
 HELD_WARN_S = 60.0  # warn when the slot has been held back this long
+MAX_PENDING = 256  # positions waiting for proof (older ones are thinned out beyond this)
+
+
+def newest_proven(count: int, proven: Callable[[int], bool]) -> int:
+    """The index of the newest of ``count`` pending positions that ``proven(i)`` holds for, or -1.
+
+    Proven positions form a prefix (each later one needs more records in B), so: the newest first
+    (under a steady load that is the one), else a binary search (after region B was down)."""
+    if count == 0:
+        return -1
+    if proven(count - 1):
+        return count - 1
+    best, lo, hi = -1, 0, count - 2
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if proven(mid):
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return best
 
 
 @dataclass(frozen=True)
@@ -123,13 +144,15 @@ class MirrorGate:
             self._pending.append(_Pending(latest, committed_ends(admin, tps)))
         if not self._pending:
             return self._mirrored
+        if len(self._pending) > MAX_PENDING:  # region B down for long: keep every other older one
+            half = len(self._pending) // 2
+            self._pending[:half] = self._pending[:half:2]
         mirrored = self._mirrored_offsets()
-        # newest first: under a steady load the newest proven entry is usually the one to confirm
-        for i in range(len(self._pending) - 1, -1, -1):
-            if self._in_target(admin, self._pending[i], mirrored):
-                self._mirrored = self._pending[i].end_lsn
-                del self._pending[: i + 1]
-                break
+        pending = self._pending
+        best = newest_proven(len(pending), lambda i: self._in_target(admin, pending[i], mirrored))
+        if best >= 0:
+            self._mirrored = pending[best].end_lsn
+            del pending[: best + 1]
         return self._mirrored
 
     def _mirrored_offsets(self) -> dict[tuple[str, int], int]:
