@@ -123,9 +123,7 @@ class DbPrimaryKill:
         ctx.notes.extend(said[-2:])
         ctx.step("capture stopped: " + (said[-2].strip() if len(said) >= 2 else "(see its log)"))
         argv = [*capture.argv, "--resnapshot"]
-        from cdcrouter.dr.drill import region_env
-
-        ctx.procs.launch("capture", "capture", argv, ctx.region, region_env(ctx.conns))
+        ctx.procs.launch("capture", "capture", argv, ctx.region, processes.region_env(ctx.conns))
         ctx.step("capture run --resnapshot started (as the error's hint says)")
         bridged = self._await_bridge(ctx)
         if bridged:
