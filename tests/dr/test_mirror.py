@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import threading
 import time
@@ -179,6 +180,13 @@ def flow(stack_with, region_b) -> Iterator[Flow]:
         yield Flow(replace(spec, topics=(topic,)), mirror, tag, topic, group, consumed, raw)
     finally:
         mirror.stop()
+        for scratch in (
+            mirror.home,
+            region_b.state_dir / f"json-{tag}",
+            region_b.state_dir / f"status-{tag}",
+        ):
+            shutil.rmtree(scratch, ignore_errors=True)
+        mirror.log_file.unlink(missing_ok=True)
         for kafka in (a, b):
             admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
             mine = [t for t in admin.list_topics(timeout=10).topics if tag in t]
