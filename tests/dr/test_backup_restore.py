@@ -280,3 +280,64 @@ def test_backup_refuses_to_write_a_secret(stack: Any, run: DrillPipeline, tmp_pa
     assert res.returncode == 1 and "secret" in res.stdout + res.stderr, res.stdout + res.stderr
     assert not out.exists()
     assert SECRET not in res.stdout + res.stderr
+
+
+def _rewrite(backup: Path, name: str, doc: dict[str, Any]) -> None:
+    """Change one part and its sha256 in the manifest (a backup as an older run could have left it)."""
+    import hashlib
+
+    (backup / name).write_text(json.dumps(doc))
+    manifest = json.loads((backup / "manifest.json").read_text())
+    manifest["sha256"][name] = hashlib.sha256((backup / name).read_bytes()).hexdigest()
+    (backup / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_restore_refuses_a_slot_that_cannot_resend_the_changes(
+    stack: Any, run: DrillPipeline, tmp_path: Path
+) -> None:
+    """The slot moved past the backup's position and there is no backup copy: exit 1 unless
+    --accept-gap; a backup copy replaced by a newer backup: exit 1; no slot at all: exit 1.
+    The LSNs come from pg_replication_slots (the oracle), the target is empty (no topics created)."""
+    conns: Connections = stack.connections
+    conninfo = conns.postgres.conninfo()
+    with psycopg.connect(conninfo, autocommit=True) as pg:
+        pg.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (run.slot,))
+        pg.execute("SELECT pg_logical_emit_message(false, 'drbk', 'move on')")
+        confirmed = pg.execute(
+            "SELECT confirmed_flush_lsn::text, pg_lsn(confirmed_flush_lsn) - '0/0'::pg_lsn"
+            " FROM pg_replication_slots WHERE slot_name = %s",
+            (run.slot,),
+        ).fetchone()
+    out = tmp_path / "bk"
+    res = cli("dr", "backup", "--out", str(out), "--pipeline", str(run.pipeline_file), "--no-backup-slot")
+    assert res.returncode == 0, res.stdout + res.stderr
+    capture = json.loads((out / "capture.json").read_text())
+    assert capture["slot_state"]["confirmed_flush_lsn"] == confirmed[0]
+    # a position 4 kB before the slot, and a slot that has moved since the backup
+    end = int(confirmed[1]) - 4096
+    capture["position"] = {"commit_lsn": end - 100, "end_lsn": end, "snapshot_done": True}
+    capture["slot_state"]["confirmed_flush_lsn"] = "0/1"
+    _rewrite(out, "capture.json", capture)
+
+    res = cli("dr", "restore", str(out), "--dry-run")
+    text = res.stdout + res.stderr
+    assert res.returncode == 1 and "past the backup's position" in text and "--accept-gap" in text, text
+    res = cli("dr", "restore", str(out), "--dry-run", "--accept-gap")
+    assert res.returncode == 0 and "are NOT restored" in res.stdout, res.stdout + res.stderr
+
+    # a backup copy that another backup replaced
+    bk = backup_slot_name(run.slot)
+    with psycopg.connect(conninfo, autocommit=True) as pg:
+        pg.execute("SELECT pg_copy_logical_replication_slot(%s, %s)", (run.slot, bk))
+    capture["backup_slot"] = {"slot_name": bk, "confirmed_flush_lsn": "0/2"}
+    _rewrite(out, "capture.json", capture)
+    res = cli("dr", "restore", str(out), "--dry-run")
+    assert res.returncode == 1 and "newer backup" in res.stdout + res.stderr, res.stdout + res.stderr
+
+    # neither the slot nor its copy (a database restored from its own backup)
+    with psycopg.connect(conninfo, autocommit=True) as pg:
+        for slot in (run.slot, bk):
+            pg.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    res = cli("dr", "restore", str(out), "--dry-run")
+    text = res.stdout + res.stderr
+    assert res.returncode == 1 and "--resnapshot" in text and "hint:" in text, text
