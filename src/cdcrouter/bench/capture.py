@@ -598,11 +598,20 @@ def _cleanup(
     with contextlib.suppress(Exception):
         from confluent_kafka.admin import AdminClient
 
+        admin = AdminClient({**conns.kafka.to_librdkafka(), "log_level": 0})
         raw = ours_p.raw_topic
-        topics = [raw.name, raw.offsets_topic, raw.dlq_topic]
+        wanted = {raw.name, raw.offsets_topic, raw.dlq_topic}
         for d in dbzs.values():
-            topics += [dbz.topic(d.pipeline), *d.worker.internal_topics()]
-        AdminClient(conns.kafka.to_librdkafka()).delete_topics(topics)
+            prefix = capture_debezium.topic_prefix(d.pipeline) + "."  # its table and message topics
+            wanted |= {
+                *d.worker.internal_topics(),
+                *(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)),
+            }
+        existing = set(admin.list_topics(timeout=10).topics)
+        # wait for the deletes: an AdminClient dropped at once may never send them (topics were left)
+        for fut in admin.delete_topics(sorted(wanted & existing), request_timeout=30).values():
+            with contextlib.suppress(Exception):
+                fut.result(timeout=30)
     report("cleaned up: slots, publication, schema, topics")
 
 
