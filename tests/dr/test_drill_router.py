@@ -4,6 +4,7 @@ and in the SDK consumer's view once. The oracle is the drill table as PostgreSQL
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ def test_router_kill_loses_nothing(stack, unique_name: Callable[[str], str]) -> 
     ):
         time.sleep(0.5)
     assert not left
+    assert not list(Path(tempfile.gettempdir()).glob(f"cdcrouter-{name}-*"))  # its files and logs too
     slot = DrillPipeline(name, Path(".")).slot
     with psycopg.connect(conns.postgres.conninfo()) as c:
         assert (

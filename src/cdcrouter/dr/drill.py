@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -236,6 +237,11 @@ def run_drill(
                 _delete_topics(ctx.conns, run.name)
         else:
             ctx.notes.append(f"kept: processes in {ctx.procs.directory}, files in {workdir}")
+        if not opts.keep and opts.workdir is None:
+            if report.ok:
+                shutil.rmtree(workdir, ignore_errors=True)  # its files and the processes' logs
+            else:
+                ctx.notes.append(f"the processes' logs are kept in {ctx.procs.directory / 'logs'}")
         report.steps, report.notes = ctx.steps, ctx.notes
         report.load_average_end = os.getloadavg()
     return report
