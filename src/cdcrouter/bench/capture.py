@@ -25,6 +25,7 @@ Every row has the 1-minute load average and the engine process's peak RSS.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -161,6 +162,11 @@ def _avro_string_key(key: bytes) -> str:
     return key[i : i + length].decode()
 
 
+def _json_id_key(key: bytes) -> str:
+    """Debezium's key with JSON without schemas: ``{"id": "..."}``."""
+    return str(json.loads(key)["id"])
+
+
 class _Watcher:
     """Reads a topic from its current end (read_committed), counting and optionally timestamping
     each record by key at the moment it is read."""
@@ -255,8 +261,10 @@ class _Ours:
 
 
 class _Debezium:
-    def __init__(self, conns: Connections, pipeline: Pipeline, work: Path, tag: str, *, eos: bool) -> None:
-        self.conns, self.pipeline, self.eos = conns, pipeline, eos
+    def __init__(
+        self, conns: Connections, pipeline: Pipeline, work: Path, tag: str, *, eos: bool, value_format: str
+    ) -> None:
+        self.conns, self.pipeline, self.eos, self.value_format = conns, pipeline, eos, value_format
         self.name = f"bench-{tag}-{'eos' if eos else 'alo'}"
         self.worker = dbz.Worker(conns, eos, work, tag)
 
@@ -269,7 +277,9 @@ class _Debezium:
         for fut in admin.create_topics([NewTopic(dbz.topic(self.pipeline), PARTITIONS, 1)]).values():
             fut.result(30)
         self.worker.start()
-        config = dbz.connector_config(self.pipeline, self.conns, eos=self.eos, partitions=PARTITIONS)
+        config = dbz.connector_config(
+            self.pipeline, self.conns, eos=self.eos, partitions=PARTITIONS, value_format=self.value_format
+        )
         self.worker.call("PUT", f"/connectors/{self.name}/config", json=config)
         self.worker.wait_state(self.name, "RUNNING")
         _slot_active(self.conns, self.slot, active=True)
@@ -460,6 +470,7 @@ def _run_bench(
     runs: int = 3,
     warmup_changes: int = 200_000,
     engines: tuple[str, ...] = ENGINES,
+    debezium_format: str = "avro",
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     unknown = set(engines) - set(ENGINES)
@@ -477,7 +488,12 @@ def _run_bench(
     apply_domain(conns.postgres.conninfo(), schema)
     capture_debezium.prepare_source(ours_p, conns)  # the one publication every engine reads
     ours = _Ours(conns, ours_p, work)
-    dbzs = {eos: _Debezium(conns, dbz_p[eos], work, tag, eos=eos) for eos in (False, True)}
+    if debezium_format not in ("avro", "json"):
+        raise CaptureError(f"unknown Debezium format {debezium_format!r}", hint="choose avro or json")
+    dbzs = {
+        eos: _Debezium(conns, dbz_p[eos], work, tag, eos=eos, value_format=debezium_format)
+        for eos in (False, True)
+    }
     all_engines = {
         "cdcrouter": _Engine(
             "cdcrouter",
@@ -493,7 +509,7 @@ def _run_bench(
                 f"debezium-{'eos' if eos else 'alo'}",
                 d.slot,
                 dbz.topic(d.pipeline),
-                _avro_string_key,
+                _avro_string_key if debezium_format == "avro" else _json_id_key,
                 d.release,
                 d.hold,
                 d.pid,
@@ -508,7 +524,12 @@ def _run_bench(
         "latency_seconds": latency_seconds,
         "runs": runs,
         "machine": f"{os.cpu_count()} cores",
-        "debezium": {"connector": dbz.TUNING, "producer": dbz.PRODUCER, "jvm": " ".join(dbz.JVM_OPTS)},
+        "debezium": {
+            "format": debezium_format,
+            "connector": dbz.TUNING,
+            "producer": dbz.PRODUCER,
+            "jvm": " ".join(dbz.JVM_OPTS),
+        },
         "load_1m_start": load_average(),
     }
     failed = True

@@ -62,8 +62,13 @@ def topic(pipeline: Pipeline, table: str = "car_entities") -> str:
     return f"{capture_debezium.topic_prefix(pipeline)}.{pipeline.schema}.{table}"
 
 
-def connector_config(pipeline: Pipeline, conns: Connections, *, eos: bool, partitions: int) -> dict[str, str]:
-    """The PostgreSQL connector, Debezium's defaults for the data, tuned for throughput."""
+def connector_config(
+    pipeline: Pipeline, conns: Connections, *, eos: bool, partitions: int, value_format: str = "avro"
+) -> dict[str, str]:
+    """The PostgreSQL connector, Debezium's defaults for the data, tuned for throughput.
+
+    ``value_format`` "json": JSON without schemas instead of the worker's Avro (the anchor's fallback,
+    and how the outside figures in issue #17 were measured)."""
     pg = conns.postgres
     config = {
         "connector.class": capture_debezium.CONNECTOR_CLASS,
@@ -87,6 +92,10 @@ def connector_config(pipeline: Pipeline, conns: Connections, *, eos: bool, parti
     }
     if eos:
         config.update({"exactly.once.support": "required", "transaction.boundary": "poll"})
+    if value_format == "json":
+        for side in ("key", "value"):
+            config[f"{side}.converter"] = "org.apache.kafka.connect.json.JsonConverter"
+            config[f"{side}.converter.schemas.enable"] = "false"
     return config
 
 

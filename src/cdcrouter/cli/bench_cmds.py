@@ -98,6 +98,12 @@ def bench_capture(
         ),
     ] = True,
     warmup: Annotated[int, typer.Option(help="Changes every engine drains first, not counted.")] = 200_000,
+    engines: Annotated[
+        str, typer.Option(help="Comma-separated: cdcrouter, debezium-alo, debezium-eos (default: all).")
+    ] = "",
+    debezium_format: Annotated[
+        str, typer.Option(help="Debezium's record format: avro (registry) or json (no schemas).")
+    ] = "avro",
     fmt: Format = "human",
     repeat: RepeatOpt = 3,
     as_json: JsonOpt = False,
@@ -116,7 +122,9 @@ def bench_capture(
         latency_seconds=seconds,
         runs=repeat,
         warmup_changes=warmup,
-        engines=ENGINES if debezium else ("cdcrouter",),
+        engines=tuple(e.strip() for e in engines.split(",") if e.strip())
+        or (ENGINES if debezium else ("cdcrouter",)),
+        debezium_format=debezium_format,
         report=_say,
     )
     if fmt == "json" or as_json:
