@@ -170,7 +170,7 @@ def _generate(f: Fused) -> None:
                         "UPDATE car_entities SET model_year = %s WHERE id >= %s AND id < %s",
                         (r, f"C{start:04d}", f"C{start + PER_TXN:04d}"),
                     )
-                time.sleep(0.01)
+                time.sleep(0.05)  # ~6 s of stream, so the kill lands mid-way even on a quiet machine
 
 
 def _raw_events(f: Fused, expect: int) -> list[tuple[bytes, dict[str, Any], bytes]]:
@@ -226,7 +226,10 @@ def test_kill_9_mid_stream_fused_exactly_once(fused: Fused, tmp_path: Path) -> N
         f.wait_active(first, log)
         gen = threading.Thread(target=_generate, args=(f,))
         gen.start()
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60
+        while f.committed_total() == 0:  # kill once a first transaction committed, not before
+            assert time.monotonic() < deadline and gen.is_alive(), f"nothing committed: {log}"
+            time.sleep(0.2)
         first.send_signal(signal.SIGKILL)  # raw, filtered and position were all in flight
         first.wait(30)
         gen.join(300)

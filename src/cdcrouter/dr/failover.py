@@ -85,6 +85,7 @@ class FailoverPlan:
     stop_grace_s: float = 15.0
     state_dir: Path | None = None
     record: bool = True  # write active-region.json (a drill keeps its own)
+    extra_env: dict[str, str] = field(default_factory=dict)  # more variables for every restarted process
 
 
 @dataclass
@@ -219,7 +220,7 @@ def _await_mirror(plan: FailoverPlan, step: Callable[[str], None]) -> dict[str, 
 def _restart_in_source(plan: FailoverPlan, step: Callable[[str], None]) -> None:
     from cdcrouter.dr.processes import region_env
 
-    env = region_env(plan.source_conns)
+    env = {**plan.extra_env, **region_env(plan.source_conns)}
     for m in plan.procs.all():
         if m.region == plan.source and not m.alive():
             new = plan.procs.relaunch(m, plan.source, env)
@@ -311,7 +312,7 @@ def _has_members(admin: AdminClient, group: str) -> bool:
 def _start_processes(plan: FailoverPlan, step: Callable[[str], None]) -> None:
     from cdcrouter.dr.processes import region_env
 
-    env = region_env(plan.target_conns)
+    env = {**plan.extra_env, **region_env(plan.target_conns)}
     todo = [m for m in plan.procs.all() if m.region == plan.source]
     if not todo:
         step(f"start: nothing recorded to start in {plan.target}")

@@ -268,7 +268,7 @@ def _position(conns: Connections, capture: dict[str, Any]) -> str:
     from cdcrouter.capture.sink import Offsets
 
     offsets = Offsets.from_json(json.dumps(capture["position"]).encode())
-    producer = Producer({**conns.kafka.to_librdkafka(), "enable.idempotence": True, "log_level": 3})
+    producer = Producer(conns.kafka.producer_conf(log_level=3))
     producer.produce(capture["offsets_topic"], offsets.to_json(), capture["slot"].encode())
     if producer.flush(30) != 0:
         raise BackupError(

@@ -157,6 +157,7 @@ class KafkaRegionLoss:
             force=True,
             stop_grace_s=5.0,
             record=False,
+            extra_env=ctx.extra_env,  # the processes started again keep the drill's variables
         )
         began = time.monotonic()
         self.result = failover(plan, say=lambda line: ctx.step(f"  dr failover: {line}"))
