@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ import fastavro
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
 
+from cdcrouter.bench.capture import _cpu_s, _spawn, _stop
 from cdcrouter.bench.stats import load_average, peak_rss_mb, percentile, repeat, require_all
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CdcrouterError
@@ -59,32 +58,6 @@ _FILTER = """\
 
 def _filters_yaml(prefix: str) -> str:
     return "filters:\n" + "".join(_FILTER.format(i=i, prefix=prefix, digits=d) for i, d in enumerate(_DIGITS))
-
-
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cdcrouter.cli.main", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-        env=os.environ.copy(),
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class _Reader:
@@ -234,12 +207,12 @@ def _one_run(
         with psycopg.connect(conns.postgres.conninfo(), options=f"-c search_path={name}") as conn:
             warm = _write_at_rate(conn, "W", rate, warmup_s)
             reader.wait_for(f"{mode} warm-up", warm, 60)
-            cpu0 = sum(_cpu_s(p.pid) for p in procs)
+            cpu0 = sum(_cpu_s(p.pid) or 0.0 for p in procs)
             t0 = time.monotonic()
             ids = _write_at_rate(conn, "M", rate, seconds)
             sent_s = time.monotonic() - t0
             reader.wait_for(f"{mode} latency (log: {log})", ids, 30)
-            cpu = sum(_cpu_s(p.pid) for p in procs) - cpu0
+            cpu = sum(_cpu_s(p.pid) or 0.0 for p in procs) - cpu0
             lat = [reader.seen[i] for i in ids]
             t1 = time.monotonic()
             bl = _write_backlog(conn, "B", backlog) if backlog else []
