@@ -142,9 +142,32 @@ def _trim_fraction(text: str) -> str:
     return f"{head}.{frac}" if frac else head
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def parse_json(text: str) -> object:
-    """JSON with numbers kept as their exact source text (no float rounding)."""
-    return json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+    """JSON with numbers kept as their exact source text (no float rounding).
+
+    Raises:
+        ValueError: not JSON, or JSON that has no UTF-8 form: PostgreSQL's ``json`` type (not
+            ``jsonb``) stores a lone surrogate escape such as ``"\\ud800"``, which would make
+            a string no Avro or Kafka record can hold.
+    """
+    value = json.loads(text, parse_float=str, parse_int=str, parse_constant=str)
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_surrogate(value):
+        raise ValueError("a lone UTF-16 surrogate escape (\\ud800-\\udfff) has no UTF-8 form")
+    return value
+
+
+def _has_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 def attribute_key(name: str) -> str:
