@@ -46,3 +46,31 @@ def test_a_json_value_without_utf8_form_is_kept_as_text_and_capture_goes_on(capt
         ("INSERT", {"id": "3", "j.pair": "\N{GRINNING FACE}", "note": "after"}),
         ("UPDATE", {"id": "3", "j": text[3], "j.pair": None}),  # a key that disappeared: null
     ]
+
+
+def test_alter_column_type_while_capturing_changes_the_canonical_form(capture_run: CaptureRun) -> None:
+    """A column whose type changes under a running capture (text -> jsonb, text -> timestamptz)
+    is canonicalised by its new type from the next change on: JSON flattened, timestamps ISO-8601
+    in UTC. Capture kept the start-up types until a column name changed."""
+    run = capture_run
+    run.sql("CREATE TABLE docs (id int PRIMARY KEY, v text, w text)")
+    run.pipeline = make_pipeline(run.schema, run.topic.removeprefix("raw-"), tables={"docs": {}})
+    run.start()
+    run.sql("""INSERT INTO docs VALUES (1, '{"a": 1}', '2024-01-01 10:00:00+02')""")
+    run.sql(
+        "ALTER TABLE docs ALTER COLUMN v TYPE jsonb USING v::jsonb",
+        "ALTER TABLE docs ALTER COLUMN w TYPE timestamptz USING w::timestamptz",
+    )
+    run.sql("""INSERT INTO docs VALUES (2, '{"a": {"b": 2}}', '2024-06-01 10:00:00.5+02')""")
+    run.sql("""UPDATE docs SET v = '{"a": {"b": 3}, "c": [true]}' WHERE id = 2""")
+    events = run.events(expect=3)
+    ((b3, c0, w2),) = _pg(
+        run,
+        """SELECT v #>> '{a,b}', v #>> '{c,0}', to_char(w AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+           FROM docs WHERE id = 2""",
+    )
+    assert _attrs(events) == [
+        ("INSERT", {"id": "1", "v": '{"a": 1}', "w": "2024-01-01 10:00:00+02"}),  # text, as it was
+        ("INSERT", {"id": "2", "v.a.b": "2", "w": w2.replace(".500Z", ".5Z")}),
+        ("UPDATE", {"id": "2", "v.a.b": b3, "v.c.0": c0}),
+    ]

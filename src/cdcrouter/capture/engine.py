@@ -31,6 +31,7 @@ from confluent_kafka import KafkaException
 
 from cdcrouter.capture import failover, source
 from cdcrouter.capture.avro_fast import encode_long
+from cdcrouter.capture.canonical import Kind
 from cdcrouter.capture.fastpath import RowEncoder, fast_kind_ok
 from cdcrouter.capture.kafka_limits import KafkaFatal
 from cdcrouter.capture.metrics import CaptureMetrics
@@ -148,6 +149,7 @@ class CaptureEngine:
         self.ready = threading.Event()  # set once streaming and no snapshot is pending
         self._infos: dict[str, source.TableInfo] = {}
         self._shapes: dict[int, TableShape | OutboxShape | None] = {}
+        self._type_kinds: dict[int, tuple[str, Kind | None]] = {}  # type oid -> (name, kind)
         self._reported: set[str] = set()  # warnings already logged (once each)
         self.metrics = CaptureMetrics(lambda: self.stats, connections.postgres, pipeline.replication.slot)
         self.size_cap: int | None = None  # record limit learnt from the broker refusing records (or None)
@@ -208,15 +210,21 @@ class CaptureEngine:
         info = self._infos.get(rel.name)
         if info is not None and info.partitioned:
             self._check_partitions(rel.name, conn)
+        known = {} if info is None else {c.name: c.type_oid for c in info.columns}
+        oids = rel.type_oids or (0,) * len(rel.columns)  # none: a snapshot's shape
         if info is None or any(
-            col not in {c.name for c in info.columns} and col not in info.generated for col in rel.columns
+            col not in info.generated if col not in known else (oid != 0 and known[col] != oid)
+            for col, oid in zip(rel.columns, oids, strict=True)
         ):
-            # the table changed since start: look again (and refuse new unsupported columns)
+            # the table changed since start (a column added, renamed or of another type): look
+            # again (and refuse new unsupported columns)
             with source.pg_errors("cannot inspect a changed table", self.conns.postgres):
                 self._infos.update(source.inspect_tables(conn, p.schema, [rel.name]))
                 source.check_tables(p, self._infos)
             info = self._infos[rel.name]
         kinds = {c.name: c.kind or "plain" for c in info.columns}
+        if rel.type_oids:  # the stream's own column types win: the catalog may be ahead of it
+            kinds.update(self._stream_kinds(rel, info, conn))
         names = {op: p.event_name(rel.name, op) for op in ("INSERT", "UPDATE", "DELETE", "SNAPSHOT")}
         return TableShape(
             rel.name,
@@ -228,6 +236,26 @@ class CaptureEngine:
             # generated columns: PostgreSQL 18 sends stored ones, earlier versions none; never captured
             frozenset(p.tables[rel.name].exclude_columns) | frozenset(info.generated),
         )
+
+    def _stream_kinds(
+        self, rel: Relation, info: source.TableInfo, conn: psycopg.Connection
+    ) -> dict[str, Kind]:
+        """Each column's kind from the type oids of its Relation message (an ALTER COLUMN TYPE
+        while capture runs changes them), refusing a type capture cannot take."""
+        missing = [oid for oid in set(rel.type_oids) if oid not in self._type_kinds]
+        if missing:
+            with source.pg_errors("cannot inspect a changed table", self.conns.postgres):
+                self._type_kinds.update(source.type_kinds(conn, missing))
+        skip = set(self.pipeline.tables[rel.name].exclude_columns) | set(info.generated)
+        kinds: dict[str, Kind] = {}
+        for col, oid in zip(rel.columns, rel.type_oids, strict=True):
+            if oid not in self._type_kinds:  # dropped since: the catalog's view stands
+                continue
+            type_name, kind = self._type_kinds[oid]
+            if kind is None and col not in skip:
+                raise source.unsupported_column(rel.name, col, type_name)
+            kinds[col] = kind or "plain"
+        return kinds
 
     # --- run --------------------------------------------------------------------------------
 

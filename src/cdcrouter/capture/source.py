@@ -56,6 +56,7 @@ class Column:
     type_name: str
     kind: Kind | None
     is_pk: bool
+    type_oid: int = 0  # the declared type (a domain's own oid), as pgoutput's Relation message names it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ def inspect_tables(conn: psycopg.Connection, schema: str, tables: list[str]) -> 
     """Columns, types, primary keys and replica identity of the captured tables."""
     rows = conn.execute(
         """
-        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::int,
                coalesce(bt.oid, t.oid)::int, coalesce(bt.typcategory, t.typcategory),
                coalesce(bt.typtype, t.typtype),
                coalesce(a.attnum = ANY (i.indkey), false), c.relreplident, a.attgenerated <> '',
@@ -130,18 +131,32 @@ def inspect_tables(conn: psycopg.Connection, schema: str, tables: list[str]) -> 
     cols: dict[str, list[Column]] = {}
     generated: dict[str, list[str]] = {}
     ident: dict[str, tuple[str, bool]] = {}
-    for rel, col, type_name, base_oid, category, typtype, is_pk, replident, is_gen, is_part in rows:
+    for rel, col, type_name, type_oid, base_oid, category, typtype, is_pk, replident, is_gen, is_part in rows:
         cols.setdefault(rel, [])
         generated.setdefault(rel, [])
         if is_gen:
             generated[rel].append(col)
         else:
-            cols[rel].append(Column(col, type_name, kind_of(base_oid, category, typtype), is_pk))
+            cols[rel].append(Column(col, type_name, kind_of(base_oid, category, typtype), is_pk, type_oid))
         ident[rel] = (replident, is_part)
     return {
         name: TableInfo(name, tuple(c), ident[name][0], tuple(generated[name]), ident[name][1])
         for name, c in cols.items()
     }
+
+
+def type_kinds(conn: psycopg.Connection, oids: list[int]) -> dict[int, tuple[str, Kind | None]]:
+    """Name and canonical kind of each type oid (a Relation message's column types)."""
+    rows = conn.execute(
+        """
+        SELECT t.oid::int, format_type(t.oid, NULL), coalesce(bt.oid, t.oid)::int,
+               coalesce(bt.typcategory, t.typcategory), coalesce(bt.typtype, t.typtype)
+        FROM pg_type t LEFT JOIN pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+        WHERE t.oid = ANY(%s)
+        """,
+        (oids,),
+    ).fetchall()
+    return {oid: (name, kind_of(base, category, typtype)) for oid, name, base, category, typtype in rows}
 
 
 def generated_column_warnings(infos: dict[str, TableInfo]) -> list[str]:
@@ -198,11 +213,15 @@ def check_tables(pipeline: Pipeline, infos: dict[str, TableInfo]) -> None:
                     )
         for c in info.columns:
             if c.kind is None and c.name not in excluded:
-                raise CaptureError(
-                    f"column {table}.{c.name} has type {c.type_name}, which capture does not support",
-                    hint=f"add {c.name!r} to tables.{table}.exclude_columns, or store it as text/jsonb "
-                    "(supported: numbers, text, boolean, date/time, uuid, bytea, json/jsonb, enums)",
-                )
+                raise unsupported_column(table, c.name, c.type_name)
+
+
+def unsupported_column(table: str, column: str, type_name: str) -> CaptureError:
+    return CaptureError(
+        f"column {table}.{column} has type {type_name}, which capture does not support",
+        hint=f"add {column!r} to tables.{table}.exclude_columns, or store it as text/jsonb "
+        "(supported: numbers, text, boolean, date/time, uuid, bytea, json/jsonb, enums)",
+    )
 
 
 def _id_columns(entity_id: str | list[str] | None) -> tuple[str, ...]:
