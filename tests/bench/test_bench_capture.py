@@ -1,5 +1,6 @@
-"""``cdcrouter bench capture``: the Debezium key reader against fastavro (the oracle), and one small
-run of our engine on the real stack that must account for every change it made."""
+"""``cdcrouter bench capture``: the Debezium key reader against fastavro (the oracle), the warm-up's
+stopping rule, and small runs of our engine and of the Debezium anchor on the real stack that must
+account for every change they made."""
 
 from __future__ import annotations
 
@@ -24,9 +25,27 @@ def test_debezium_key_reader_agrees_with_fastavro(row_id: str) -> None:
     assert bench._avro_string_key(framed) == row_id
 
 
+@pytest.mark.parametrize(
+    ("trace", "settled"),
+    [
+        ([{"a": 100.0}], False),  # one round proves nothing
+        ([{"a": 100.0}, {"a": 55.0}], False),  # still falling: the JIT is not done
+        ([{"a": 55.0}, {"a": 52.0}], True),
+        ([{"a": 55.0}, {"a": 60.0}], True),  # noise upwards is settled too
+        ([{"a": 55.0, "b": 9.0}, {"a": 54.0, "b": 7.0}], False),  # every engine must settle
+        ([{"a": None, "b": 9.0}, {"a": 40.0, "b": 9.0}], True),  # no figure: nothing to compare
+    ],
+)
+def test_warm_up_stops_once_cpu_per_change_stops_falling(trace: list, settled: bool) -> None:
+    assert bench._settled(trace) is settled
+
+
 @pytest.mark.integration
 @pytest.mark.stack_services("postgres", "kafka", "registry")
-def test_a_run_of_our_engine_counts_every_change(stack: Any) -> None:
+@pytest.mark.parametrize("engine", ["cdcrouter", "debezium-alo"])
+def test_a_run_counts_every_change(stack: Any, engine: str) -> None:
+    """Each engine end to end on the real stack; Debezium on its own Connect worker (the stack's
+    worker settings), Avro through the registry. Every change is counted by reading the topic."""
     out = bench.run_bench(
         stack.connections,
         changes=2000,
@@ -34,9 +53,13 @@ def test_a_run_of_our_engine_counts_every_change(stack: Any) -> None:
         rate=400,
         latency_seconds=1.0,
         runs=1,
-        engines=("cdcrouter",),
+        engines=(engine,),
         report=lambda _m: None,
     )
-    tp, lat = out["throughput"]["cdcrouter"], out["latency"]["cdcrouter"]
+    tp, lat = out["throughput"][engine], out["latency"][engine]
     assert tp["records_read"] == 2000 and tp["changes_per_s"] > 0 and tp["peak_rss_mb"] > 0
+    assert tp["cpu_us_per_change"] > 0 and tp["value_format"] == "registry (magic 0)"
+    # the steady window (first record readable -> last) lies inside the drain from the slot's start
+    assert tp["start_s"] >= 0 and tp["drain_s"] >= tp["start_s"]
     assert lat["changes"] >= 400 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert len(out["warmup"]) >= 2  # the warm-up runs until CPU per change stops falling

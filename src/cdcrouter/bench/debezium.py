@@ -2,8 +2,9 @@
 
 The PostgreSQL connector runs on a Kafka Connect worker of its own (started and stopped here, so
 its CPU, RSS and JVM are only Debezium's, and exactly-once source support can be on or off per
-row: it is a worker setting). Records are Debezium's own envelope, Avro through the registry
-(Confluent's AvroConverter on the registry's ccompat API), written straight to a per-table topic.
+row: it is a worker setting), with the stack's worker settings (``worker_properties``). Records
+are Debezium's own envelope, Avro through the registry (Confluent's AvroConverter on the registry's
+ccompat API), written straight to a per-table topic.
 
 Tuning follows Debezium's and Kafka's performance guidance (see ``TUNING`` and ``PRODUCER``):
 bigger batches and queue than the defaults (2,048 / 8,192), a short poll interval (the default
@@ -29,7 +30,7 @@ from cdcrouter.capture.pipeline import Pipeline
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
 from cdcrouter.stack.service import StackContext
-from cdcrouter.stack.services.connect import AVRO_CONVERTER, connect_home, converter_dir
+from cdcrouter.stack.services.connect import connect_home, converter_dir, render_properties, worker_properties
 from cdcrouter.stack.services.kafka import write_log4j
 
 # Debezium's performance guidance: batches and a queue well above the defaults (2,048 / 8,192),
@@ -118,8 +119,8 @@ class Worker:
     def group(self) -> str:
         return f"bench-connect-{self.tag}-{'eos' if self.eos else 'alo'}"
 
-    def internal_topics(self) -> list[str]:
-        return [f"{self.group}-{kind}" for kind in ("configs", "offsets", "status")]
+    def internal_topics(self) -> tuple[str, str, str]:
+        return (f"{self.group}-configs", f"{self.group}-offsets", f"{self.group}-status")
 
     def _plugin_path(self, ctx: StackContext) -> Path:
         path = self.workdir / "plugins"
@@ -134,35 +135,23 @@ class Worker:
 
     def start(self, timeout_s: float = 180.0) -> None:
         ctx = StackContext(state_dir=self.workdir)  # fetches the jars only if not cached yet
-        registry = self.conns.registry.url
-        configs, offsets, status = self.internal_topics()
         props = {
-            "bootstrap.servers": self.conns.kafka.bootstrap_servers,
-            "group.id": self.group,
-            "key.converter": AVRO_CONVERTER,
-            "key.converter.schema.registry.url": registry,
-            "value.converter": AVRO_CONVERTER,
-            "value.converter.schema.registry.url": registry,
-            "config.storage.topic": configs,
-            "offset.storage.topic": offsets,
-            "status.storage.topic": status,
-            "config.storage.replication.factor": "1",
-            "offset.storage.replication.factor": "1",
-            "status.storage.replication.factor": "1",
-            "listeners": self.url,
-            "rest.advertised.host.name": "127.0.0.1",
-            "rest.advertised.port": str(self.port),
-            "plugin.path": str(self._plugin_path(ctx)),
-            "plugin.discovery": "service_load",
+            **worker_properties(
+                bootstrap=self.conns.kafka.bootstrap_servers,
+                group=self.group,
+                storage_topics=self.internal_topics(),
+                registry_url=self.conns.registry.url,
+                port=self.port,
+                plugin_path=self._plugin_path(ctx),
+                exactly_once=self.eos,
+            ),
             "config.providers": "env",
             "config.providers.env.class": "org.apache.kafka.common.config.provider.EnvVarConfigProvider",
-            "exactly.once.source.support": "enabled" if self.eos else "disabled",
-            "scheduled.rebalance.max.delay.ms": "0",
             **{f"producer.{k}": v for k, v in PRODUCER.items()},
         }
         home = self.workdir / ("eos" if self.eos else "alo")
         home.mkdir(parents=True, exist_ok=True)
-        (home / "worker.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (home / "worker.properties").write_text(render_properties(props))
         write_log4j(home / "log4j2.properties")
         env = dict(os.environ)
         pw = self.conns.postgres.password

@@ -88,7 +88,7 @@ def _counts(option: str, value: str, example: str, most: int) -> list[int]:
 
 def bench_capture(
     config: ConfigFile = None,
-    changes: Annotated[int, typer.Option(help="Backlog size for the throughput phase.")] = 200_000,
+    changes: Annotated[int, typer.Option(help="Backlog size for the throughput phase.")] = 500_000,
     rate: Annotated[int, typer.Option(help="Changes/s for the latency phase.")] = 2000,
     seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 15.0,
     debezium: Annotated[
@@ -97,7 +97,12 @@ def bench_capture(
             "--debezium/--no-debezium", help="Compare with Debezium (at-least-once and exactly-once)."
         ),
     ] = True,
-    warmup: Annotated[int, typer.Option(help="Changes every engine drains first, not counted.")] = 200_000,
+    warmup: Annotated[
+        int,
+        typer.Option(
+            help="Changes per warm-up round (not counted); rounds repeat until CPU per change settles."
+        ),
+    ] = 300_000,
     engines: Annotated[
         str, typer.Option(help="Comma-separated: cdcrouter, debezium-alo, debezium-eos (default: all).")
     ] = "",

@@ -91,6 +91,48 @@ def _write_manifest(path: Path) -> None:
     tmp.replace(path)
 
 
+def worker_properties(
+    *,
+    bootstrap: str,
+    group: str,
+    storage_topics: tuple[str, str, str],
+    registry_url: str,
+    port: int,
+    plugin_path: Path,
+    exactly_once: bool,
+) -> dict[str, str]:
+    """One Connect worker's settings, shared by the stack's worker and ``bench capture``'s own workers
+    (which add their producer tuning): Avro through the registry, one-replica internal topics
+    ``storage_topics`` (configs, offsets, status), offsets flushed every second."""
+    configs, offsets, status = storage_topics
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "key.converter": AVRO_CONVERTER,
+        "key.converter.schema.registry.url": registry_url,
+        "value.converter": AVRO_CONVERTER,
+        "value.converter.schema.registry.url": registry_url,
+        "config.storage.topic": configs,
+        "offset.storage.topic": offsets,
+        "status.storage.topic": status,
+        "config.storage.replication.factor": "1",
+        "offset.storage.replication.factor": "1",
+        "status.storage.replication.factor": "1",
+        "offset.flush.interval.ms": "1000",
+        "listeners": f"http://{HOST}:{port}",
+        "rest.advertised.host.name": HOST,
+        "rest.advertised.port": str(port),
+        "plugin.path": str(plugin_path),
+        "plugin.discovery": "service_load",  # every plugin has a manifest (see _write_manifest)
+        "exactly.once.source.support": "enabled" if exactly_once else "disabled",
+        "scheduled.rebalance.max.delay.ms": "0",
+    }
+
+
+def render_properties(props: dict[str, str]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
 class Connect(Service):
     name = "connect"
     version = f"{versions.KAFKA} (debezium {versions.DEBEZIUM})"
@@ -141,31 +183,16 @@ class Connect(Service):
 
     def prepare(self, ctx: StackContext) -> None:
         home = ctx.service_dir(self.name)
-        registry = f"http://{HOST}:{ctx.port('registry')}/apis/ccompat/v7"
-        props = [
-            f"bootstrap.servers={HOST}:{ctx.port('kafka')}",
-            f"group.id={GROUP_ID}",
-            f"key.converter={AVRO_CONVERTER}",
-            f"key.converter.schema.registry.url={registry}",
-            f"value.converter={AVRO_CONVERTER}",
-            f"value.converter.schema.registry.url={registry}",
-            f"config.storage.topic={CONFIG_TOPIC}",
-            f"offset.storage.topic={OFFSET_TOPIC}",
-            f"status.storage.topic={STATUS_TOPIC}",
-            "config.storage.replication.factor=1",
-            "offset.storage.replication.factor=1",
-            "status.storage.replication.factor=1",
-            "offset.flush.interval.ms=1000",
-            f"listeners=http://{HOST}:{ctx.port('connect')}",
-            f"rest.advertised.host.name={HOST}",
-            f"rest.advertised.port={ctx.port('connect')}",
-            f"plugin.path={self.plugin_path(ctx)}",
-            "plugin.discovery=service_load",  # every plugin has a manifest (see _write_manifest)
-            "exactly.once.source.support=enabled",
-            "scheduled.rebalance.max.delay.ms=0",
-            "",
-        ]
-        (home / "worker.properties").write_text("\n".join(props))
+        props = worker_properties(
+            bootstrap=f"{HOST}:{ctx.port('kafka')}",
+            group=GROUP_ID,
+            storage_topics=(CONFIG_TOPIC, OFFSET_TOPIC, STATUS_TOPIC),
+            registry_url=f"http://{HOST}:{ctx.port('registry')}/apis/ccompat/v7",
+            port=ctx.port("connect"),
+            plugin_path=self.plugin_path(ctx),
+            exactly_once=True,
+        )
+        (home / "worker.properties").write_text(render_properties(props))
         write_log4j(home / "log4j2.properties")
         self._create_internal_topics(ctx)
 
