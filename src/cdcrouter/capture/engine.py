@@ -570,9 +570,11 @@ class CaptureEngine:
         ms = encode_long(0)  # the current PostgreSQL transaction's COMMIT time, encoded
         stats = self.stats
         max_events, max_s = p.batching.max_events, p.batching.max_ms / 1000
+        max_open_s = p.batching.max_open_s
         heartbeat_s = p.heartbeat_interval_s
 
-        in_txn = skip = False
+        in_txn = skip = split = False  # split: the current PostgreSQL txn was committed in part
+        txn_final = through = 0  # its final LSN; a restart skips its changes up to `through`
         commit_ms = 0
         last_done: Commit | None = None  # last complete PostgreSQL txn of the batch being built
         batch_events = 0
@@ -670,7 +672,9 @@ class CaptureEngine:
             sink.commit(offsets)
             commit_took(time.perf_counter() - started)
 
-        def start_commit() -> None:
+        def start_commit(part_through: int = 0) -> None:
+            """Commit the batch; ``part_through``: the current PostgreSQL transaction's changes up to
+            that LSN are in it, the rest follows (one too long for a Kafka transaction)."""
             nonlocal inflight, inflight_offsets, batch_events, last_done, batch_start
             settle(True)  # one commit at a time; flushes `pending` into the open txn
             sink.begin()  # snapshot progress alone may have produced nothing yet
@@ -687,11 +691,23 @@ class CaptureEngine:
                 committed.rate,
                 state,
                 tables,
+                txn_final if part_through else 0,
+                part_through,
             )
             commit_done.clear()
             inflight = pool.submit(timed_commit, inflight_offsets)
             inflight.add_done_callback(committed_cb)
             batch_events, last_done, batch_start = 0, None, time.monotonic()
+
+        def split_txn(lsn: int) -> bool:
+            """The open Kafka transaction has held one PostgreSQL transaction for ``max_open_s``:
+            commit its changes so far (through ``lsn``), before the broker's transaction timeout
+            aborts them all, again on every retry."""
+            if not in_txn or inflight is not None or not sink.in_transaction:
+                return False
+            log.info("a PostgreSQL transaction open for %.0f s in Kafka: committing it in parts", max_open_s)
+            start_commit(lsn)
+            return True
 
         def next_chunk() -> None:
             """Between PostgreSQL transactions: read the next snapshot chunk (capture/snapshot.py)."""
@@ -764,8 +780,8 @@ class CaptureEngine:
                 buf = msg.payload
                 tag = buf[0]
                 if tag in change_tags:
-                    if skip:
-                        continue
+                    if skip or (through and msg.data_start <= through):
+                        continue  # in Kafka already (a whole transaction, or part of one)
                     if watch and _U32(buf, 1)[0] in watch:
                         snap.saw(decode(buf))  # type: ignore[arg-type]
                     row_enc = rows.get(_U32(buf, 1)[0])
@@ -784,6 +800,8 @@ class CaptureEngine:
                             emit(key, value, None, msg.data_start)
                         batch_events += 1
                         stats.events += 1
+                        if not batch_events & 255 and time.monotonic() - sink.began >= max_open_s:
+                            split = split_txn(msg.data_start) or split
                         continue
                     ch = decode(buf)
                     assert isinstance(ch, Change)
@@ -820,6 +838,8 @@ class CaptureEngine:
                     emit(event_key(event), encode(event), None, msg.data_start)
                     batch_events += 1
                     stats.events += 1
+                    if not batch_events & 255 and time.monotonic() - sink.began >= max_open_s:
+                        split = split_txn(msg.data_start) or split
                 elif tag == _BEGIN:
                     b = decode(buf)
                     assert isinstance(b, Begin)
@@ -829,10 +849,12 @@ class CaptureEngine:
                     skip = b.final_lsn <= max(committed.commit_lsn, inflight_offsets.commit_lsn)
                     if skip:
                         stats.skipped_transactions += 1
+                    txn_final, split = b.final_lsn, False
+                    through = committed.partial_through if b.final_lsn == committed.partial_lsn else 0
                 elif tag == _COMMIT:
                     c = decode(buf)
                     assert isinstance(c, Commit)
-                    in_txn = False
+                    in_txn, through = False, 0
                     if skip:
                         skip = False
                         continue
@@ -841,7 +863,8 @@ class CaptureEngine:
                     # open Kafka txn; a PostgreSQL txn without events (TRUNCATE, other tables)
                     # must not turn an in-flight or absent Kafka txn into one to commit, unless
                     # snapshot progress (a signal) has to be committed
-                    if (pending if inflight is not None else sink.in_transaction) or snap.dirty:
+                    # (a txn committed in part must also commit its end, even with nothing after the part)
+                    if (pending if inflight is not None else sink.in_transaction) or snap.dirty or split:
                         last_done = c
                         if (
                             snap.dirty
@@ -856,7 +879,7 @@ class CaptureEngine:
                     assert isinstance(m, LogicalMessage)
                     if m.prefix == WATERMARK_PREFIX and not m.transactional and snap.on_watermark(m):
                         draining, lsn = True, m.lsn  # the chunk's rows go out from here, in slices
-                    elif m.prefix == SIGNAL_PREFIX and m.transactional and not skip:
+                    elif m.prefix == SIGNAL_PREFIX and m.transactional and not skip and m.lsn > through:
                         snap.on_signal(m)  # queued; committed with its transaction
                 elif tag == _RELATION:
                     rel = decode(buf)

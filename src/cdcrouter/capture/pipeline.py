@@ -107,6 +107,9 @@ class Batching(_Model):
 
     max_events: int = Field(default=20_000, ge=1)
     max_ms: int = Field(default=50, ge=1, le=60_000)
+    # a PostgreSQL transaction still streaming after this long in one Kafka transaction is committed
+    # in parts (the producer's transaction.timeout.ms is 60 s: the broker would abort it)
+    max_open_s: float = Field(default=20.0, gt=0, le=50)
 
 
 class EventNames(_Model):

@@ -138,6 +138,10 @@ class Offsets:
     # the captured tables this slot knows (a table added to the pipeline later gets a snapshot);
     # None in records written before this field existed
     tables: tuple[str, ...] | None = None
+    # a PostgreSQL transaction too long for one Kafka transaction is committed in parts: its final
+    # LSN, and the LSN of its last change in Kafka (0, 0: none; a restart skips up to that change)
+    partial_lsn: int = 0
+    partial_through: int = 0
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -152,6 +156,8 @@ class Offsets:
         }
         if self.tables is not None:
             doc["tables"] = list(self.tables)
+        if self.partial_lsn:
+            doc["partial_lsn"], doc["partial_through"] = self.partial_lsn, self.partial_through
         return json.dumps(doc).encode()
 
     @classmethod
