@@ -74,3 +74,33 @@ def test_alter_column_type_while_capturing_changes_the_canonical_form(capture_ru
         ("INSERT", {"id": "2", "v.a.b": "2", "w": w2.replace(".500Z", ".5Z")}),
         ("UPDATE", {"id": "2", "v.a.b": b3, "v.c.0": c0}),
     ]
+
+
+def test_the_sdk_reads_numeric_nan_and_infinity_as_postgresql_holds_them(capture_run: CaptureRun) -> None:
+    """numeric NaN, Infinity and values past float range, as the consumer SDK reads them:
+    ``decimal`` is exact or the default for NaN (``Decimal('NaN')`` broke every comparison in a
+    handler), ``integer`` the default for NaN and infinities (it raised OverflowError)."""
+    from decimal import Decimal
+
+    from cdcrouter.consumer import Event
+
+    run = capture_run
+    run.sql(
+        "CREATE TABLE amounts (id int PRIMARY KEY, n numeric, r float8)",
+        "INSERT INTO amounts VALUES (1, 'NaN', 'NaN'), (2, 'Infinity', '-Infinity'), "
+        "(3, '-123456789012345678901234567890.000', 1e308), (4, 12, 0.1)",
+    )
+    run.pipeline = make_pipeline(run.schema, run.topic.removeprefix("raw-"), tables={"amounts": {}})
+    run.start()
+    entities = {e.entity.entity_id: e.entity for e in map(Event.from_avro, run.events(expect=4))}
+    oracle = _pg(
+        run,
+        "SELECT id::text, n::text, r::text, n = trunc(n) AND n NOT IN ('Infinity', '-Infinity') FROM amounts",
+    )
+    for eid, n, r, integral in oracle:
+        entity = entities[eid]
+        assert (entity.attr("n"), entity.attr("r")) == (n, r)
+        want = None if n == "NaN" else Decimal(n)
+        assert entity.decimal("n") == want and (want is None or entity.decimal("n") >= 0 or want < 0)
+        assert entity.integer("n") == (int(Decimal(n)) if n != "NaN" and integral else None)
+        assert entity.integer("r") is None or Decimal(r) == entity.integer("r")

@@ -42,19 +42,23 @@ class Entity:
         return key in self.updated_attributes
 
     def decimal(self, key: str, default: Decimal | None = None) -> Decimal | None:
-        """The attribute as an exact ``Decimal`` (``default`` when absent, null or not a number)."""
+        """The attribute as an exact ``Decimal`` (``default`` when absent, null or not a number:
+        PostgreSQL's ``NaN`` too, which no comparison takes; ``Infinity`` stays infinite)."""
         raw = self.updated_attributes.get(key)
-        if raw is None:
+        if raw is None or "_" in raw:  # Decimal() reads "1_000"; the filter language does not
             return default
         try:
-            return Decimal(raw)
+            value = Decimal(raw)
         except InvalidOperation:
             return default
+        return default if value.is_nan() else value
 
     def integer(self, key: str, default: int | None = None) -> int | None:
-        """The attribute as an int; ``default`` when absent, null or not a whole number."""
+        """The attribute as an int; ``default`` when absent, null or not a whole (finite) number."""
         value = self.decimal(key)
-        return default if value is None or value != value.to_integral_value() else int(value)
+        if value is None or not value.is_finite() or value != value.to_integral_value():
+            return default
+        return int(value)
 
     def boolean(self, key: str, default: bool | None = None) -> bool | None:
         """``true``/``false`` (the canonical form; ``t``/``f`` too) as a bool, else ``default``."""
