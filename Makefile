@@ -40,9 +40,10 @@ lint: install
 	$(BIN)/ruff format --check src tests testing
 
 # Full suite: unit tests, then integration tests on the real local stack (started by the tests).
+# --durations=25: the CI log names the slowest tests (the suite's budget is 30 minutes on 2 cores).
 test: install
 	$(BIN)/ruff check src tests testing
-	$(BIN)/python testing/cdcrouter_testing/run_pytest.py tests
+	$(BIN)/python testing/cdcrouter_testing/run_pytest.py tests --durations=25
 
 test-fast: install
 	$(BIN)/python testing/cdcrouter_testing/run_pytest.py tests -m "not integration and not flink"

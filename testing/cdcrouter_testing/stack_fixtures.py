@@ -147,14 +147,20 @@ class _Session:
                 # up() stopped half-way: what it did start is still ours to stop at the end.
                 self.started += [n for n in missing if n not in already and self.stack.running_record(n)]
                 reason = f"local stack ({', '.join(missing)}) unavailable: {exc.render()}"
+                # only what is not up and healthy failed: Flink not starting must not skip every
+                # later Kafka test of the session
                 for name in missing:
-                    self.failed[name] = reason
+                    if not self._healthy(name):
+                        self.failed[name] = reason
                 _unavailable(reason)
             self.ensured.update(wanted)
         handle = StackHandle(self.stack, frozenset(self.ensured), self.stack.connections())
         if "kafka" in self.ensured and self.topics_before is None:
             self.topics_before = _topics(handle.kafka_conf())
         return handle
+
+    def _healthy(self, name: str) -> bool:
+        return bool(self.stack.running_record(name)) and self.stack.services[name].ready(self.stack.ctx)
 
     def delete_new_topics(self) -> None:
         """Delete the topics this session created. Hundreds of them per run made the shared broker

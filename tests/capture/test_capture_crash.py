@@ -18,6 +18,8 @@ from capture_helpers import CaptureRun, make_pipeline, read_topic
 from ruamel.yaml import YAML
 
 from cdcrouter.capture.sink import read_offsets
+from cdcrouter_testing.slots import wait_slot_active
+from cdcrouter_testing.workloads import write_car_rounds
 
 pytestmark = [pytest.mark.integration, pytest.mark.pg_versions()]  # on 15 and 18
 
@@ -47,37 +49,14 @@ def _capture(run: CaptureRun, path: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _wait_active(run: CaptureRun, proc: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(run.conns.postgres.conninfo(), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "capture exited early"
-            row = conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
-                (run.pipeline.replication.slot,),
-            ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.1)
-    raise AssertionError("capture never became active on its slot")
+    wait_slot_active(
+        run.conns.postgres.conninfo(), run.pipeline.replication.slot, proc=proc, timeout_s=timeout_s
+    )
 
 
 def _generate(run: CaptureRun) -> None:
     with psycopg.connect(run.conns.postgres.conninfo(), options=f"-c search_path={run.schema}") as conn:
-        for start in range(0, CARS, PER_TXN):
-            with conn.transaction():
-                conn.cursor().executemany(
-                    "INSERT INTO car_entities (id, vin, make, model, model_year) "
-                    "VALUES (%s, 'V', 'M', 'X', 0)",
-                    [(f"C{i:04d}",) for i in range(start, start + PER_TXN)],
-                )
-        for r in range(1, ROUNDS + 1):
-            for start in range(0, CARS, PER_TXN):
-                with conn.transaction():
-                    conn.execute(
-                        "UPDATE car_entities SET model_year = %s WHERE id >= %s AND id < %s",
-                        (r, f"C{start:04d}", f"C{start + PER_TXN:04d}"),
-                    )
-                time.sleep(0.003)
+        write_car_rounds(conn, cars=CARS, rounds=ROUNDS, per_txn=PER_TXN, pause_s=0.003)
 
 
 def test_kill_9_mid_stream_then_restart_is_exactly_once(capture_run: CaptureRun, tmp_path: Path) -> None:

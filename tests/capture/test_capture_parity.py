@@ -11,32 +11,22 @@ import contextlib
 import random
 import string
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from capture_helpers import CaptureRun, drop_capture_objects, make_pipeline, read_topic
 
 from cdcrouter.capture import debezium
 from cdcrouter.capture.pipeline import Pipeline
+from cdcrouter_testing.slots import wait_slot_active
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("postgres", "kafka", "registry", "connect")]
 
 
 def _wait_slot_active(run: CaptureRun, slot: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(run.conns.postgres.conninfo(), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-            ).fetchone()
-            if row and row[0]:
-                return
-            time.sleep(0.2)
-    raise AssertionError(f"Debezium never became active on slot {slot}")
+    wait_slot_active(run.conns.postgres.conninfo(), slot, timeout_s=timeout_s, who="Debezium")
 
 
 def _comparable(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

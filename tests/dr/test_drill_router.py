@@ -12,25 +12,17 @@ from pathlib import Path
 import psycopg
 from confluent_kafka.admin import AdminClient
 
-from cdcrouter.dr.drill import DrillOptions, run_drill
 from cdcrouter.dr.pipeline import DrillPipeline
+from cdcrouter.dr.report import DrillReport
 from cdcrouter.dr.scenarios.router import RouterKill
 
 
-def test_router_kill_loses_nothing(stack, unique_name: Callable[[str], str]) -> None:
+def test_router_kill_loses_nothing(stack, drill: Callable[..., DrillReport]) -> None:
     conns = stack.connections
-    name = unique_name("dr")
-    report = run_drill(
-        RouterKill(restart=True),
-        conns,
-        DrillOptions(rate=50, before_s=2, after_s=4, settle_s=120, name=name),
-        say=print,
-    )
-    print(report.render())
-    assert report.error is None, report.error
+    report = drill(RouterKill(restart=True), min_acked=150)
+    name = report.run
     v = report.verdict
     assert v is not None and report.view is not None and report.recovery is not None
-    assert report.acked >= 150, "the workload did not run: nothing was tested"
     assert v.committed == report.acked + v.in_doubt_committed  # the oracle saw every acknowledged commit
     assert v.lost == 0 and not report.view.missing, report.render()
     assert v.unexpected == 0 and v.duplicate_changes == 0

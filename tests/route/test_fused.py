@@ -31,6 +31,8 @@ from cdcrouter.capture.sink import read_offsets
 from cdcrouter.schemas import parsed_filtered_schema
 from cdcrouter.schemas.registry import RegistryClient, apply_schemas, desired_subjects, plan_schemas
 from cdcrouter.topics import admin_client, apply_topics, plan_topics, topics_for
+from cdcrouter_testing.slots import wait_slot_active
+from cdcrouter_testing.workloads import write_car_rounds
 
 from .oracle import expected_routing
 from .routekit import read_topic
@@ -129,18 +131,8 @@ class Fused:
         return psycopg.connect(self.conns.postgres.conninfo(), options=f"-c search_path={self.schema}")
 
     def wait_active(self, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        with psycopg.connect(self.conns.postgres.conninfo(), autocommit=True) as conn:
-            while time.monotonic() < deadline:
-                assert proc.poll() is None, f"capture exited early: {log.read_text()[-2000:]}"
-                row = conn.execute(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
-                    (self.pipeline.replication.slot,),
-                ).fetchone()
-                if row and row[0]:
-                    return
-                time.sleep(0.1)
-        raise AssertionError("capture never became active on its slot")
+        slot = self.pipeline.replication.slot
+        wait_slot_active(self.conns.postgres.conninfo(), slot, proc=proc, log=log, timeout_s=timeout_s)
 
     def committed_total(self) -> int:
         got = read_offsets(self.conns, self.pipeline.raw_topic.offsets_topic, self.pipeline.replication.slot)
@@ -155,22 +147,8 @@ def fused(stack: Any, unique_name: Callable[[str], str], tmp_path: Path) -> Iter
 
 
 def _generate(f: Fused) -> None:
-    with f.sql() as conn:
-        for start in range(0, CARS, PER_TXN):
-            with conn.transaction():
-                conn.cursor().executemany(
-                    "INSERT INTO car_entities (id, vin, make, model, model_year) "
-                    "VALUES (%s, 'V', 'M', 'X', 0)",
-                    [(f"C{i:04d}",) for i in range(start, start + PER_TXN)],
-                )
-        for r in range(1, ROUNDS + 1):
-            for start in range(0, CARS, PER_TXN):
-                with conn.transaction():
-                    conn.execute(
-                        "UPDATE car_entities SET model_year = %s WHERE id >= %s AND id < %s",
-                        (r, f"C{start:04d}", f"C{start + PER_TXN:04d}"),
-                    )
-                time.sleep(0.05)  # ~6 s of stream, so the kill lands mid-way even on a quiet machine
+    with f.sql() as conn:  # ~6 s of stream, so the kill lands mid-way even on a quiet machine
+        write_car_rounds(conn, cars=CARS, rounds=ROUNDS, per_txn=PER_TXN, pause_s=0.05)
 
 
 def _raw_events(f: Fused, expect: int) -> list[tuple[bytes, dict[str, Any], bytes]]:

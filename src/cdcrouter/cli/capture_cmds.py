@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
+from cdcrouter.cli.groups import subgroup
+
 PipelineFile = Annotated[
     Path,
     typer.Option("--pipeline", "-p", envvar="CDCROUTER_PIPELINE", help="The pipeline file (see examples/)."),
@@ -80,10 +82,7 @@ class _SnapshotBar:
 
 def register(app: typer.Typer) -> None:
     """Add ``capture`` and ``connector`` command groups to ``app``."""
-    capture = typer.Typer(
-        help="Embedded capture: PostgreSQL changes to raw-business-events.", no_args_is_help=True
-    )
-    app.add_typer(capture, name="capture")
+    capture = subgroup(app, "capture", help="Embedded capture: PostgreSQL changes to raw-business-events.")
 
     @capture.command("run")
     def run(
@@ -229,11 +228,11 @@ def register(app: typer.Typer) -> None:
         events = Normalizer(p, conns).run(stop, duration_s=duration)
         typer.echo(f"normalize: stopped after {events} events", err=True)
 
-    connector = typer.Typer(
+    connector = subgroup(
+        app,
+        "connector",
         help="Debezium engine: the PostgreSQL connector on Kafka Connect or Confluent Cloud.",
-        no_args_is_help=True,
     )
-    app.add_typer(connector, name="connector")
 
     @connector.command("render")
     def render(

@@ -6,8 +6,10 @@ Thin bodies: the work lives in :mod:`cdcrouter.dr.drill`, :mod:`cdcrouter.dr.fai
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -144,17 +146,24 @@ def _failover_commands(group: typer.Typer) -> None:
 
         failover(_plan(to, force, catch_up, grace, config), say=typer.echo)
 
-    @group.command("failback")
-    def failback_cmd(
-        force: Force = False,
-        catch_up: CatchUp = 30.0,
-        grace: Grace = 15.0,
-        config: ConfigFile = None,
-    ) -> None:
-        """Move the pipeline back to the home region (a), once a mirror into it has caught up."""
-        from cdcrouter.dr.failover import HOME_REGION, failover
+    group.command("failback")(_to_home(failover_cmd))
 
-        failover(_plan(HOME_REGION, force, catch_up, grace, config), say=typer.echo)
+
+def _to_home(failover_cmd: Callable[..., None]) -> Callable[..., None]:
+    """``dr failback``: ``dr failover --to <home region>``, with the same options but ``--to`` (one
+    implementation, one set of option declarations)."""
+
+    def failback_cmd(**options: Any) -> None:
+        """Move the pipeline back to the home region (a), once a mirror into it has caught up."""
+        from cdcrouter.dr.failover import HOME_REGION
+
+        failover_cmd(to=HOME_REGION, **options)
+
+    full = inspect.signature(failover_cmd, eval_str=True)  # typer reads the options from it
+    failback_cmd.__signature__ = full.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in full.parameters.items() if name != "to"]
+    )
+    return failback_cmd
 
 
 def _process_commands(group: typer.Typer) -> None:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cdcrouter.cli.groups import subgroup
+
 if TYPE_CHECKING:
     from cdcrouter.dr.standby import Standby
 
@@ -51,10 +53,9 @@ def _connection_lines(standby: Standby) -> list[str]:
 
 
 def _register_standby(group: typer.Typer) -> None:
-    standby_app = typer.Typer(
-        help="A physical standby of the stack's PostgreSQL, for database failover.", no_args_is_help=True
+    standby_app = subgroup(
+        group, "standby", help="A physical standby of the stack's PostgreSQL, for database failover."
     )
-    group.add_typer(standby_app, name="standby")
 
     @standby_app.command("up")
     def up_cmd(

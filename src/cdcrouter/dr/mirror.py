@@ -38,7 +38,7 @@ from pathlib import Path
 from cdcrouter.config.connections import KafkaSettings
 from cdcrouter.errors import DrError
 from cdcrouter.stack import fetch, versions
-from cdcrouter.stack.process import ProcessRecord, is_alive, kill_leftovers, port_is_free, spawn, stop, tail
+from cdcrouter.stack.process import ProcessRecord, is_alive, kill_leftovers, launch, port_is_free, stop, tail
 from cdcrouter.stack.service import default_cache_dir, jvm_dir
 from cdcrouter.stack.services.kafka import LOG4J2 as KAFKA_LOG4J2
 
@@ -318,17 +318,15 @@ class MirrorMaker:
         (self.home / SPEC_FILE).write_text(self.spec.to_json(self.source_region, self.target_region))
         (self.home / "log4j2.properties").write_text(LOG4J2)
         argv = self.command()
-        pid = spawn(argv, log_file=self.log_file, cwd=self.home, env={**os.environ, **env})
-        from cdcrouter.stack.process import start_ticks
-
-        rec = ProcessRecord(
-            pid=pid,
-            start_ticks=start_ticks(pid) or 0,
+        rec = launch(
+            argv,
+            pid_file=self.pid_file,
+            log_file=self.log_file,
+            cwd=self.home,
+            env={**os.environ, **env},
             version=versions.KAFKA,
             ports={"mirror-rest": self.spec.rest_port},
-            started_at=time.time(),
         )
-        rec.dump(self.pid_file)
         try:
             self._wait_running(rec, timeout_s)
         except DrError:

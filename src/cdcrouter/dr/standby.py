@@ -43,9 +43,8 @@ from cdcrouter.stack.process import (
     as_user,
     is_alive,
     kill_leftovers,
+    launch,
     port_is_free,
-    spawn,
-    start_ticks,
     stop,
     tail,
 )
@@ -182,16 +181,23 @@ class Standby:
         if user:
             pgsvc._let_reach(self.stack.state_dir)
             pgsvc._let_reach(Path(argv[0]).parent)
-        pid = spawn(argv, log_file=self.log_file, cwd=self.home, env=dict(os.environ), user=user)
-        rec = ProcessRecord(pid, start_ticks(pid) or 0, major, {NAME: self.port}, time.time())
-        rec.dump(self.stack.ctx.pid_file(NAME))
+        rec = launch(
+            argv,
+            pid_file=self.stack.ctx.pid_file(NAME),
+            log_file=self.log_file,
+            cwd=self.home,
+            env=dict(os.environ),
+            version=major,
+            ports={NAME: self.port},
+            user=user,
+        )
         deadline = time.monotonic() + timeout_s
         while not self._answers():
             if not is_alive(rec) or time.monotonic() > deadline:
                 stop(rec, sig=signal.SIGINT)
                 lines = "\n".join("    " + ln for ln in tail(self.log_file, 25))
                 raise StackError(
-                    f"the standby (pid {pid}) did not start; last lines of {self.log_file}:\n{lines}",
+                    f"the standby (pid {rec.pid}) did not start; last lines of {self.log_file}:\n{lines}",
                     hint="fix the cause above; `cdcrouter dr standby down --purge` starts it over",
                 )
             time.sleep(0.3)

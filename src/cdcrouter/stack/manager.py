@@ -21,16 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdcrouter.errors import StackError, UsageError
-from cdcrouter.stack.process import (
-    ProcessRecord,
-    is_alive,
-    kill_leftovers,
-    port_is_free,
-    spawn,
-    start_ticks,
-    stop,
-    tail,
-)
+from cdcrouter.stack.process import ProcessRecord, is_alive, kill_leftovers, launch, port_is_free, stop, tail
 from cdcrouter.stack.regions import PRIMARY, REGION_PORTS, REGION_SERVICES, env_port_var, region_state_dir
 from cdcrouter.stack.service import DEFAULT_PORTS, HOST, Service, StackContext, default_cache_dir
 from cdcrouter.stack.services import groups, service_classes
@@ -288,17 +279,17 @@ class Stack:
         svc.prepare(self.ctx)
         argv = svc.command(self.ctx)
         log = self.ctx.log_file(svc.name)
-        pid = spawn(argv, log_file=log, cwd=svc.cwd(self.ctx), env=svc.env(self.ctx), user=svc.run_user())
-        ticks = start_ticks(pid) or 0
-        rec = ProcessRecord(
-            pid=pid,
-            start_ticks=ticks,
+        rec = launch(
+            argv,
+            pid_file=self.ctx.pid_file(svc.name),
+            log_file=log,
+            cwd=svc.cwd(self.ctx),
+            env=svc.env(self.ctx),
             version=svc.version,
             ports={k: self.ctx.port(k) for k in svc.port_keys},
-            started_at=time.time(),
+            user=svc.run_user(),
         )
-        rec.dump(self.ctx.pid_file(svc.name))
-        say(f"starting (pid {pid})")
+        say(f"starting (pid {rec.pid})")
         try:
             self._wait_ready(svc, rec)
         except StackError:

@@ -132,6 +132,27 @@ def spawn(
     return proc.pid
 
 
+def launch(
+    argv: list[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    cwd: Path,
+    env: dict[str, str],
+    version: str,
+    ports: dict[str, int],
+    user: str | None = None,
+) -> ProcessRecord:
+    """:func:`spawn` ``argv`` and write its :class:`ProcessRecord` to ``pid_file``: every service,
+    the standby and MirrorMaker 2 are started and later recognised the same way."""
+    pid = spawn(argv, log_file=log_file, cwd=cwd, env=env, user=user)
+    rec = ProcessRecord(
+        pid=pid, start_ticks=start_ticks(pid) or 0, version=version, ports=ports, started_at=time.time()
+    )
+    rec.dump(pid_file)
+    return rec
+
+
 def stop(record: ProcessRecord, *, sig: int = signal.SIGTERM, timeout: float = 30.0) -> bool:
     """Stop the recorded process: ``sig``, then SIGKILL after ``timeout``. True if it was running."""
     if not is_alive(record):
