@@ -724,14 +724,16 @@ def format_table(res: dict[str, Any]) -> str:
 
     f1 = "{:,.1f}"
     lines = [
-        f"throughput: {res['changes']:,} changes backlog, {res['runs']} runs, median (min-max)",
-        "| engine | changes/s | CPU µs/change | run-queue wait s | peak RSS MB | load 1m |",
-        "|---|---|---|---|---|---|",
+        f"throughput: {res['changes']:,} changes backlog, {res['runs']} runs, median (min-max); "
+        "first record -> last record readable (start: slot active -> first record)",
+        "| engine | changes/s | CPU µs/change | start s | run-queue wait s | peak RSS MB | load 1m |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in res.get("throughput", {}).items():
         cells = [
             cell(r.get("changes_per_s")),
             cell(r.get("cpu_us_per_change"), f1),
+            cell(r.get("start_s"), f1),
             cell(r.get("runqueue_wait_s"), f1),
             cell(r.get("peak_rss_mb")),
             cell(r.get("load_1m"), f1),
