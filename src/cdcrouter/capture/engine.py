@@ -376,11 +376,18 @@ class CaptureEngine:
     def _make_sink(self) -> TransactionalSink:
         """Capture's transactional producer; in fused mode one that also routes each raw record."""
         p = self.pipeline
+        timeout = p.transactions.capture_timeout_ms
         if self.routes is not None:
             from cdcrouter.capture.fused import FusedSink
 
-            return FusedSink(self.conns, p.raw_topic, p.replication.slot, self.routes, size_cap=self.size_cap)
-        return TransactionalSink(self.conns, p.raw_topic, p.replication.slot, size_cap=self.size_cap)
+            return FusedSink(
+                self.conns, p.raw_topic, p.replication.slot, self.routes, size_cap=self.size_cap,
+                transaction_timeout_ms=timeout,
+            )  # fmt: skip
+        slot = p.replication.slot
+        return TransactionalSink(
+            self.conns, p.raw_topic, slot, size_cap=self.size_cap, transaction_timeout_ms=timeout
+        )
 
     def _check_history(self, stream: source.ReplicationStream) -> None:
         """After a promotion (a new timeline since the last connection): refuse to go on when the

@@ -28,6 +28,7 @@ from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
 from cdcrouter.route.fused import FusedRoutes
 from cdcrouter.route.limits import RECORD_ERRORS
+from cdcrouter.transactions import DEFAULT_CAPTURE_TIMEOUT_MS
 
 __all__ = ["FusedSink"]
 
@@ -45,12 +46,13 @@ class FusedSink(TransactionalSink):
         routes: FusedRoutes,
         *,
         size_cap: int | None = None,
+        transaction_timeout_ms: int = DEFAULT_CAPTURE_TIMEOUT_MS,
     ) -> None:
         self.routes = routes
         self._outputs = routes.outputs
         # filtered records the broker refused: (topic, value, error), judged in _rejected
         self.refused: list[tuple[str, bytes, KafkaError]] = []
-        super().__init__(conns, raw, slot, size_cap=size_cap)
+        super().__init__(conns, raw, slot, size_cap=size_cap, transaction_timeout_ms=transaction_timeout_ms)
         producer = self.producer
         raw_produce = producer.produce
         raw_name = raw.name

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cdcrouter.consumer._dlq import CAPTURE_SUFFIX
 from cdcrouter.errors import ConfigError
 from cdcrouter.naming import DEFAULT_RAW_TOPIC
+from cdcrouter.transactions import DEFAULT_CAPTURE_TIMEOUT_MS, DEFAULT_ROUTER_TIMEOUT_MS, MIN_TIMEOUT_MS
 
 RAW_MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # rows with a few MB of text fit; Kafka's default is ~1 MB
 _IDENT = re.compile(r"^[a-z_][a-z0-9_$]*$")
@@ -112,6 +113,14 @@ class Batching(_Model):
     max_open_s: float = Field(default=20.0, gt=0, le=50)
 
 
+class Transactions(_Model):
+    """Kafka ``transaction.timeout.ms`` of capture's and the router's producers: how long a crashed
+    process's open transaction can hold read_committed readers back (cdcrouter/transactions.py)."""
+
+    capture_timeout_ms: int = Field(default=DEFAULT_CAPTURE_TIMEOUT_MS, ge=MIN_TIMEOUT_MS)
+    router_timeout_ms: int = Field(default=DEFAULT_ROUTER_TIMEOUT_MS, ge=MIN_TIMEOUT_MS)
+
+
 class EventNames(_Model):
     insert: str | None = None
     update: str | None = None
@@ -150,6 +159,7 @@ class Pipeline(_Model):
     raw_topic: RawTopic = RawTopic()
     replication: Replication = Replication()
     batching: Batching = Batching()
+    transactions: Transactions = Transactions()
     heartbeat_interval_s: float = Field(default=10.0, gt=0)
     tables: dict[str, TableSpec] = {}
     outbox: Outbox | None = None

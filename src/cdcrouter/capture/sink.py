@@ -35,6 +35,7 @@ from cdcrouter.capture.pgoutput import lsn_to_str
 from cdcrouter.capture.pipeline import RawTopic
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
+from cdcrouter.transactions import DEFAULT_CAPTURE_TIMEOUT_MS, is_timeout_refused, timeout_refused
 
 log = logging.getLogger("cdcrouter.capture")
 _kafka_log = logging.getLogger("cdcrouter.capture.kafka")  # librdkafka's own log lines
@@ -275,7 +276,15 @@ class TransactionalSink:
     QUEUE_MAX_MESSAGES = QUEUE_MAX_MESSAGES
     QUEUE_MAX_KBYTES = QUEUE_MAX_KBYTES
 
-    def __init__(self, conns: Connections, raw: RawTopic, slot: str, *, size_cap: int | None = None) -> None:
+    def __init__(
+        self,
+        conns: Connections,
+        raw: RawTopic,
+        slot: str,
+        *,
+        size_cap: int | None = None,
+        transaction_timeout_ms: int = DEFAULT_CAPTURE_TIMEOUT_MS,
+    ) -> None:
         self.raw = raw
         self.slot_key = slot.encode()
         kafka = conns.kafka.to_librdkafka()
@@ -291,7 +300,7 @@ class TransactionalSink:
                 "transactional.id": f"cdcrouter-capture-{slot}",
                 # no transaction needs long (snapshots commit chunk by chunk): a crashed capture's
                 # open transaction holds read_committed readers back for at most this long
-                "transaction.timeout.ms": 60_000,
+                "transaction.timeout.ms": transaction_timeout_ms,
                 "linger.ms": 5,
                 "queue.buffering.max.messages": self.QUEUE_MAX_MESSAGES,
                 "queue.buffering.max.kbytes": max(
@@ -313,6 +322,11 @@ class TransactionalSink:
         except KafkaException as exc:
             err = exc.args[0]
             what = f"cannot initialise Kafka transactions on {conns.kafka.bootstrap_servers}"
+            if is_timeout_refused(err):
+                message, hint = timeout_refused(
+                    what, "transactions.capture_timeout_ms in pipeline.yaml", transaction_timeout_ms, kafka
+                )
+                raise KafkaFatal(message, hint=hint) from exc
             raise permanent_error(err, what) or KafkaSinkError(
                 f"{what}: {err.str()}",
                 hint="is Kafka running and does the user have WRITE on TransactionalId cdcrouter-capture-*?",

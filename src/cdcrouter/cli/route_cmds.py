@@ -190,6 +190,15 @@ def register(app: typer.Typer) -> None:
             help="address for --metrics-port (0.0.0.0: every interface, e.g. in a pod)",
             envvar="CDCROUTER_METRICS_ADDRESS",
         ),
+        transaction_timeout_ms: int | None = typer.Option(
+            None,
+            "--transaction-timeout-ms",
+            min=1000,
+            help="Kafka transaction.timeout.ms: how long a killed instance's open transaction can hold "
+            "read_committed readers back (default: pipeline.yaml's transactions.router_timeout_ms, "
+            "else 10000; at most the broker's transaction.max.timeout.ms)",
+            show_default=False,
+        ),
         no_reload: bool = typer.Option(False, "--no-reload", help="do not watch filters.yaml for changes"),
         max_events: int | None = typer.Option(
             None, help="stop after this many raw records (tests, benchmarks)"
@@ -209,6 +218,10 @@ def register(app: typer.Typer) -> None:
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        if transaction_timeout_ms is None and pipeline is not None:
+            from cdcrouter.capture.pipeline import load_pipeline
+
+            transaction_timeout_ms = load_pipeline(pipeline).transactions.router_timeout_ms
         opts = RouterOptions(
             raw_topic=_raw_topic(raw_topic, pipeline),
             group_id=group,
@@ -219,6 +232,8 @@ def register(app: typer.Typer) -> None:
             metrics_address=metrics_address,
             reload=not no_reload,
         )
+        if transaction_timeout_ms is not None:
+            opts.transaction_timeout_ms = transaction_timeout_ms
         stats = Router(filters, _conns(config), opts).run(stop, max_events=max_events)
         logs.summary("route", "stopped", stats.__dict__)  # the same JSON line as text; a record in json
 

@@ -41,6 +41,7 @@ from confluent_kafka.admin import AdminClient
 from cdcrouter.errors import CdcrouterError, RouteError
 from cdcrouter.naming import DEFAULT_RAW_TOPIC
 from cdcrouter.naming import router_dlq_topic as dlq_topic_for
+from cdcrouter.route import takeover
 from cdcrouter.route.codec import DecodeError, FilteredSchemas, RawDecoder
 from cdcrouter.route.filterset import compile_filters_file
 from cdcrouter.route.instance import InstanceLock, default_instance_id
@@ -55,6 +56,7 @@ from cdcrouter.route.rebalance import _Rebalance
 from cdcrouter.route.refusals import _Refusals, _rejection, _too_large
 from cdcrouter.route.setup import _Setup, _Table
 from cdcrouter.schemas.registry import RegistryClient
+from cdcrouter.transactions import DEFAULT_ROUTER_TIMEOUT_MS
 
 __all__ = ["DEFAULT_GROUP", "DEFAULT_RAW_TOPIC", "Router", "RouterOptions", "dlq_topic_for"]
 
@@ -81,7 +83,10 @@ class RouterOptions:
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"  # 0.0.0.0 (or the pod's address) to be scraped from outside
     topic_wait_s: float = 20.0  # how long a starting router waits for its topics' metadata
-    transaction_timeout_ms: int = 60_000  # > a broker restart; a restart with the same id aborts at once
+    # how long a killed router's open transaction can block read_committed readers of the filtered
+    # topics (cdcrouter/transactions.py); a restart with the same id, or a replica taking over its
+    # partitions, aborts it sooner
+    transaction_timeout_ms: int = DEFAULT_ROUTER_TIMEOUT_MS
     retry_s: float = 120.0  # how long retriable transaction errors (broker restart) are retried
     # Hard limit per transactional call. librdkafka does not always honour its own timeout (a
     # send_offsets_to_transaction waiting for a stale group coordinator after a broker restart never
@@ -169,6 +174,11 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
         self._dlq_error: str | None = None  # the DLQ refused a dead letter
         self._instance_lock: InstanceLock | None = None
         self._checked_topics = False  # run() found every topic: one missing later was deleted
+        # takeover (route/takeover.py): the group's other instances seen at the last assignment, the
+        # departed ones already fenced, and the tag this instance's commits carry
+        self._peers: dict[str, takeover.Owner] = {}
+        self._fenced: set[str] = set()
+        self._owner_tag = takeover.Owner(self.opts.instance_id, self.opts.lanes).tag()
 
     @property
     def _fill(self) -> Lane:

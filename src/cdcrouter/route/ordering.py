@@ -42,7 +42,8 @@ class _Ordering:
         except KafkaException as exc:  # fenced or fatal: its commit fails the same way and recovers
             log.warning("delivering %s: %s", lane.transactional_id, exc.args[0].str())
             undelivered = -1
-        positions = [TopicPartition(t, p, o) for (t, p), o in lane.work.offsets.items()]
+        tag = self._owner_tag  # who committed them: a replica taking the partitions over reads it
+        positions = [TopicPartition(t, p, o, tag) for (t, p), o in lane.work.offsets.items()]
         lane.handed_off = time.monotonic()
         self._inflight.append((lane, committer.submit(self._commit_in_order, lane, positions)))
         self._fill_at = (self._fill_at + 1) % len(self._lanes)

@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
 from cdcrouter.errors import CdcrouterError
+from cdcrouter.route import takeover
 from cdcrouter.route.filterset import CompiledFilters, compile_filters_file, file_stamp
 from cdcrouter.route.setup import _Table
 
@@ -24,13 +25,46 @@ class _Rebalance:
         self._group_md = consumer.consumer_group_metadata()  # a new generation
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self.metrics.health.set(True, f"assigned {len(self.assigned)} partition(s) of {self.opts.raw_topic}")
-        if partitions:
-            self._start_positions(consumer, partitions)
+        live = takeover.live_instances(self._admin_client(), self.opts.group_id, self.opts.txn_call_timeout_s)
+        if live is not None:  # peers gone first: a dead one's pending offsets would hold the read below
+            self._fence_departed([o for i, o in self._peers.items() if i not in live], "left the group")
+        committed = self._start_positions(consumer, partitions) if partitions else None
+        if live is not None:
+            owners = {o for tp in committed or [] if (o := takeover.owner_of(tp.metadata)) is not None}
+            self._fence_departed(
+                [o for o in owners if o.instance_id not in live], "committed these partitions last"
+            )
+            self._fenced -= live  # one seen alive again may need fencing again later
+            self._peers = {i: self._peers.get(i, takeover.Owner(i, self.opts.lanes)) for i in live}
+            self._peers.pop(self.opts.instance_id, None)
 
-    def _start_positions(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _fence_departed(self, owners: list[takeover.Owner], why: str) -> None:
+        """Abort the open transactions of instances no longer in the group (module
+        :mod:`cdcrouter.route.takeover`), once each."""
+        for owner in owners:
+            if owner.instance_id == self.opts.instance_id or owner.instance_id in self._fenced:
+                continue
+            self._fenced.add(owner.instance_id)
+            tids = owner.transactional_ids(self.opts.group_id)
+            conf = {
+                **self.conns.kafka.producer_conf(),
+                "transaction.timeout.ms": self.opts.transaction_timeout_ms,
+                **self.opts.producer_conf,
+            }
+            took = takeover.fence(conf, tids, self.opts.txn_call_timeout_s)
+            log.info(
+                "instance %s is no longer in group %s (it %s): fenced %s in %.0f ms, its open "
+                "transaction is aborted",
+                owner.instance_id, self.opts.group_id, why, ", ".join(tids), took * 1000,
+            )  # fmt: skip
+
+    def _start_positions(
+        self, consumer: Any, partitions: list[TopicPartition]
+    ) -> list[TopicPartition] | None:
         """Resolve ``auto.offset.reset`` for partitions without committed offsets ourselves, and
         assign them there, so :meth:`_rewind` knows where their routing began. Before, an abort
-        with nothing committed yet rewound to the beginning of the partition whatever the setting."""
+        with nothing committed yet rewound to the beginning of the partition whatever the setting.
+        Returns the committed offsets (with the metadata naming who committed them), None if unread."""
         reset = str(self.opts.consumer_conf.get("auto.offset.reset", self.opts.auto_offset_reset))
         try:
             committed = consumer.committed(partitions, timeout=self.opts.txn_call_timeout_s)
@@ -44,8 +78,9 @@ class _Rebalance:
                     self._origins[(tp.topic, tp.partition)] = OFFSET_BEGINNING
         except KafkaException as exc:  # librdkafka resolves the positions itself; the rewind falls back
             log.warning("resolving start positions at assignment: %s", exc.args[0].str())
-            return
+            return None
         consumer.assign(committed)
+        return committed
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("revoking %s", _tps(partitions))

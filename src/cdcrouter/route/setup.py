@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from cdcrouter.errors import RouteError
+from cdcrouter.route import takeover
 from cdcrouter.route.filterset import CompiledFilters
 from cdcrouter.route.lanes import Lane, StuckCall
 from cdcrouter.route.limits import (
@@ -24,6 +25,7 @@ from cdcrouter.route.limits import (
 from cdcrouter.route.wire import MetadataEncoder, header
 from cdcrouter.schemas import filtered_schema_text
 from cdcrouter.schemas.registry import subject_for
+from cdcrouter.transactions import is_timeout_refused, timeout_refused
 
 log = logging.getLogger("cdcrouter.route")
 
@@ -129,6 +131,7 @@ class _Setup:
         consumer_conf = {
             **kafka,
             "group.id": self.opts.group_id,
+            "client.id": takeover.client_id(self.opts.instance_id),  # who is alive (route/takeover.py)
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "isolation.level": "read_committed",
@@ -184,6 +187,14 @@ class _Setup:
                 hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
             ) from exc
         except KafkaException as exc:
+            if is_timeout_refused(exc.args[0]):
+                message, hint = timeout_refused(
+                    f"cannot start transactions as {lane.transactional_id}",
+                    "--transaction-timeout-ms (or transactions.router_timeout_ms in pipeline.yaml)",
+                    self.opts.transaction_timeout_ms,
+                    self.conns.kafka.to_librdkafka(),
+                )
+                raise RouteError(message, hint=hint) from exc
             raise RouteError(
                 f"cannot start transactions as {lane.transactional_id}: {exc.args[0].str()}",
                 hint="check that Kafka is up (cdcrouter stack status) and its transaction log is available",
