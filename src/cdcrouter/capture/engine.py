@@ -75,6 +75,7 @@ from cdcrouter.capture.snapshot import (
     describe_snapshot,
     estimate_rows,
     initial_queue,
+    signal_message,
 )
 from cdcrouter.config.connections import Connections
 from cdcrouter.errors import CaptureError
@@ -87,6 +88,7 @@ log = logging.getLogger("cdcrouter.capture")
 
 _INSERT, _UPDATE, _DELETE, _BEGIN, _COMMIT, _RELATION, _TRUNCATE, _MESSAGE = (ord(c) for c in "IUDBCRTM")
 _U32 = struct.Struct(">I").unpack_from
+PUBLICATION_CHECK_S = 5.0  # how often an idle capture looks for captured tables dropped and created again
 
 
 @dataclass
@@ -197,6 +199,35 @@ class CaptureEngine:
                 f"{problem}: PostgreSQL refuses the application's UPDATEs and DELETEs on it while it is "
                 f"published; fix: {fix}"
             )
+
+    def _check_published(self, conn: psycopg.Connection) -> None:
+        """A captured table dropped and created again while capture runs is in no publication, so
+        PostgreSQL sends none of its changes: put it back, and snapshot it again (its rows written
+        before it was back would otherwise never arrive). A dropped one is reported once."""
+        p = self.pipeline
+        with source.pg_errors("cannot check the publication", self.conns.postgres):
+            recreated, dropped = source.unpublished_tables(conn, p)
+            gone = {
+                t: f"table {p.schema}.{t} was dropped: capture sees no changes of it; create it again "
+                "(capture then publishes and snapshots it) or remove it from the pipeline"
+                for t in p.captured_tables()
+            }
+            for table in dropped:
+                self._warn_once(gone[table])
+            if not recreated:
+                return
+            self._infos.update(source.inspect_tables(conn, p.schema, recreated))
+            source.check_tables(p, self._infos)
+            source.ensure_publication(conn, p, self._infos)
+            for table in recreated:
+                if table in p.tables:
+                    _sid, content = signal_message(p.replication.slot, table, None)
+                    conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SIGNAL_PREFIX, content))
+                self._reported.discard(gone[table])  # a later drop is news again
+                self.progress(
+                    f"table {p.schema}.{table} was created again while capture ran: it is back in "
+                    f"publication {p.replication.publication}, and its rows are snapshotted again"
+                )
 
     def _shape_for(self, rel: Relation, conn: psycopg.Connection) -> TableShape | OutboxShape | None:
         p = self.pipeline
@@ -586,7 +617,7 @@ class CaptureEngine:
         last_done: Commit | None = None  # last complete PostgreSQL txn of the batch being built
         batch_events = 0
         batch_start = time.monotonic()
-        last_feedback = last_progress = time.monotonic()
+        last_feedback = last_progress = last_published = time.monotonic()
         progress_events = stats.events
         acked = committed.end_lsn
         inflight: Future[None] | None = None
@@ -768,6 +799,9 @@ class CaptureEngine:
                             cur.send_feedback(write_lsn=wal_end, flush_lsn=wal_end, force=True)
                             acked = wal_end
                         last_feedback = now
+                    if now - last_published >= PUBLICATION_CHECK_S:
+                        last_published = now
+                        self._check_published(sql_conn)
                     if now - last_progress >= self.progress_interval_s:
                         committed = self._report(
                             committed, stats.events - progress_events, now - last_progress

@@ -511,6 +511,31 @@ def ensure_publication(conn: psycopg.Connection, pipeline: Pipeline, infos: dict
         ) from exc
 
 
+def unpublished_tables(conn: psycopg.Connection, pipeline: Pipeline) -> tuple[list[str], list[str]]:
+    """Captured tables missing from the publication: (exist, so dropped and created again since
+    the publication was made; do not exist, dropped). PostgreSQL removes a dropped table from
+    every publication, and a table created under the same name is not in any."""
+    tables = pipeline.captured_tables()
+    rows = conn.execute(
+        """
+        SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')
+          AND NOT EXISTS (SELECT 1 FROM pg_publication_tables t WHERE t.pubname = %s
+                          AND t.schemaname = n.nspname AND t.tablename = c.relname)
+        """,
+        (pipeline.schema, tables, pipeline.replication.publication),
+    ).fetchall()
+    existing = {
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
+            (pipeline.schema, tables),
+        )
+    }
+    return sorted(r[0] for r in rows), sorted(set(tables) - existing)
+
+
 def check_wal_level(conn: psycopg.Connection) -> None:
     level = conn.execute("SHOW wal_level").fetchone()[0]  # type: ignore[index]
     if level != "logical":
