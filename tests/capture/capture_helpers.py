@@ -3,7 +3,6 @@ a running engine, and a read_committed consumer that decodes values through the 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import json
@@ -175,9 +174,8 @@ def drop_capture_objects(
 ) -> None:
     """Remove the test's slot, publication, schema and topics (the shared stack keeps running;
     fewer leftover partitions keep its restarts quick)."""
-    from confluent_kafka.admin import AdminClient
-
     from cdcrouter.capture import source
+    from cdcrouter.topics import delete_topics
 
     conn = source.connect_sql(conns.postgres)
     try:
@@ -188,10 +186,4 @@ def drop_capture_objects(
     finally:
         conn.close()
     raw = pipeline.raw_topic
-    topics = [raw.name, raw.offsets_topic, raw.dlq_topic, *(extra_topics or [])]
-    futures = AdminClient({**conns.kafka.to_librdkafka(), "log_level": 0}).delete_topics(
-        topics, request_timeout=15
-    )
-    for fut in futures.values():
-        with contextlib.suppress(Exception):  # best effort: a topic never created, a slow broker
-            fut.result(timeout=20)
+    delete_topics(conns, [raw.name, raw.offsets_topic, raw.dlq_topic, *(extra_topics or [])])

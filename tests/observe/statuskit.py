@@ -23,6 +23,7 @@ from cdcrouter.capture.domain import SAMPLE_OUTBOX, SAMPLE_TABLES
 from cdcrouter.cli.main import main
 from cdcrouter.config import Connections
 from cdcrouter.consumer import _kafka
+from cdcrouter.topics import delete_topics
 
 FILTERS = """\
 filters:
@@ -275,7 +276,6 @@ def setup_env(conns: Connections, name: str, tmp_path: Path) -> StatusEnv:
 
 
 def teardown_env(env: StatusEnv) -> None:
-    from confluent_kafka.admin import AdminClient
 
     from cdcrouter.capture import source
 
@@ -293,10 +293,7 @@ def teardown_env(env: StatusEnv) -> None:
     raw = pipe.raw_topic
     topics = [raw.name, raw.offsets_topic, raw.dlq_topic, f"{raw.name}.router.dlq", *env.topics]
     topics += [f"{env.name}-cars.fleet.dlq", f"{env.name}-car-updates.audit.dlq"]
-    futures = AdminClient({**env.conns.kafka.to_librdkafka(), "log_level": 0}).delete_topics(topics)
-    for fut in futures.values():
-        with contextlib.suppress(Exception):
-            fut.result(timeout=20)
+    delete_topics(env.conns, topics)
 
 
 def free_port() -> int:

@@ -15,6 +15,7 @@ import pytest
 
 from cdcrouter.capture import CaptureEngine, apply_domain, pipeline_from_dict, source
 from cdcrouter.capture.domain import SAMPLE_TABLES
+from cdcrouter.topics import delete_topics
 
 pytestmark = [pytest.mark.integration]
 
@@ -84,9 +85,5 @@ def test_capture_is_not_ready_while_postgres_is_down(stack: Any, private_pg: Any
             conn = source.connect_sql(conns.postgres)
             source.drop_slot(conn, pipeline.replication.slot)
             conn.close()
-        with contextlib.suppress(Exception):
-            from confluent_kafka.admin import AdminClient
-
-            raw = pipeline.raw_topic
-            topics = [raw.name, raw.offsets_topic, raw.dlq_topic]
-            AdminClient(conns.kafka.to_librdkafka()).delete_topics(topics)
+        raw = pipeline.raw_topic
+        delete_topics(conns, [raw.name, raw.offsets_topic, raw.dlq_topic])

@@ -335,6 +335,8 @@ class MirrorMaker:
         return rec
 
     def _wait_running(self, rec: ProcessRecord, timeout_s: float) -> None:
+        from confluent_kafka import KafkaException
+
         from cdcrouter.dr.status import task_states
 
         deadline = time.monotonic() + timeout_s
@@ -345,7 +347,12 @@ class MirrorMaker:
                     + "\n".join("    " + ln for ln in tail(self.log_file, 20)),
                     hint="fix the cause above (a wrong bootstrap address, a missing jar)",
                 )
-            states = task_states(self.spec)
+            try:
+                states = task_states(self.spec)
+            except KafkaException as exc:  # MM2 has just created its status topic: no leader yet
+                if not _settling(exc):
+                    raise
+                states = {}
             if states.get("MirrorSourceConnector") == "RUNNING":
                 return
             failed = {k: v for k, v in states.items() if v == "FAILED"}
@@ -367,6 +374,18 @@ class MirrorMaker:
         kill_leftovers(rec)
         self.pid_file.unlink(missing_ok=True)
         return was
+
+
+def _settling(exc: Exception) -> bool:
+    """A topic created a moment ago answers these until its partitions have a leader."""
+    from confluent_kafka import KafkaError
+
+    err = exc.args[0]
+    return bool(err.retriable()) or err.code() in (
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    )
 
 
 def pipeline_topics(raw_topic: str, filtered_topics: Iterable[str]) -> tuple[str, ...]:
