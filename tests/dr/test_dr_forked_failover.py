@@ -5,7 +5,8 @@ standby never received. Promoted, that standby writes its new changes at WAL pos
 already passed, and capture would skip them as already sent: a silent loss. The test makes the
 standby lag for certain (its primary_conninfo pointed nowhere while the primary commits), kills
 the primary, promotes the standby, and expects capture to stop with the fork error instead of
-carrying on. Real processes
+carrying on, and a capture started after the promotion to refuse at start-up (the position
+record holds the timeline it was written on). Real processes
 throughout: a private primary and standby on PostgreSQL 18, the shared Kafka and registry.
 """
 
@@ -21,6 +22,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from cdcrouter.capture import CaptureEngine, pipeline_from_dict
+from cdcrouter.capture.sink import Offsets, read_offsets
 from cdcrouter.dr.standby import kill_primary, private_primary_and_standby
 from cdcrouter.errors import CaptureError
 
@@ -127,9 +129,29 @@ def test_capture_stops_when_the_promoted_standby_lacks_what_kafka_has(
                 err.message
             )
             assert "--resnapshot" in (err.hint or "") and "synchronized_standby_slots" in (err.hint or "")
+
+            # A capture started only now (a new process, nothing in memory) knows the old timeline
+            # from the position record, and refuses at start-up the same way. Before the record
+            # held the timeline, it resumed from the promoted server's synchronised slot and
+            # skipped the new changes.
+            position = read_offsets(conns, pipeline.raw_topic.offsets_topic, name, timeout_s=30)
+            assert position is not None and position.timeline == 1, position
+            fresh = CaptureEngine(pipeline, conns, progress=print)
+            with pytest.raises(CaptureError) as refused:
+                fresh.run(duration_s=30)
+            assert "history leaves timeline 1" in refused.value.message, refused.value.message
+            assert "(now timeline 2)" in refused.value.message
+            assert "--resnapshot" in (refused.value.hint or "")
         finally:
             stop.set()
             thread.join(30)
             from cdcrouter.topics import delete_topics
 
             delete_topics(stack.connections, [topic, f"{topic}.capture-offsets", f"{topic}.capture-dlq"])
+
+
+def test_position_records_keep_their_timeline_and_old_ones_still_load() -> None:
+    new = Offsets(commit_lsn=5, end_lsn=9, snapshot_done=True, tables=("t",), timeline=3)
+    assert Offsets.from_json(new.to_json()) == new
+    old = b'{"commit_lsn": 5, "end_lsn": 9, "snapshot_done": true, "events_total": 1, "snapshot": []}'
+    assert Offsets.from_json(old).timeline is None and Offsets.from_json(old).end_lsn == 9

@@ -426,7 +426,9 @@ class CaptureEngine:
         Its new changes would then reuse WAL positions capture has passed, and be skipped as
         already sent (capture/failover.py)."""
         timeline = stream.timeline()
-        known, self._timeline = self._timeline, timeline
+        # at start-up: the timeline Kafka's position was written on (None in older records)
+        known = self._timeline if self._timeline is not None else self.stats.last.timeline
+        self._timeline = timeline
         if known is None or timeline == known:
             return
         fork = stream.switchpoint(timeline, known)
@@ -553,6 +555,8 @@ class CaptureEngine:
         p = self.pipeline
         stream = source.ReplicationStream(self.conns.postgres)
         try:
+            # before the slot: the exported snapshot lasts only until this connection's next command
+            self._timeline = stream.timeline()  # the slot's start position is on it
             point, exported = stream.create_slot_with_snapshot(
                 p.replication.slot, failover=p.replication.failover
             )
@@ -563,7 +567,9 @@ class CaptureEngine:
             stream.close()
         now = _now_ms()
         total = prior.events_total if prior else 0
-        offsets = Offsets(0, point, not queue, total, now, now, 0.0, tuple(queue), tuple(p.tables))
+        offsets = Offsets(
+            0, point, not queue, total, now, now, 0.0, tuple(queue), tuple(p.tables), timeline=self._timeline
+        )
         sink.begin()
         sink.commit(offsets)
         self.stats.last = offsets
@@ -731,6 +737,7 @@ class CaptureEngine:
                 tables,
                 txn_final if part_through else 0,
                 part_through,
+                self._timeline,
             )
             commit_done.clear()
             inflight = pool.submit(timed_commit, inflight_offsets)

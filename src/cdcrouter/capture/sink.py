@@ -143,6 +143,9 @@ class Offsets:
     # LSN, and the LSN of its last change in Kafka (0, 0: none; a restart skips up to that change)
     partial_lsn: int = 0
     partial_through: int = 0
+    # the PostgreSQL timeline the positions are on: a capture started after a promotion checks the
+    # new server's history against it (capture/failover.py); None in records written before
+    timeline: int | None = None
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -159,6 +162,8 @@ class Offsets:
             doc["tables"] = list(self.tables)
         if self.partial_lsn:
             doc["partial_lsn"], doc["partial_through"] = self.partial_lsn, self.partial_through
+        if self.timeline is not None:
+            doc["timeline"] = self.timeline
         return json.dumps(doc).encode()
 
     @classmethod
