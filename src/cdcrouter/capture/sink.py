@@ -180,7 +180,9 @@ class Offsets:
 def read_offsets(
     conns: Connections, topic: str, slot: str, timeout_s: float = 30.0, stall_s: float | None = None
 ) -> Offsets | None:
-    """The last committed offsets record for ``slot`` (read_committed), or None if there is none.
+    """The last committed offsets record for ``slot`` (read_committed), or None if there is none
+    (nor the topic: capture creates it on its first run, so every caller reads that as "capture has
+    committed nothing yet", at once).
 
     Reads up to the end offset seen at the start. A running capture commits continuously, so the
     end-of-partition event alone can be minutes away. ``stall_s`` (for ``capture status``): stop
@@ -199,6 +201,8 @@ def read_offsets(
     }
     consumer = Consumer(conf)
     try:
+        if _unknown_topic(consumer, topic, min(10.0, timeout_s)):
+            return None  # capture creates the topic on its first run: no position was ever committed
         tp = TopicPartition(topic, 0, 0)
         consumer.assign([tp])
         try:
@@ -236,6 +240,16 @@ def read_offsets(
         )
     finally:
         consumer.close()
+
+
+def _unknown_topic(consumer: Consumer, topic: str, timeout_s: float) -> bool:
+    """Does the broker say the topic does not exist? An assigned unknown partition is not reported
+    by poll: the read waited out its whole timeout and failed with "timed out"."""
+    try:
+        md = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    except KafkaException:
+        return False  # the broker is not answering: the read below reports that
+    return md is not None and md.error is not None and md.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
 def _position(consumer: Consumer, tp: TopicPartition) -> int:
