@@ -78,3 +78,55 @@ def test_config_overrides_replace_and_remove_default_keys(tmp_path: Path) -> Non
     assert "taskmanager.memory.flink.size: '4096m'" in conf and "parallelism.default: 2" in conf
     assert not any(line.startswith("taskmanager.memory.process.size") for line in conf)
     assert "rest.port: 8081" in conf  # the rest stays
+
+
+def test_the_cluster_runs_from_the_cache_not_from_the_venv(tmp_path: Path) -> None:
+    """Deleting the venv that started Flink broke it: lib/ linked into its site-packages."""
+    cache = default_cache_dir()
+    layout = flink.prepare_layout(tmp_path, cache, dict(DEFAULT_PORTS))
+    site = flink.pyflink_home().resolve()
+    links = [*layout.lib.iterdir(), *layout.opt.iterdir()]
+    assert links and all(p.is_symlink() and p.exists() for p in links)
+    assert not [p for p in links if p.resolve().is_relative_to(site)], "links into the venv's PyFlink"
+    assert all(p.resolve().is_relative_to(cache.resolve()) for p in links)
+    home = flink.stable_home(cache)
+    dist = f"flink-dist-{versions.FLINK}.jar"
+    assert (home / "lib" / dist).stat().st_size == (site / "lib" / dist).stat().st_size
+    assert (home / "bin" / "jobmanager.sh").is_file() and not (home / "bin").is_relative_to(site)
+
+
+def test_flink_starts_a_jvm_from_the_cached_copy(tmp_path: Path) -> None:
+    """The copied bin/ finds its jars through our layout alone (flink --version starts the client JVM)."""
+    import subprocess
+
+    from cdcrouter.stack.service import StackContext
+
+    ctx = StackContext(state_dir=tmp_path)
+    flink.prepare_layout(tmp_path, ctx.cache_dir, dict(DEFAULT_PORTS))
+    env = flink._flink_env(ctx)
+    out = subprocess.run(
+        ["bash", str(flink.stable_home(ctx.cache_dir) / "bin" / "flink"), "--version"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0 and f"Version: {versions.FLINK}" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_broken_lib_makes_a_running_flink_unhealthy(tmp_path: Path) -> None:
+    """A lib link whose target is gone (the venv deleted) is unhealthy even while the REST API still
+    answers; the running cluster of the shared stack answers REST for this check."""
+    from cdcrouter.stack.service import StackContext
+
+    ctx = StackContext(state_dir=tmp_path)
+    if flink._get_json(f"http://127.0.0.1:{ctx.port('flink-rest')}/overview") is None:
+        pytest.skip("no Flink JobManager answers on the stack's port (cdcrouter stack up --only flink)")
+    layout = flink.prepare_layout(tmp_path, ctx.cache_dir, dict(DEFAULT_PORTS))
+    assert flink.lib_problems(layout) == []
+    assert flink.FlinkJobManager().ready(ctx)
+    gone = tmp_path / "deleted-venv" / f"flink-dist-{versions.FLINK}.jar"
+    dist = layout.lib / f"flink-dist-{versions.FLINK}.jar"
+    dist.unlink()
+    dist.symlink_to(gone)
+    assert [p for p in flink.lib_problems(layout) if "deleted-venv" in p]
+    assert not flink.FlinkJobManager().ready(ctx)
+    flink.prepare_layout(tmp_path, ctx.cache_dir, dict(DEFAULT_PORTS))  # a (re)start repairs it
+    assert flink.lib_problems(layout) == [] and flink.FlinkJobManager().ready(ctx)

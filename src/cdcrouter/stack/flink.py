@@ -2,8 +2,13 @@
 
 PyPI's ``apache-flink`` ships a whole Flink (``pyflink/{bin,lib,opt,conf}``) but neither the Kafka
 connector, the avro-confluent format nor the SQL Gateway. ``jvm/flink/pom.xml`` resolves those
-into the jar cache. A private layout under the state dir (``<state>/flink/{conf,lib,opt,log}``)
-holds our config and symlinks to both, so site-packages is never written to.
+into the jar cache. PyFlink's own Flink (``bin``, ``lib``, ``opt``, ``conf``) is copied once into the
+jar cache too (``flink-dist-<version>``, hard links where the file system allows), and the cluster
+runs from there: a Flink started from one venv used to link into that venv's site-packages, so
+deleting the venv broke the running cluster and every later start. A private layout under the
+state dir (``<state>/flink/{conf,lib,opt,log}``) holds our config and symlinks into the cache, so
+site-packages is never written to. A lib with a broken link (its target deleted) makes the
+services unhealthy (:func:`lib_problems`) instead of "already running".
 
 Three processes, each a :class:`~cdcrouter.stack.service.Service`: the JobManager (REST 8081),
 one TaskManager, and the SQL Gateway (REST 8091; Connect owns 8083). Heaps are small: the three
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -26,8 +32,10 @@ import httpx
 
 from cdcrouter.errors import StackError
 from cdcrouter.stack import versions
-from cdcrouter.stack.fetch import component_dir, is_complete, mvn_fetch
+from cdcrouter.stack.fetch import STAMP, component_dir, is_complete, mvn_fetch
 from cdcrouter.stack.service import HOST, Service, StackContext, jvm_dir
+
+log = logging.getLogger("cdcrouter.stack")
 
 PYFLINK_HINT = "pip install 'cdcrouter[flink]'  (PyFlink bundles the Flink runtime)"
 
@@ -62,6 +70,57 @@ def pyflink_home() -> Path:
             hint=f"pip install apache-flink=={versions.FLINK}",
         )
     return home
+
+
+def stable_home(cache_dir: Path) -> Path:
+    """PyFlink's Flink distribution copied into the jar cache (one folder per Flink version), so the
+    cluster no longer depends on the venv that started it. Copied once, from the installed PyFlink
+    (hard links when on the same file system: no extra space, and they outlive the venv).
+
+    Raises:
+        StackError: the copy is missing and PyFlink is not installed (or has another version).
+    """
+    dest = component_dir(cache_dir, f"flink-dist-{versions.FLINK}")
+    if is_complete(dest) and (dest / "lib" / f"flink-dist-{versions.FLINK}.jar").is_file():
+        return dest
+    home = pyflink_home()
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in ("bin", "lib", "opt", "conf"):
+        shutil.copytree(home / part, tmp / part, copy_function=_link_or_copy)
+    (tmp / STAMP).write_text(f"copied from {home}\n")
+    if dest.exists():
+        shutil.rmtree(dest, ignore_errors=True)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process published it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not is_complete(dest):
+            raise
+    return dest
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def lib_problems(layout: FlinkLayout) -> list[str]:
+    """Links in the layout's ``lib``/``opt`` whose target is gone (a deleted venv or cache): a
+    cluster running on them fails on its next class load or restart."""
+    problems = []
+    for folder in (layout.lib, layout.opt):
+        if not folder.is_dir():
+            problems.append(f"{folder} is missing")
+            continue
+        problems += [
+            f"{entry} -> {os.readlink(entry)} (gone)" for entry in folder.iterdir() if not entry.exists()
+        ]
+    if not any(layout.lib.glob("flink-dist-*.jar")) and layout.lib.is_dir():
+        problems.append(f"{layout.lib} has no flink-dist jar")
+    return problems
 
 
 def _jar_names() -> dict[str, str]:
@@ -193,8 +252,9 @@ def flink_config(ports: dict[str, int], layout: FlinkLayout) -> dict[str, Any]:
 def prepare_layout(
     state_dir: Path, cache_dir: Path, ports: dict[str, int], *, allow_fetch: bool = True
 ) -> FlinkLayout:
-    """Write ``<state>/flink/conf`` and link PyFlink's jars plus ours into ``lib``/``opt``. Idempotent."""
-    home = pyflink_home()
+    """Write ``<state>/flink/conf`` and link Flink's jars (the cache's copy of PyFlink's) plus ours
+    into ``lib``/``opt``. Idempotent."""
+    home = stable_home(cache_dir)
     jars = {p.name: p for p in fetch_flink_jars(cache_dir, allow_fetch=allow_fetch)}
     layout = FlinkLayout(state_dir / "flink")
     for d in (layout.conf, layout.log, layout.run, layout.root / "tmp"):
@@ -246,6 +306,24 @@ def _flink_env(ctx: StackContext) -> dict[str, str]:
     return env
 
 
+_reported: set[str] = set()
+
+
+def _lib_intact(ctx: StackContext) -> bool:
+    """Health: a Flink whose lib links lead nowhere is not healthy, whatever its REST API says."""
+    layout = FlinkLayout(ctx.state_dir / "flink")
+    problems = lib_problems(layout)
+    if problems and str(layout.root) not in _reported:
+        _reported.add(str(layout.root))
+        log.warning(
+            "Flink's lib under %s is broken (%s); restart it: cdcrouter stack down --only flink && "
+            "cdcrouter stack up --only flink",
+            layout.root,
+            "; ".join(problems[:3]),
+        )
+    return not problems
+
+
 def _get_json(url: str) -> Any | None:
     try:
         resp = httpx.get(url, timeout=2.0)
@@ -275,13 +353,13 @@ class FlinkJobManager(Service):
         prepare_layout(ctx.state_dir, ctx.cache_dir, ctx.ports, allow_fetch=ctx.allow_fetch)
 
     def command(self, ctx: StackContext) -> list[str]:
-        return ["bash", str(pyflink_home() / "bin" / "jobmanager.sh"), "start-foreground"]
+        return ["bash", str(stable_home(ctx.cache_dir) / "bin" / "jobmanager.sh"), "start-foreground"]
 
     def env(self, ctx: StackContext) -> dict[str, str]:
         return _flink_env(ctx)
 
     def ready(self, ctx: StackContext) -> bool:
-        return _get_json(f"http://{HOST}:{ctx.port('flink-rest')}/overview") is not None
+        return _lib_intact(ctx) and _get_json(f"http://{HOST}:{ctx.port('flink-rest')}/overview") is not None
 
     def endpoint(self, ctx: StackContext) -> str:
         return f"http://{HOST}:{ctx.port('flink-rest')}"
@@ -300,14 +378,14 @@ class FlinkTaskManager(Service):
         prepare_layout(ctx.state_dir, ctx.cache_dir, ctx.ports, allow_fetch=ctx.allow_fetch)
 
     def command(self, ctx: StackContext) -> list[str]:
-        return ["bash", str(pyflink_home() / "bin" / "taskmanager.sh"), "start-foreground"]
+        return ["bash", str(stable_home(ctx.cache_dir) / "bin" / "taskmanager.sh"), "start-foreground"]
 
     def env(self, ctx: StackContext) -> dict[str, str]:
         return _flink_env(ctx)
 
     def ready(self, ctx: StackContext) -> bool:
         data = _get_json(f"http://{HOST}:{ctx.port('flink-rest')}/taskmanagers")
-        return bool(data and data.get("taskmanagers"))
+        return _lib_intact(ctx) and bool(data and data.get("taskmanagers"))
 
     def endpoint(self, ctx: StackContext) -> str:
         return f"{TASK_SLOTS} slots via http://{HOST}:{ctx.port('flink-rest')}"
@@ -328,7 +406,7 @@ class FlinkSqlGateway(Service):
     def command(self, ctx: StackContext) -> list[str]:
         return [
             "bash",
-            str(pyflink_home() / "bin" / "sql-gateway.sh"),
+            str(stable_home(ctx.cache_dir) / "bin" / "sql-gateway.sh"),
             "start-foreground",
             f"-Dsql-gateway.endpoint.rest.address={HOST}",
             f"-Dsql-gateway.endpoint.rest.port={ctx.port('sql-gateway')}",
@@ -338,7 +416,7 @@ class FlinkSqlGateway(Service):
         return _flink_env(ctx)
 
     def ready(self, ctx: StackContext) -> bool:
-        return _get_json(f"http://{HOST}:{ctx.port('sql-gateway')}/v1/info") is not None
+        return _lib_intact(ctx) and _get_json(f"http://{HOST}:{ctx.port('sql-gateway')}/v1/info") is not None
 
     def endpoint(self, ctx: StackContext) -> str:
         return f"http://{HOST}:{ctx.port('sql-gateway')}"
