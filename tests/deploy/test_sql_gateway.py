@@ -72,3 +72,39 @@ def test_real_gateway_error_is_clean(stack_with) -> None:
     text = err.value.render()
     assert "no_such_table" in text and "ValidationException" in text and "\tat " not in text
     gateway.close()
+
+
+def test_gateway_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cdcrouter.deploy.sql_gateway import TIMEOUT_ENV, default_timeout_s
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert default_timeout_s() == 120.0
+    monkeypatch.setenv(TIMEOUT_ENV, "300")
+    assert default_timeout_s() == 300.0
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(DeployError) as err:
+            default_timeout_s()
+        assert TIMEOUT_ENV in err.value.message and "300" in (err.value.hint or "")
+
+
+@pytest.mark.integration
+@pytest.mark.flink
+def test_real_gateway_honours_the_configured_timeout(stack_with, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A statement that runs a job has no result for the first moments: with the timeout set to
+    0.2 s the wait ends with a message naming the setting; with the default it returns the rows."""
+    from cdcrouter.deploy.sql_gateway import TIMEOUT_ENV
+
+    stack = stack_with("flink")
+    gateway = SqlGateway(stack.sql_gateway_url)
+    query = "SELECT COUNT(*) FROM (VALUES (1), (2), (3)) AS t(x)"
+    try:
+        with gateway.open_session({"execution.runtime-mode": "batch"}) as session:
+            monkeypatch.setenv(TIMEOUT_ENV, "0.2")
+            with pytest.raises(DeployError) as err:
+                session.run(query)
+            assert "within 0.2s" in err.value.message and TIMEOUT_ENV in (err.value.hint or "")
+            monkeypatch.delenv(TIMEOUT_ENV)
+            assert session.run(query).rows == [[3]]
+    finally:
+        gateway.close()

@@ -19,7 +19,19 @@ from typing import Any
 
 import httpx
 
+from cdcrouter.config.durations import env_seconds
 from cdcrouter.errors import DeployError
+
+TIMEOUT_ENV = "CDCROUTER_SQL_GATEWAY_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 120.0  # a statement's result, a job reaching RUNNING
+
+
+def default_timeout_s() -> float:
+    """How long to wait for a statement's result or a job to run: ``CDCROUTER_SQL_GATEWAY_TIMEOUT_S``
+    (seconds), else 120. Planning a large statement set on a small gateway heap under load can take
+    longer (the Flink benchmark's 100 filters did)."""
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S, DeployError)
+
 
 _TERMINAL_OK = {"FINISHED"}
 _TERMINAL_BAD = {"ERROR", "CANCELED", "CLOSED", "TIMEOUT"}
@@ -98,7 +110,7 @@ class Session:
         out = _request(self.gateway.client, "GET", f"{self._base}/operations/{op}/status", "status")
         return str(out["status"])
 
-    def fetch(self, op: str, timeout: float = 120.0) -> Result:
+    def fetch(self, op: str, timeout: float | None = None) -> Result:
         """Read every page of an operation's result, following ``nextResultUri`` until EOS.
 
         Statements that start a job (INSERT, statement sets) end after one page with the job id;
@@ -108,6 +120,7 @@ class Session:
         rows: list[list[Any]] = []
         columns: list[str] = []
         job_id: str | None = None
+        timeout = timeout or default_timeout_s()
         deadline = time.monotonic() + timeout
         while uri:
             page = _request(self.gateway.client, "GET", self.gateway.url + uri, "Flink SQL Gateway")
@@ -120,14 +133,19 @@ class Session:
                 break
             if kind == "NOT_READY":
                 if time.monotonic() > deadline:
-                    raise DeployError(f"no result from the SQL Gateway within {timeout:.0f}s")
+                    raise DeployError(
+                        f"no result from the SQL Gateway within {timeout:g}s",
+                        hint=f"a loaded gateway may need longer: set {TIMEOUT_ENV} (seconds)",
+                    )
                 time.sleep(0.2)
             uri = page.get("nextResultUri") or ""
         if job_id is None and columns == ["job id"] and rows:
             job_id = str(rows[0][0])
         return Result(rows=rows, columns=columns, job_id=job_id)
 
-    def run(self, statement: str, config: dict[str, str] | None = None, timeout: float = 120.0) -> Result:
+    def run(
+        self, statement: str, config: dict[str, str] | None = None, timeout: float | None = None
+    ) -> Result:
         """Execute a statement, wait for its result, and close the operation."""
         op = self.execute(statement, config)
         try:
@@ -202,8 +220,9 @@ class FlinkRest:
     def job(self, job_id: str) -> dict[str, Any]:
         return dict(_request(self.client, "GET", f"{self.url}/jobs/{job_id}", "job status"))
 
-    def wait_running(self, job_id: str, timeout: float = 120.0) -> None:
+    def wait_running(self, job_id: str, timeout: float | None = None) -> None:
         """Wait until every task of the job runs (so its sources have been assigned partitions)."""
+        timeout = timeout or default_timeout_s()
         deadline = time.monotonic() + timeout
         while True:
             job = self.job(job_id)
@@ -216,7 +235,10 @@ class FlinkRest:
                     hint=f"see {self.url}/#/job/running/{job_id}/exceptions",
                 )
             if time.monotonic() > deadline:
-                raise DeployError(f"Flink job {job_id} not running after {timeout:.0f}s (state {state})")
+                raise DeployError(
+                    f"Flink job {job_id} not running after {timeout:g}s (state {state})",
+                    hint=f"a loaded cluster may need longer: set {TIMEOUT_ENV} (seconds)",
+                )
             time.sleep(0.5)
 
     def root_exception(self, job_id: str) -> str:

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cdcrouter.config.durations import env_seconds
+from cdcrouter.errors import StackError
 from cdcrouter.stack import fetch, versions
 from cdcrouter.stack.service import HOST, Service, StackContext, jvm_dir
+
+START_TIMEOUT_ENV = "CDCROUTER_REGISTRY_START_TIMEOUT_S"
 
 
 def registry_home(ctx: StackContext) -> Path:
@@ -27,9 +31,14 @@ class Registry(Service):
     name = "registry"
     version = versions.APICURIO_REGISTRY
     port_keys = ("registry", "registry-management")
-    start_timeout = 120.0
     heap_mb = 384
     java_min = 21  # Apicurio 3.3 is built for Java 21 (class file 65)
+
+    @property
+    def start_timeout(self) -> float:  # type: ignore[override]
+        """How long `stack up` waits for the registry's health endpoint: Quarkus starts slowly on a
+        loaded machine. ``CDCROUTER_REGISTRY_START_TIMEOUT_S`` (seconds), else 120."""
+        return env_seconds(START_TIMEOUT_ENV, 120.0, StackError)
 
     def fetch(self, ctx: StackContext) -> None:
         registry_home(ctx)
