@@ -32,7 +32,7 @@ from confluent_kafka import KafkaException
 from cdcrouter.capture import failover, source
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.capture.canonical import Kind
-from cdcrouter.capture.fastpath import RowEncoder, fast_kind_ok
+from cdcrouter.capture.fastpath import KeyMoved, RowEncoder, fast_kind_ok
 from cdcrouter.capture.kafka_limits import KafkaFatal
 from cdcrouter.capture.metrics import CaptureMetrics
 from cdcrouter.capture.normalize import (
@@ -41,8 +41,10 @@ from cdcrouter.capture.normalize import (
     RowChange,
     TableShape,
     event_key,
+    moved_key,
     normalize_outbox,
     normalize_row,
+    split_moved_key,
 )
 from cdcrouter.capture.outage import Outage
 from cdcrouter.capture.pgoutput import (
@@ -837,7 +839,11 @@ class CaptureEngine:
                         now_ms = time_ns() // 1_000_000
                         if now_ms != saved_ms:
                             saved_ms, saved = now_ms, encode_long(now_ms)
-                        key, value = row_enc.encode(buf, msg.data_start, ms, saved)
+                        try:
+                            key, value = row_enc.encode(buf, msg.data_start, ms, saved)
+                        except KeyMoved:  # a new entity id: DELETE + INSERT, through the generic path
+                            row_enc = None
+                    if row_enc is not None:
                         if inflight is None and sink.in_transaction:
                             try:
                                 produce_raw(raw_name, value, key)
@@ -867,6 +873,12 @@ class CaptureEngine:
                         ch.operation, ch.new, ch.old, f"{msg.data_start:X}:{rel.name}", commit_ms
                     )
                     if type(shape) is TableShape:
+                        if moved_key(change, shape):  # the old entity is gone, the new one complete
+                            gone, change = split_moved_key(change)
+                            gone_event = normalize_row(gone, shape, _now_ms())
+                            emit(event_key(gone_event), encode(gone_event), None, msg.data_start)
+                            batch_events += 1
+                            stats.events += 1
                         event = normalize_row(change, shape, _now_ms())
                     elif ch.operation != "INSERT":
                         continue  # outbox rows are events once, when inserted

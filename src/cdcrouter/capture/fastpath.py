@@ -51,6 +51,11 @@ _BOOL_BYTES: Final = {b"t": b"true", b"f": b"false", b"true": b"true", b"false":
 _Raw = bytes | None | object  # column bytes, SQL NULL, or UNCHANGED (TOAST not sent)
 
 
+class KeyMoved(Exception):
+    """An UPDATE that gives the row another entity id: the caller reports it through the generic
+    path, as a DELETE and an INSERT (``normalize.moved_key``)."""
+
+
 def _len(n: int) -> bytes:
     return _SMALL[n] if n < 4096 else encode_long(n)
 
@@ -217,6 +222,15 @@ class RowEncoder:
             elif kind == _PLAIN or raw is None or before is None or _value(kind, raw) != _value(kind, before):
                 self._put(attrs, i, raw)
 
+    def _moved(self, old: list[_Raw], new: list[_Raw], key_only: bool) -> bool:
+        """normalize.moved_key on raw tuples: every id column sent in both rows, ids differ."""
+        for j in self.id_positions:
+            if j < 0 or j >= len(old) or j >= len(new) or old[j] is UNCHANGED or new[j] is UNCHANGED:
+                return False
+            if key_only and not self.key_flags[j]:
+                return False
+        return self._entity_id(old) != self._entity_id(new)
+
     def _entity_id(self, row: list[_Raw]) -> bytes:
         i = self.id_index
         if i >= 0:
@@ -333,6 +347,8 @@ class RowEncoder:
             if code == _ID:
                 id_changed = True
                 eid = b"" if v is None else v
+                if seg != b"u" and (seg[5:] if seg[0] == 116 else b"") != eid:
+                    raise KeyMoved
             elif code != _PLAIN and v is not None:
                 v = _value(code, v)
                 if seg[0] == 116 and v == _value(code, seg[5:]):  # the same canonical value
@@ -415,6 +431,8 @@ class RowEncoder:
             if marker == 75 or marker == 79:
                 old, pos = self._raw_tuple(buf, 6)
                 row, _ = self._raw_tuple(buf, pos + 1)
+                if self._moved(old, row, marker == 75):
+                    raise KeyMoved
                 self._changed(attrs, row, old, marker == 75)
             else:
                 row, _ = self._raw_tuple(buf, 6)

@@ -172,6 +172,32 @@ def entity_id(row: Mapping[str, Value], shape: TableShape) -> str:
     return ":".join(parts)
 
 
+def moved_key(change: RowChange, shape: TableShape) -> bool:
+    """Whether an UPDATE gives the row another entity id (its key changed). Such an update is
+    reported as the old entity's DELETE and the new entity's INSERT (:func:`split_moved_key`), as
+    PostgreSQL reports a row moved to another partition, and as Debezium reports a key change:
+    an UPDATE under the new id would leave the old entity alive and the new one with only the
+    changed columns."""
+    old, new = change.old, change.new
+    if change.operation != "UPDATE" or not old or not new:
+        return False
+    for col in shape.id_columns:
+        if col not in old or col not in new or old[col] is UNCHANGED or new[col] is UNCHANGED:
+            return False
+    return entity_id(old, shape) != entity_id(new, shape)
+
+
+def split_moved_key(change: RowChange) -> tuple[RowChange, RowChange]:
+    """A key-changing UPDATE as (DELETE of the old row, INSERT of the new row); a TOASTed value
+    PostgreSQL did not send is taken from the old row when it has it (REPLICA IDENTITY FULL)."""
+    old, new = change.old or {}, change.new or {}
+    row = {c: old.get(c, UNCHANGED) if v is UNCHANGED else v for c, v in new.items()}
+    return (
+        RowChange("DELETE", None, dict(old), change.position, change.commit_ms),
+        RowChange("INSERT", row, None, change.position, change.commit_ms),
+    )
+
+
 def _without(change: RowChange, excluded: frozenset[str]) -> RowChange:
     def strip(row: dict[str, Value] | None) -> dict[str, Value] | None:
         return None if row is None else {c: v for c, v in row.items() if c not in excluded}
