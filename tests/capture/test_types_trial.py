@@ -166,3 +166,25 @@ def test_an_update_of_the_entity_id_is_the_old_entity_deleted_and_the_new_one_cr
         assert attrs[1:] == [whole_old, {**whole_old, "id": "2"}, {"id": "2", "v": v}]
     else:  # the key only, and the TOASTed value PostgreSQL did not send stays unreported
         assert attrs[1:] == [{"id": "1"}, {"id": "2", "v": "kept"}, {"id": "2", "v": v}]
+
+
+def test_network_addresses_are_captured_as_postgresql_prints_them(capture_run: CaptureRun) -> None:
+    """macaddr and macaddr8 were refused at start-up as unsupported, although inet and cidr
+    were taken: all four are scalars captured as PostgreSQL's text, on both paths."""
+    run = capture_run
+    cols = "i inet, c cidr, m macaddr, m8 macaddr8"
+    row = "'192.168.0.1/24', '2001:db8::/32', '08-00-2B-01-02-03', '08:00:2b:01:02:03:04:05'"
+    run.sql(f"CREATE TABLE hosts (id int PRIMARY KEY, {cols})", f"INSERT INTO hosts VALUES (1, {row})")
+    run.pipeline = make_pipeline(run.schema, run.topic.removeprefix("raw-"), tables={"hosts": {}})
+    run.start()
+    run.sql(f"INSERT INTO hosts VALUES (2, {row})", "UPDATE hosts SET m = '0800.2b01.0204' WHERE id = 2")
+    events = run.events(expect=3)
+    oracle = {
+        str(r[0]): dict(zip(("i", "c", "m", "m8"), r[1:], strict=True))
+        for r in _pg(run, "SELECT id, i::text, c::text, m::text, m8::text FROM hosts")
+    }
+    assert _attrs(events) == [
+        ("SNAPSHOT", {"id": "1", **oracle["1"]}),
+        ("INSERT", {"id": "2", **oracle["1"]}),  # the same values
+        ("UPDATE", {"id": "2", "m": oracle["2"]["m"]}),
+    ]

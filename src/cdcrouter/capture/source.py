@@ -37,7 +37,8 @@ _KIND_BY_OID: dict[int, Kind] = {
     1184: "timestamptz",
     1114: "timestamp",
 }
-_PLAIN_U_OIDS = {17, 2950}  # bytea, uuid: category U but plain text is fine
+# bytea, uuid, macaddr, macaddr8: category U, but scalars whose text output is canonical
+_PLAIN_U_OIDS = {17, 2950, 829, 774}
 _PLAIN_CATEGORIES = set("BNSDTIVE")
 
 
@@ -220,7 +221,8 @@ def unsupported_column(table: str, column: str, type_name: str) -> CaptureError:
     return CaptureError(
         f"column {table}.{column} has type {type_name}, which capture does not support",
         hint=f"add {column!r} to tables.{table}.exclude_columns, or store it as text/jsonb "
-        "(supported: numbers, text, boolean, date/time, uuid, bytea, json/jsonb, enums)",
+        "(supported: numbers, text, boolean, date/time, uuid, bytea, json/jsonb, enums, inet/cidr/macaddr, "
+        "bit strings)",
     )
 
 
