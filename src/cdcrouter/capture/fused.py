@@ -52,14 +52,16 @@ class FusedSink(TransactionalSink):
         self._outputs = routes.outputs
         # filtered records the broker refused: (topic, value, error), judged in _rejected
         self.refused: list[tuple[str, bytes, KafkaError]] = []
-        super().__init__(conns, raw, slot, size_cap=size_cap, transaction_timeout_ms=transaction_timeout_ms)
-        producer = self.producer
-        raw_produce = producer.produce
+        # lanes: a transaction never waits for the commit markers of the ones before (sink.py)
+        super().__init__(
+            conns, raw, slot, size_cap=size_cap, transaction_timeout_ms=transaction_timeout_ms, lanes=3
+        )
         raw_name = raw.name
         route = routes.route
 
         def produce(topic: str, value: Any, key: Any = None, **kw: Any) -> None:
-            raw_produce(topic, value, key, **kw)  # raises before anything is routed: caller retries
+            producer = self.producer  # the open transaction's lane
+            producer.produce(topic, value, key, **kw)  # raises before anything is routed: caller retries
             if topic == raw_name:
                 try:
                     route(value, key, producer)
@@ -73,11 +75,12 @@ class FusedSink(TransactionalSink):
         """Learn every topic's partitions and leaders now, before the first change: a record for a
         topic not in the producer's metadata cache waits for a metadata request first."""
         raw = self.raw
-        for topic in sorted({raw.name, raw.offsets_topic, raw.dlq_topic, *self._outputs}):
-            try:
-                self.producer.list_topics(topic, timeout=10)
-            except KafkaException as exc:  # the first produce asks again; nothing is lost by going on
-                log.warning("metadata for %s: %s", topic, exc.args[0].str())
+        for producer in self.lanes:
+            for topic in sorted({raw.name, raw.offsets_topic, raw.dlq_topic, *self._outputs}):
+                try:
+                    producer.list_topics(topic, timeout=10)
+                except KafkaException as exc:  # the first produce asks again; nothing is lost by going on
+                    log.warning("metadata for %s: %s", topic, exc.args[0].str())
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None or err.code() in _PURGED:

@@ -285,8 +285,30 @@ TOPIC_CHECK_S = 5.0  # a commit whose records are not delivered this long checks
 _PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})  # our own abort's doing
 
 
+LANES_MAX = 3  # transactional ids a slot may use; every sink fences all of them (capture_ids)
+
+
+def capture_ids(slot: str) -> list[str]:
+    """The transactional ids of a slot's capture, one per lane: the first is the only one a
+    one-lane sink writes with, fused mode takes turns over all (see :class:`TransactionalSink`)."""
+    first = f"cdcrouter-capture-{slot}"
+    return [first] + [f"{first}.lane{i}" for i in range(1, LANES_MAX)]
+
+
 class TransactionalSink:
-    """One transactional producer per slot: ``transactional.id`` fences a zombie predecessor.
+    """One transactional producer per lane: ``transactional.id`` fences a zombie predecessor.
+
+    With ``lanes=3`` (fused mode) consecutive transactions take turns over three producers. They
+    never overlap: a lane begins only after the previous lane's commit returned, so every partition
+    gets the transactions' records in commit order and the offsets topic's last committed position
+    is the newest. What that buys: the broker answers a commit before it has written the commit
+    markers, and the same transactional id cannot add partitions to its next transaction until
+    they are written (CONCURRENT_TRANSACTIONS, which librdkafka retries after 20 ms). Fused
+    transactions touch many partitions (raw, filtered, position), so that wait hit often and made
+    fused mode's p99 (docs/capture.md, "Fused mode"). A lane used two commits ago has no such wait
+    (two lanes still waited now and then on a loaded 2-core box, three did not).
+    Every sink fences all of a slot's ids (:func:`capture_ids`), so a one-lane capture started
+    after a killed fused one is not held back by an open transaction of another lane.
 
     The producer is sized from the raw topic's ``max.message.bytes`` (see
     :mod:`cdcrouter.capture.kafka_limits`); ``size_cap`` lowers that after the broker refused records.
@@ -303,6 +325,7 @@ class TransactionalSink:
         *,
         size_cap: int | None = None,
         transaction_timeout_ms: int = DEFAULT_CAPTURE_TIMEOUT_MS,
+        lanes: int = 1,
     ) -> None:
         self.raw = raw
         self.slot_key = slot.encode()
@@ -313,43 +336,54 @@ class TransactionalSink:
         self.failed: list[tuple[str, int, KafkaError]] = []  # delivery errors: topic, size, error
         self.dead_letters = 0
         self._schema: Any = None
-        self.producer = Producer(
-            {
-                **conns.kafka.producer_conf(),
-                "transactional.id": f"cdcrouter-capture-{slot}",
-                # no transaction needs long (snapshots commit chunk by chunk): a crashed capture's
-                # open transaction holds read_committed readers back for at most this long
-                "transaction.timeout.ms": transaction_timeout_ms,
-                "linger.ms": 5,
-                "queue.buffering.max.messages": self.QUEUE_MAX_MESSAGES,
-                "queue.buffering.max.kbytes": max(
-                    self.QUEUE_MAX_KBYTES, 2 * limits["message.max.bytes"] // 1024 + 1
-                ),
-                **limits,
-                # only failures call back: nothing per record on the hot path
-                "delivery.report.only.error": True,
-                "on_delivery": self._on_delivery,
-                "logger": _kafka_log,
-            }
-        )
-        self.produce = self.producer.produce  # hot path: bound method
+        self._conf = {
+            **conns.kafka.producer_conf(),
+            # no transaction needs long (snapshots commit chunk by chunk): a crashed capture's
+            # open transaction holds read_committed readers back for at most this long
+            "transaction.timeout.ms": transaction_timeout_ms,
+            "linger.ms": 5,
+            "queue.buffering.max.messages": self.QUEUE_MAX_MESSAGES,
+            "queue.buffering.max.kbytes": max(
+                self.QUEUE_MAX_KBYTES, 2 * limits["message.max.bytes"] // 1024 + 1
+            ),
+            **limits,
+            # only failures call back: nothing per record on the hot path
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+            "logger": _kafka_log,
+        }
+        ids = capture_ids(slot)
+        self.lanes = [self._transactional(tid, conns) for tid in ids[:lanes]]
+        for tid in ids[lanes:]:  # unused here: fenced, so no open transaction of it lingers
+            self._transactional(tid, conns).flush(0)
+        self._lane = 0
+        self.producer = self.lanes[0]
+        self.produce = self.producer.produce  # hot path: bound method (one lane only)
         self.in_transaction = False
         self.began = 0.0
         self.longest_s = 0.0  # the longest transaction so far, begin to commit (benchmarks)
+
+    def _transactional(self, transactional_id: str, conns: Connections) -> Producer:
+        """A producer with ``transactional_id``, initialised: a predecessor's open transaction aborted."""
+        producer = Producer({**self._conf, "transactional.id": transactional_id})
         try:
-            self.producer.init_transactions(60)
+            producer.init_transactions(60)
         except KafkaException as exc:
             err = exc.args[0]
             what = f"cannot initialise Kafka transactions on {conns.kafka.bootstrap_servers}"
             if is_timeout_refused(err):
                 message, hint = timeout_refused(
-                    what, "transactions.capture_timeout_ms in pipeline.yaml", transaction_timeout_ms, kafka
+                    what,
+                    "transactions.capture_timeout_ms in pipeline.yaml",
+                    self._conf["transaction.timeout.ms"],
+                    self._kafka,
                 )
                 raise KafkaFatal(message, hint=hint) from exc
             raise permanent_error(err, what) or KafkaSinkError(
                 f"{what}: {err.str()}",
                 hint="is Kafka running and does the user have WRITE on TransactionalId cdcrouter-capture-*?",
             ) from exc
+        return producer
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None and err.code() not in _PURGED:
@@ -357,6 +391,9 @@ class TransactionalSink:
 
     def begin(self) -> None:
         if not self.in_transaction:
+            if len(self.lanes) > 1:  # the other lane: its id has no commit markers still being written
+                self._lane = (self._lane + 1) % len(self.lanes)
+                self.producer = self.lanes[self._lane]
             try:
                 self.producer.begin_transaction()
             except KafkaException as exc:
@@ -546,7 +583,8 @@ class TransactionalSink:
 
     def close(self) -> None:
         self.abort()
-        try:
-            self.producer.flush(5)
-        except KafkaException as exc:  # a fatal producer raises here: never hide the error that ended it
-            log.warning("closing the Kafka producer: %s", exc.args[0].str())
+        for producer in self.lanes:
+            try:
+                producer.flush(5)
+            except KafkaException as exc:  # a fatal producer raises here: never hide the error that ended it
+                log.warning("closing the Kafka producer: %s", exc.args[0].str())
