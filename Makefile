@@ -52,27 +52,56 @@ demo: install-base
 	$(BIN)/cdcrouter demo
 
 # The documented benchmark set (BENCHMARKS.md), each run BENCH_REPEAT times: the JSON results go
-# to bench-results/ (one file per line below), then a markdown table of them to stdout. Bounded to
-# ~15 minutes on 2 cores. Add a benchmark with one line: $(call bench_run,NAME,SUBJECT ARGS...).
-# It uses the stack in $CDCROUTER_STATE_DIR (default .cdcrouter/), started here if it is not up.
+# to bench-results/ (one file per line below), then a markdown table of them to stdout.
+#   make bench               the full set, about 3 hours on 2 cores (Flink at 100 filters is half of
+#                            it): capture vs Debezium, the router at 20 and 1,000 filters, Flink at
+#                            20 and 100 filters and its latency, fused mode, the snapshot
+#   make bench BENCH=quick   the same subjects with small counts and no Debezium/Flink (~10 minutes)
+# Add a benchmark with one line: $(call bench_run,NAME,SUBJECT ARGS...[,--runs]) ($(call bench_flink,...) for
+# `bench flink`, which always prints JSON and repeats by rounds). It uses the stack in
+# $CDCROUTER_STATE_DIR (default .cdcrouter/), started here if it is not up (Connect and Flink too
+# for the full set; `bench flink` starts a private Flink cluster of its own besides).
+BENCH ?= full
 BENCH_OUT ?= bench-results
 BENCH_REPEAT ?= 3
-bench_run = $(BIN)/cdcrouter bench $(2) --repeat $(BENCH_REPEAT) --json > $(BENCH_OUT)/$(1).json.tmp \
+bench_run = $(BIN)/cdcrouter bench $(2) $(or $(3),--repeat) $(BENCH_REPEAT) --json > $(BENCH_OUT)/$(1).json.tmp \
+	&& mv $(BENCH_OUT)/$(1).json.tmp $(BENCH_OUT)/$(1).json
+bench_flink = $(BIN)/cdcrouter bench flink $(2) --repeat $(BENCH_REPEAT) > $(BENCH_OUT)/$(1).json.tmp \
 	&& mv $(BENCH_OUT)/$(1).json.tmp $(BENCH_OUT)/$(1).json
 
-bench: install-base
+bench: $(if $(filter quick,$(BENCH)),install-base,install)
+	@case "$(BENCH)" in full|quick) ;; *) echo "error: BENCH=$(BENCH): expected full or quick"; exit 2;; esac
 	@mkdir -p $(BENCH_OUT)
+ifeq ($(BENCH),quick)
 	$(BIN)/cdcrouter stack up --only postgres,kafka,registry
+	$(call bench_run,generate-1000,generate --filters-count 1000)
+	$(call bench_run,match-20,match --filters-count 20 --events 100000)
+	$(call bench_run,match-1000,match --filters-count 1000 --events 100000)
+	$(call bench_run,route-throughput-20,route --events 100000 --filters-count 20 --skip-latency)
+	$(call bench_run,route-throughput-1000,route -n 1000 --events 100000 --warmup 20000 --skip-latency)
+	$(call bench_run,route-latency-20,route --skip-throughput --filters-count 20 --rate 2000 --seconds 10)
+	$(call bench_run,capture-embedded,capture --no-debezium --changes 50000 --warmup 20000 --rate 2000 --seconds 10)
+	$(call bench_run,fused,fused --rate 2000 --seconds 10,--runs)
+else
+	$(BIN)/cdcrouter stack up --only postgres,kafka,registry,connect
 	$(call bench_run,generate-1000,generate --filters-count 1000)
 	$(call bench_run,match-20,match --filters-count 20 --events 200000)
 	$(call bench_run,match-200,match --filters-count 200 --events 200000)
 	$(call bench_run,match-1000,match --filters-count 1000 --events 200000)
 	$(call bench_run,match-1000-no-index,match --filters-count 1000 --events 50000 --no-index)
 	$(call bench_run,route-throughput-20,route --events 200000 --filters-count 20 --skip-latency)
+	$(call bench_run,route-throughput-1000,route -n 1000 --events 1000000 --warmup 200000 --skip-latency)
 	$(call bench_run,route-latency-4,route --skip-throughput --filters-count 4 --rate 2000 --seconds 15)
 	$(call bench_run,route-latency-20,route --skip-throughput --filters-count 20 --rate 2000 --seconds 15)
-	$(call bench_run,capture-embedded,capture --no-debezium --changes 100000 --rate 2000 --seconds 15)
+	$(call bench_run,capture-vs-debezium,capture --changes 100000 --warmup 100000 --rate 2000 --seconds 15)
+	$(call bench_flink,flink-20,--events 1000000 --warmup 200000 --filters-count 20 --checkpoint-interval 5s)
+	$(call bench_flink,flink-100,--events 1000000 --warmup 200000 --filters-count 100 \
+		--checkpoint-interval 5s --sink-shape one-sink --sink-shape per-topic)
+	$(call bench_flink,flink-latency,--latency-only --filters-count 20 --rate 2000 --seconds 15 \
+		--checkpoint-interval 1s)
+	$(call bench_run,fused,fused --rate 2000 --seconds 15,--runs)
 	$(call bench_run,snapshot-300k,snapshot --rows 300000 --rate 1000 --kill-at 0.5)
+endif
 	@$(BIN)/cdcrouter bench report $(BENCH_OUT)
 
 # dist/: the sdist, then a platform wheel built from that sdist (so the sdist is proven complete).

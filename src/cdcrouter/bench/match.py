@@ -155,8 +155,9 @@ def _residual(rng: random.Random) -> dict[str, Any]:
     )
 
 
-def realistic_filters(n: int, seed: int = 11) -> str:
-    """filters.yaml text with ``n`` teams' filters of realistic selectivity (module docstring)."""
+def realistic_filters(n: int, seed: int = 11, topic_prefix: str = "filtered-") -> str:
+    """filters.yaml text with ``n`` teams' filters of realistic selectivity (module docstring); each
+    team's topic is ``<topic_prefix>team-<i>``."""
     import json
 
     rng = random.Random(seed)
@@ -202,7 +203,8 @@ def realistic_filters(n: int, seed: int = 11) -> str:
                 },
             ]
         team = f"team-{i}"
-        flt = {"id": team, "consumerId": team, "outputTopic": f"filtered-{team}", "conditions": conditions}
+        topic = f"{topic_prefix}{team}"
+        flt = {"id": team, "consumerId": team, "outputTopic": topic, "conditions": conditions}
         lines.append("  - " + json.dumps(flt))
     return "\n".join(lines) + "\n"
 

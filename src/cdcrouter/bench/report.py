@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 # the keys that hold a measurement (a rate, a time, a size, a ratio), not a setting
-_FIGURE = re.compile(r"(per_s\w*|_ms|_s|_mb|ratio\w*|per_change|load_1m)$")
+_FIGURE = re.compile(r"(per_s\w*|_ms|_s|_mb|ratio\w*|per_change|per_event|load_1m)$")
 
 
 def fmt(value: Any) -> str:
@@ -39,12 +39,21 @@ def human(result: dict[str, Any]) -> str:
 
 def _leaves(result: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in result.items():
-        if key == "each_run":
+        if key in ("each_run", "rows"):  # the single runs (bench flink: "rows", its medians: "summary")
             continue
         if isinstance(value, dict) and set(value) != {"median", "min", "max"}:
             yield from _leaves(value, f"{prefix}{key}.")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, row in enumerate(value):  # one per engine, delivery, shape (bench flink's summary)
+                yield from _leaves(row, f"{prefix}{key}[{_row_label(row, i)}].")
         else:
             yield f"{prefix}{key}", value
+
+
+def _row_label(row: dict[str, Any], index: int) -> str:
+    """``flink exactly-once one-sink`` for a row that names its engine; else its index."""
+    parts = [str(row[k]) for k in ("engine", "delivery", "sink_shape") if isinstance(row.get(k), str)]
+    return " ".join(parts) or str(index)
 
 
 def figures(result: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -141,7 +141,14 @@ def bench_capture(
 def bench_route(
     events: int = typer.Option(200_000, help="events for the throughput run"),
     filters_count: str = typer.Option(
-        "20", "--filters-count", help="benchmark filters, a topic each (max 20); '4,20' runs each in turn"
+        "20",
+        "--filters-count",
+        "-n",
+        help="filters, a topic each; up to 20: the benchmark filters; more (up to 5,000): the realistic "
+        "set of `bench match`, throughput only, a router process end to end; '4,20' runs each in turn",
+    ),
+    warmup: int = typer.Option(
+        200_000, "--warmup", min=0, help="above 20 filters: events routed before the measured --events"
     ),
     rate: int = typer.Option(5_000, help="events/s for the latency run"),
     seconds: float = typer.Option(20.0, help="length of the latency run"),
@@ -168,7 +175,7 @@ def bench_route(
     logs.configure(level=logging.INFO)  # the format: --log-format
     logging.getLogger("cdcrouter.route").setLevel(logging.WARNING)
     lane_counts = _counts("--lanes", lanes, "2 or 1,2", 8)
-    filter_counts = _counts("--filters-count", filters_count, "20 or 4,20", len(BENCH_FILTERS))
+    filter_counts = _counts("--filters-count", filters_count, "20 or 4,20", 5_000)
     schemas = [x.strip() for x in schema.split(",") if x.strip()]
     if not schemas or set(schemas) - {"base", "evolved"}:
         raise typer.BadParameter(f"--schema {schema!r}: expected base, evolved or base,evolved")
@@ -181,6 +188,15 @@ def bench_route(
             typer.echo(human(results[-1]) + "\n")
 
     for f in filter_counts:
+        if f > len(BENCH_FILTERS):  # the realistic set at scale: throughput of the router process
+            from cdcrouter.bench.route_scale import run_scale
+
+            if not skip_throughput:
+                for n in lane_counts:
+                    measure(lambda f=f, n=n: run_scale(conns, f, events, warmup, lanes=n, report=_say))
+            if not skip_latency:
+                _say(f"latency at {f} filters is not measured: the latency run has the 20 benchmark filters")
+            continue
         if not skip_throughput:
             for n in lane_counts:
                 for kind in schemas:
@@ -207,6 +223,7 @@ def bench_flink(
         ["per-topic"], "--sink-shape", help="per-topic and/or one-sink (repeat the option for both)"
     ),
     latency: bool = typer.Option(False, "--latency", help="also p50/p99 at --rate (both guarantees)"),
+    latency_only: bool = typer.Option(False, "--latency-only", help="only the latency rows (no throughput)"),
     rate: int = typer.Option(5_000, "--rate", help="append rate for the latency run (events/s)"),
     seconds: float = typer.Option(20.0, "--seconds", help="latency run length"),
     config: ConfigFile = None,
@@ -235,6 +252,10 @@ def bench_flink(
         filters_yaml = functools.partial(bench_filters_yaml, count=filters_count)
     else:
         filters_yaml = functools.partial(flink.realistic_filters_yaml, count=filters_count)
+    if latency_only:
+        rows = flink.latency_side_by_side(conns, min(filters_count, 20), rate, seconds, checkpoint_interval)
+        typer.echo(json.dumps({"filters": min(filters_count, 20), "latency": rows}, indent=2))
+        return
     result = flink.anchor(
         conns,
         filters_yaml,

@@ -76,6 +76,13 @@ class RouterOptions:
     dlq_topic: str | None = None  # default: <raw>.router.dlq
     max_txn_ms: int = 100
     max_txn_events: int = 50_000
+    # A transaction's fixed cost grows with the partitions it touches (librdkafka sends one
+    # ProduceRequest per partition, five in flight, and the commit writes a marker to each): under a
+    # backlog a transaction fills for at least ``fill_factor`` times what the last one took to deliver
+    # and commit (at most ``max_fill_ms``), so that cost stays a bounded share of the time. A
+    # transaction of a caught-up consumer is still due at once (latency).
+    fill_factor: float = 2.0
+    max_fill_ms: int = 5_000
     batch_size: int = 2_000
     reload: bool = True
     reload_check_ms: int = 500
@@ -98,6 +105,11 @@ class RouterOptions:
     producer_conf: dict[str, Any] = field(default_factory=dict)
 
     lanes: int = 2  # transactional producers taking turns: one commits while the next batch is produced
+
+    def fill_ms(self, last_cost_ms: float) -> float:
+        """How old a transaction gets under a backlog, after one that took ``last_cost_ms`` to
+        deliver and commit: ``fill_factor`` times that, within ``[max_txn_ms, max_fill_ms]``."""
+        return min(float(self.max_fill_ms), max(float(self.max_txn_ms), self.fill_factor * last_cost_ms))
 
     @property
     def transactional_id(self) -> str:
@@ -173,6 +185,7 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
         self._refused_topics: dict[str, KafkaError] = {}  # unknown or not authorized, seen on delivery
         self._dlq_error: str | None = None  # the DLQ refused a dead letter
         self._instance_lock: InstanceLock | None = None
+        self._fill_ms = float(self.opts.max_txn_ms)  # how old a transaction under a backlog gets
         self._checked_topics = False  # run() found every topic: one missing later was deleted
         # takeover (route/takeover.py): the group's other instances seen at the last assignment, the
         # departed ones already fenced, and the tag this instance's commits carry
@@ -292,7 +305,7 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
                     continue
             if fill.in_txn and (
                 len(msgs) < batch
-                or (time.monotonic() - fill.started) * 1000 >= self.opts.max_txn_ms
+                or (time.monotonic() - fill.started) * 1000 >= self._fill_ms
                 or fill.work.consumed >= self.opts.max_txn_events
             ):
                 full = fill.work.consumed >= self.opts.max_txn_events

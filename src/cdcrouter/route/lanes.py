@@ -59,6 +59,7 @@ class Lane:
         self.handed_off = 0.0  # ... was handed to the committer
         self.commit_began = 0.0  # ... the committer began committing it
         self.offsets_s = 0.0  # how long its last commit spent sending the consumer offsets
+        self.delivered_s = 0.0  # how long the hand-off waited for its records to be acknowledged
         self.work = TxnWork()
         self.abandoned: list[Producer] = []  # producers stuck in a call that never returned
 

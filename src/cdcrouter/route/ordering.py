@@ -35,6 +35,7 @@ class _Ordering:
         limit (broker trouble), nothing more is routed until this commit has ended either way."""
         committer = self._committer
         assert committer is not None
+        began = time.monotonic()
         try:
             undelivered = lane.deliver(self.opts.txn_call_timeout_s)
             if undelivered > 0:  # a deleted output topic holds its records until they time out
@@ -45,6 +46,7 @@ class _Ordering:
         tag = self._owner_tag  # who committed them: a replica taking the partitions over reads it
         positions = [TopicPartition(t, p, o, tag) for (t, p), o in lane.work.offsets.items()]
         lane.handed_off = time.monotonic()
+        lane.delivered_s = lane.handed_off - began
         self._inflight.append((lane, committer.submit(self._commit_in_order, lane, positions)))
         self._fill_at = (self._fill_at + 1) % len(self._lanes)
         if undelivered:
@@ -119,16 +121,20 @@ class _Ordering:
         self._transactions += 1
         self._last_commit_at = time.monotonic()
         self.metrics.commit_took(took)
+        self._fill_ms = self.opts.fill_ms((lane.delivered_s + took) * 1000)
         work = lane.work
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "committed %d on %s: filled %.1f ms, queued %.1f ms, commit %.1f ms (offsets %.1f)",
+                "committed %d on %s: filled %.1f ms, queued %.1f ms, commit %.1f ms (offsets %.1f), "
+                "delivered %.1f ms, %d filters",
                 work.consumed,
                 lane.transactional_id,
                 (lane.handed_off - lane.started) * 1000,
                 (lane.commit_began - lane.handed_off) * 1000,
                 took * 1000,
                 lane.offsets_s * 1000,
+                lane.delivered_s * 1000,
+                len(work.matched),
             )
         self.metrics.commit(work.consumed, work.dead_lettered, work.matched, self._table.labels, work.e2e)
         lane.work = TxnWork()
