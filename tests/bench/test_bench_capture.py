@@ -42,10 +42,16 @@ def test_warm_up_stops_once_cpu_per_change_stops_falling(trace: list, settled: b
 
 @pytest.mark.integration
 @pytest.mark.stack_services("postgres", "kafka", "registry")
-@pytest.mark.parametrize("engine", ["cdcrouter", "debezium-alo"])
-def test_a_run_counts_every_change(stack: Any, engine: str) -> None:
-    """Each engine end to end on the real stack; Debezium on its own Connect worker (the stack's
-    worker settings), Avro through the registry. Every change is counted by reading the topic."""
+@pytest.mark.parametrize(
+    ("engine", "rows"),
+    [
+        ("cdcrouter", {"cdcrouter": "registry (magic 0)"}),
+        # Debezium on its own Connect worker (the stack's worker settings), a connector per format
+        ("debezium-alo", {"debezium-alo": "registry (magic 0)", "debezium-alo-json": "other"}),
+    ],
+)
+def test_a_run_counts_every_change(stack: Any, engine: str, rows: dict[str, str]) -> None:
+    """Each engine end to end on the real stack; every change is counted by reading the topic."""
     out = bench.run_bench(
         stack.connections,
         changes=2000,
@@ -54,12 +60,15 @@ def test_a_run_counts_every_change(stack: Any, engine: str) -> None:
         latency_seconds=1.0,
         runs=1,
         engines=(engine,),
+        debezium_format="both",
         report=lambda _m: None,
     )
-    tp, lat = out["throughput"][engine], out["latency"][engine]
-    assert tp["records_read"] == 2000 and tp["changes_per_s"] > 0 and tp["peak_rss_mb"] > 0
-    assert tp["cpu_us_per_change"] > 0 and tp["value_format"] == "registry (magic 0)"
-    # the steady window (first record readable -> last) lies inside the drain from the slot's start
-    assert tp["start_s"] >= 0 and tp["drain_s"] >= tp["start_s"]
-    assert lat["changes"] >= 400 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert set(out["throughput"]) == set(rows)
+    for name, value_format in rows.items():
+        tp, lat = out["throughput"][name], out["latency"][name]
+        assert tp["records_read"] == 2000 and tp["changes_per_s"] > 0 and tp["peak_rss_mb"] > 0
+        assert tp["cpu_us_per_change"] > 0 and tp["value_format"] == value_format
+        # the steady window (first record readable -> last) lies inside the drain from the slot's start
+        assert tp["start_s"] >= 0 and tp["drain_s"] >= tp["start_s"]
+        assert lat["changes"] >= 400 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert len(out["warmup"]) >= 2  # the warm-up runs until CPU per change stops falling

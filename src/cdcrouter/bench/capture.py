@@ -66,6 +66,7 @@ ROWS_PER_TXN = 1000
 LATENCY_ROWS_PER_TXN = 20
 PARTITIONS = 3
 ENGINES = ("debezium-alo", "debezium-eos", "cdcrouter")
+DEBEZIUM_FORMATS = ("avro", "json", "both")
 WARMUP_SETTLED = 0.10  # a warm-up round this much cheaper per change than the one before: not settled
 WARMUP_MAX_ROUNDS = 5
 
@@ -284,12 +285,14 @@ class _Ours:
 
 
 class _Debezium:
+    """One connector (one format) on a worker that may hold others: only one is ever RUNNING."""
+
     def __init__(
-        self, conns: Connections, pipeline: Pipeline, work: Path, tag: str, *, eos: bool, value_format: str
+        self, conns: Connections, pipeline: Pipeline, worker: dbz.Worker, *, value_format: str
     ) -> None:
-        self.conns, self.pipeline, self.eos, self.value_format = conns, pipeline, eos, value_format
-        self.name = f"bench-{tag}-{'eos' if eos else 'alo'}"
-        self.worker = dbz.Worker(conns, eos, work, tag)
+        self.conns, self.pipeline, self.worker = conns, pipeline, worker
+        self.eos, self.value_format = worker.eos, value_format
+        self.name = f"bench-{worker.tag}-{_engine_name(worker.eos, value_format)}"
 
     def start(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -299,7 +302,8 @@ class _Debezium:
         admin = AdminClient(self.conns.kafka.to_librdkafka())
         for fut in admin.create_topics([NewTopic(dbz.topic(self.pipeline), PARTITIONS, 1)]).values():
             fut.result(30)
-        self.worker.start()
+        if self.worker.proc is None:
+            self.worker.start()
         config = dbz.connector_config(
             self.pipeline, self.conns, eos=self.eos, partitions=PARTITIONS, value_format=self.value_format
         )
@@ -323,9 +327,17 @@ class _Debezium:
         return self.worker.proc.pid if self.worker.proc is not None else None
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.worker.call("DELETE", f"/connectors/{self.name}")
-        self.worker.stop()
+        if self.worker.proc is not None:
+            with contextlib.suppress(Exception):
+                self.worker.call("DELETE", f"/connectors/{self.name}")
+
+
+def _engine_name(eos: bool, value_format: str) -> str:
+    return f"debezium-{_slot_suffix(eos, value_format).replace('_', '-')}"
+
+
+def _slot_suffix(eos: bool, value_format: str) -> str:
+    return f"{'eos' if eos else 'alo'}{'_json' if value_format == 'json' else ''}"
 
 
 def _generate_backlog(conns: Connections, schema: str, n: int, prefix: str) -> None:
@@ -562,18 +574,24 @@ def _run_bench(
     publication = f"bench_{tag}_pub"
     work = Path(tempfile.mkdtemp(prefix="cdcrouter-bench-capture-"))
     ours_p = _pipeline(schema, f"bench_{tag}", publication, f"raw-bench-{tag}")
-    dbz_p = {
-        eos: _pipeline(schema, f"bench_{tag}_{'eos' if eos else 'alo'}", publication, "unused")
-        for eos in (False, True)
-    }
+    if debezium_format not in DEBEZIUM_FORMATS:
+        raise CaptureError(
+            f"unknown Debezium format {debezium_format!r}", hint=f"choose {', '.join(DEBEZIUM_FORMATS)}"
+        )
+    formats = ("avro", "json") if debezium_format == "both" else (debezium_format,)
     apply_domain(conns.postgres.conninfo(), schema)
     capture_debezium.prepare_source(ours_p, conns)  # the one publication every engine reads
     ours = _Ours(conns, ours_p, work)
-    if debezium_format not in ("avro", "json"):
-        raise CaptureError(f"unknown Debezium format {debezium_format!r}", hint="choose avro or json")
-    dbzs = {
-        eos: _Debezium(conns, dbz_p[eos], work, tag, eos=eos, value_format=debezium_format)
+    workers = {eos: dbz.Worker(conns, eos, work, tag) for eos in (False, True)}
+    dbzs = {  # a connector per guarantee and format, each with its own slot on the publication
+        _engine_name(eos, fmt): _Debezium(
+            conns,
+            _pipeline(schema, f"bench_{tag}_{_slot_suffix(eos, fmt)}", publication, "unused"),
+            workers[eos],
+            value_format=fmt,
+        )
         for eos in (False, True)
+        for fmt in formats
     }
     all_engines = {
         "cdcrouter": _Engine(
@@ -586,19 +604,20 @@ def _run_bench(
             ours.pid,
         ),
         **{
-            f"debezium-{'eos' if eos else 'alo'}": _Engine(
-                f"debezium-{'eos' if eos else 'alo'}",
+            name: _Engine(
+                name,
                 d.slot,
                 dbz.topic(d.pipeline),
-                _avro_string_key if debezium_format == "avro" else _json_id_key,
+                _avro_string_key if d.value_format == "avro" else _json_id_key,
                 d.release,
                 d.hold,
                 d.pid,
             )
-            for eos, d in dbzs.items()
+            for name, d in dbzs.items()
         },
     }
-    chosen = [all_engines[name] for name in ENGINES if name in engines]
+    # "debezium-alo" chooses that connector in every format asked for
+    chosen = [e for name, e in all_engines.items() if name.removesuffix("-json") in engines]
     results: dict[str, Any] = {
         "changes": changes,
         "rate": rate,
@@ -619,9 +638,10 @@ def _run_bench(
         ours.release()
         _slot_active(conns, ours_p.replication.slot, active=True)
         ours.hold()
-        for eos, d in dbzs.items():
-            if f"debezium-{'eos' if eos else 'alo'}" in engines:
-                report(f"starting a Kafka Connect worker ({'exactly-once' if eos else 'at-least-once'})")
+        for name, d in dbzs.items():
+            if name.removesuffix("-json") in engines:
+                guarantee = "exactly-once" if d.eos else "at-least-once"
+                report(f"starting connector {name} ({d.value_format}, {guarantee} worker)")
                 d.start()
                 d.hold()
         results["warmup"] = _warm_up(conns, schema, chosen, warmup_changes, report)
@@ -650,6 +670,8 @@ def _run_bench(
     finally:
         for d in dbzs.values():
             d.close()
+        for w in workers.values():
+            w.stop()
         ours.hold()
         _cleanup(conns, schema, publication, ours_p, dbzs, report)
         if failed:
@@ -661,7 +683,7 @@ def _run_bench(
 def _ratios(results: dict[str, Any]) -> None:
     tp, lat = results["throughput"], results["latency"]
     ours = tp.get("cdcrouter", {}).get("changes_per_s")
-    for name in ("debezium-alo", "debezium-eos"):
+    for name in (n for n in tp if n.startswith("debezium-")):
         theirs = tp.get(name, {}).get("changes_per_s")
         if ours and theirs:
             results[f"throughput_ratio_vs_{name}"] = round(_median(ours) / _median(theirs), 2)
@@ -679,7 +701,7 @@ def _cleanup(
     schema: str,
     publication: str,
     ours_p: Pipeline,
-    dbzs: dict[bool, _Debezium],
+    dbzs: dict[str, _Debezium],
     report: Callable[[str], None],
 ) -> None:
     with contextlib.suppress(Exception):

@@ -107,7 +107,11 @@ def bench_capture(
         str, typer.Option(help="Comma-separated: cdcrouter, debezium-alo, debezium-eos (default: all).")
     ] = "",
     debezium_format: Annotated[
-        str, typer.Option(help="Debezium's record format: avro (registry) or json (no schemas).")
+        str,
+        typer.Option(
+            help="Debezium's record format: avro (registry), json (no schemas), or both (a connector "
+            "of each per worker, rows debezium-*-json for JSON)."
+        ),
     ] = "avro",
     fmt: Format = "human",
     repeat: RepeatOpt = 3,
