@@ -188,3 +188,25 @@ def test_network_addresses_are_captured_as_postgresql_prints_them(capture_run: C
         ("INSERT", {"id": "2", **oracle["1"]}),  # the same values
         ("UPDATE", {"id": "2", "m": oracle["2"]["m"]}),
     ]
+
+
+def test_rows_of_a_partition_attached_while_capturing_are_snapshotted(capture_run: CaptureRun) -> None:
+    """ATTACH PARTITION brings a table's rows into the captured partitioned table without any
+    change PostgreSQL reports: they never reached Kafka. Capture now snapshots the partition."""
+    run = capture_run
+    run.sql(
+        "CREATE TABLE sales (id int, region text, v text, PRIMARY KEY (id, region))"
+        " PARTITION BY LIST (region)",
+        "CREATE TABLE sales_eu PARTITION OF sales FOR VALUES IN ('eu')",
+        "CREATE TABLE sales_us (id int, region text, v text, PRIMARY KEY (id, region))",
+    )
+    run.pipeline = make_pipeline(run.schema, run.topic.removeprefix("raw-"), tables={"sales": {}})
+    run.start()
+    run.sql("INSERT INTO sales VALUES (1, 'eu', 'streamed')")
+    run.sql("INSERT INTO sales_us VALUES (2, 'us', 'before attach'), (3, 'us', 'also before')")
+    run.sql("ALTER TABLE sales ATTACH PARTITION sales_us FOR VALUES IN ('us')")
+    events = run.events(expect=3)
+    oracle = {f"{i}:{r}": {"id": str(i), "region": r, "v": v} for i, r, v in _pg(run, "SELECT * FROM sales")}
+    got = [(e["sourceMetadata"]["operation"], e["eventBody"]["entities"][0]["entityId"]) for e in events]
+    assert got == [("INSERT", "1:eu"), ("SNAPSHOT", "2:us"), ("SNAPSHOT", "3:us")]
+    assert [a for _, a in _attrs(events)] == [oracle["1:eu"], oracle["2:us"], oracle["3:us"]]

@@ -154,6 +154,7 @@ class CaptureEngine:
         self._infos: dict[str, source.TableInfo] = {}
         self._shapes: dict[int, TableShape | OutboxShape | None] = {}
         self._type_kinds: dict[int, tuple[str, Kind | None]] = {}  # type oid -> (name, kind)
+        self._leaves: dict[str, set[int]] | None = None  # leaf partitions of partitioned tables, by table
         self._reported: set[str] = set()  # warnings already logged (once each)
         self.metrics = CaptureMetrics(lambda: self.stats, connections.postgres, pipeline.replication.slot)
         self.size_cap: int | None = None  # record limit learnt from the broker refusing records (or None)
@@ -176,6 +177,8 @@ class CaptureEngine:
             self._infos = source.inspect_tables(conn, self.pipeline.schema, self.pipeline.captured_tables())
             source.check_tables(self.pipeline, self._infos)
             source.ensure_publication(conn, self.pipeline, self._infos)
+            self._leaves = None
+            self._check_attached(conn)  # the partitions there at start-up
         for line in source.generated_column_warnings(self._infos):
             self._warn_once(line)
         return conn
@@ -216,6 +219,7 @@ class CaptureEngine:
             }
             for table in dropped:
                 self._warn_once(gone[table])
+            self._check_attached(conn)
             if not recreated:
                 return
             self._infos.update(source.inspect_tables(conn, p.schema, recreated))
@@ -230,6 +234,24 @@ class CaptureEngine:
                     f"table {p.schema}.{table} was created again while capture ran: it is back in "
                     f"publication {p.replication.publication}, and its rows are snapshotted again"
                 )
+
+    def _check_attached(self, conn: psycopg.Connection) -> None:
+        """A partition attached while capture runs brings rows into the partitioned table that no
+        change ever reported: snapshot them (``tableoid`` = the partition), as for a new table."""
+        p = self.pipeline
+        roots = [t for t, info in self._infos.items() if info.partitioned and t in p.tables]
+        if not roots:
+            return
+        now = source.leaf_partitions(conn, p.schema, roots)
+        known, self._leaves = self._leaves, now
+        if known is None:
+            return  # at start-up: rows there are the initial snapshot's (or were streamed)
+        for table, leaves in sorted(now.items()):
+            for relid in sorted(leaves - known.get(table, set())):
+                self._check_partitions(table, conn)  # its replica identity, as for any partition
+                _sid, content = signal_message(p.replication.slot, table, f"tableoid = {relid}")
+                conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SIGNAL_PREFIX, content))
+                self.progress(f"a partition was attached to {p.schema}.{table}: snapshotting its rows")
 
     def _shape_for(self, rel: Relation, conn: psycopg.Connection) -> TableShape | OutboxShape | None:
         p = self.pipeline

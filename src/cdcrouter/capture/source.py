@@ -538,6 +538,22 @@ def unpublished_tables(conn: psycopg.Connection, pipeline: Pipeline) -> tuple[li
     return sorted(r[0] for r in rows), sorted(set(tables) - existing)
 
 
+def leaf_partitions(conn: psycopg.Connection, schema: str, tables: list[str]) -> dict[str, set[int]]:
+    """The oids of the leaf partitions (those holding rows) of each partitioned table."""
+    rows = conn.execute(
+        """
+        SELECT c.relname, t.relid::oid::int FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace, pg_partition_tree(c.oid) t
+        WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind = 'p' AND t.isleaf
+        """,
+        (schema, tables),
+    ).fetchall()
+    out: dict[str, set[int]] = {}
+    for table, relid in rows:
+        out.setdefault(table, set()).add(relid)
+    return out
+
+
 def check_wal_level(conn: psycopg.Connection) -> None:
     level = conn.execute("SHOW wal_level").fetchone()[0]  # type: ignore[index]
     if level != "logical":
