@@ -321,13 +321,24 @@ def _cold_demo_once(mode: str, changes: int) -> dict[str, Any]:
     scratch = Path(tempfile.mkdtemp(prefix="cdcrouter-bench-cold-"))
     stack = Stack(scratch / "state", ports={k: _free_port() for k in keys})
     started = time.monotonic()
+    notes: dict[str, str] = {}
+    phases: dict[str, float] = {}  # the demo's steps: seconds from the end of `stack up`
+
+    def step(text: str) -> None:
+        phases[text.split()[0].rstrip(",")] = round(time.monotonic() - started - up_s, 2)
+
+    def note(name: str, msg: str) -> None:
+        if "warm" in msg:  # Kafka's start-up warm-up (cdcrouter.stack.warmup)
+            notes[name] = msg
+
     try:
-        stack.up(list(DEMO_SERVICES))
+        stack.up(list(DEMO_SERVICES), report=note)
         up_s = time.monotonic() - started
         load = load_average()
         result = run_demo(
-            DemoOptions(changes=changes, fused=mode == "fused", status=False), stack.connections()
+            DemoOptions(changes=changes, fused=mode == "fused", status=False), stack.connections(), step
         )
+        phases["done"] = round(time.monotonic() - started - up_s, 2)
         lat = result.latencies_ms
         if not result.complete:
             raise CdcrouterError(
@@ -338,6 +349,8 @@ def _cold_demo_once(mode: str, changes: int) -> dict[str, Any]:
         return {
             "mode": mode,
             "stack_up_s": round(up_s, 1),
+            "kafka_warmup": notes.get("kafka"),
+            "demo_phases_s": phases,
             "events": len(lat),
             "p50_ms": round(percentile(lat, 50) or 0, 1),
             "p99_ms": round(percentile(lat, 99) or 0, 1),

@@ -256,7 +256,7 @@ class Stack:
                 return False
             say(f"pid {rec.pid} runs but is not healthy yet: waiting")
             self._wait_ready(svc, rec)
-            svc.after_start(self.ctx)
+            self._after_start(svc, say)
             return False
         stale = self.record(svc.name)
         if stale is not None:  # it died (kill -9, OOM): its children may still hold resources
@@ -295,9 +295,14 @@ class Stack:
         except StackError:
             stop(rec, sig=svc.stop_signal, timeout=svc.stop_timeout)
             raise
-        svc.after_start(self.ctx)
+        self._after_start(svc, say)
         say(f"ready at {svc.endpoint(self.ctx)}")
         return True
+
+    def _after_start(self, svc: Service, say: Callable[[str], None]) -> None:
+        note = svc.after_start(self.ctx)
+        if note:
+            say(note)
 
     def _wait_ready(self, svc: Service, rec: ProcessRecord) -> None:
         deadline = time.monotonic() + svc.start_timeout

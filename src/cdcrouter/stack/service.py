@@ -201,8 +201,10 @@ class Service:
         """A real health check: True once the service answers its protocol."""
         raise NotImplementedError
 
-    def after_start(self, ctx: StackContext) -> None:
-        """One-off setup once healthy (databases, internal topics). Must be idempotent."""
+    def after_start(self, ctx: StackContext) -> str | None:
+        """One-off setup once healthy (databases, internal topics, warm-up). Must be idempotent.
+        Returns a line for ``up``'s report, or None."""
+        return None
 
     def endpoint(self, ctx: StackContext) -> str:
         """A human-readable endpoint for ``status`` and ``up``."""

@@ -186,5 +186,19 @@ class Kafka(Service):
             return False
         return bool(md.brokers)
 
+    def after_start(self, ctx: StackContext) -> str | None:
+        """Create the internal topics and warm the broker's transaction path before it counts as
+        ready (:mod:`cdcrouter.stack.warmup`: why, and what it leaves behind)."""
+        from confluent_kafka import KafkaException
+
+        from cdcrouter.stack.process import ProcessRecord
+        from cdcrouter.stack.warmup import warm_broker
+
+        rec = ProcessRecord.load(ctx.pid_file(self.name))
+        try:
+            return warm_broker(self.endpoint(ctx), rec.pid if rec else None).summary()
+        except KafkaException as exc:  # the broker works: the first user pays the cold start instead
+            return f"warm-up incomplete ({exc.args[0].str()}): the first transactions may be slow"
+
     def connections(self, ctx: StackContext) -> dict[str, Any]:
         return {"kafka": {"bootstrap_servers": self.endpoint(ctx), "security_protocol": "PLAINTEXT"}}

@@ -290,7 +290,7 @@ class Postgres(Service):
             )
         return True
 
-    def after_start(self, ctx: StackContext) -> None:
+    def after_start(self, ctx: StackContext) -> str | None:
         import psycopg
 
         with psycopg.connect(
@@ -299,6 +299,7 @@ class Postgres(Service):
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        return None
 
     def endpoint(self, ctx: StackContext) -> str:
         return f"postgresql://{SUPERUSER}@{HOST}:{ctx.port('postgres')}/{DATABASE}"

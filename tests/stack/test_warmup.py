@@ -1,0 +1,46 @@
+"""`stack up` warms a just-started broker: the internal topics exist when it returns, the warm-up
+ran (its transactions and its reader), and it left neither its topic nor its group behind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from cdcrouter.stack.warmup import INTERNAL_TOPICS, WARMUP_GROUP, WARMUP_TOPIC, compiler_cpu_s
+
+pytestmark = pytest.mark.integration
+
+
+def test_stack_up_creates_internal_topics_and_warms_the_broker(private_kafka: Any) -> None:
+    admin = AdminClient(private_kafka.connections().kafka.to_librdkafka())
+    topics = admin.list_topics(timeout=30).topics
+    # on a fresh broker these only appear with the first transaction and the first group: before
+    # the warm-up, the demo's first changes waited seconds for their creation
+    for internal in INTERNAL_TOPICS:
+        assert internal in topics, f"{internal} missing right after stack up"
+    # the warm-up's stream really ran: its reader's group committed offsets in its transactions
+    # (so __consumer_offsets holds data), and its transactions wrote __transaction_state
+    hw = {t: _records(private_kafka, t, len(topics[t].partitions)) for t in INTERNAL_TOPICS}
+    assert hw["__transaction_state"] > 0 and hw["__consumer_offsets"] > 0, hw
+    assert WARMUP_TOPIC not in topics
+    groups = admin.list_consumer_groups(request_timeout=30).result()
+    assert WARMUP_GROUP not in {g.group_id for g in groups.valid}
+    # the wait for the broker's JIT reads its compiler threads: it must find them
+    rec = private_kafka.running_record("kafka")
+    assert rec is not None
+    used = compiler_cpu_s(rec.pid)
+    assert used is not None and used > 0
+
+
+def _records(stack: Any, topic: str, partitions: int) -> int:
+    """The sum of the end offsets of ``topic``'s partitions."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({**stack.connections().kafka.to_librdkafka(), "group.id": "warmup-test-reader"})
+    try:
+        ends = [c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)]
+        return sum(ends)
+    finally:
+        c.close()
