@@ -7,6 +7,7 @@ its topics explicitly. Transactions work on one node (replication factor 1, min 
 from __future__ import annotations
 
 import base64
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ logger.state.level = WARN
 logger.reflections.name = org.reflections
 logger.reflections.level = ERROR
 """
+
+
+JIT_ENV = "CDCROUTER_STACK_KAFKA_JIT"  # "tiered": the JVM's default C1 + C2 compilation
 
 
 def kafka_jars(ctx: StackContext) -> Path:
@@ -160,12 +164,20 @@ class Kafka(Service):
                 hint="`cdcrouter stack down --purge --only kafka` starts over with empty storage",
             )
 
+    def jit_opts(self) -> tuple[str, ...]:
+        """C1 only (``TieredStopAtLevel=1``) unless ``CDCROUTER_STACK_KAFKA_JIT=tiered``. On 2 cores
+        a just-started broker's C2 compiler used 3-4 s of CPU in each of the first demo runs and
+        its p99 fell run by run (732, 471, 343, 143, 111 ms) as C2 finished; C1 alone compiled in
+        0.35 s and the first run's p99 was 267 ms (docs/operations.md, "Kafka start-up")."""
+        return () if os.environ.get(JIT_ENV, "").strip().lower() == "tiered" else ("-XX:TieredStopAtLevel=1",)
+
     def command(self, ctx: StackContext) -> list[str]:
         home = ctx.service_dir(self.name)
         java, gc = self.collector(ctx)
         return [
             java,
             *self.java_opts(self.heap_mb, gc),
+            *self.jit_opts(),
             f"-Dlog4j2.configurationFile={home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={home}",
             "-cp",
