@@ -832,7 +832,12 @@ class CaptureEngine:
                         last_feedback = now
                     if now - last_published >= PUBLICATION_CHECK_S:
                         last_published = now
-                        self._check_published(sql_conn)
+                        try:
+                            self._check_published(sql_conn)
+                        except CaptureError as exc:  # a lost connection reconnects, as the stream's
+                            if isinstance(exc.__cause__, psycopg.OperationalError):
+                                raise exc.__cause__ from None
+                            raise
                     if now - last_progress >= self.progress_interval_s:
                         committed = self._report(
                             committed, stats.events - progress_events, now - last_progress
