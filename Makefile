@@ -56,7 +56,7 @@ demo: install-base
 #   make bench               the full set, about 3 hours on 2 cores (Flink at 100 filters is half of
 #                            it): capture vs Debezium, the router at 20 and 1,000 filters, Flink at
 #                            20 and 100 filters and its latency, fused mode, the snapshot
-#   make bench BENCH=quick   the same subjects with small counts and no Debezium/Flink (~10 minutes)
+#   make bench BENCH=quick   the same subjects, small counts, no Debezium/Flink (~15 min, estimated)
 # Add a benchmark with one line: $(call bench_run,NAME,SUBJECT ARGS...[,--runs]) ($(call bench_flink,...) for
 # `bench flink`, which always prints JSON and repeats by rounds). It uses the stack in
 # $CDCROUTER_STATE_DIR (default .cdcrouter/), started here if it is not up (Connect and Flink too
