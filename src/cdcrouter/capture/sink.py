@@ -120,6 +120,33 @@ def ensure_topics(conns: Connections, raw: RawTopic) -> None:
                 f"cannot create topic {name} on {conns.kafka.bootstrap_servers}: {exc}",
                 hint="is Kafka running? `cdcrouter stack up --only kafka`, or check connections.kafka",
             ) from exc
+    await_topics(admin, [t.topic for t in wanted])
+
+
+TOPICS_VISIBLE_S = 60.0  # a broker applied a new topic 15.7 s after its controller did (1,000-topic load)
+
+
+def await_topics(admin: AdminClient, topics: list[str], timeout_s: float = TOPICS_VISIBLE_S) -> None:
+    """Return once the broker's metadata shows every topic: CreateTopics returns when the KRaft
+    controller has the topic, and a busy broker knows it only later (describing or producing to it
+    before then fails with UNKNOWN_TOPIC_OR_PART)."""
+    deadline = time.monotonic() + timeout_s
+    waiting = list(topics)
+    while waiting:
+        try:
+            meta = admin.list_topics(waiting[0], timeout=min(10.0, timeout_s)).topics.get(waiting[0])
+        except KafkaException:
+            meta = None  # the broker did not answer in time: try again until the deadline
+        if meta is not None and meta.error is None and meta.partitions:
+            waiting.pop(0)
+            continue
+        if time.monotonic() >= deadline:
+            raise CaptureError(
+                f"topic {waiting[0]} was created but the broker still does not know it "
+                f"after {timeout_s:.0f} s",
+                hint="the broker is overloaded or its metadata is stuck; check its log, then restart capture",
+            )
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True, slots=True)
