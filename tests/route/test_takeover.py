@@ -121,7 +121,10 @@ def test_a_replica_taking_over_aborts_the_dead_ones_transaction(
             stop_writing.set()
             writer.join(60)
             time.sleep(1.5)  # b (if any) commits what it routed
+            # still blocked 2 s later: not a transaction of b's that was about to commit
             blocked = offsets.blocked()
+            time.sleep(2.0)
+            blocked = {tp: hw for tp, hw in offsets.blocked().items() if blocked.get(tp) == hw}
             if blocked:
                 break
             a.send_signal(signal.SIGCONT)

@@ -26,17 +26,19 @@ class _Rebalance:
         self.assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self.metrics.health.set(True, f"assigned {len(self.assigned)} partition(s) of {self.opts.raw_topic}")
         live = takeover.live_instances(self._admin_client(), self.opts.group_id, self.opts.txn_call_timeout_s)
-        if live is not None:  # peers gone first: a dead one's pending offsets would hold the read below
-            self._fence_departed([o for i, o in self._peers.items() if i not in live], "left the group")
-        committed = self._start_positions(consumer, partitions) if partitions else None
+        # before reading the committed offsets: a dead instance's pending offsets hold that read
         if live is not None:
-            owners = {o for tp in committed or [] if (o := takeover.owner_of(tp.metadata)) is not None}
+            self._fence_departed([o for i, o in self._peers.items() if i not in live], "left the group")
+            admin, group, limit = self._admin_client(), self.opts.group_id, self.opts.txn_call_timeout_s
+            owners = takeover.previous_owners(admin, group, partitions, limit) if partitions else set()
             self._fence_departed(
                 [o for o in owners if o.instance_id not in live], "committed these partitions last"
             )
             self._fenced -= live  # one seen alive again may need fencing again later
             self._peers = {i: self._peers.get(i, takeover.Owner(i, self.opts.lanes)) for i in live}
             self._peers.pop(self.opts.instance_id, None)
+        if partitions:
+            self._start_positions(consumer, partitions)
 
     def _fence_departed(self, owners: list[takeover.Owner], why: str) -> None:
         """Abort the open transactions of instances no longer in the group (module

@@ -27,12 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from cdcrouter.route.lanes import StuckCall, bounded
 
-__all__ = ["CLIENT_PREFIX", "Owner", "client_id", "fence", "live_instances", "owner_of"]
+__all__ = ["CLIENT_PREFIX", "Owner", "client_id", "fence", "live_instances", "owner_of", "previous_owners"]
 
 log = logging.getLogger("cdcrouter.route")
 
@@ -81,6 +81,24 @@ def live_instances(admin: AdminClient, group: str, timeout_s: float) -> set[str]
     return {
         m.client_id.removeprefix(CLIENT_PREFIX) for m in desc.members if m.client_id.startswith(CLIENT_PREFIX)
     }
+
+
+def previous_owners(
+    admin: AdminClient, group: str, partitions: list[TopicPartition], timeout_s: float
+) -> set[Owner]:
+    """The instances that committed ``partitions`` last (their offsets' tags), read without
+    ``require_stable``: a dead instance's pending transactional offsets would hold that read (and
+    the consumer's own ``committed()``) until its transaction ends, which is what fencing it ends."""
+    request = [
+        ConsumerGroupTopicPartitions(group, [TopicPartition(tp.topic, tp.partition) for tp in partitions])
+    ]
+    try:
+        result = admin.list_consumer_group_offsets(request, require_stable=False, request_timeout=timeout_s)
+        listed = result[group].result(timeout_s)
+    except Exception as exc:  # KafkaException, a timeout: the broker's transaction timeout still applies
+        log.warning("takeover: cannot read the committed offsets of group %s (%s)", group, exc)
+        return set()
+    return {o for tp in listed.topic_partitions if (o := owner_of(tp.metadata)) is not None}
 
 
 def fence(producer_conf: dict[str, Any], transactional_ids: list[str], limit_s: float) -> float:
