@@ -30,9 +30,15 @@ __all__ = [
 
 
 def delete_topics(conns: Any, topics: list[str]) -> None:
-    """Delete scratch topics (benchmarks, tests), waiting up to 30 s; one already gone is fine."""
+    """Delete scratch topics (benchmarks, tests), waiting up to 30 s; one already gone is fine.
+
+    Names are de-duplicated first: the broker refuses a name listed twice (INVALID_REQUEST, so that
+    topic stayed), and confluent-kafka 2.16 crashed the process (SIGSEGV) on a duplicate plus a
+    missing topic. The client stays alive until every result is in: a throw-away client's
+    destruction cancels the deletes."""
     admin = admin_client(conns.kafka.to_librdkafka())
-    for fut in admin.delete_topics(topics, operation_timeout=30).values():
+    futures = admin.delete_topics(list(dict.fromkeys(topics)), operation_timeout=30, request_timeout=40)
+    for fut in futures.values():
         with contextlib.suppress(Exception):  # already gone, or the broker is restarting
             fut.result()
 
