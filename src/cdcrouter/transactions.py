@@ -5,10 +5,12 @@ It is also how long a crashed process's open transaction holds every read_commit
 partitions it wrote to, unless a process with the same ``transactional.id`` fences it first. So it
 should be a little longer than a transaction can really last, and no longer.
 
-- The router's transactions last well under a second (``max_txn_ms`` 100 ms of routing plus a
-  commit of tens of milliseconds; a few seconds under heavy load): 10 s, as Kafka Streams uses for
-  its exactly-once producers. A transaction the broker aborts first (a broker restart longer than
-  that) fences the producer: the router replaces it and redoes the work from the committed offsets.
+- The router's transactions last well under a second when it keeps up (``max_txn_ms`` 100 ms of
+  routing plus a commit of tens of milliseconds); under a backlog one fills for up to
+  ``max_fill_ms`` (5 s) before its delivery and commit: 20 s, twice that with room for a slow
+  commit. (Kafka Streams uses 10 s, committing every 100 ms.) A transaction the broker aborts first
+  (a broker restart longer than that) fences the producer: the router replaces it and redoes the
+  work from the committed offsets. The router refuses a timeout not above twice ``max_fill_ms``.
 - Capture's transactions include a snapshot chunk (10,000 rows by default) and the wait for a
   bounded producer queue: 60 s.
 
@@ -32,7 +34,7 @@ __all__ = [
     "timeout_refused",
 ]
 
-DEFAULT_ROUTER_TIMEOUT_MS = 10_000
+DEFAULT_ROUTER_TIMEOUT_MS = 20_000
 DEFAULT_CAPTURE_TIMEOUT_MS = 60_000
 MIN_TIMEOUT_MS = 1_000  # the broker aborts expired transactions on a timer; below this is noise
 

@@ -27,10 +27,10 @@ from .routekit import RouteEnv
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
 
 
-def test_defaults_router_ten_seconds_capture_sixty() -> None:
-    assert RouterOptions(group_id="g").transaction_timeout_ms == 10_000
+def test_defaults_router_twenty_seconds_capture_sixty() -> None:
+    assert RouterOptions(group_id="g").transaction_timeout_ms == 20_000
     p = pipeline_from_dict({"tables": {"t": {}}})
-    assert (p.transactions.router_timeout_ms, p.transactions.capture_timeout_ms) == (10_000, 60_000)
+    assert (p.transactions.router_timeout_ms, p.transactions.capture_timeout_ms) == (20_000, 60_000)
 
 
 def _run(env: RouteEnv, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,3 +82,13 @@ def test_a_capture_timeout_above_the_broker_maximum_is_refused_clearly(env: Rout
         env.conns, RawTopic(name=env.raw), env.prefix + "slot", transaction_timeout_ms=5_000
     )
     sink.producer.flush(5)
+
+
+def test_a_router_timeout_a_backlog_transaction_would_outlive_is_refused(
+    env: RouteEnv, tmp_path: Path
+) -> None:
+    """Under a backlog a transaction fills for up to max_fill_ms (5 s) before its commit."""
+    out = _run(env, tmp_path, "--raw-topic", env.raw, "--transaction-timeout-ms", "8000")
+    said = out.stdout + out.stderr
+    assert out.returncode == 1 and "Traceback" not in said, said
+    assert "8000 ms is too short" in said and "above 10000" in said, said

@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
             min=1000,
             help="Kafka transaction.timeout.ms: how long a killed instance's open transaction can hold "
             "read_committed readers back (default: pipeline.yaml's transactions.router_timeout_ms, "
-            "else 10000; at most the broker's transaction.max.timeout.ms)",
+            "else 20000; at most the broker's transaction.max.timeout.ms)",
             show_default=False,
         ),
         no_reload: bool = typer.Option(False, "--no-reload", help="do not watch filters.yaml for changes"),

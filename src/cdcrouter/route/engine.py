@@ -210,6 +210,14 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
         stop = stop or threading.Event()
         started = time.monotonic()
         filters = compile_filters_file(self.path)  # bad filters fail before touching Kafka
+        if self.opts.transaction_timeout_ms <= 2 * self.opts.max_fill_ms:
+            raise RouteError(
+                f"transaction timeout {self.opts.transaction_timeout_ms} ms is too short: under a backlog "
+                f"a transaction fills for up to {self.opts.max_fill_ms} ms before it is delivered and "
+                "committed, and the broker would abort it",
+                hint=f"use a --transaction-timeout-ms above {2 * self.opts.max_fill_ms} (default "
+                f"{DEFAULT_ROUTER_TIMEOUT_MS})",
+            )
         self._instance_lock = InstanceLock.acquire(self.opts.group_id, self.opts.instance_id)
         try:
             if self._await_topics([self.opts.raw_topic], self.opts.topic_wait_s):

@@ -4,7 +4,7 @@ The other router gets the dead one's partitions once the group coordinator notic
 timeout, 15 s) and resumes from the offsets the dead one committed in its transactions. What the
 dead router had produced in its open transaction stays invisible to read_committed readers and
 blocks their partitions until the taker fences the dead instance's transactional ids on takeover
-(route/takeover.py), the broker aborts it (the router's ``transaction.timeout.ms``, 10 s) or a
+(route/takeover.py), the broker aborts it (the router's ``transaction.timeout.ms``, 20 s) or a
 restart of the same instance fences it; ``restart=True`` restarts it the way a Kubernetes
 StatefulSet does (same instance id) and measures that instead.
 """
