@@ -30,7 +30,14 @@ from capture.capture_helpers import RegistryDecoder, drop_capture_objects, make_
 from cdcrouter.capture import apply_domain
 from cdcrouter.capture.fused import FusedSink
 from cdcrouter.capture.normalize import event_key
-from cdcrouter.capture.sink import AvroEncoder, Offsets, ensure_topics, read_offsets, register_raw_schema
+from cdcrouter.capture.sink import (
+    AvroEncoder,
+    Offsets,
+    TransactionalSink,
+    ensure_topics,
+    read_offsets,
+    register_raw_schema,
+)
 from cdcrouter.route.events import make_event
 from cdcrouter.route.fused import FusedRoutes
 from cdcrouter.schemas import parsed_filtered_schema
@@ -385,3 +392,34 @@ def test_back_to_back_fused_transactions_never_wait_for_commit_markers(
         i = order[decoder.decode(m.value())["eventHeader"]["uuid"]]
         assert i > last.get(m.partition(), -1), f"partition {m.partition()}: event {i} after a later one"
         last[m.partition()] = i
+
+
+def test_a_plain_capture_fences_every_fused_lane(fused: Fused) -> None:
+    """A fused capture killed with a transaction open on a lane other than the first (its position
+    record included): a plain capture started next fences every lane id. Otherwise that open record
+    holds the offsets topic's last stable offset back for the transaction timeout (60 s), and a
+    read_committed reader of the position stops before it: a restart then would resume from an
+    older position than the plain capture committed, and send its changes again."""
+    f = fused
+    ensure_topics(f.conns, f.pipeline.raw_topic)
+    routes = FusedRoutes(f.filters, f.conns, f.raw)
+    routes.start()
+    slot, offsets_topic = f.pipeline.replication.slot, f.pipeline.raw_topic.offsets_topic
+    zombie = FusedSink(f.conns, f.pipeline.raw_topic, slot, routes)
+    try:
+        zombie.begin()
+        zombie.commit(Offsets(commit_lsn=1, end_lsn=1))
+        zombie.begin()  # the next lane
+        assert zombie.producer is not zombie.lanes[0]
+        zombie.producer.produce(offsets_topic, Offsets(commit_lsn=2, end_lsn=2).to_json(), slot.encode())
+        assert zombie.producer.flush(10) == 0  # written, never committed: the process "dies" here
+        plain = TransactionalSink(f.conns, f.pipeline.raw_topic, slot)  # a plain capture's start
+        try:
+            plain.begin()
+            plain.commit(Offsets(commit_lsn=3, end_lsn=3))
+        finally:
+            plain.close()
+        position = read_offsets(f.conns, offsets_topic, slot, timeout_s=20)
+        assert position is not None and position.commit_lsn == 3, position
+    finally:
+        routes.close()

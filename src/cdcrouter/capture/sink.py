@@ -334,8 +334,9 @@ class TransactionalSink:
     transactions touch many partitions (raw, filtered, position), so that wait hit often and made
     fused mode's p99 (docs/capture.md, "Fused mode"). A lane used two commits ago has no such wait
     (two lanes still waited now and then on a loaded 2-core box, three did not).
-    Every sink fences all of a slot's ids (:func:`capture_ids`), so a one-lane capture started
-    after a killed fused one is not held back by an open transaction of another lane.
+    Every sink fences all of a slot's ids (:func:`capture_ids`): a killed fused capture's open
+    transaction on another lane would hold the offsets topic's last stable offset back, and a
+    restart would read back a position older than the one committed after it.
 
     The producer is sized from the raw topic's ``max.message.bytes`` (see
     :mod:`cdcrouter.capture.kafka_limits`); ``size_cap`` lowers that after the broker refused records.
