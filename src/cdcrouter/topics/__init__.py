@@ -30,7 +30,7 @@ __all__ = [
 
 
 def delete_topics(conns: Any, topics: list[str]) -> None:
-    """Delete scratch topics (benchmarks, tests), waiting up to 30 s; one already gone is fine.
+    """Delete scratch topics (benchmarks, tests), waiting up to 40 s; one already gone is fine.
 
     Names are de-duplicated first: the broker refuses a name listed twice (INVALID_REQUEST, so that
     topic stayed), and confluent-kafka 2.16 crashed the process (SIGSEGV) on a duplicate plus a
