@@ -20,19 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
-
 from cdcrouter.config import Connections
 from cdcrouter.dr.drill import DrillContext
 from cdcrouter.dr.pipeline import DrillPipeline
 from cdcrouter.errors import DrError
 from cdcrouter.stack import process
-
-_SETTLING = (
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-)
 
 
 def _free_port() -> int:
@@ -88,16 +80,8 @@ class KafkaRegionLoss:
             rest_port=_free_port(),
         )
         self.mirror = MirrorMaker(spec, self.scratch / "mirror-state", name="mirror")
-        for attempt in range(3):
-            try:
-                self.mirror.start(timeout_s=300.0)  # a loaded 2-core machine took over 180 s
-                break
-            except KafkaException as exc:  # MM2's topics in b just created, their leader not elected yet
-                err = exc.args[0]
-                settling = err.retriable() or err.code() in _SETTLING
-                if not settling or attempt == 2:
-                    raise
-                time.sleep(2.0)
+        # a loaded 2-core machine took over 180 s; a status topic too new to read is waited out inside
+        self.mirror.start(timeout_s=300.0)
         ctx.step(f"MirrorMaker 2 mirrors {len(spec.topics)} topics and the drill's groups a -> b")
         ctx.start_capture()
         for i in range(1, self.routers + 1):
