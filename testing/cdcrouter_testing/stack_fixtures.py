@@ -199,6 +199,10 @@ def _unavailable(reason: str) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # `stack up` warms a just-started broker's JIT for the demo's first latency figures (up to
+    # 20 s per broker start); tests do not measure that, and several start or restart brokers.
+    # The internal topics are still created; tests/stack/test_warmup.py turns the traffic back on.
+    os.environ.setdefault("CDCROUTER_STACK_WARMUP", "0")
     config.addinivalue_line(
         "markers", "stack_services(*names): local stack services the test needs (dependencies are added)"
     )

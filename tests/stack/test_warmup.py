@@ -3,17 +3,28 @@ ran (its transactions and its reader), and it left neither its topic nor its gro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from cdcrouter.stack.warmup import INTERNAL_TOPICS, WARMUP_GROUP, WARMUP_TOPIC, compiler_cpu_s
+from cdcrouter.stack.warmup import ENV_SWITCH, INTERNAL_TOPICS, WARMUP_GROUP, WARMUP_TOPIC, compiler_cpu_s
+from cdcrouter_testing.stack_fixtures import private_service
 
 pytestmark = pytest.mark.integration
 
 
-def test_stack_up_creates_internal_topics_and_warms_the_broker(private_kafka: Any) -> None:
+@pytest.fixture
+def warmed_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A private broker started with the warm-up traffic on (the test plugin turns it off)."""
+    monkeypatch.setenv(ENV_SWITCH, "1")
+    with private_service("kafka", ("kafka", "kafka-controller")) as own:
+        yield own
+
+
+def test_stack_up_creates_internal_topics_and_warms_the_broker(warmed_kafka: Any) -> None:
+    private_kafka = warmed_kafka
     admin = AdminClient(private_kafka.connections().kafka.to_librdkafka())
     topics = admin.list_topics(timeout=30).topics
     # on a fresh broker these only appear with the first transaction and the first group: before
