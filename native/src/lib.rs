@@ -17,6 +17,7 @@ mod decode;
 mod encode;
 mod projection;
 mod reader;
+mod rows;
 mod strings;
 
 /// What this build of the codec is, for `cdcrouter version`: the crate version, the Cargo profile
@@ -40,5 +41,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode::encode_business_event, m)?)?;
     m.add_function(wrap_pyfunction!(decimal::try_cast_decimal, m)?)?;
     m.add_class::<projection::Projection>()?;
+    m.add_class::<rows::RowPlan>()?;
     Ok(())
 }

@@ -16,6 +16,16 @@ class Projection:
         source: list[list[Any]],
     ) -> None: ...
 
+class RowPlan:
+    """The column walk of ``capture.fastpath.RowEncoder`` for one relation: per column the encoded
+    ``key + 0x02`` and ``key + 0x00`` and a plan code, and the entity-id column."""
+
+    def __init__(self, some: list[bytes], null: list[bytes], codes: list[int], id_index: int) -> None: ...
+    def row(self, buf: bytes, pos: int) -> tuple[int, bytes, bytes] | None:
+        """RowEncoder._row: (entries, entity id, encoded map entries); None: walk it in Python."""
+    def update_full(self, buf: bytes) -> tuple[int, bytes, bytes] | None:
+        """RowEncoder._update_full; entries -1 when the entity id changed (KeyMoved)."""
+
 def build_info() -> dict[str, str]:
     """The codec build: ``crate``, ``version`` (Cargo), ``profile`` (release/debug), ``arch``, ``os``."""
 

@@ -11,6 +11,10 @@ over the message bytes:
 * Everything that depends only on the table (encoded column names, event names, entity type,
   the event's fixed tail) is encoded once, when the Relation message arrives.
 * An UPDATE compares the old and new column bytes and converts only the columns that differ.
+* For a table without json columns and with one plain entity-id column (most tables), the walk
+  over the columns runs in Rust (``native/src/rows.rs``, :class:`cdcrouter._native.RowPlan`):
+  6.6 -> 2.1 µs CPU per change of the bench workload. A rare form (a timestamp not in the ``+00``
+  form, a malformed message) makes it return None and the Python walk below does that change.
 
 The result is byte-for-byte what ``AvroEncoder.encode(normalize_row(...))`` gives for the same
 change (``tests/capture/test_capture_fastpath.py`` checks this on generated messages). Anything
@@ -25,6 +29,7 @@ from hashlib import sha1
 from struct import Struct
 from typing import Final
 
+from cdcrouter._native import RowPlan
 from cdcrouter.capture.avro_fast import _SMALL, _key, encode_long
 from cdcrouter.capture.canonical import Kind, attribute_key, attributes, canonical_timestamp
 from cdcrouter.capture.normalize import _NS_BYTES, _VARIANT, UNCHANGED, TableShape, Value, entity_id
@@ -97,6 +102,7 @@ class RowEncoder:
         "mid",
         "n_columns",
         "names",
+        "native",
         "null",
         "plan",
         "shape",
@@ -128,6 +134,7 @@ class RowEncoder:
             for i, (k, excl) in enumerate(zip(self.kinds, self.excluded, strict=True))
         ]
         self.plan = tuple(zip(self.some, self.null, codes, strict=True))
+        self.native = RowPlan(list(self.some), list(self.null), codes, max(self.id_index, 0))
         self.n_columns = len(cols)
         self.uuid_mid = f":{shape.table}:".encode()
         self.head = wire_prefix + _UUID_LEN
@@ -382,11 +389,17 @@ class RowEncoder:
         tag = buf[0]
         parts: list[bytes] = [b""] * 9  # the header, filled in below
         if self.simple and (tag == 73 or buf[5] == 79):  # I, or U/D with the full old row
-            if tag == 85:
-                op = "UPDATE"
+            op = "UPDATE" if tag == 85 else "INSERT" if tag == 73 else "DELETE"
+            # the column walk in Rust (native/src/rows.rs); None: a rare form, walked here
+            done = self.native.update_full(buf) if tag == 85 else self.native.row(buf, 6)
+            if done is not None:
+                count, eid, entries = done
+                if count < 0:
+                    raise KeyMoved
+                parts.append(entries)
+            elif tag == 85:
                 count, eid = self._update_full(buf, parts)
             else:
-                op = "INSERT" if tag == 73 else "DELETE"
                 count, eid = self._row(buf, 6, parts)
         else:
             op, attrs, eid = self._generic(buf)
