@@ -14,6 +14,7 @@ from cdcrouter.capture.pipeline import pipeline_from_dict
 from cdcrouter.capture.sink import Offsets, read_offsets
 from cdcrouter.consumer import _kafka
 from cdcrouter.dr.capture_position import rewind_to_slot, slot_confirmed
+from cdcrouter.topics import delete_topics
 
 
 @pytest.fixture
@@ -32,6 +33,8 @@ def slot_and_topic(stack, unique_name: Callable[[str], str]) -> Iterator[tuple[o
     finally:
         with psycopg.connect(conns.postgres.conninfo(), autocommit=True) as conn:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        raw = pipeline.raw_topic
+        delete_topics(conns, [raw.name, raw.offsets_topic, raw.dlq_topic])
 
 
 def _write(conns, pipeline, offsets: Offsets) -> None:  # type: ignore[no-untyped-def]
@@ -69,3 +72,21 @@ def test_a_slot_confirmed_past_the_position_is_a_gap(stack, slot_and_topic) -> N
     assert rw.rewound_to is None and "GAP" in rw.describe()
     now = read_offsets(conns, pipeline.raw_topic.offsets_topic, slot)
     assert now is not None and now.commit_lsn == confirmed - 100  # untouched
+
+
+def test_no_position_in_the_target_is_written_at_the_slot(stack, slot_and_topic) -> None:
+    """The offsets topic not mirrored yet (`position none`): the failover writes a position at the
+    slot's confirmed LSN, so capture resumes from the slot instead of finding a slot without a
+    position (the drill lost 1,679 changes when capture recreated it). With `snapshot: initial`
+    nobody knows whether the snapshot finished: every table is queued again (at least once)."""
+    conns = stack.connections
+    pipeline, slot = slot_and_topic
+    confirmed = slot_confirmed(conns, slot)
+    assert confirmed
+    assert read_offsets(conns, pipeline.raw_topic.offsets_topic, slot) is None
+    rw = rewind_to_slot(pipeline, conns)
+    assert rw.mirrored is None and rw.rewound_to == confirmed - 1
+    assert "no position in the target" in rw.describe(), rw.describe()
+    now = read_offsets(conns, pipeline.raw_topic.offsets_topic, slot)
+    assert now is not None and (now.commit_lsn, now.end_lsn) == (confirmed - 1, confirmed)
+    assert not now.snapshot_done and [s["table"] for s in now.snapshot] == ["t"]

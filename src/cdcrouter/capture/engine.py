@@ -29,7 +29,7 @@ import psycopg
 import psycopg2
 from confluent_kafka import KafkaException
 
-from cdcrouter.capture import failover, source
+from cdcrouter.capture import failover, slot_position, source
 from cdcrouter.capture.avro_fast import encode_long
 from cdcrouter.capture.canonical import Kind
 from cdcrouter.capture.fastpath import KeyMoved, RowEncoder, fast_kind_ok
@@ -132,6 +132,7 @@ class CaptureEngine:
         connections: Connections,
         *,
         resnapshot: bool = False,
+        from_slot: bool = False,
         progress: Callable[[str], None] | None = None,
         progress_interval_s: float = 5.0,
         reconnect_timeout_s: float = 120.0,
@@ -144,6 +145,7 @@ class CaptureEngine:
         self.routes: FusedRoutes | None = None
         self.conns = connections
         self.resnapshot = resnapshot
+        self.from_slot = from_slot  # no position in Kafka: resume from the slot (capture/slot_position.py)
         self.progress = progress or log.info
         self.progress_interval_s = progress_interval_s
         self.reconnect_timeout_s = reconnect_timeout_s
@@ -523,8 +525,23 @@ class CaptureEngine:
             self.progress(f"resuming slot {slot} after {lsn_to_str(offsets.end_lsn)}{more}")
             self.stats.last = offsets
             return offsets
-        if has_slot:  # created, but its start never reached Kafka: start over
-            self.progress(f"slot {slot} has no committed position in Kafka; recreating it")
+        if has_slot:  # no position: recreate only a slot that never sent anything (slot_position.py)
+            confirmed = slot_position.confirmed_lsn(conn, slot)
+            if self.from_slot and confirmed is not None:
+                offsets = slot_position.position_at_slot(p, confirmed)
+                sink.begin()
+                sink.commit(offsets)
+                self.progress(
+                    f"no position in Kafka: resuming slot {slot} from {lsn_to_str(confirmed)} (--from-slot)"
+                )
+                self.stats.last = offsets
+                return offsets
+            records = slot_position.raw_records(self.conns, p.raw_topic.name)
+            if records:
+                raise slot_position.unsent_changes_error(p, records, confirmed)
+            self.progress(
+                f"slot {slot} has no position in Kafka and {p.raw_topic.name} is empty; recreating it"
+            )
             source.drop_slot(conn, slot)
         started = self._snapshot(conn, sink, enc, offsets or prior)
         if prior is not None:

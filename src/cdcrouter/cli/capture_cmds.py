@@ -92,6 +92,13 @@ def register(app: typer.Typer) -> None:
         resnapshot: Annotated[
             bool, typer.Option("--resnapshot", help="Drop the slot and take a new initial snapshot.")
         ] = False,
+        from_slot: Annotated[
+            bool,
+            typer.Option(
+                "--from-slot",
+                help="Kafka has no position but the slot exists: resume from the slot's confirmed position.",
+            ),
+        ] = False,
         metrics_port: Annotated[
             int | None,
             typer.Option(min=0, max=65535, help="Serve Prometheus metrics on this port (default: off)."),
@@ -135,6 +142,7 @@ def register(app: typer.Typer) -> None:
             p,
             conns,
             resnapshot=resnapshot,
+            from_slot=from_slot,
             progress=say,
             snapshot_progress=bar.update if bar is not None else None,
             route=route,

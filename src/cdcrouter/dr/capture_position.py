@@ -9,7 +9,10 @@ position to what the replication slot still holds (its ``confirmed_flush_lsn``):
 again every change after it, the ones the mirror did copy come again under the same uuid
 (deduplicated by consumers), and none is skipped. A slot confirmed *past* the mirrored position
 is a gap no rewind can close (the slot no longer has those changes): it is reported with its LSNs
-so the affected tables can be snapshotted again (``cdcrouter capture snapshot``).
+so the affected tables can be snapshotted again (``cdcrouter capture snapshot``). No position at
+all in the target (the offsets topic not mirrored yet) gets one at the slot's confirmed LSN, so
+capture resumes from the slot instead of finding a slot without a position (which it refuses to
+drop: capture/slot_position.py).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from confluent_kafka import Producer
 
 from cdcrouter.capture.pgoutput import lsn_to_str
 from cdcrouter.capture.pipeline import Pipeline, load_pipeline
-from cdcrouter.capture.sink import read_offsets
+from cdcrouter.capture.sink import ensure_topics, read_offsets
+from cdcrouter.capture.slot_position import position_at_slot
 from cdcrouter.config import Connections
 from cdcrouter.dr.processes import Managed
 from cdcrouter.errors import DrError
@@ -39,6 +43,12 @@ class Rewind:
     def describe(self) -> str:
         m = lsn_to_str(self.mirrored) if self.mirrored is not None else "none"
         c = lsn_to_str(self.confirmed) if self.confirmed is not None else "no slot"
+        if self.rewound_to is not None and self.mirrored is None:
+            return (
+                f"capture (slot {self.slot}): no position in the target (its offsets topic is not mirrored "
+                f"yet): written at the slot's {c}: capture reads every change the slot holds; those before "
+                "it are in the target as far as the mirror copied them (dr.confirm_after_mirror: all)"
+            )
         if self.rewound_to is not None:
             return (
                 f"capture (slot {self.slot}): position in the target lowered from {m} to the slot's {c}: "
@@ -84,9 +94,13 @@ def rewind_to_slot(pipeline: Pipeline, target: Connections) -> Rewind:
     confirmed = slot_confirmed(target, slot)
     current = read_offsets(target, topic, slot, timeout_s=30.0)
     mirrored = current.commit_lsn if current is not None else None
-    if current is None or confirmed is None or current.commit_lsn < confirmed:
+    if confirmed is None or (current is not None and current.commit_lsn < confirmed):
         return Rewind(slot, mirrored, confirmed, None)
-    lowered = dataclasses.replace(current, commit_lsn=confirmed - 1, end_lsn=confirmed)
+    if current is None:  # not mirrored yet: capture would otherwise find a slot it must not drop
+        ensure_topics(target, pipeline.raw_topic)  # the offsets topic may not be in the target yet
+        lowered = position_at_slot(pipeline, confirmed)
+    else:
+        lowered = dataclasses.replace(current, commit_lsn=confirmed - 1, end_lsn=confirmed)
     producer = Producer(target.kafka.producer_conf())
     failures: list[str] = []
     producer.produce(
