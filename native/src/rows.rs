@@ -1,8 +1,8 @@
-//! The column walk of `cdcrouter.capture.fastpath.RowEncoder` for its "simple" tables: a pgoutput
-//! Insert/Update/Delete tuple -> the Avro map entries of `updatedAttributes`.
+//! `cdcrouter.capture.fastpath.RowEncoder.encode` for its "simple" tables: a pgoutput
+//! Insert/Update/Delete message -> the event's Kafka key and Avro value.
 //!
-//! Byte for byte what `RowEncoder._row` / `RowEncoder._update_full` build in Python (those stay
-//! as the fallback and the reference). Anything unusual (a truncated message, more columns than
+//! Byte for byte what `RowEncoder._row` / `RowEncoder._update_full` and the event assembly build
+//! in Python (those stay as the fallback and the reference). Anything unusual (a truncated message, more columns than
 //! the relation, a timestamp not in the common `+00` form) returns None and the caller runs the
 //! Python walk, so every error and rare form keeps exactly its Python behaviour.
 
@@ -83,28 +83,106 @@ pub struct RowPlan {
     null: Vec<Vec<u8>>,
     codes: Vec<u8>,
     id_index: usize,
+    event: Option<EventParts>,
 }
 
-type Entries<'py> = Option<(i64, Bound<'py, PyBytes>, Bound<'py, PyBytes>)>;
+/// What `RowEncoder.encode` puts around the entries: all fixed per table and operation.
+struct EventParts {
+    head: Vec<u8>,       // wire prefix + the uuid's length
+    namespace: Vec<u8>,  // the uuid v5 namespace's 16 bytes
+    uuid_mid: Vec<u8>,   // ":<table>:"
+    mid: Vec<u8>,        // event type, one entity, entity type
+    names: [Vec<u8>; 3], // INSERT, UPDATE, DELETE: the encoded event name
+    tails: [Vec<u8>; 3], // INSERT, UPDATE, DELETE: the source record up to its commit time
+}
 
 #[pymethods]
 impl RowPlan {
+    /// `event`: (head, namespace, uuid_mid, mid, names, tails) for `encode` (names and tails
+    /// for INSERT, UPDATE, DELETE in that order).
     #[new]
-    fn new(some: Vec<Vec<u8>>, null: Vec<Vec<u8>>, codes: Vec<u8>, id_index: usize) -> Self {
-        RowPlan { some, null, codes, id_index }
+    #[pyo3(signature = (some, null, codes, id_index, event=None))]
+    #[allow(clippy::type_complexity)]
+    fn new(
+        some: Vec<Vec<u8>>,
+        null: Vec<Vec<u8>>,
+        codes: Vec<u8>,
+        id_index: usize,
+        event: Option<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, [Vec<u8>; 3], [Vec<u8>; 3])>,
+    ) -> Self {
+        let event = event.map(|(head, namespace, uuid_mid, mid, names, tails)| EventParts {
+            head,
+            namespace,
+            uuid_mid,
+            mid,
+            names,
+            tails,
+        });
+        RowPlan {
+            some,
+            null,
+            codes,
+            id_index,
+            event,
+        }
     }
 
-    /// RowEncoder._row: every column of the tuple at `pos` -> (entries, entity id, map entries).
-    fn row<'py>(&self, py: Python<'py>, buf: &[u8], pos: usize) -> Entries<'py> {
-        let (count, eid, out) = self.walk_row(buf, pos)?;
-        Some((count, PyBytes::new(py, eid), PyBytes::new(py, &out)))
+    /// RowEncoder.encode for an Insert, or an Update/Delete with the full old row: (key, value),
+    /// an empty value when the entity id changed (KeyMoved), None for the Python walk.
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        buf: &[u8],
+        lsn: u64,
+        ms: &[u8],
+        saved: &[u8],
+    ) -> Option<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let ev = self.event.as_ref()?;
+        let (op, (count, eid, entries)) = match *buf.first()? {
+            b'I' => (0, self.walk_row(buf, 6)?),
+            b'U' => (1, self.walk_update(buf)?),
+            _ => (2, self.walk_row(buf, 6)?),
+        };
+        if count < 0 {
+            return Some((PyBytes::new(py, b""), PyBytes::new(py, b"")));
+        }
+        let mut out = Vec::with_capacity(160 + entries.len() + eid.len());
+        out.extend_from_slice(&ev.head);
+        push_uuid(&mut out, ev, lsn, eid);
+        out.extend_from_slice(&ev.names[op]);
+        out.extend_from_slice(ms);
+        out.extend_from_slice(saved);
+        out.extend_from_slice(&ev.mid);
+        put_len(&mut out, eid.len());
+        out.extend_from_slice(eid);
+        put_len(&mut out, count as usize); // 0: the empty map
+        if count > 0 {
+            out.extend_from_slice(&entries);
+            out.push(0); // end of the map
+        }
+        out.extend_from_slice(&ev.tails[op]);
+        out.extend_from_slice(ms);
+        Some((PyBytes::new(py, eid), PyBytes::new(py, &out)))
     }
+}
 
-    /// RowEncoder._update_full: an Update with the full old row -> (entries, entity id, map
-    /// entries), entries -1 when the entity id changed (KeyMoved).
-    fn update_full<'py>(&self, py: Python<'py>, buf: &[u8]) -> Entries<'py> {
-        let (count, eid, out) = self.walk_update(buf)?;
-        Some((count, PyBytes::new(py, eid), PyBytes::new(py, &out)))
+/// `str(uuid5(namespace, "<LSN in hex>:<table>:<entity id>"))` (normalize.event_uuid).
+fn push_uuid(out: &mut Vec<u8>, ev: &EventParts, lsn: u64, eid: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut h = sha1_smol::Sha1::new();
+    h.update(&ev.namespace);
+    h.update(format!("{lsn:X}").as_bytes());
+    h.update(&ev.uuid_mid);
+    h.update(eid);
+    let mut d = h.digest().bytes();
+    d[6] = (d[6] & 0x0f) | 0x50; // version 5
+    d[8] = (d[8] & 0x3f) | 0x80; // RFC 4122 variant
+    for (i, b) in d[..16].iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push(b'-');
+        }
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
     }
 }
 

@@ -17,14 +17,20 @@ class Projection:
     ) -> None: ...
 
 class RowPlan:
-    """The column walk of ``capture.fastpath.RowEncoder`` for one relation: per column the encoded
-    ``key + 0x02`` and ``key + 0x00`` and a plan code, and the entity-id column."""
+    """``capture.fastpath.RowEncoder.encode`` for one relation's simple messages: per column the
+    encoded ``key + 0x02`` and ``key + 0x00`` and a plan code, the entity-id column, and the fixed
+    parts of its events (head, uuid namespace, ``:<table>:``, mid, names and tails per operation)."""
 
-    def __init__(self, some: list[bytes], null: list[bytes], codes: list[int], id_index: int) -> None: ...
-    def row(self, buf: bytes, pos: int) -> tuple[int, bytes, bytes] | None:
-        """RowEncoder._row: (entries, entity id, encoded map entries); None: walk it in Python."""
-    def update_full(self, buf: bytes) -> tuple[int, bytes, bytes] | None:
-        """RowEncoder._update_full; entries -1 when the entity id changed (KeyMoved)."""
+    def __init__(
+        self,
+        some: list[bytes],
+        null: list[bytes],
+        codes: list[int],
+        id_index: int,
+        event: tuple[bytes, bytes, bytes, bytes, list[bytes], list[bytes]] | None = None,
+    ) -> None: ...
+    def encode(self, buf: bytes, lsn: int, ms: bytes, saved: bytes) -> tuple[bytes, bytes] | None:
+        """(key, value); an empty value when the entity id changed (KeyMoved); None: do it in Python."""
 
 def build_info() -> dict[str, str]:
     """The codec build: ``crate``, ``version`` (Cargo), ``profile`` (release/debug), ``arch``, ``os``."""
