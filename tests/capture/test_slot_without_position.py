@@ -7,13 +7,16 @@ The oracle is PostgreSQL: the ids of the rows written while capture was stopped.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 from capture_helpers import CaptureRun, make_pipeline
+from ruamel.yaml import YAML
 
-from cdcrouter.capture import CaptureEngine, source
+from cdcrouter.capture import source
 from cdcrouter.capture.sink import read_offsets
-from cdcrouter.errors import CaptureError
+from cdcrouter.cli.main import main
 from cdcrouter.topics import delete_topics
 
 pytestmark = pytest.mark.integration
@@ -43,7 +46,12 @@ def _slot_exists(run: CaptureRun) -> bool:
         conn.close()
 
 
-def test_a_slot_holding_unsent_changes_is_not_dropped(capture_run: CaptureRun) -> None:
+def test_a_slot_holding_unsent_changes_is_not_dropped(
+    capture_run: CaptureRun,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Changes sent, capture stopped, more changes held by the slot, the position gone (the offsets
     topic deleted, as in a region whose mirror has not copied it): capture refuses to drop the slot
     (old code: recreated it and lost the 5 held changes); `--from-slot` then sends every row."""
@@ -61,11 +69,15 @@ def test_a_slot_holding_unsent_changes_is_not_dropped(capture_run: CaptureRun) -
         read_offsets(run.conns, run.pipeline.raw_topic.offsets_topic, run.pipeline.replication.slot) is None
     )
 
-    with pytest.raises(CaptureError) as info:
-        CaptureEngine(run.pipeline, run.conns).run(duration_s=5)
-    err = info.value
-    assert "holds no position" in err.message and "would lose them" in err.message, err.message
-    assert "--from-slot" in (err.hint or "") and "--resnapshot" in (err.hint or "")
+    path = tmp_path / "pipeline.yaml"  # through the CLI: exit 1, the error and both ways on, no traceback
+    doc = run.pipeline.model_dump(by_alias=True, exclude={"source_file", "connections"}, exclude_none=True)
+    YAML().dump(doc, path)
+    monkeypatch.setenv("CDCROUTER_STATE_DIR", str(run.state_dir))
+    code = main(["capture", "run", "--pipeline", str(path), "--duration", "5"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "holds no position" in err and "would lose them" in err and "Traceback" not in err, err
+    assert "--from-slot" in err and "--resnapshot" in err, err
     assert _slot_exists(run)
 
     run.start(from_slot=True)
