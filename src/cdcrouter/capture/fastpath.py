@@ -54,9 +54,11 @@ _KIND_CODE: Final[dict[str, int]] = {
 }
 _BOOL_BYTES: Final = {b"t": b"true", b"f": b"false", b"true": b"true", b"false": b"false"}
 
-# an extension built before native/src/rows.rs (a stale editable install; `pip install -e .` again
-# rebuilds it) has no RowPlan: every change is then encoded in Python, as before it
+# an extension built before native/src/rows.rs had RowPlan.encode (a stale editable install;
+# `pip install -e .` again rebuilds it): every change is then encoded in Python, as before it
 _RowPlan = getattr(_native, "RowPlan", None)
+if not hasattr(_RowPlan, "encode"):
+    _RowPlan = None
 
 _Raw = bytes | None | object  # column bytes, SQL NULL, or UNCHANGED (TOAST not sent)
 
