@@ -7,11 +7,13 @@ The oracle is PostgreSQL: the ids of the rows written while capture was stopped.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 from capture_helpers import CaptureRun, make_pipeline
+from confluent_kafka.admin import AdminClient
 from ruamel.yaml import YAML
 
 from cdcrouter.capture import source
@@ -36,6 +38,18 @@ def _pg_ids(run: CaptureRun) -> set[str]:
 def _captured_ids(run: CaptureRun, expect: int) -> set[str]:
     entities = [e["eventBody"]["entities"][0] for e in run.events(expect, timeout_s=60)]
     return {x["entityId"] for x in entities if x["entityType"] == "Car"}
+
+
+def _delete(run: CaptureRun, topics: list[str]) -> None:
+    """Delete the topics and wait until the broker no longer lists them (a loaded broker is slow)."""
+    admin = AdminClient(run.conns.kafka.to_librdkafka())
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        delete_topics(run.conns, topics)
+        if not set(topics) & set(admin.list_topics(timeout=15).topics):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{topics} still listed 90 s after deleting them")
 
 
 def _slot_exists(run: CaptureRun) -> bool:
@@ -64,7 +78,7 @@ def test_a_slot_holding_unsent_changes_is_not_dropped(
     assert len(_captured_ids(run, 5)) == 5
     run.stop()
     _insert(run, range(5, 10))  # held by the slot, never sent
-    delete_topics(run.conns, [run.pipeline.raw_topic.offsets_topic])
+    _delete(run, [run.pipeline.raw_topic.offsets_topic])
     assert (
         read_offsets(run.conns, run.pipeline.raw_topic.offsets_topic, run.pipeline.replication.slot) is None
     )
@@ -96,4 +110,23 @@ def test_a_slot_whose_start_never_reached_kafka_is_recreated(capture_run: Captur
             "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (run.pipeline.replication.slot,)
         )
     run.start()  # waits until the snapshot is done: only a recreated slot takes one
+    assert _captured_ids(run, 3) == _pg_ids(run)
+
+
+def test_snapshot_never_resumes_a_slot_without_position_when_nothing_was_sent(
+    capture_run: CaptureRun,
+) -> None:
+    """Raw and offsets topics empty (as after a crash before the first position reached Kafka) with
+    `snapshot: never`: no snapshot stands in for the changes the slot holds, so capture resumes from
+    the slot (old code: recreated it and lost the 3 rows written since)."""
+    run = capture_run
+    run.pipeline = make_pipeline(
+        run.schema, run.topic.removeprefix("raw-"), replication={"snapshot": "never"}
+    )
+    run.start()  # the publication and the slot, as capture creates them
+    run.stop()
+    raw = run.pipeline.raw_topic
+    _delete(run, [raw.name, raw.offsets_topic])
+    _insert(run, range(0, 3))  # only the slot has them
+    run.start()
     assert _captured_ids(run, 3) == _pg_ids(run)

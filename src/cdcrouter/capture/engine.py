@@ -527,18 +527,19 @@ class CaptureEngine:
             return offsets
         if has_slot:  # no position: recreate only a slot that never sent anything (slot_position.py)
             confirmed = slot_position.confirmed_lsn(conn, slot)
-            if self.from_slot and confirmed is not None:
+            records = 0 if self.from_slot else slot_position.raw_records(self.conns, p.raw_topic.name)
+            if records:
+                raise slot_position.unsent_changes_error(p, records, confirmed)
+            # snapshot: never has no snapshot to stand in for the changes the slot holds: keep them
+            if confirmed is not None and (self.from_slot or p.replication.snapshot == "never"):
                 offsets = slot_position.position_at_slot(p, confirmed)
                 sink.begin()
                 sink.commit(offsets)
                 self.progress(
-                    f"no position in Kafka: resuming slot {slot} from {lsn_to_str(confirmed)} (--from-slot)"
+                    f"slot {slot} has no position in Kafka: resuming it from {lsn_to_str(confirmed)}"
                 )
                 self.stats.last = offsets
                 return offsets
-            records = slot_position.raw_records(self.conns, p.raw_topic.name)
-            if records:
-                raise slot_position.unsent_changes_error(p, records, confirmed)
             self.progress(
                 f"slot {slot} has no position in Kafka and {p.raw_topic.name} is empty; recreating it"
             )

@@ -1,11 +1,13 @@
 """A replication slot that exists while Kafka holds no capture position for it.
 
 The one case where that is harmless: capture created the slot and stopped before its first
-position reached Kafka. Nothing was sent, so the slot is dropped and created again (a new snapshot
-point). Any other case (the offsets topic not mirrored yet after a DR failover, deleted, or a
-pipeline pointed at another cluster) means the slot may hold changes that were never sent:
-dropping it would lose them silently. Capture then stops, unless told which way to go
-(``--from-slot``: resume from the slot; ``--resnapshot``: a new slot and snapshot).
+position reached Kafka (the raw topic is empty: nothing was sent). With ``snapshot: initial`` the
+slot is dropped and created again (a new snapshot point); with ``snapshot: never`` nothing would
+stand in for the changes the slot holds, so capture resumes from it. Any other case (the offsets
+topic not mirrored yet after a DR failover, deleted, or a pipeline pointed at another cluster)
+means the slot may hold changes that were never sent: dropping it would lose them silently.
+Capture then stops, unless told which way to go (``--from-slot``: resume from the slot;
+``--resnapshot``: a new slot and snapshot).
 """
 
 from __future__ import annotations
