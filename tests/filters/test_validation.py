@@ -179,6 +179,24 @@ def test_timestamp_without_offset() -> None:
     assert (code, line, col) == ("V007", 8, 16) and "UTC offset" in msg
 
 
+@pytest.mark.parametrize(
+    "value", ["'2024-01-01T00:00:00.123456789+05:30'", "'2024-01-01T00:00:00.5Z'", "1706702400000", "'-5'"]
+)
+def test_timestamp_literals_in_the_documented_forms(value: str) -> None:
+    field = "eventBody.entities[0].updatedAttributes.at"
+    assert check(cond(field, "greaterThan", f"value: {value}\nvalueType: timestamp")) == []
+
+
+@pytest.mark.parametrize(
+    "value", ["'2024-01-01 00:00:00Z'", "'2024-01-01T00:00:00+0000'", "'2023-02-29T00:00:00Z'", "'infinity'"]
+)
+def test_timestamp_literal_in_another_form(value: str) -> None:
+    field = "eventBody.entities[0].updatedAttributes.at"
+    code, line, col, msg, hint = one(cond(field, "greaterThan", f"value: {value}\nvalueType: timestamp"))
+    assert (code, line, col) == ("V007", 8, 16) and "neither epoch milliseconds nor ISO-8601" in msg
+    assert hint is not None and "2024-01-31T12:00:00Z" in hint
+
+
 def test_unquoted_number_for_string_value_type() -> None:
     code, _, _, msg, hint = one(cond("eventHeader.eventName", "equals", "value: 42\nvalueType: string"))
     assert code == "V007" and "not a string" in msg and hint == 'quote it: "42"'

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from cdcrouter.filters import load_filters_text, validate_text
 from cdcrouter.ir.nodes import AnyEntity, FilterSet, Node
 
-from .gen import Draw, HypoDraw, RandomDraw, filters_yaml, gen_event, gen_filter
+from .gen import TS_LITERALS, TS_TEXTS, Draw, HypoDraw, RandomDraw, filters_yaml, gen_event, gen_filter
 
 SEED = int(os.environ.get("CDCROUTER_DIFF_SEED", "20261124"))
 
@@ -135,6 +135,47 @@ def test_bulk_agreement(flink_checker: Any) -> None:
 @pytest.mark.slow
 def test_bulk_agreement_large(flink_checker: Any) -> None:
     _bulk(flink_checker, 1500, 20000, SEED + 1)
+
+
+def _ts_filter(n: int, op: str, **values: Any) -> dict[str, Any]:
+    cond = {"field": "eventBody.entities[0].updatedAttributes.ts", "operator": op, "valueType": "timestamp"}
+    return {"id": f"ts{n}", "consumerId": "c", "outputTopic": f"t-ts{n}", "conditions": [{**cond, **values}]}
+
+
+def test_timestamp_filters_over_iso_text(flink_checker: Any) -> None:
+    """Every ISO-8601 text (capture's form, offsets, fraction lengths, near misses) against every
+    timestamp literal and operator: both back ends agree, and they do read ISO text as an instant
+    (not NULL everywhere, not string order)."""
+    filters = [
+        _ts_filter(n, op, value=lit)
+        for n, (op, lit) in enumerate(
+            (op, lit) for lit in TS_LITERALS for op in ("equals", "greaterThan", "lessThanOrEqual")
+        )
+    ]
+    filters.append(_ts_filter(len(filters), "between", min="2023-11-14T22:13:20.5Z", max=1700000005000))
+    filters.append(_ts_filter(len(filters), "in", values=["2023-11-14T22:13:20Z", 1700000005000]))
+    events = [
+        {**gen_event(RandomDraw(random.Random(i)), i), "eventBody": {"entities": [ent]}}
+        for i, ent in enumerate(
+            {"entityType": "Loan", "entityId": f"L{i}", "updatedAttributes": {"ts": text}}
+            for i, text in enumerate([*TS_TEXTS, None])
+        )
+    ]
+    problems = compare(flink_checker, filters, events)
+    assert not problems, f"{len(problems)} disagreements; first ones:\n" + "\n".join(problems[:6])
+
+    from cdcrouter.backends.python_eval import compile_filterset
+
+    engine = compile_filterset(load_filters_text(filters_yaml(filters), "ts.yaml"))
+    by_text = {e["eventBody"]["entities"][0]["updatedAttributes"]["ts"]: set(engine.match(e)) for e in events}
+    gt_20s = f"ts{TS_LITERALS.index('2023-11-14T22:13:20Z') * 3 + 1}"  # greaterThan 1700000000000
+    # "...20.5Z" sorts before "...20Z" as text, but is half a second later
+    assert gt_20s in by_text["2023-11-14T22:13:20.5Z"]
+    assert gt_20s in by_text["2023-11-14T18:13:25.25-04:00"]
+    assert gt_20s not in by_text["2023-11-15T03:43:20+05:30"]  # the same instant
+    assert f"ts{TS_LITERALS.index('2023-11-14T22:13:20Z') * 3}" in by_text["2023-11-15T03:43:20+05:30"]
+    for never in ("2023-02-29T00:00:00Z", "infinity", "2023-11-14T22:13:20", None):
+        assert not by_text[never], never
 
 
 @settings(

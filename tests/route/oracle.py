@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -82,12 +82,32 @@ def _number(text: Any) -> Decimal | None:
     return None if abs(d) >= Decimal(10) ** 28 else d
 
 
+_ISO_TEXT = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", re.ASCII)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso_timestamp(text: str) -> Decimal | None:
+    """Epoch ms of the documented ISO-8601 form (``2024-05-01T08:00:00.25Z``, ``...+05:30``), by
+    ``strptime`` (which refuses February 30, year 0000, hour 24), or None."""
+    m = _ISO_TEXT.fullmatch(text)
+    if m is None:
+        return None
+    try:
+        local = datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S")
+        zone = UTC if m.group(3) == "Z" else datetime.strptime(m.group(3), "%z").tzinfo
+        instant = local.replace(tzinfo=zone)
+    except ValueError:
+        return None
+    whole_us = (instant - _EPOCH) // timedelta(microseconds=1)
+    return Decimal(whole_us) / 1000 + Decimal("0." + (m.group(2) or "0")) * 1000
+
+
 def _timestamp_literal(v: Any) -> Decimal:
-    if isinstance(v, int):
+    if isinstance(v, int) or re.fullmatch(r"[+-]?\d+", str(v)):
         return Decimal(v)
-    dt = datetime.fromisoformat(str(v))
-    assert dt.tzinfo is not None, f"timestamp literal {v!r} has no offset"
-    return Decimal(int(dt.timestamp()) * 1000 + dt.microsecond // 1000)
+    ms = _iso_timestamp(str(v))
+    assert ms is not None, f"timestamp literal {v!r} is not ISO-8601 with an offset"
+    return ms
 
 
 def _utf16(s: str) -> bytes:
@@ -184,7 +204,10 @@ def _literal(v: Any, vt: str) -> Any:
 
 
 def _operand(raw: Any, vt: str) -> Any:
-    if vt in ("number", "timestamp"):
+    if vt == "timestamp":
+        number = _number(raw)
+        return number if number is not None or not isinstance(raw, str) else _iso_timestamp(raw)
+    if vt == "number":
         return _number(raw)
     return None if raw is None else str(raw)
 

@@ -72,6 +72,12 @@ filters:
   - {id: dotted, consumerId: c, outputTopic: t-dotted,
      conditions: [{field: 'eventBody.entities[0].updatedAttributes.doc.a\.b', operator: matches,
                    value: "^x.$"}]}
+  - {id: paid-after, consumerId: c, outputTopic: t-paid-after,
+     conditions: [{field: 'eventBody.entities[0].updatedAttributes.paid_at', operator: greaterThan,
+                   valueType: timestamp, value: "2024-06-01T08:00:00Z"}]}
+  - {id: paid-window, consumerId: c, outputTopic: t-paid-window,
+     conditions: [{field: 'eventBody.entities[0].updatedAttributes.paid_at', operator: between,
+                   valueType: timestamp, min: "2024-06-01T09:59:59.9999995+02:00", max: 1717228800500}]}
   - {id: off, consumerId: c, outputTopic: t-off, enabled: false,
      conditions: [{field: 'eventHeader.eventName', operator: isNotNull}]}
 """
@@ -208,9 +214,38 @@ LANGUAGE_CASES = [
 ]
 
 
+# valueType timestamp reads capture's ISO-8601 text (any fraction length, Z or an offset) as the
+# instant it names: "...00.5Z" is later than "...00Z" although it sorts before it as a string.
+_PAID_CASES = [
+    ("2024-06-01T08:00:00.5Z", ["paid-after", "paid-window"]),
+    ("2024-06-01T08:00:00Z", ["paid-window"]),
+    ("2024-06-01T08:00:00.000001Z", ["paid-after", "paid-window"]),
+    ("2024-06-01T07:59:59.9999994Z", []),
+    ("2024-06-01T07:59:59.9999995Z", ["paid-window"]),
+    ("2024-06-01T10:00:00.25+02:00", ["paid-after", "paid-window"]),
+    ("2024-06-01T03:30:00.501-04:30", ["paid-after"]),
+    ("1717228800000", ["paid-window"]),
+    ("2024-06-01 08:00:01Z", []),  # not the documented form: NULL, no match, no error
+    ("2024-06-01T08:00:01", []),  # no offset
+    ("2024-02-30T08:00:01Z", []),  # no such day
+    ("+10000-01-01T00:00:00Z", []),  # capture's expanded years are outside 0001-9999
+    ("infinity", []),
+]
+
+
 @pytest.mark.parametrize(("event", "ids"), LANGUAGE_CASES, ids=[str(i) for i in range(len(LANGUAGE_CASES))])
 def test_the_oracle_follows_the_documented_language(event: dict[str, Any], ids: list[str]) -> None:
     assert Oracle(LANGUAGE).matching_ids(event) == ids
+
+
+@pytest.mark.parametrize(("text", "ids"), _PAID_CASES, ids=[t for t, _ in _PAID_CASES])
+def test_timestamp_filters_read_iso_text_as_an_instant(text: str, ids: list[str]) -> None:
+    """The oracle (strptime) and the compiled engine both route captured ISO timestamps."""
+    event = _event("LoanCreated", [("Loan", {"paid_at": text})])
+    paid = [i for i in Oracle(LANGUAGE).matching_ids(event) if i.startswith("paid-")]
+    assert paid == ids
+    engine = compile_filterset(load_filters_text(LANGUAGE, "language.yaml"))
+    assert [i for i in engine.match(event) if i.startswith("paid-")] == ids
 
 
 def test_expected_routing_counts_each_event_per_topic() -> None:
@@ -259,6 +294,14 @@ _ODD_TEXTS = [
     "two\nlines",
     "xy",
     "x\n",
+    "2024-01-01T00:00:00Z",
+    "2024-01-01T00:00:00.5Z",
+    "2023-12-31T23:00:00.500001-01:00",
+    "2024-01-01T05:30:00.123456789+05:30",
+    "2024-02-29T00:00:00Z",
+    "2023-02-29T00:00:00Z",
+    "2024-01-01T00:00:00",
+    "1704067200500",
 ]
 _ATTR_KEYS = [
     "car.price",
@@ -282,6 +325,7 @@ _ATTR_KEYS = [
     "n",
     "it's a key",
     "doc.a\\.b",
+    "paid_at",
 ]
 
 

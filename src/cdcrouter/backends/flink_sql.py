@@ -25,6 +25,7 @@ from functools import cache
 from typing import Any, ClassVar
 
 from cdcrouter import __version__
+from cdcrouter.backends import sqlsem
 from cdcrouter.errors import CdcrouterError
 from cdcrouter.filters.schema import FILTERED_SCHEMA, RAW_SCHEMA, load_schema
 from cdcrouter.ir.nodes import (
@@ -122,6 +123,56 @@ def decimal_sql(value: Decimal | int) -> str:
     d = Decimal(value)
     text = format(d, "f")
     return f"({text})" if text.startswith("-") else text
+
+
+# Days before each month in a common year, three digits per month (1-based: month m at 3m-2).
+_DAYS_BEFORE_MONTH = "000031059090120151181212243273304334"
+
+
+def timestamp_ms_sql(x: str) -> str:
+    """Epoch ms as DECIMAL(38, 10) of STRING ``x`` read as ISO-8601 text, else NULL: the SQL form of
+    ``sqlsem.parse_iso_timestamp_ms``. Plain integer arithmetic on the digits (no Flink date
+    parsing, which is lenient and depends on the session zone); February 30 and year 0000 are NULL."""
+
+    def part(start: int, length: int) -> str:
+        return f"TRY_CAST(SUBSTR({x}, {start}, {length}) AS BIGINT)"
+
+    year, month, day = part(1, 4), part(6, 2), part(9, 2)
+    hour, minute, second = part(12, 2), part(15, 2), part(18, 2)
+    leap = f"(MOD({year}, 4) = 0 AND MOD({year}, 100) <> 0 OR MOD({year}, 400) = 0)"
+    month_days = (
+        f"CASE WHEN {month} = 2 THEN CASE WHEN {leap} THEN 29 ELSE 28 END"
+        f" WHEN {month} IN (4, 6, 9, 11) THEN 30 ELSE 31 END"
+    )
+
+    def years_div(n: int) -> str:  # floor((year - 1) / n) for year >= 1, exact whatever `/` returns
+        return f"CAST(({year} - 1 - MOD({year} - 1, {n})) / {n} AS BIGINT)"
+
+    days = (
+        f"(365 * ({year} - 1) + {years_div(4)} - {years_div(100)} + {years_div(400)}"
+        f" + TRY_CAST(SUBSTR('{_DAYS_BEFORE_MONTH}', CAST(3 * {month} - 2 AS INT), 3) AS BIGINT)"
+        f" + CASE WHEN {month} > 2 AND {leap} THEN 1 ELSE 0 END + {day} - 1 - 719162)"
+    )
+    n = f"CHAR_LENGTH({x})"
+    offset = (
+        f"CASE WHEN SUBSTR({x}, {n}, 1) = 'Z' THEN 0 ELSE "
+        f"(TRY_CAST(SUBSTR({x}, {n} - 4, 2) AS BIGINT) * 60 + TRY_CAST(SUBSTR({x}, {n} - 1, 2) AS BIGINT))"
+        f" * CASE WHEN SUBSTR({x}, {n} - 5, 1) = '-' THEN -1 ELSE 1 END END"
+    )
+    nanos = f"SUBSTR(CONCAT(COALESCE(REGEXP_EXTRACT({x}, '\\.([0-9]+)', 1), ''), '000000000'), 1, 9)"
+    ms = (
+        f"((({days} * 24 + {hour}) * 60 + {minute} - ({offset})) * 60000 + {second} * 1000"
+        f" + TRY_CAST(SUBSTR({nanos}, 1, 3) AS BIGINT))"
+    )
+    sub_ms = f"TRY_CAST(CONCAT('0.', SUBSTR({nanos}, 4, 6)) AS DECIMAL(7, 6))"
+    pattern = quote_string("^" + sqlsem.ISO_TIMESTAMP_REGEX + "\\z")
+    return (
+        f"CASE WHEN REGEXP({x}, {pattern}) AND {year} >= 1 AND {month} BETWEEN 1 AND 12"
+        f" AND {day} BETWEEN 1 AND {month_days}"
+        f" THEN CAST(CAST({ms} AS DECIMAL(20, 0)) + {sub_ms}"
+        f" AS DECIMAL({DECIMAL_PRECISION}, {DECIMAL_SCALE}))"
+        " END"
+    )
 
 
 def literal_sql(lit: Literal) -> str:
@@ -234,12 +285,15 @@ class SqlGenerator:
         return literal_sql(n)
 
     def try_cast_sql(self, n: TryCast) -> str:
-        if n.to != "decimal":
+        if n.to not in ("decimal", "timestamp"):
             return self.unsupported(n, f"cast to {n.to}")
         target = f"DECIMAL({DECIMAL_PRECISION}, {DECIMAL_SCALE})"
         if isinstance(n.operand, FieldRef) and n.operand.type == "long":
             return f"CAST({self.sql(n.operand)} AS {target})"  # every BIGINT fits: cannot fail
-        return f"TRY_CAST({self.sql(n.operand)} AS {target})"
+        x = self.sql(n.operand)
+        if n.to == "timestamp":  # epoch-ms text, else ISO-8601 text (the two never overlap)
+            return f"COALESCE(TRY_CAST({x} AS {target}), {timestamp_ms_sql(x)})"
+        return f"TRY_CAST({x} AS {target})"
 
     def compare_sql(self, n: Compare) -> str:
         return f"{self.sql(n.left)} {n.op} {self.sql(n.right)}"

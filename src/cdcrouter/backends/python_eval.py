@@ -74,7 +74,12 @@ class PyCodegen:
     """Generates Python expressions for IR nodes; constants are collected into ``self.env``."""
 
     def __init__(self) -> None:
-        self.env: dict[str, Any] = {"_dec": sqlsem.to_scaled, "_u16": sqlsem.utf16_key, "_EMPTY": {}}
+        self.env: dict[str, Any] = {
+            "_dec": sqlsem.to_scaled,
+            "_ts": sqlsem.to_scaled_timestamp,
+            "_u16": sqlsem.utf16_key,
+            "_EMPTY": {},
+        }
         self.helpers: list[str] = []
         self._n = 0
         self._consts: dict[tuple[str, Any], str] = {}
@@ -162,9 +167,10 @@ class PyCodegen:
 
     def try_cast_py(self, n: TryCast) -> str:
         """A DECIMAL(38, 10) value scaled by 10^10 (an int), or None."""
-        if n.to != "decimal":
+        if n.to not in ("decimal", "timestamp"):
             raise EvalCompileError(f"{n.span} B003 cast to {n.to}")
         val = self.py(n.operand)
+        cast = "_dec" if n.to == "decimal" else "_ts"
         if isinstance(n.operand, FieldRef) and n.operand.type == "long":
             # Every BIGINT fits DECIMAL(38, 10): the cast cannot fail, scaling is all it does
             # (and leaves see through it when their literals are whole, see _operand_of).
@@ -174,8 +180,8 @@ class PyCodegen:
             return f"(None if ({t} := {val}) is None else {t} * {_SCALE})"
         if self.hoisted is not None:  # match(): skip the call for the common missing attribute
             t = self.tmp()
-            return f"(None if ({t} := {val}) is None else _dec({t}))"
-        return f"_dec({val})"
+            return f"(None if ({t} := {val}) is None else {cast}({t}))"
+        return f"{cast}({val})"
 
     # -- predicates: True / False / None ----------------------------------------------------------
 

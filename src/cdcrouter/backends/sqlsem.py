@@ -13,12 +13,17 @@ Each helper mirrors one Flink 2.2 runtime function, verified with PyFlink (docs/
 * :func:`utf16_key` orders strings like Java's ``String.compareTo`` (UTF-16 code units), which is
   what Flink uses for ``<``/``>`` on STRING values; Python's code-point order differs only for
   characters above U+FFFF against U+E000..U+FFFF.
+* :func:`to_scaled_timestamp` is a ``valueType: timestamp`` read: the DECIMAL cast (epoch ms), or
+  else ISO-8601 text as epoch ms (:func:`parse_iso_timestamp_ms`); the generated SQL computes the
+  same from the same regex (``flink_sql.timestamp_ms_sql``). Anything else is NULL.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from decimal import MAX_EMAX, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from typing import Any
 
 from cdcrouter._native import try_cast_decimal
 from cdcrouter.ir.nodes import DECIMAL_PRECISION, DECIMAL_SCALE
@@ -69,3 +74,44 @@ to_scaled = try_cast_decimal
 def utf16_key(s: str) -> bytes:
     """A sort key giving Java's UTF-16 code-unit order."""
     return s.encode("utf-16-be", "surrogatepass")
+
+
+# The ISO-8601 text a ``valueType: timestamp`` test reads besides epoch-ms numbers: what capture
+# writes (``2024-05-01T08:00:00.25Z``), plus a numeric offset (``+05:30``) for other producers.
+# Years 0001-9999 only: capture's expanded years (``-0043-...``, ``+10000-...``) and ``infinity``
+# read NULL. The generated Flink SQL matches exactly this regex (flink_sql.iso_timestamp_ms_sql).
+ISO_TIMESTAMP_REGEX = (
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])"
+    r"(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+)
+"""The whole text must match (unanchored here: each dialect anchors it its own way)."""
+_ISO_TIMESTAMP = re.compile(ISO_TIMESTAMP_REGEX)
+_UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
+def parse_iso_timestamp_ms(s: str) -> Decimal | None:
+    """Epoch milliseconds (exact, up to 6 fraction digits) of ISO-8601 text, None if not one."""
+    m = _ISO_TIMESTAMP.fullmatch(s)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    try:
+        days = dt.date(year, month, day).toordinal() - _UNIX_EPOCH_ORDINAL
+    except ValueError:  # year 0000, month 13, February 30, ...
+        return None
+    zone = m.group(8)
+    offset_min = 0 if zone == "Z" else int(zone[1:3]) * 60 + int(zone[4:6])
+    if zone[0] == "-":
+        offset_min = -offset_min
+    ms = ((days * 24 + hour) * 60 + minute - offset_min) * 60_000 + second * 1000
+    nanos = (m.group(7) or ".")[1:].ljust(9, "0")
+    return Decimal(ms) + Decimal(int(nanos)).scaleb(-6)
+
+
+def to_scaled_timestamp(s: Any) -> int | None:
+    """``valueType: timestamp``'s read: an epoch-ms number or ISO-8601 text, times 10^10; else None."""
+    scaled = try_cast_decimal(s)
+    if scaled is not None or not isinstance(s, str):
+        return scaled
+    ms = parse_iso_timestamp_ms(s)
+    return None if ms is None else scale_decimal(ms)

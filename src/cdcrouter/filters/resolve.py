@@ -11,7 +11,7 @@ Decisions (documented in docs/filter-language.md):
   (number -> number, true/false -> boolean, date/time -> timestamp), else ``string``.
 * Numbers compare as DECIMAL(38, 10), long fields included; text that is not a number reads
   NULL (TRY_CAST), so the condition is UNKNOWN and the event does not match. Timestamps are
-  epoch milliseconds.
+  epoch milliseconds, read from epoch-ms text or from ISO-8601 text (what capture writes).
 * Booleans compare the canonical text ``true``/``false`` (what capture writes), no cast.
 * One enabled filter per output topic: two would write every shared match twice.
 """
@@ -23,6 +23,7 @@ import hashlib
 import re
 from decimal import Decimal, InvalidOperation
 
+from cdcrouter.backends.sqlsem import parse_iso_timestamp_ms
 from cdcrouter.filters.diagnostics import Collector, closest
 from cdcrouter.filters.raw import RawCondition, RawFilter, RawFilterSet, RawGroup, RawItem, RawScalar
 from cdcrouter.filters.regex import RegexError, check_regex
@@ -394,8 +395,10 @@ class _Resolver:
         operand: Node = ref
         if vt in ("number", "timestamp"):
             # Every number test runs in DECIMAL(38, 10), long fields included: Flink casts IN-list
-            # literals to the operand's type, so `bigintCol IN (1.5)` would compare with 1.
-            operand = TryCast(ref.span, ref, "decimal")
+            # literals to the operand's type, so `bigintCol IN (1.5)` would compare with 1. A text
+            # field read as a timestamp also takes the ISO-8601 text capture writes.
+            to = "timestamp" if vt == "timestamp" and ref.type != "long" else "decimal"
+            operand = TryCast(ref.span, ref, to)
 
         if op in ("isNull", "isNotNull"):
             return IsNull(span, ref, op == "isNotNull")
@@ -514,41 +517,29 @@ class _Resolver:
         return Literal(s.span, d, "decimal")
 
     def timestamp(self, s: RawScalar) -> Literal | None:
+        """Epoch ms (a whole number) or the ISO-8601 text a field may hold, read the same way
+        (``sqlsem.parse_iso_timestamp_ms``), so a literal copied from a captured event works."""
         v = s.value
-        ms: int | None = None
+        ms: Decimal | None = None
         if isinstance(v, int) and not isinstance(v, bool):
-            ms = int(v)
+            ms = Decimal(v)
         elif isinstance(v, dt.datetime):
             if v.tzinfo is None:  # ruamel yields naive UTC datetimes for YAML timestamps
                 v = v.replace(tzinfo=dt.UTC)
-            ms = (v - _EPOCH) // dt.timedelta(milliseconds=1)
+            ms = Decimal((v - _EPOCH) // dt.timedelta(microseconds=1)).scaleb(-3)
         elif isinstance(v, str):
             text = v.strip()
-            if re.fullmatch(r"[+-]?\d+", text):
-                ms = int(text)
-            else:
-                try:
-                    parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-                except ValueError:
-                    parsed = None
-                if parsed is None or parsed.tzinfo is None:
-                    self.err(
-                        "V007",
-                        f"timestamp {v!r} must be epoch milliseconds or ISO-8601 with a UTC offset",
-                        s.span,
-                        'write e.g. "2024-01-31T12:00:00Z" or 1706702400000',
-                    )
-                    return None
-                ms = (parsed - _EPOCH) // dt.timedelta(milliseconds=1)
+            ms = Decimal(text) if re.fullmatch(r"[+-]?\d+", text) else parse_iso_timestamp_ms(text)
         if ms is None:
             self.err(
                 "V007",
-                f"timestamp {v!r} must be epoch milliseconds or ISO-8601 with a UTC offset",
+                f"timestamp {v!r} is neither epoch milliseconds nor ISO-8601 with a UTC offset "
+                "(YYYY-MM-DDTHH:MM:SS[.fraction] then Z or +HH:MM)",
                 s.span,
-                'write e.g. "2024-01-31T12:00:00Z"',
+                'write e.g. "2024-01-31T12:00:00Z", "2024-01-31T12:00:00.5+05:30" or 1706702400000',
             )
             return None
-        return self.decimal_literal(Decimal(ms), s)
+        return self.decimal_literal(ms, s)
 
 
 def resolve(raw: RawFilterSet, text: str, diags: Collector) -> FilterSet:
