@@ -197,3 +197,19 @@ def test_a_file_name_cannot_end_the_header_comment() -> None:
     from cdcrouter.backends.python_eval import compile_filterset
 
     assert compile_filterset(fs).match is not None  # the generated Python still compiles
+
+
+def test_split_statements_keeps_a_case_expression_inside_a_statement_set() -> None:
+    """A CASE ... END (the ISO reading of a timestamp test) must not close the statement set early."""
+    from cdcrouter.deploy.sql_gateway import split_statements as gateway_split
+
+    script = (
+        "CREATE TABLE t (x STRING);\n"
+        "EXECUTE STATEMENT SET\nBEGIN\n"
+        "INSERT INTO u SELECT x FROM t WHERE CASE WHEN x = 'a' THEN 1 END = 1;\n"
+        "INSERT INTO v SELECT x FROM t;\nEND;\n"
+    )
+    for split in (split_statements, gateway_split):
+        parts = split(script)
+        assert len(parts) == 2, parts
+        assert parts[1].startswith("EXECUTE STATEMENT SET") and parts[1].endswith("END")

@@ -68,6 +68,7 @@ def split_statements(script: str) -> list[str]:
     buf: list[str] = []
     i, n = 0, len(script)
     depth = 0  # inside BEGIN ... END of a statement set
+    cases = 0  # open CASE expressions
     while i < n:
         ch = script[i]
         if ch == "'" or ch == "`":
@@ -100,6 +101,10 @@ def split_statements(script: str) -> list[str]:
             word = m.group(0).upper()
             if word == "BEGIN" and re.search(r"STATEMENT\s+SET\s*$", "".join(buf), re.IGNORECASE):
                 depth += 1
+            elif word == "CASE":  # CASE ... END (a timestamp test's SQL) does not end the statement set
+                cases += 1
+            elif word == "END" and cases:
+                cases -= 1
             elif word == "END" and depth:
                 depth -= 1
             buf.append(m.group(0))

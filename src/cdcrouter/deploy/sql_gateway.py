@@ -302,6 +302,7 @@ def split_statements(script: str) -> list[str]:
     out: list[str] = []
     buf: list[str] = []
     depth = 0  # inside a statement set's BEGIN ... END
+    cases = 0  # open CASE expressions
     i, n = 0, len(script)
     word = re.compile(r"[A-Za-z_]+")
     while i < n:
@@ -331,6 +332,10 @@ def split_statements(script: str) -> list[str]:
             w = m.group(0).upper()
             if w == "BEGIN" and "STATEMENT SET" in " ".join("".join(buf).upper().split()):
                 depth += 1
+            elif w == "CASE":  # CASE ... END (a timestamp test's SQL) does not end the statement set
+                cases += 1
+            elif w == "END" and cases:
+                cases -= 1
             elif w == "END" and depth:
                 depth -= 1
             buf.append(m.group(0))
