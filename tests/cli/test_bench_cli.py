@@ -28,7 +28,7 @@ def test_old_spellings_are_hidden_from_help(group: str, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--filters-count", "4,30"], "between 1 and 20"),
+        (["--filters-count", "4,5001"], "between 1 and 5000"),
         (["--lanes", "1,x"], "expected numbers like"),
     ],
 )
