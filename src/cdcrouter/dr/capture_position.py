@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 from cdcrouter.capture.pgoutput import lsn_to_str
 from cdcrouter.capture.pipeline import Pipeline, load_pipeline
 from cdcrouter.capture.sink import ensure_topics, read_offsets
-from cdcrouter.capture.slot_position import position_at_slot
+from cdcrouter.capture.slot_position import confirmed_lsn, position_at_slot
 from cdcrouter.config import Connections
 from cdcrouter.dr.processes import Managed
 from cdcrouter.errors import DrError
@@ -78,13 +78,7 @@ def pipeline_of(m: Managed) -> Pipeline:
 
 def slot_confirmed(conns: Connections, slot: str) -> int | None:
     with psycopg.connect(conns.postgres.conninfo(), connect_timeout=10) as conn:
-        row = conn.execute(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-        ).fetchone()
-    if row is None or row[0] is None:
-        return None
-    hi, lo = row[0].split("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
+        return confirmed_lsn(conn, slot)
 
 
 def rewind_to_slot(pipeline: Pipeline, target: Connections) -> Rewind:
