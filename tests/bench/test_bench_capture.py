@@ -72,3 +72,16 @@ def test_a_run_counts_every_change(stack: Any, engine: str, rows: dict[str, str]
         assert tp["start_s"] >= 0 and tp["drain_s"] >= tp["start_s"]
         assert lat["changes"] >= 400 and 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"]
     assert len(out["warmup"]) >= 2  # the warm-up runs until CPU per change stops falling
+
+
+@pytest.mark.parametrize(
+    ("ticks", "sched", "cpu_s"),
+    [
+        ((5.0, 5.0), ((1.0, 0.0), (1.004, 0.0)), 0.004),  # under one 10 ms tick: the scheduler's ns
+        ((5.0, 7.5), ((1.0, 0.0), (3.4, 0.0)), 2.5),  # a second or more: ticks (they keep dead threads)
+        ((5.0, 5.01), ((1.0, 0.0), (0.5, 0.0)), 0.01),  # a thread ended in the window: ticks
+        ((5.0, 5.0), (None, None), 0.0),  # no scheduler figures: ticks
+    ],
+)
+def test_window_cpu_reads_below_the_tick(ticks: tuple, sched: tuple, cpu_s: float) -> None:
+    assert bench._window_cpu_s(ticks, sched) == pytest.approx(cpu_s)
