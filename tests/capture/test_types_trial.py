@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from capture_helpers import CaptureRun, make_pipeline
 
+from cdcrouter.capture.sink import read_offsets
+
 pytestmark = [pytest.mark.integration]
 
 
@@ -210,3 +212,38 @@ def test_rows_of_a_partition_attached_while_capturing_are_snapshotted(capture_ru
     got = [(e["sourceMetadata"]["operation"], e["eventBody"]["entities"][0]["entityId"]) for e in events]
     assert got == [("INSERT", "1:eu"), ("SNAPSHOT", "2:us"), ("SNAPSHOT", "3:us")]
     assert [a for _, a in _attrs(events)] == [oracle["1:eu"], oracle["2:us"], oracle["3:us"]]
+
+
+def test_rows_of_a_partition_attached_while_capture_was_stopped_are_snapshotted_at_start(
+    capture_run: CaptureRun,
+) -> None:
+    """A partition attached while capture is stopped was never snapshotted: its rows never
+    reached Kafka. The position now records the leaf partitions capture knows, and a start
+    snapshots the ones it does not (once: the next position records them)."""
+    run = capture_run
+    run.sql(
+        "CREATE TABLE sales (id int, region text, v text, PRIMARY KEY (id, region))"
+        " PARTITION BY LIST (region)",
+        "CREATE TABLE sales_eu PARTITION OF sales FOR VALUES IN ('eu')",
+    )
+    run.pipeline = make_pipeline(run.schema, run.topic.removeprefix("raw-"), tables={"sales": {}})
+    run.start()
+    run.sql("INSERT INTO sales VALUES (1, 'eu', 'streamed')")
+    assert len(run.events(expect=1)) == 1
+    run.stop()
+    run.sql(
+        "CREATE TABLE sales_us (id int, region text, v text, PRIMARY KEY (id, region))",
+        "INSERT INTO sales_us VALUES (2, 'us', 'before attach'), (3, 'us', 'also before')",
+        "ALTER TABLE sales ATTACH PARTITION sales_us FOR VALUES IN ('us')",
+    )
+    run.start()
+    events = run.events(expect=3)
+    oracle = {f"{i}:{r}": {"id": str(i), "region": r, "v": v} for i, r, v in _pg(run, "SELECT * FROM sales")}
+    got = [(e["sourceMetadata"]["operation"], e["eventBody"]["entities"][0]["entityId"]) for e in events]
+    assert got == [("INSERT", "1:eu"), ("SNAPSHOT", "2:us"), ("SNAPSHOT", "3:us")]
+    assert [a for _, a in _attrs(events)] == [oracle["1:eu"], oracle["2:us"], oracle["3:us"]]
+    run.stop()
+    query = "SELECT c.oid::int FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace"
+    leaves = tuple(sorted(r[0] for r in _pg(run, f"{query} AND c.relname IN ('sales_eu', 'sales_us')")))
+    position = read_offsets(run.conns, run.pipeline.raw_topic.offsets_topic, run.pipeline.replication.slot)
+    assert position is not None and position.partitions == {"sales": leaves}  # no second snapshot

@@ -247,13 +247,39 @@ class CaptureEngine:
         now = source.leaf_partitions(conn, p.schema, roots)
         known, self._leaves = self._leaves, now
         if known is None:
-            return  # at start-up: rows there are the initial snapshot's (or were streamed)
+            return  # at start-up: compared with the position's record in _snapshot_attached
+        self._snapshot_partitions(conn, now, known)
+
+    def _snapshot_partitions(
+        self, conn: psycopg.Connection, now: dict[str, set[int]], known: dict[str, set[int]], when: str = ""
+    ) -> None:
+        """Queue a snapshot of each leaf partition in ``now`` but not in ``known`` (a signal in the
+        WAL, read by the stream like ``capture snapshot``'s)."""
+        p = self.pipeline
         for table, leaves in sorted(now.items()):
             for relid in sorted(leaves - known.get(table, set())):
                 self._check_partitions(table, conn)  # its replica identity, as for any partition
                 _sid, content = signal_message(p.replication.slot, table, f"tableoid = {relid}")
                 conn.execute("SELECT pg_logical_emit_message(true, %s, %s)", (SIGNAL_PREFIX, content))
-                self.progress(f"a partition was attached to {p.schema}.{table}: snapshotting its rows")
+                self.progress(f"a partition was attached to {p.schema}.{table}{when}: snapshotting its rows")
+
+    def _snapshot_attached(self, conn: psycopg.Connection, offsets: Offsets) -> None:
+        """At start-up: a partition attached while capture was stopped (or in the last seconds
+        before it stopped) is one the position does not record: snapshot it. Tables new in the
+        pipeline are snapshotted whole (_follow_tables), so only tables the slot knew count."""
+        if offsets.partitions is None or self._leaves is None:
+            return  # a position written before partitions were recorded: nothing to compare with
+        known_tables = set(offsets.tables or ())
+        now = {t: leaves for t, leaves in self._leaves.items() if t in known_tables}
+        known = {t: set(oids) for t, oids in offsets.partitions.items()}
+        with source.pg_errors("cannot snapshot attached partitions", self.conns.postgres):
+            self._snapshot_partitions(conn, now, known, " while capture was stopped")
+
+    def _partitions_record(self) -> dict[str, tuple[int, ...]] | None:
+        """The leaf partitions known now, as the position records them."""
+        if self._leaves is None:
+            return None
+        return {t: tuple(sorted(oids)) for t, oids in sorted(self._leaves.items())}
 
     def _shape_for(self, rel: Relation, conn: psycopg.Connection) -> TableShape | OutboxShape | None:
         p = self.pipeline
@@ -519,6 +545,7 @@ class CaptureEngine:
         if offsets is not None and (offsets.snapshot_done or offsets.end_lsn):
             if not has_slot:
                 raise failover.slot_gone_error(conn, p, offsets)
+            self._snapshot_attached(conn, offsets)
             offsets = self._follow_tables(conn, sink, offsets)
             pending = [s["table"] for s in offsets.snapshot]
             more = f"; snapshot pending for {', '.join(pending)}" if pending else ""
@@ -610,7 +637,17 @@ class CaptureEngine:
         now = _now_ms()
         total = prior.events_total if prior else 0
         offsets = Offsets(
-            0, point, not queue, total, now, now, 0.0, tuple(queue), tuple(p.tables), timeline=self._timeline
+            0,
+            point,
+            not queue,
+            total,
+            now,
+            now,
+            0.0,
+            tuple(queue),
+            tuple(p.tables),
+            timeline=self._timeline,
+            partitions=self._partitions_record(),
         )
         sink.begin()
         sink.commit(offsets)
@@ -780,6 +817,7 @@ class CaptureEngine:
                 txn_final if part_through else 0,
                 part_through,
                 self._timeline,
+                self._partitions_record(),
             )
             commit_done.clear()
             inflight = pool.submit(timed_commit, inflight_offsets)

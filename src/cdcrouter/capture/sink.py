@@ -173,6 +173,10 @@ class Offsets:
     # the PostgreSQL timeline the positions are on: a capture started after a promotion checks the
     # new server's history against it (capture/failover.py); None in records written before
     timeline: int | None = None
+    # the leaf partitions (oids) of each captured partitioned table that capture has snapshotted
+    # or streamed: one attached while capture was stopped is snapshotted at start-up; None in
+    # records written before this field existed
+    partitions: dict[str, tuple[int, ...]] | None = None
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -191,6 +195,8 @@ class Offsets:
             doc["partial_lsn"], doc["partial_through"] = self.partial_lsn, self.partial_through
         if self.timeline is not None:
             doc["timeline"] = self.timeline
+        if self.partitions is not None:
+            doc["partitions"] = {t: list(oids) for t, oids in self.partitions.items()}
         return json.dumps(doc).encode()
 
     @classmethod
@@ -201,6 +207,8 @@ class Offsets:
             out["snapshot"] = tuple(out["snapshot"])
         if out.get("tables") is not None:
             out["tables"] = tuple(out["tables"])
+        if out.get("partitions") is not None:
+            out["partitions"] = {t: tuple(oids) for t, oids in out["partitions"].items()}
         return cls(**out)
 
 
