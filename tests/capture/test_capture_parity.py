@@ -141,3 +141,29 @@ def test_embedded_and_debezium_give_identical_records(capture_run: CaptureRun, s
         )
         run.sql("DELETE FROM loan_payments WHERE id = 'P2'")
         records_of_both(run, dbz_pipeline, errors, expected=9)
+
+
+def test_debezium_follows_a_column_type_changed_while_running(capture_run: CaptureRun, stack: Any) -> None:
+    """ALTER COLUMN TYPE under running engines (text -> jsonb, timestamptz, date): the normalising
+    stage canonicalised new values by the types it read at start-up (a jsonb value as text, a date
+    as Debezium's day count), while the embedded engine follows the new type (7950a17). It now
+    reads each record's types from the schema Debezium sends with it, so both engines agree."""
+    run = capture_run
+    run.sql("CREATE TABLE docs (id int PRIMARY KEY, v text, w text, d text)")
+    with both_engines(run, tables={"docs": {}}) as (dbz_pipeline, errors):
+        run.sql("""INSERT INTO docs VALUES (1, '{"a": 1}', '2024-01-01 10:00:00+02', '2024-01-31')""")
+        run.sql(
+            "ALTER TABLE docs ALTER COLUMN v TYPE jsonb USING v::jsonb",
+            "ALTER TABLE docs ALTER COLUMN w TYPE timestamptz USING w::timestamptz",
+            "ALTER TABLE docs ALTER COLUMN d TYPE date USING d::date",
+        )
+        run.sql(
+            """INSERT INTO docs VALUES (2, '{"a": {"b": 2}}', '2024-06-01 10:00:00.5+02', '1999-12-31')"""
+        )
+        run.sql("""UPDATE docs SET v = '{"a": {"b": 3}}', d = '2000-02-29' WHERE id = 2""")
+        embedded = records_of_both(run, dbz_pipeline, errors, expected=3)
+        assert [e["eventBody"]["entities"][0]["updatedAttributes"] for e in embedded] == [
+            {"id": "1", "v": '{"a": 1}', "w": "2024-01-01 10:00:00+02", "d": "2024-01-31"},  # text, as it was
+            {"id": "2", "v.a.b": "2", "w": "2024-06-01T08:00:00.5Z", "d": "1999-12-31"},
+            {"id": "2", "v.a.b": "3", "d": "2000-02-29"},
+        ]

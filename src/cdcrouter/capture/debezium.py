@@ -10,6 +10,7 @@ stage rather than SMTs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -113,7 +114,10 @@ def render_connect_config(
         "key.converter": "org.apache.kafka.connect.json.JsonConverter",
         "key.converter.schemas.enable": "false",
         "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter.schemas.enable": "false",
+        # each value carries its schema, with every column's PostgreSQL type: the normalising stage
+        # follows an ALTER COLUMN TYPE from the first record written after it (RecordTypes)
+        "value.converter.schemas.enable": "true",
+        "column.propagate.source.type": ".*",
         "topic.creation.default.partitions": "1",  # one partition per table keeps commit order
         "topic.creation.default.replication.factor": str(pipeline.raw_topic.replication_factor),
         "exactly.once.support": "required",
@@ -326,6 +330,105 @@ def row_change(
     return RowChange(op, conv(after), old, position, int(src.get("ts_ms") or 0))
 
 
+SOURCE_TYPE = "__debezium.source.column.type"  # the column's PostgreSQL type, in a field's parameters
+_PAYLOAD = b',"payload":'
+
+
+def split_record(value: bytes) -> tuple[bytes | None, dict[str, Any]]:
+    """A JsonConverter value: its schema's text (None without one) and its parsed envelope.
+
+    The schema, the same text for every record of one table shape, is cut off unparsed (the
+    converter writes ``{"schema":...,"payload":...}`` in that order); a value that is not of that
+    form is parsed whole."""
+    if value.startswith(b'{"schema":'):
+        at = value.find(_PAYLOAD)
+        if at > 0:
+            try:
+                return value[10:at], orjson.loads(value[at + len(_PAYLOAD) : -1])
+            except orjson.JSONDecodeError:
+                pass  # a default value holding the separator: parse it all
+        doc = orjson.loads(value)
+        return orjson.dumps(doc["schema"]), doc["payload"]
+    return None, orjson.loads(value)
+
+
+def column_source_types(schema: dict[str, Any]) -> dict[str, str]:
+    """Each column's PostgreSQL type name as Debezium's record schema states it
+    (``column.propagate.source.type``); columns without one are left out."""
+    out: dict[str, str] = {}
+    for part in schema.get("fields") or ():
+        if part.get("field") not in ("before", "after"):
+            continue
+        for f in part.get("fields") or ():
+            name = (f.get("parameters") or {}).get(SOURCE_TYPE)
+            if name:
+                out[f["field"]] = name
+    return out
+
+
+class RecordTypes:
+    """The column types of the records being normalised, from the schema each record carries.
+
+    An ALTER COLUMN TYPE while Debezium runs changes the schema of the records written after it:
+    those are canonicalised by the new type, the records before it by the old one. The start-up
+    types stand for records without a schema (a connector deployed without value schemas, or
+    Confluent Cloud's JSON output)."""
+
+    def __init__(self, conns: Connections, schema: str) -> None:
+        self.conns = conns
+        self.schema = schema
+        self._by_name: dict[str, tuple[str, str]] = {}  # Debezium's type name -> (PostgreSQL's name, kind)
+        self._shapes: dict[tuple[str, bytes], tuple[TableShape | OutboxShape, dict[str, str]]] = {}
+
+    def shape(
+        self, table: str, schema_text: bytes | None, start: tuple[TableShape | OutboxShape, dict[str, str]]
+    ) -> tuple[TableShape | OutboxShape, dict[str, str]]:
+        if schema_text is None:
+            return start
+        key = (table, schema_text)
+        found = self._shapes.get(key)
+        if found is None:
+            found = self._shapes[key] = self._follow(orjson.loads(schema_text), start)
+        return found
+
+    def _follow(
+        self, schema: dict[str, Any], start: tuple[TableShape | OutboxShape, dict[str, str]]
+    ) -> tuple[TableShape | OutboxShape, dict[str, str]]:
+        shape, types = start
+        stated = column_source_types(schema)
+        self._resolve([t for t in stated.values() if t not in self._by_name])
+        now = {c: self._by_name[t] for c, t in stated.items() if t in self._by_name}
+        types = {**types, **{c: name for c, (name, _kind) in now.items()}}
+        if isinstance(shape, TableShape):
+            kinds = {**shape.kinds, **{c: kind for c, (_name, kind) in now.items()}}
+            shape = dataclasses.replace(shape, kinds=kinds)
+        return shape, types
+
+    def _resolve(self, names: list[str]) -> None:
+        """PostgreSQL's name and kind of each type Debezium names (its ``typname``, any case)."""
+        if not names:
+            return
+        conn = source.connect_sql(self.conns.postgres)
+        try:
+            with source.pg_errors("cannot look up a changed column type", self.conns.postgres):
+                for name in set(names):
+                    row = conn.execute(
+                        """
+                        SELECT t.oid::int FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                        WHERE t.typname IN (%s, lower(%s))
+                        ORDER BY t.typname = %s DESC, n.nspname = %s DESC, n.nspname = 'pg_catalog' DESC
+                        LIMIT 1
+                        """,
+                        (name, name, name, self.schema),
+                    ).fetchone()
+                    if row is None:
+                        continue  # not known here: the start-up type stands
+                    (type_name, kind) = source.type_kinds(conn, [row[0]])[row[0]]
+                    self._by_name[name] = (type_name, kind or "plain")
+        finally:
+            conn.close()
+
+
 class Normalizer:
     """Debezium per-table topics -> raw-business-events, exactly once (offsets in the txn)."""
 
@@ -371,6 +474,7 @@ class Normalizer:
             threading.Timer(duration_s, stop.set).start()
         p, conns = self.pipeline, self.conns
         shapes = self._shapes()
+        record_types = RecordTypes(conns, p.schema)
         full = p.replication.replica_identity == "full"
         ensure_topics(conns, p.raw_topic)
         enc = AvroEncoder(register_raw_schema(conns, p.raw_topic.name))
@@ -414,9 +518,12 @@ class Normalizer:
                         raise CaptureError(f"reading Debezium topics: {m.error().str()}", hint="check Kafka")
                     if m.value() is None:
                         continue
-                    envelope = orjson.loads(m.value())
+                    schema_text, envelope = split_record(m.value())
+                    if envelope is None:
+                        continue  # a tombstone with a schema
                     table = m.topic().rsplit(".", 1)[1]
-                    shape, keys, types = shapes[table]
+                    start_shape, keys, start_types = shapes[table]
+                    shape, types = record_types.shape(table, schema_text, (start_shape, start_types))
                     change = row_change(envelope, keys, types, full or isinstance(shape, OutboxShape))
                     if change is None:
                         continue
