@@ -449,9 +449,7 @@ class TransactionalSink:
                 self.produce(target, value, key)
                 return False
             except BufferError:
-                self.producer.poll(0.05)
-                if self.failed:
-                    raise self._failure(None, f"cannot produce to {target}") from None
+                self._wait_for_room(target)
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.code() in SIZE_ERRORS and topic is None:
@@ -466,9 +464,16 @@ class TransactionalSink:
                 self.producer.produce(topic, value, key, **kw)
                 return
             except BufferError:
-                self.producer.poll(0.05)
-                if self.failed:
-                    raise self._failure(None, f"cannot produce to {topic}") from None
+                self._wait_for_room(topic)
+
+    def _wait_for_room(self, topic: str) -> None:
+        """Serve delivery reports while the bounded queue is full (a fatal producer raises here)."""
+        try:
+            self.producer.poll(0.05)
+        except KafkaException as exc:
+            raise self._failure(exc.args[0], f"cannot produce to {topic}") from exc
+        if self.failed:
+            raise self._failure(None, f"cannot produce to {topic}") from None
 
     def _dead_letter(self, key: bytes, value: bytes, lsn: int, err: KafkaError) -> None:
         if self._schema is None:
@@ -492,7 +497,10 @@ class TransactionalSink:
 
     def _failure(self, err: KafkaError | None, what: str) -> CaptureError:
         """The error to raise: a refused record first, then anything a retry cannot fix."""
-        self.producer.poll(0.1)  # serve pending delivery reports: they name the real cause
+        # serve pending delivery reports: they name the real cause. A fenced or otherwise fatal
+        # producer raises its fatal error here; `err` already says it, and the caller replaces it
+        with contextlib.suppress(KafkaException):
+            self.producer.poll(0.1)
         if self.failed:
             return self._rejected()
         assert err is not None
@@ -570,13 +578,16 @@ class TransactionalSink:
         # its whole timeout for it: deliver first, and abort as soon as a delivery fails
         started = time.monotonic()
         next_check = started + TOPIC_CHECK_S
-        while self.producer.flush(0.1) and not self.failed:
-            now = time.monotonic()
-            if now - started > 120:
-                break  # commit_transaction reports what is wrong
-            if now >= next_check:  # slow: a deleted topic holds records until they time out
-                next_check = now + TOPIC_CHECK_S
-                self._check_topics()
+        try:
+            while self.producer.flush(0.1) and not self.failed:
+                now = time.monotonic()
+                if now - started > 120:
+                    break  # commit_transaction reports what is wrong
+                if now >= next_check:  # slow: a deleted topic holds records until they time out
+                    next_check = now + TOPIC_CHECK_S
+                    self._check_topics()
+        except KafkaException as exc:  # a fenced (fatal) producer raises its error from flush
+            raise self._failure(exc.args[0], "cannot deliver the transaction's records") from exc
         if self.failed:
             raise self._rejected()
         for attempt in range(3):
