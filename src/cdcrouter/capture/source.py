@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -570,22 +571,64 @@ def slot_exists(conn: psycopg.Connection, slot: str) -> bool:
     )
 
 
-def drop_slot(conn: psycopg.Connection, slot: str) -> None:
-    """Drop a slot (terminating a walsender that still holds it)."""
-    conn.execute(
-        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s AND active",
-        (slot,),
-    )
-    for _ in range(50):
-        row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
+def drop_slot(conn: psycopg.Connection, slot: str, timeout_s: float = 5.0) -> None:
+    """Drop a slot, ending the walsender that holds it (again if its client comes straight back).
+
+    Returns once the slot is gone; raises a CaptureError naming the process that holds it when it
+    cannot be dropped within ``timeout_s`` (a client that reconnects at once, or one this user may
+    not end): an operator who asked for the drop never gets silence."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        row = conn.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+        ).fetchone()
         if row is None:
             return
-        if not row[0]:
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            return
-        import time
+        pid = row[0]
+        try:
+            if pid is None:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        except psycopg.errors.UndefinedObject:
+            return  # dropped by someone else meanwhile
+        except psycopg.errors.ObjectInUse:
+            pass  # taken again between the two statements: try again
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise _slot_held(
+                conn, slot, pid, f"this user may not end it ({exc.diag.message_primary})"
+            ) from exc
+        if time.monotonic() >= deadline:
+            held = conn.execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if held is None:
+                return
+            now = held[0] or pid
+            why = (
+                "has not exited since it was ended"
+                if now == pid
+                else f"took it as soon as the previous holder (PID {pid}) was ended"
+            )
+            raise _slot_held(conn, slot, now, f"{why} (tried for {timeout_s:g} s)")
+        time.sleep(0.02)
 
-        time.sleep(0.1)
+
+def _slot_held(conn: psycopg.Connection, slot: str, pid: int, why: str) -> CaptureError:
+    """The error for a slot another process holds: who it is, and how to stop it."""
+    row = conn.execute(
+        "SELECT usename, application_name, client_addr::text FROM pg_stat_activity WHERE pid = %s", (pid,)
+    ).fetchone()
+    who = f"PID {pid}"
+    if row is not None:
+        user, app, addr = row
+        who += f" (user {user}, application {app or 'unnamed'}, client {addr or 'local socket'})"
+    return CaptureError(
+        f"cannot drop replication slot {slot}: {who} is streaming from it and {why}",
+        hint="stop that process first (another `cdcrouter capture run` of this pipeline, or a Debezium "
+        "connector: pause or delete it on Kafka Connect), or end it as a superuser with "
+        f"SELECT pg_terminate_backend({pid}); then try again",
+    )
 
 
 def drop_publication(conn: psycopg.Connection, publication: str) -> None:
