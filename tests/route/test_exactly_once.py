@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 from cdcrouter.route.events import bench_filters_yaml, event_key
 
 from .routekit import RouteEnv, decode_filtered, read_topic, setup_env, write_filters
-from .test_router import _actual, _expected
+from .test_router import _expected
 
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
 
@@ -46,10 +47,12 @@ def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
     group = env.prefix + "g"
     log = tmp_path / "router.log"
     first = n // 5
+    proc = _spawn(env, group, log)  # starts up while the first part is written
     events = env.produce(0, first)
-    proc = _spawn(env, group, log)
-    # the rest arrives paced while the router works, so the kill lands inside a busy stream
-    writer = threading.Thread(target=_paced, args=(env, first, n, events), daemon=True)
+    # the rest arrives paced while the router works, so the kill lands inside a busy stream; once
+    # the router is dead, the writer writes what is left at full speed (nobody reads it then)
+    killed = threading.Event()
+    writer = threading.Thread(target=_paced, args=(env, first, n, events, killed), daemon=True)
     try:
         env.wait_committed(group, first, timeout=120)
         writer.start()
@@ -61,12 +64,15 @@ def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
+        killed.set()
         if proc.poll() is None:
             proc.kill()
-    writer.join(300)
-    assert not writer.is_alive() and len(events) == n, f"only {len(events)}/{n} events written"
+    # the new router (same instance id: it fences the dead one's open transaction) starts while the
+    # writer still appends the rest
     proc = _spawn(env, group, log)
     try:
+        writer.join(300)
+        assert not writer.is_alive() and len(events) == n, f"only {len(events)}/{n} events written"
         env.wait_committed(group, n, timeout=300)
         proc.send_signal(signal.SIGTERM)  # graceful: commits or aborts, leaves the group, exits 0
         assert proc.wait(60) == 0, log.read_text()[-3000:]
@@ -76,12 +82,7 @@ def _kill9_and_restart(env: RouteEnv, n: int, tmp_path: Path) -> None:
     assert env.committed(group) == n
     expected = _expected(env, events)
     assert sum(sum(c.values()) for c in expected.values()) > n // 2
-    actual = _actual(env)
-    for topic in env.filtered_topics:
-        doubled = [u for u, k in actual[topic].items() if k > 1]
-        assert not doubled, f"{topic}: {len(doubled)} events delivered more than once"
-        assert actual[topic] == expected[topic], f"{topic}: events lost or unexpected"
-    assert _keys_out_of_order(env, events) == {}
+    _assert_each_once_in_key_order(env, events, expected)
 
 
 def test_kill9_mid_stream_100k(route_env: RouteEnv, tmp_path: Path) -> None:
@@ -129,35 +130,43 @@ def test_exactly_once_across_a_broker_restart(private_kafka: Any, stack_with: An
         if proc.poll() is None:
             proc.kill()
     assert env.committed(group) == n
-    expected = _expected(env, events)
-    actual = _actual(env)
-    for topic in env.filtered_topics:
-        doubled = [u for u, k in actual[topic].items() if k > 1]
-        assert not doubled, f"{topic}: {len(doubled)} events delivered more than once"
-        assert actual[topic] == expected[topic], f"{topic}: events lost or doubled across the restart"
-    assert _keys_out_of_order(env, events) == {}
+    _assert_each_once_in_key_order(env, events, _expected(env, events))
 
 
-def _paced(env: RouteEnv, start: int, end: int, out: list[dict]) -> None:
-    """Append events ``start..end-1`` in chunks of 1,000, at most ~10,000 per second."""
+def _paced(
+    env: RouteEnv, start: int, end: int, out: list[dict], hurry: threading.Event | None = None
+) -> None:
+    """Append events ``start..end-1`` in chunks of 1,000, at most ~10,000 per second; once ``hurry``
+    is set, the rest at once."""
     for i in range(start, end, 1_000):
+        if hurry is not None and hurry.is_set():
+            out.extend(env.produce(i, end - i))
+            return
         out.extend(env.produce(i, min(1_000, end - i)))
         time.sleep(0.1)
 
 
-def _keys_out_of_order(env: RouteEnv, events: list[dict]) -> dict[str, int]:
-    """Per filtered topic, how many records came before an earlier event of the same key. A key
-    lives in one partition, and the raw topic holds its events in the order written; the router's
-    two lanes (two producers) must keep that order."""
+def _assert_each_once_in_key_order(
+    env: RouteEnv, events: list[dict], expected: dict[str, Counter[str]]
+) -> None:
+    """Every filtered topic (read_committed, one pass) holds exactly its expected events, each once,
+    and no record comes before an earlier event of the same key. A key lives in one partition, and
+    the raw topic holds its events in the order written; the router's two lanes (two producers)
+    must keep that order."""
     position = {e["eventHeader"]["uuid"]: (event_key(e), i) for i, e in enumerate(events)}
-    out: dict[str, int] = {}
+    out_of_order: dict[str, int] = {}
     for topic in env.filtered_topics:
+        uuids = [decode_filtered(m.value())["eventHeader"]["uuid"] for m in read_topic(env.kafka(), topic)]
+        actual = Counter(uuids)
+        doubled = [u for u, k in actual.items() if k > 1]
+        assert not doubled, f"{topic}: {len(doubled)} events delivered more than once"
+        assert actual == expected[topic], f"{topic}: events lost or unexpected"
         last: dict[bytes, int] = {}
         inversions = 0
-        for msg in read_topic(env.kafka(), topic):
-            key, i = position[decode_filtered(msg.value())["eventHeader"]["uuid"]]
+        for uuid_ in uuids:
+            key, i = position[uuid_]
             inversions += last.get(key, -1) > i
             last[key] = i
         if inversions:
-            out[topic] = inversions
-    return out
+            out_of_order[topic] = inversions
+    assert out_of_order == {}, f"records before an earlier event of their key: {out_of_order}"
