@@ -30,9 +30,9 @@ from .test_router import _expected
 pytestmark = [pytest.mark.integration, pytest.mark.stack_services("kafka", "registry")]
 
 
-def _spawn(env: RouteEnv, group: str, log: Path) -> subprocess.Popen[bytes]:
+def _spawn(env: RouteEnv, group: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "cdcrouter.cli.main", "run", "--filters", str(env.filters_path)]
-    cmd += ["--raw-topic", env.raw, "--group", group, "--instance-id", "x", "--no-reload"]
+    cmd += ["--raw-topic", env.raw, "--group", group, "--instance-id", "x", "--no-reload", *extra]
     proc_env = {
         **os.environ,
         "CDCROUTER_KAFKA__BOOTSTRAP_SERVERS": env.conns.kafka.bootstrap_servers,
@@ -107,7 +107,9 @@ def test_exactly_once_across_a_broker_restart(private_kafka: Any, stack_with: An
     group = env.prefix + "g"
     log = tmp_path / "router.log"
     events = env.produce(0, n // 8)
-    proc = _spawn(env, group, log)
+    # A producer stuck on the stale coordinator is replaced after this limit + 5 s, once per lane:
+    # 2 x 25 s with the default 20 s, the bulk of this test's time. The bound is what is tested.
+    proc = _spawn(env, group, log, "--txn-call-timeout-s", "5")
     # The router drains a backlog faster than this test can look, so the rest arrives in paced
     # chunks from a thread that keeps writing across the restart (its flush waits for the broker).
     writer = threading.Thread(target=_paced, args=(env, n // 8, n, events), daemon=True)

@@ -199,6 +199,13 @@ def register(app: typer.Typer) -> None:
             "else 20000; at most the broker's transaction.max.timeout.ms)",
             show_default=False,
         ),
+        txn_call_timeout_s: float = typer.Option(
+            20.0,
+            "--txn-call-timeout-s",
+            min=1.0,
+            help="hard limit per transactional Kafka call: past it (+5 s) the producer is replaced and "
+            "the uncommitted work redone (librdkafka can hang on a stale coordinator after a broker restart)",
+        ),
         no_reload: bool = typer.Option(False, "--no-reload", help="do not watch filters.yaml for changes"),
         max_events: int | None = typer.Option(
             None, help="stop after this many raw records (tests, benchmarks)"
@@ -231,6 +238,7 @@ def register(app: typer.Typer) -> None:
             metrics_port=metrics_port,
             metrics_address=metrics_address,
             reload=not no_reload,
+            txn_call_timeout_s=txn_call_timeout_s,
         )
         if transaction_timeout_ms is not None:
             opts.transaction_timeout_ms = transaction_timeout_ms
