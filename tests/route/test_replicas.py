@@ -12,12 +12,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from cdcrouter.errors import RouteError
 from cdcrouter.route.engine import RouterOptions
+from cdcrouter.route.instance import InstanceLock
 
 from .routekit import RouteEnv
 from .test_router import _actual, _expected
@@ -62,6 +65,12 @@ def test_a_second_router_with_the_default_id_on_one_host_is_refused_at_once(
         assert "already runs as instance" in said and "--instance-id" in said, said
         assert "Traceback" not in said
         assert refused_after < 30  # at once, not after a fencing war
+        # the lock the first one holds is in the state directory, and nothing is left in /tmp
+        held = f"pid {first.pid}".encode()
+        locks = Path(os.environ["CDCROUTER_STATE_DIR"]) / "locks"
+        assert [p.read_bytes() for p in locks.glob("cdcrouter-router-*.lock")].count(held) == 1
+        in_tmp = Path(tempfile.gettempdir()).glob("cdcrouter-router-*.lock")
+        assert held not in [p.read_bytes() for p in in_tmp]
         events += env.produce(500, 500)  # the first goes on, untouched
         env.wait_committed(group, 1_000)
         assert first.poll() is None
@@ -71,3 +80,21 @@ def test_a_second_router_with_the_default_id_on_one_host_is_refused_at_once(
     assert code == 0, (tmp_path / "first.log").read_text()
     assert "fenced" not in (tmp_path / "first.log").read_text()
     assert _actual(env) == _expected(env, events)
+
+
+def test_without_a_state_dir_the_lock_is_in_the_user_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lock files were created in /tmp (about 57 left per test run); with no CDCROUTER_STATE_DIR
+    they now go to $XDG_RUNTIME_DIR/cdcrouter, and the lock still refuses a second holder."""
+    monkeypatch.delenv("CDCROUTER_STATE_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    lock = InstanceLock.acquire("g", "i")
+    try:
+        assert lock.path.parent == tmp_path / "cdcrouter"
+        with pytest.raises(RouteError, match="already runs as instance 'i'"):
+            InstanceLock.acquire("g", "i")
+    finally:
+        lock.release()
+    InstanceLock.acquire("g", "i").release()  # free again once released
+    assert [p.name for p in (tmp_path / "cdcrouter").iterdir()] == [lock.path.name]  # kept, never unlinked
