@@ -102,6 +102,8 @@ def test_a_record_larger_than_every_output_topic_is_dead_lettered_by_reference(e
     """The issue's case: 2 MB in a raw topic that takes 3 MB; the filtered topics and the DLQ take
     1 MB. The record goes to the DLQ once, as headers that point at it, and the rest flows."""
     set_config(env, env.raw, max_message_bytes="3145728")
+    for topic in [*env.filtered_topics, env.dlq]:  # `topics apply` sizes them for the raw topic now
+        set_config(env, topic, max_message_bytes="1048588")
     events = env.produce(0, 150)
     big = big_event(150, 2_000_000, env.filters_path.read_text())
     produce_raw(env, [(event_key(big), encode_raw(big, env.raw_schema_id))])
@@ -129,6 +131,21 @@ def test_a_record_larger_than_every_output_topic_is_dead_lettered_by_reference(e
     msg = c.poll(30)
     c.close()
     assert msg is not None and msg.error() is None and len(msg.value()) > 2_000_000
+
+
+def test_a_change_the_raw_topic_takes_reaches_its_filtered_topics(env: RouteEnv) -> None:
+    """`topics apply` sizes the filtered topics and the DLQ for the raw topic's records: a 2 MB
+    change, which capture's raw topic takes (8 MiB by default), reaches every filter it matches.
+    Before, they kept the broker's 1 MB default and every such change went to the DLQ instead."""
+    events = env.produce(0, 50)
+    big = big_event(50, 2_000_000, env.filters_path.read_text())
+    produce_raw(env, [(event_key(big), encode_raw(big, env.raw_schema_id))])
+    events.append(big)
+
+    stats = Running(env, max_events=51).result(90)
+
+    assert stats.consumed == 51 and stats.dead_lettered == 0
+    assert actual(env) == expected(env, events)  # the big one too, in each matching topic, once
 
 
 def test_a_record_the_broker_refuses_after_its_topic_limit_shrank_is_dead_lettered(env: RouteEnv) -> None:

@@ -31,6 +31,9 @@ def test_raw_settings_come_from_the_pipeline(tmp_path: Path) -> None:
         specs
     )
     assert all(s.partitions == 1 for n, s in specs.items() if n.endswith(".dlq"))
+    # whatever the raw topic takes, its routed copies and dead letters take too
+    routed = {s.config["max.message.bytes"] for s in specs.values() if s.role != "raw"}
+    assert routed == {str(int(raw.config["max.message.bytes"]) + 64 * 1024)}
 
 
 def test_raw_topic_option_wins_over_the_pipeline(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 __all__ = ["TopicDefaults", "TopicSpec", "desired_topics"]
 
 RETENTION_7_DAYS_MS = 7 * 24 * 3600 * 1000
+# room above the raw topic's limit for what routing adds to a raw record: filterMetadata on a
+# filtered record, the cdcrouter.* headers on a dead letter
+ROUTED_HEADROOM_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,13 @@ def desired_topics(
     from cdcrouter.naming import router_dlq_topic
 
     d = defaults or TopicDefaults()
+    # every topic a raw record is routed or dead-lettered to takes what the raw topic takes (the
+    # broker's 1 MB default would dead-letter every change between 1 MB and the raw limit)
+    routed_max = str((raw_max_message_bytes or RAW_MAX_MESSAGE_BYTES) + ROUTED_HEADROOM_BYTES)
+
+    def config(retention_ms: int) -> dict[str, str]:
+        return {"retention.ms": str(retention_ms), "max.message.bytes": routed_max}
+
     specs = [
         TopicSpec(
             raw_topic,
@@ -73,16 +83,12 @@ def desired_topics(
             router_dlq_topic(raw_topic),
             1,
             d.replication_factor,
-            {"retention.ms": str(d.dlq_retention_ms)},
+            config(d.dlq_retention_ms),
             "dlq",
         ),
     ]
     for topic in sorted(filtered):
-        specs.append(
-            TopicSpec(
-                topic, d.partitions, d.replication_factor, {"retention.ms": str(d.retention_ms)}, "filtered"
-            )
-        )
+        specs.append(TopicSpec(topic, d.partitions, d.replication_factor, config(d.retention_ms), "filtered"))
         if consumer_dlqs:
             for consumer in sorted(filtered[topic]):
                 specs.append(
@@ -90,7 +96,7 @@ def desired_topics(
                         f"{topic}.{consumer}.dlq",
                         1,
                         d.replication_factor,
-                        {"retention.ms": str(d.dlq_retention_ms)},
+                        config(d.dlq_retention_ms),
                         "dlq",
                     )
                 )
