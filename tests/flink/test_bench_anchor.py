@@ -120,3 +120,37 @@ def test_anchor_rows_count_every_record_and_one_sink_routes_like_ours(
     for row in rows:
         assert row["output_records"] == total, row
         assert row["events"] == EVENTS and row["seconds"] > 0 and row["events_per_s"] > 0, row
+
+
+def test_latency_summary_gives_median_and_range_per_row_kind() -> None:
+    """Three rounds of latency rows -> per engine and guarantee the median and range of p50, p99 and
+    max, and the lowest and highest load seen (the figures BENCHMARKS.md rows need)."""
+    from cdcrouter.bench.flink import summarize_latency
+
+    def row(kind: tuple[str, str], p50: float, p99: float, top: float, loads: list[float]) -> dict[str, Any]:
+        (engine, delivery), (before, after) = kind, loads
+        return {
+            "engine": engine,
+            "delivery": delivery,
+            **{"p50_ms": p50, "p99_ms": p99, "max_ms": top},
+            "loadavg_before": [before, 0, 0],
+            "loadavg_after": [after, 0, 0],
+        }
+
+    rows = [
+        row(("embedded", "exactly-once"), 5.0, 9.0, 20.0, [1.0, 1.5]),
+        row(("flink", "at-least-once"), 3.0, 30.0, 90.0, [1.5, 2.0]),
+        row(("embedded", "exactly-once"), 7.0, 8.0, 30.0, [2.0, 2.5]),
+        row(("flink", "at-least-once"), 2.0, 10.0, 40.0, [2.5, 3.0]),
+        row(("embedded", "exactly-once"), 6.0, 11.0, 25.0, [0.5, 1.0]),
+        row(("flink", "at-least-once"), 4.0, 20.0, 50.0, [3.0, 3.5]),
+    ]
+    got = {(s["engine"], s["delivery"]): s for s in summarize_latency(rows)}
+    ours, flink = got["embedded", "exactly-once"], got["flink", "at-least-once"]
+    assert ours["runs"] == flink["runs"] == 3
+    assert ours["p50_ms"] == {"median": 6.0, "min": 5.0, "max": 7.0}
+    assert ours["p99_ms"] == {"median": 9.0, "min": 8.0, "max": 11.0}
+    assert ours["max_ms"] == {"median": 25.0, "min": 20.0, "max": 30.0}
+    assert ours["load_1m_range"] == [0.5, 2.5]
+    assert flink["p99_ms"] == {"median": 20.0, "min": 10.0, "max": 30.0}
+    assert flink["load_1m_range"] == [1.5, 3.5]

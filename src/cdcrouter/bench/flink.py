@@ -131,6 +131,7 @@ def private_flink(cores: int) -> Iterator[FlinkCluster]:
     try:
         stack.up(names)
         pids = {n: _jvm_pid(stack.record(n).pid) for n in names[:2]}  # type: ignore[union-attr]
+        settle(pids)
         yield FlinkCluster(
             f"http://127.0.0.1:{ports['sql-gateway']}",
             f"http://127.0.0.1:{ports['flink-rest']}",
@@ -141,6 +142,21 @@ def private_flink(cores: int) -> Iterator[FlinkCluster]:
         with contextlib.suppress(Exception):
             stack.down(names, purge=True)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def settle(pids: dict[str, int], idle_cores: float = 0.15, timeout_s: float = 120.0) -> float:
+    """Wait until the just-started JVMs are idle (under ``idle_cores`` over a second), bounded:
+    "ready" comes seconds before their start-up work (class loading, JIT) ends, and that work
+    took ~0.9 of the 2 cores from the first row measured after it. Returns the seconds waited."""
+    started = time.monotonic()
+    before = sum((_proc_sample(p) or (0, 0))[0] for p in pids.values())
+    while time.monotonic() - started < timeout_s:
+        time.sleep(1.0)
+        now = sum((_proc_sample(p) or (0, 0))[0] for p in pids.values())
+        if (now - before) / TICKS < idle_cores:
+            break
+        before = now
+    return time.monotonic() - started
 
 
 def _jvm_pid(pid: int) -> int:
@@ -750,6 +766,9 @@ def _bench_filter_topics(conns: Any, raw_topic: str, filters: int, workdir: Path
     return path, sorted(s.name for s in specs if s.role == "filtered")
 
 
+FLINK_WARMUP_S = 10.0  # at the measured rate, then until every warm-up record is visible
+
+
 def flink_latency(
     conns: Any,
     cluster: FlinkCluster,
@@ -759,8 +778,10 @@ def flink_latency(
     workdir: Path,
     interval: str = "1s",
     exactly_once: bool = True,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Append at ``rate`` for ``seconds`` while the statement set runs; append -> visible."""
+    """Append at ``rate`` for ``seconds`` while the statement set runs; append -> visible.
+    ``pids``: the cluster's JVMs, whose peak RSS during the row is reported."""
     from cdcrouter.bench.route import (
         WARMUP_S,
         Visible,
@@ -782,6 +803,8 @@ def flink_latency(
     group = f"bench-reader-{uuid.uuid4().hex[:8]}"
     reader = threading.Thread(target=read_filtered, args=(conns, topics, group, seen, stop), daemon=True)
     producer = latency_writer(conns)
+    load = os.getloadavg()
+    sampler = Sampler(dict(pids or {})).start()
     try:
         _deploy(dep, path)
         reader.start()
@@ -795,14 +818,21 @@ def flink_latency(
                 i += 1
             producer.flush(5)
             time.sleep(0.2)
-        i, _, _ = append_paced(producer, s, rate, WARMUP_S, i)  # the same warm-up as the embedded run
-        time.sleep(2 * _seconds(interval))
+        # then the measured rate until the job keeps up: a just-deployed job (cold JIT, a new job's
+        # generated code, the first checkpoints) ran 6-9 s behind at 5,000/s through a 3 s warm-up
+        # (2026-12-07, first round on a new cluster), so the window starts once every warm-up
+        # record is visible
+        i, _, _ = append_paced(producer, s, rate, max(WARMUP_S, FLINK_WARMUP_S), i, expect=seen)
+        producer.flush(10)
+        seen.wait_complete("bench flink latency warm-up", 2 * _seconds(interval) + 120)
+        seen.expected = {}
         seen.clear()
         i, sent, send_s = append_paced(producer, s, rate, seconds, i, expect=seen)
         producer.flush(10)
         # every routed record, or an error: exactly-once sinks show records at the next checkpoint
         seen.wait_complete("bench flink latency", 2 * _seconds(interval) + 30)
     finally:
+        sampler.stop()
         stop.set()
         reader.join(10)
         with contextlib.suppress(Exception):
@@ -825,6 +855,9 @@ def flink_latency(
         "rate_target": rate,
         "rate_achieved": round(sent / send_s),
         **seen.summary(),
+        "peak_rss_mb": {k: round(v / 2**20) for k, v in sampler.peak_rss.items()},
+        "loadavg_before": [round(x, 2) for x in load],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -835,19 +868,51 @@ def latency_side_by_side(
     seconds: float = 20.0,
     interval: str = "1s",
     cores: int | None = None,
+    repeat: int = 1,
+    report: Callable[[dict[str, Any]], None] = lambda row: None,
 ) -> list[dict[str, Any]]:
-    """Ours (exactly-once), then Flink at-least-once and exactly-once on a fair private cluster."""
+    """``repeat`` rounds of: ours (exactly-once), then Flink at-least-once and exactly-once, on one
+    fair private cluster started once (its start is not latency). Every row has its load."""
     from cdcrouter.bench import route as emb
 
     cores = cores or len(os.sched_getaffinity(0))
     workdir = Path(tempfile.mkdtemp(prefix="cdcrouter-bench-flink-"))
+    rows: list[dict[str, Any]] = []
     try:
-        rows = [
-            {"engine": "embedded", "delivery": "exactly-once", **emb.latency(conns, rate, seconds, filters)}
-        ]
         with private_flink(cores) as cluster:
-            for eo in (False, True):
-                rows.append(flink_latency(conns, cluster, filters, rate, seconds, workdir, interval, eo))
+            for round_ in range(repeat):
+                load = os.getloadavg()
+                ours = emb.latency(conns, rate, seconds, filters)
+                rows.append({"round": round_ + 1, "engine": "embedded", "delivery": "exactly-once", **ours})
+                rows[-1]["loadavg_before"] = [round(x, 2) for x in load]
+                rows[-1]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+                report(rows[-1])
+                for eo in (False, True):
+                    got = flink_latency(
+                        conns, cluster, filters, rate, seconds, workdir, interval, eo, cluster.pids
+                    )
+                    rows.append({"round": round_ + 1, **got})
+                    report(rows[-1])
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return rows
+
+
+def summarize_latency(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per row kind (engine, delivery): median and range of p50, p99 and max, and the loads seen."""
+    from cdcrouter.bench.stats import spread
+
+    out = []
+    for key in dict.fromkeys((r["engine"], r["delivery"]) for r in rows):
+        mine = [r for r in rows if (r["engine"], r["delivery"]) == key]
+        loads = [x for r in mine for x in (r["loadavg_before"][0], r["loadavg_after"][0])]
+        out.append(
+            {
+                "engine": key[0],
+                "delivery": key[1],
+                "runs": len(mine),
+                **{k: spread([r[k] for r in mine]) for k in ("p50_ms", "p99_ms", "max_ms")},
+                "load_1m_range": [min(loads), max(loads)],
+            }
+        )
+    return out

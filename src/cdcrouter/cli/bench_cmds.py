@@ -252,13 +252,20 @@ def bench_flink(
     # SIGTERM ends the run through its finally blocks: the private Flink and the topics go too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     conns = _conns(config, state_dir)
+
+    def _report(row: dict[str, Any]) -> None:
+        _say(json.dumps(row))
+
     if filters_count <= 20:
         filters_yaml = functools.partial(bench_filters_yaml, count=filters_count)
     else:
         filters_yaml = functools.partial(flink.realistic_filters_yaml, count=filters_count)
     if latency_only:
-        rows = flink.latency_side_by_side(conns, min(filters_count, 20), rate, seconds, checkpoint_interval)
-        typer.echo(json.dumps({"filters": min(filters_count, 20), "latency": rows}, indent=2))
+        rows = flink.latency_side_by_side(
+            conns, min(filters_count, 20), rate, seconds, checkpoint_interval, repeat=repeat, report=_report
+        )
+        out = {"filters": min(filters_count, 20), "checkpoint_interval": checkpoint_interval, "latency": rows}
+        typer.echo(json.dumps({**out, "latency_summary": flink.summarize_latency(rows)}, indent=2))
         return
     result = flink.anchor(
         conns,
@@ -268,13 +275,14 @@ def bench_flink(
         repeat=repeat,
         interval=checkpoint_interval,
         sink_shapes=tuple(dict.fromkeys(sink_shape)),
-        report=lambda row: _say(json.dumps(row)),
+        report=_report,
     )
     result["filters"] = filters_count
     if latency:
         result["latency"] = flink.latency_side_by_side(
-            conns, min(filters_count, 20), rate, seconds, checkpoint_interval
+            conns, min(filters_count, 20), rate, seconds, checkpoint_interval, repeat=repeat, report=_report
         )
+        result["latency_summary"] = flink.summarize_latency(result["latency"])
     typer.echo(json.dumps(result, indent=2))
 
 
