@@ -399,7 +399,9 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
 
         The per-record loop is the engine's hot path: everything that does not change per record
         (bound methods, each route's framing and metadata bytes for this batch's ``filteredAt``)
-        is looked up once per batch.
+        is looked up once per batch. Outputs are queued per topic at the end of the batch
+        (:meth:`Lane.produce_batches`); a redo after a failure produces record by record, each
+        record's delivery watched.
         """
         producer = lane.producer
         assert producer is not None and self._table is not None
@@ -421,6 +423,8 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
         last_writer = None
         poison = self._poison  # records the broker refused for good: dead-lettered, not redone
         careful = self._careful  # after a failure: each record's delivery is watched
+        # topic -> its records from this batch, in order; produced per topic below (see Lane.produce_batches)
+        batches: dict[str, list[dict[str, Any]]] = {}
         errors = 0
         for msg in msgs:
             err = msg.error()
@@ -476,23 +480,23 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
                     rejected = rejected or {}
                     rejected[fid] = (refused or {}).get(fid) or _too_large(topic, size, f[3])
                     continue
-                try:
-                    if careful:
+                if not careful:
+                    pending = batches.get(topic)
+                    if pending is None:
+                        pending = batches[topic] = []
+                    pending.append({"value": out, "key": key})
+                else:
+                    try:
                         produce(topic, out, key, on_delivery=self._watch(msg, fid, topic))
-                    else:
-                        produce(topic, out, key)
-                except BufferError:
-                    lane.poll(0.1)
-                    if careful:
+                    except BufferError:
+                        lane.poll(0.1)
                         produce(topic, out, key, on_delivery=self._watch(msg, fid, topic))
-                    else:
-                        produce(topic, out, key)
-                except KafkaException as exc:  # refused by the client: no redo could write it either
-                    if exc.args[0].code() not in RECORD_ERRORS:
-                        raise
-                    rejected = rejected or {}
-                    rejected[fid] = f"{exc.args[0].name()}: {exc.args[0].str()} (topic {topic})"
-                    continue
+                    except KafkaException as exc:  # refused by the client: no redo could write it either
+                        if exc.args[0].code() not in RECORD_ERRORS:
+                            raise
+                        rejected = rejected or {}
+                        rejected[fid] = f"{exc.args[0].name()}: {exc.args[0].str()} (topic {topic})"
+                        continue
                 matched[fid] += 1
                 counts = e2e.get(fid)
                 if counts is None:
@@ -501,6 +505,8 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
                 counts[-1] += age
             if rejected:
                 self._dead_letter(msg, _rejection(rejected), lane, sorted(rejected))
+        if batches:
+            lane.produce_batches(batches)
         work.consumed += len(msgs) - errors
         # The next offset per partition: its last record in the batch (a partition's records arrive
         # in order) wins; earlier ones are skipped without a dict write.

@@ -111,6 +111,37 @@ class Lane:
         except SystemError as exc:
             raise kafka_error_of(exc) from None
 
+    def produce_batches(self, batches: dict[str, list[dict[str, Any]]]) -> None:
+        """Queue each topic's records (``{"value", "key"}`` dicts, in routing order) with one call
+        per topic.
+
+        ``produce()`` finds its topic by name in a list of all the producer's topics, on every call:
+        3.3 us more per record at 1,000 topics than at 20 (measured), ~8 us per routed event;
+        ``produce_batch`` looks the topic up once per call. Records the queue had no room for are
+        queued again, in order, once deliveries have made room; any other refusal raises, and the
+        caller aborts and redoes the batch record by record (where a record's refusal is handled)."""
+        producer = self.producer
+        assert producer is not None
+        produce_batch = producer.produce_batch
+        for topic, msgs in batches.items():
+            deadline = 0.0
+            while True:
+                if produce_batch(topic, msgs) == len(msgs):
+                    break
+                failed = [i for i, m in enumerate(msgs) if "_error" in m]
+                err = msgs[failed[0]]["_error"]
+                # only a full queue from some record on can be waited out without reordering a key
+                if err.code() != KafkaError._QUEUE_FULL or len(failed) != len(msgs) - failed[0]:
+                    raise KafkaException(err)
+                now = time.monotonic()
+                deadline = deadline or now + self._limit_s
+                if now >= deadline:
+                    raise KafkaException(err)
+                msgs = msgs[failed[0] :]
+                for m in msgs:
+                    del m["_error"]
+                self.poll(0.1)
+
     def poll(self, timeout_s: float) -> None:
         """Serve the producer's delivery callbacks."""
         producer = self.producer
