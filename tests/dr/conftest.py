@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,14 +13,17 @@ from cdcrouter.dr.report import DrillReport
 
 
 @pytest.fixture
-def drill(stack: Any, unique_name: Callable[[str], str]) -> Callable[..., DrillReport]:
+def drill(stack: Any, unique_name: Callable[[str], str], tmp_path: Path) -> Callable[..., DrillReport]:
     """``drill(scenario, min_acked=N)``: one drill on the shared stack at 50 changes/s under a name of
     the test's own, its report printed (pytest shows it on failure). Fails unless the drill ran to
     its verdict and the workload got at least ``min_acked`` commits acknowledged (else nothing was
-    tested); the scenario-specific checks stay in the test."""
+    tested); the scenario-specific checks stay in the test. Its files and the processes' logs go to
+    the test's ``tmp_path`` (pytest keeps the last runs'), never to /tmp."""
 
     def run(scenario: Any, *, min_acked: int, before_s: float = 2, settle_s: float = 120) -> DrillReport:
-        opts = DrillOptions(rate=50, before_s=before_s, after_s=4, settle_s=settle_s, name=unique_name("dr"))
+        opts = DrillOptions(
+            rate=50, before_s=before_s, after_s=4, settle_s=settle_s, name=unique_name("dr"), workdir=tmp_path
+        )
         report = run_drill(scenario, stack.connections, opts, say=print)
         print(report.render())
         assert report.error is None, report.error

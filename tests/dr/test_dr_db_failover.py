@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from cdcrouter.capture.pgoutput import str_to_lsn
 from cdcrouter.dr.drill import DrillOptions, run_drill
@@ -19,10 +20,12 @@ OPTS = {"rate": 50, "before_s": 2, "after_s": 4, "settle_s": 120}
 
 
 def test_db_primary_killed_on_18_capture_resumes_from_the_failover_slot(
-    stack, unique_name: Callable[[str], str]
+    stack, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     report = run_drill(
-        DbPrimaryKill(pg_version="18"), stack.connections, DrillOptions(**OPTS, name=unique_name("dr"))
+        DbPrimaryKill(pg_version="18"),
+        stack.connections,
+        DrillOptions(**OPTS, name=unique_name("dr"), workdir=tmp_path),
     )
     summary = report.render()
     assert report.error is None, summary
@@ -41,10 +44,12 @@ def test_db_primary_killed_on_18_capture_resumes_from_the_failover_slot(
 
 
 def test_db_primary_killed_on_15_resnapshot_bridges_the_lost_slot_and_says_which_window(
-    stack, unique_name: Callable[[str], str]
+    stack, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     report = run_drill(
-        DbPrimaryKill(pg_version="15"), stack.connections, DrillOptions(**OPTS, name=unique_name("dr"))
+        DbPrimaryKill(pg_version="15"),
+        stack.connections,
+        DrillOptions(**OPTS, name=unique_name("dr"), workdir=tmp_path),
     )
     summary = report.render()
     assert report.error is None, summary

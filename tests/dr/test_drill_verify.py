@@ -4,6 +4,9 @@ scenario fails with a library's error ends with a failed report, not a traceback
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from cdcrouter.dr.report import check_view
 from cdcrouter.dr.verify import SeenEvent, verify
 
@@ -77,11 +80,16 @@ class _Broken:
 
 
 def test_a_library_error_fails_the_drill_with_a_report_not_a_traceback(
-    pg_dsn: str, stack, unique_name
+    pg_dsn: str, stack, unique_name, tmp_path: Path
 ) -> None:
+    """Also: given a workdir (the tests' tmp_path), a failed drill keeps its logs there and says
+    where; it used to keep a mkdtemp directory in /tmp, one per failed drill of every test run."""
     from cdcrouter.dr.drill import DrillOptions, run_drill
 
-    report = run_drill(_Broken(), stack.connections, DrillOptions(name=unique_name("drb")))
+    name = unique_name("drb")
+    report = run_drill(_Broken(), stack.connections, DrillOptions(name=name, workdir=tmp_path))
     assert not report.ok
     assert report.error is not None and report.error.startswith("KafkaException")
     assert "drill failed: KafkaException" in report.render()
+    assert f"the processes' logs are kept in {tmp_path / 'processes' / 'logs'}" in report.render()
+    assert not list(Path(tempfile.gettempdir()).glob(f"cdcrouter-{name}-*"))

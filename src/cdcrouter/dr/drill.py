@@ -237,11 +237,10 @@ def run_drill(
                 _delete_topics(ctx.conns, run.name)
         else:
             ctx.notes.append(f"kept: processes in {ctx.procs.directory}, files in {workdir}")
-        if not opts.keep and opts.workdir is None:
-            if report.ok:
-                shutil.rmtree(workdir, ignore_errors=True)  # its files and the processes' logs
-            else:
-                ctx.notes.append(f"the processes' logs are kept in {ctx.procs.directory / 'logs'}")
+        if not opts.keep and not report.ok:  # in the caller's workdir too (the tests' tmp_path)
+            ctx.notes.append(f"the processes' logs are kept in {ctx.procs.directory / 'logs'}")
+        elif not opts.keep and opts.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)  # its files and the processes' logs
         report.steps, report.notes = ctx.steps, ctx.notes
         report.load_average_end = os.getloadavg()
     return report
