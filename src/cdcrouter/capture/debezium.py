@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from typing import Any
@@ -283,6 +284,13 @@ _DEBEZIUM_INFINITY: dict[tuple[str, int], str] = {
 }
 
 
+# timestamp without time zone, with its precision when declared: with
+# time.precision.mode=adaptive_time_microseconds, Debezium sends precision 0-3 as
+# io.debezium.time.Timestamp (milliseconds) and 4-6 (the default) as MicroTimestamp
+_TIMESTAMP = re.compile(r"timestamp(?:\((\d)\))? without time zone")
+_MILLIS_TIMESTAMP = "io.debezium.time.Timestamp"
+
+
 def _pg_text(value: Any, type_name: str) -> Value:
     """A Debezium value (with the modes set in :func:`_common`) in PostgreSQL's text form."""
     if value is None:
@@ -291,12 +299,15 @@ def _pg_text(value: Any, type_name: str) -> Value:
         return UNCHANGED
     if isinstance(value, bool):
         return "t" if value else "f"
+    if isinstance(value, int) and (m := _TIMESTAMP.fullmatch(type_name)):
+        if m[1] is not None and int(m[1]) <= 3:  # io.debezium.time.Timestamp: milliseconds
+            value *= 1000
+        inf = _DEBEZIUM_INFINITY.get(("timestamp without time zone", value))
+        return inf if inf is not None else timestamp_from_epoch_us(value)  # any year, BC included
     if isinstance(value, int) and (type_name, value) in _DEBEZIUM_INFINITY:
         return _DEBEZIUM_INFINITY[type_name, value]
     if type_name == "date" and isinstance(value, int):
         return date_from_epoch_days(value)  # any year, BC included
-    if type_name.startswith("timestamp without") and isinstance(value, int):  # MicroTimestamp
-        return timestamp_from_epoch_us(value)  # any year, BC included
     if type_name.startswith("time") and not type_name.startswith("timestamp") and isinstance(value, int):
         secs, micros = divmod(value, 1_000_000)
         text = f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
@@ -352,17 +363,18 @@ def split_record(value: bytes) -> tuple[bytes | None, dict[str, Any]]:
     return None, orjson.loads(value)
 
 
-def column_source_types(schema: dict[str, Any]) -> dict[str, str]:
+def column_source_types(schema: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     """Each column's PostgreSQL type name as Debezium's record schema states it
-    (``column.propagate.source.type``); columns without one are left out."""
-    out: dict[str, str] = {}
+    (``column.propagate.source.type``), with the field's logical type (e.g.
+    ``io.debezium.time.Timestamp``); columns without a type name are left out."""
+    out: dict[str, tuple[str, str | None]] = {}
     for part in schema.get("fields") or ():
         if part.get("field") not in ("before", "after"):
             continue
         for f in part.get("fields") or ():
             name = (f.get("parameters") or {}).get(SOURCE_TYPE)
             if name:
-                out[f["field"]] = name
+                out[f["field"]] = (name, f.get("name"))
     return out
 
 
@@ -396,9 +408,13 @@ class RecordTypes:
     ) -> tuple[TableShape | OutboxShape, dict[str, str]]:
         shape, types = start
         stated = column_source_types(schema)
-        self._resolve([t for t in stated.values() if t not in self._by_name])
-        now = {c: self._by_name[t] for c, t in stated.items() if t in self._by_name}
-        types = {**types, **{c: name for c, (name, _kind) in now.items()}}
+        self._resolve([t for t, _logical in stated.values() if t not in self._by_name])
+        now = {c: self._by_name[t] for c, (t, _logical) in stated.items() if t in self._by_name}
+        named = {c: name for c, (name, _kind) in now.items()}
+        for c, (_t, logical) in stated.items():
+            if logical == _MILLIS_TIMESTAMP and named.get(c) == "timestamp without time zone":
+                named[c] = "timestamp(3) without time zone"  # its values are in milliseconds
+        types = {**types, **named}
         if isinstance(shape, TableShape):
             kinds = {**shape.kinds, **{c: kind for c, (_name, kind) in now.items()}}
             shape = dataclasses.replace(shape, kinds=kinds)
