@@ -3,6 +3,7 @@ once, each key's in order, also when the queue runs full mid-batch; a refused re
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -10,10 +11,12 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
+from cdcrouter.route.engine import Router, RouterOptions
 from cdcrouter.route.lanes import Lane
 from cdcrouter.topics import admin_client, delete_topics
 
-from .routekit import read_topic
+from .oracle import expected_routing
+from .routekit import RouteEnv, decode_filtered, read_topic
 
 
 @pytest.fixture
@@ -64,3 +67,24 @@ def test_a_record_the_client_refuses_raises(
         lane.produce_batches({topic: msgs})
     assert info.value.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
     lane.abort()
+
+
+def test_the_router_queueing_per_topic_routes_every_match_once_in_key_order(route_env: RouteEnv) -> None:
+    """The engine's batched path (on from 100 filters; here from 1): each topic's records equal the
+    independent oracle's, and each key's records keep the raw order."""
+    env = route_env
+    events = env.produce(0, 3_000)
+    opts = RouterOptions(raw_topic=env.raw, group_id=env.prefix + "g", batched_from_filters=1)
+    stats = Router(env.filters_path, env.conns, opts).run(max_events=3_000, idle_timeout_s=20)
+    assert stats.consumed == 3_000 and stats.dead_lettered == 0
+    rank = {e["eventHeader"]["uuid"]: i for i, e in enumerate(events)}
+    actual: dict[str, Counter[str]] = {}
+    for topic in env.filtered_topics:
+        msgs = sorted(read_topic(env.kafka(), topic), key=lambda m: (m.partition(), m.offset()))
+        uuids = [decode_filtered(m.value())["eventHeader"]["uuid"] for m in msgs]
+        actual[topic] = Counter(uuids)
+        per_key: dict[bytes, list[int]] = {}
+        for m, u in zip(msgs, uuids, strict=True):
+            per_key.setdefault(m.key(), []).append(rank[u])
+        assert all(r == sorted(r) for r in per_key.values()), f"{topic}: a key's records out of order"
+    assert actual == expected_routing(env.filters_path.read_text(), events, env.filtered_topics)
