@@ -36,6 +36,8 @@ from cdcrouter.consumer._store import IdempotencyStore
 from cdcrouter.observe import logs
 from cdcrouter.observe.endpoint import Heartbeat
 
+_TOO_LARGE = (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
+
 log = logging.getLogger("cdcrouter.consumer")
 
 # Test hook: SIGKILL this process after N handled records, right before the offset commit.
@@ -277,9 +279,14 @@ class ConsumerApp:
             _metrics.serve(self.metrics_port, self.metrics_address, name=self.name, ready=self.health)
         self._registry = RegistryClient(self.connections.registry)
         if self.dlq:
+            limit = {"max.message.bytes": str(_kafka.DLQ_MAX_MESSAGE_BYTES)}
             for topic in self.topics:
-                _kafka.ensure_topic(self.connections, self.dlq_topic(topic))
-            self._producer = Producer(_kafka.producer_conf(self.connections))
+                _kafka.ensure_topic(self.connections, self.dlq_topic(topic), config=limit)
+            # librdkafka's 1 MB default would refuse to dead-letter any larger event
+            conf = _kafka.producer_conf(
+                self.connections, **{"message.max.bytes": _kafka.DLQ_MAX_MESSAGE_BYTES}
+            )
+            self._producer = Producer(conf)
         if not subscribe:
             return
         conf = _kafka.consumer_conf(
@@ -585,6 +592,25 @@ class ConsumerApp:
             return True
         return self.store.run_once(self.name, event.uuid, work)
 
+    def _produce_letter(
+        self, target: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> list[KafkaError]:
+        """Produce one dead letter and wait for the broker: the errors (a timeout is one too)."""
+        assert self._producer is not None
+        failures: list[KafkaError] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(err)
+
+        try:
+            self._producer.produce(target, key=key, value=value, headers=headers, on_delivery=delivered)
+        except KafkaException as exc:  # refused by the client itself (too large for the producer)
+            return [exc.args[0]]
+        if self._producer.flush(30):
+            failures.append(KafkaError(KafkaError._MSG_TIMED_OUT))
+        return failures
+
     def _dead_letter(
         self, msg: _Record, origin: Origin, error: BaseException, stage: str, attempts: int, uuid: str | None
     ) -> None:
@@ -607,20 +633,19 @@ class ConsumerApp:
             event_uuid=uuid,
         )
         target = self.dlq_topic(origin.topic)
-        failures: list[KafkaError] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(err)
-
-        self._producer.produce(
-            target, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered
-        )
-        remaining = self._producer.flush(30)
-        if failures or remaining:
+        failures = self._produce_letter(target, msg.key(), msg.value(), headers)
+        if failures and failures[0].code() in _TOO_LARGE and msg.value() is not None:
+            # the DLQ cannot take the record: the letter says where to read it, without its value
+            size = len(msg.value() or b"")
+            note = f"value of {size} bytes left out: larger than {target} takes; read it at {origin}"
+            headers = [*headers, (_dlq.H + "value.omitted", note.encode())]
+            failures = self._produce_letter(target, msg.key(), None, headers)
+            log.warning(
+                "%s: dead-lettered %s to %s without its value (%s bytes)", self.name, origin, target, size
+            )
+        if failures:
             raise ConsumerError(
-                f"{self.name}: could not write {origin} to dead-letter topic {target}: "
-                f"{failures[0] if failures else 'timed out'}",
+                f"{self.name}: could not write {origin} to dead-letter topic {target}: {failures[0].str()}",
                 hint="the record was not committed and will be redelivered; check the broker",
             )
         self.stats.dead_lettered += 1

@@ -22,6 +22,7 @@ ALIASES = {
     "cdcrouter.source.topic": "topic",
     "cdcrouter.source.partition": "partition",
     "cdcrouter.source.offset": "offset",
+    "cdcrouter.value.omitted": "value.omitted",
 }
 
 

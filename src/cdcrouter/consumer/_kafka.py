@@ -114,13 +114,25 @@ def admin(connections: Connections) -> AdminClient:
     return AdminClient(connections.kafka.to_librdkafka())
 
 
-def ensure_topic(connections: Connections, topic: str, partitions: int = 1, timeout: float = 30.0) -> bool:
+# what `cdcrouter topics apply` gives a dead-letter topic: capture's 8 MiB raw limit plus room
+# for the headers (topics/spec.py), so any event a consumer reads can be dead-lettered whole
+DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024 + 64 * 1024
+
+
+def ensure_topic(
+    connections: Connections,
+    topic: str,
+    partitions: int = 1,
+    timeout: float = 30.0,
+    config: dict[str, str] | None = None,
+) -> bool:
     """Create ``topic`` unless it exists (the broker's auto-creation is off); True when created.
 
     Returns once the broker's metadata shows the topic, so a consumer can subscribe right away.
     """
     client = admin(connections)
-    future = client.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=-1)])[topic]
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=-1, config=config or {})
+    future = client.create_topics([new])[topic]
     try:
         future.result(timeout=timeout)
     except KafkaException as exc:

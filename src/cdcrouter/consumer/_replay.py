@@ -244,7 +244,13 @@ def _to_topic(
     if not bounds:
         return
     producer = Producer(
-        _kafka.producer_conf(connections, **{"transactional.id": f"cdcrouter-dlq-replay.{topic}"})
+        _kafka.producer_conf(
+            connections,
+            **{
+                "transactional.id": f"cdcrouter-dlq-replay.{topic}",
+                "message.max.bytes": _kafka.DLQ_MAX_MESSAGE_BYTES,  # what a dead letter can hold
+            },
+        )
     )
     pending: dict[int, int] = {}
     in_txn = 0
