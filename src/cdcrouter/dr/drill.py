@@ -55,6 +55,9 @@ class DrillOptions:
     workdir: Path | None = None
     name: str | None = None  # the run's name (topics, slot); default dr-<random>
     keep: bool = False  # leave the pipeline's processes, topics and slot behind for a look
+    # the consumer app's session.timeout.ms (None: librdkafka's 45 s). A restarted app waits this
+    # long for its killed predecessor to leave the group; tests set it shorter.
+    view_session_timeout_ms: int | None = None
 
 
 @dataclass
@@ -115,6 +118,8 @@ class DrillContext:
             "--topic", self.run.all_topic, "--group", self.run.view_group,
             "--schema", self.run.schema, "--table", self.run.view_table,
         ]  # fmt: skip
+        if self.opts.view_session_timeout_ms is not None:
+            argv += ["--session-timeout-ms", str(self.opts.view_session_timeout_ms)]
         return self.procs.launch("view", "consumer", argv, region or self.region, region_env(conns))
 
     def check_processes(self) -> None:

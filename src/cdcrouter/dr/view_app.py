@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", required=True)
     ap.add_argument("--schema", required=True)
     ap.add_argument("--table", required=True)
+    ap.add_argument("--session-timeout-ms", type=int, default=None)
     args = ap.parse_args(argv)
     logs.configure()
     conns = load_connections()
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(view_ddl(args.schema, args.table))
     store = PostgresStore(conninfo, table=f"{args.schema}.{args.table}_seen")
-    app = ConsumerApp(args.group, conns, group=args.group, store=store, batch_timeout=0.2)
+    kafka = {} if args.session_timeout_ms is None else {"session.timeout.ms": args.session_timeout_ms}
+    app = ConsumerApp(args.group, conns, group=args.group, store=store, batch_timeout=0.2, kafka_config=kafka)
     upsert = sql.SQL(
         "INSERT INTO {t} (id, val, uuid) VALUES (%s, %s, %s) ON CONFLICT (id) DO UPDATE"
         " SET deliveries = {t}.deliveries + 1, val = excluded.val, uuid = excluded.uuid"
