@@ -131,7 +131,7 @@ def dlq_list(
         f = r.failure
         table.add_row(
             f"{r.partition}@{r.offset}",
-            f"{f.get('topic')}[{f.get('partition')}]@{f.get('offset')}",
+            _origin(f),
             r.key.decode("utf-8", "replace") if r.key else "-",
             f.get("stage", "-"),
             f.get("attempts", "-"),
@@ -139,6 +139,14 @@ def dlq_list(
             f.get("event_uuid") or "-",
         )
     console.print(table)
+
+
+def _origin(failure: dict[str, str]) -> str:
+    """Where the failed record came from: a topic position, or for capture's letters the table and
+    WAL position of the change (it never was a Kafka record)."""
+    if failure.get("stage") == "capture":
+        return f"table {failure.get('table', '?')} at LSN {failure.get('lsn') or '?'}"
+    return f"{failure.get('topic')}[{failure.get('partition')}]@{failure.get('offset')}"
 
 
 _SOURCE_FIELDS = ("topic", "partition", "offset", "timestamp")

@@ -26,6 +26,16 @@ ALIASES = {
 }
 
 
+# what to do about a letter in capture's <raw>.capture-dlq: it describes a change too large for the
+# raw topic (table, entity id, LSN) and holds no record, so there is nothing to replay
+CAPTURE_DLQ_HINT = (
+    "raise raw_topic.max_message_bytes in pipeline.yaml, run cdcrouter topics apply and restart "
+    "capture (it reads the raw topic's limit at start), then send each row again: "
+    "cdcrouter capture snapshot --pipeline pipeline.yaml --table <table> "
+    "--where \"<key> = '<entity id>'\" (cdcrouter dlq list names them)"
+)
+
+
 def _ours(name: str) -> bool:
     return name.startswith(H) or name in ALIASES
 

@@ -185,6 +185,12 @@ def replay(
 
     Records already replayed by an earlier run are skipped unless ``force``.
     """
+    if topic.endswith(_dlq.CAPTURE_SUFFIX):
+        raise ConsumerError(
+            f"{topic} is capture's dead-letter topic: its letters describe changes too large for the "
+            "raw topic and hold no record to replay",
+            hint=_dlq.CAPTURE_DLQ_HINT,
+        )
     if not topic.endswith(_dlq.SUFFIX):
         raise ConsumerError(f"{topic} is not a dead-letter topic", hint="see cdcrouter dlq list")
     parts = _kafka.partitions_of(connections, topic)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cdcrouter.consumer._dlq import CAPTURE_DLQ_HINT
+
 WAL_DANGER = ("lost", "unreserved", "extended")
 
 
@@ -52,7 +54,9 @@ def problems_of(doc: dict[str, Any], unreachable_metrics: Sequence[str] = ()) ->
                     "dlq_not_empty",
                     dlq["name"],
                     f"{dlq['depth']} dead-lettered record(s) ({dlq['kind']})",
-                    f"cdcrouter dlq list; fix the cause, then cdcrouter dlq replay {dlq['name']}",
+                    f"cdcrouter dlq list {dlq['name']}; {CAPTURE_DLQ_HINT}"
+                    if dlq["kind"] == "capture"
+                    else f"cdcrouter dlq list; fix the cause, then cdcrouter dlq replay {dlq['name']}",
                 )
             )
     for job in doc.get("jobs", []):
