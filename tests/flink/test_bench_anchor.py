@@ -154,3 +154,41 @@ def test_latency_summary_gives_median_and_range_per_row_kind() -> None:
     assert ours["load_1m_range"] == [0.5, 2.5]
     assert flink["p99_ms"] == {"median": 20.0, "min": 10.0, "max": 30.0}
     assert flink["load_1m_range"] == [1.5, 3.5]
+
+
+def test_wait_complete_waits_for_a_topic_the_client_does_not_know_yet(
+    stack_with: Callable[..., Any], unique_name: Callable[[str], str]
+) -> None:
+    """The harness polls output topics made a moment before: their partitions may be unknown to
+    the client (``_UNKNOWN_PARTITION``, ``NOT_LEADER_FOR_PARTITION`` after making 100 topics). That
+    must wait within the deadline, not end the row: here the topic appears 2 s after the wait
+    starts, then gets its 5 records, which the wait must count."""
+    import threading
+    import time
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+
+    from cdcrouter.bench import flink as anchor
+    from cdcrouter.topics import admin_client, delete_topics
+
+    conns = stack_with("kafka").connections
+    topic = unique_name("late")
+
+    def make_and_fill() -> None:
+        time.sleep(2)
+        admin = admin_client(conns.kafka.to_librdkafka())  # kept: the future dies with its client
+        admin.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+        producer = Producer(conns.kafka.producer_conf())
+        for i in range(5):
+            producer.produce(topic, b"v", str(i).encode(), partition=i % 2)
+        assert producer.flush(30) == 0
+
+    filler = threading.Thread(target=make_and_fill)
+    filler.start()
+    try:
+        counts, stamps, _ = anchor.wait_complete(conns, [topic], 2, {topic: 5}, 0.5, 60)
+    finally:
+        filler.join(60)
+        delete_topics(conns, [topic])
+    assert counts == {topic: 5} and len(stamps) == 5

@@ -309,10 +309,27 @@ def _proc_sample(pid: int) -> tuple[int, int] | None:
     return int(fields[11]) + int(fields[12]), rss
 
 
+def _not_known_yet(exc: Exception) -> bool:
+    """A topic made a moment ago whose partitions or leaders the client's metadata does not have
+    yet (``NOT_LEADER_FOR_PARTITION`` after creating 100 topics at once, 2026-12-07): wait, not fail."""
+    from confluent_kafka import KafkaError
+
+    codes = {
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._TIMED_OUT,  # the client waiting for that metadata
+    }
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.code() in codes
+
+
 def _lso_total(consumer: Any, topics: list[str], partitions: int) -> int:
     from cdcrouter.consumer._kafka import stable_bounds
 
-    return sum(end for t in topics for _, end in stable_bounds(consumer, t, list(range(partitions))).values())
+    parts = list(range(partitions))  # a short timeout: this is polled, and a miss is retried
+    return sum(end for t in topics for _, end in stable_bounds(consumer, t, parts, timeout=2.0).values())
 
 
 def read_outputs(conns: Any, topics: list[str], partitions: int) -> tuple[dict[str, int], array.array]:
@@ -350,7 +367,7 @@ def wait_complete(
     the expected records, then count read_committed. Returns the counts, the CreateTime stamps
     and the wall time (ms) the LSOs first reached their final values. Raises when records are
     missing after ``timeout_s`` or any topic has more than expected (duplicates)."""
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, KafkaException
 
     from cdcrouter.consumer._kafka import consumer_conf
 
@@ -360,7 +377,16 @@ def wait_complete(
     last, reached_ms, still_since = -1, 0, time.monotonic()
     try:
         while True:
-            total = _lso_total(consumer, topics, partitions)
+            try:
+                total = _lso_total(consumer, topics, partitions)
+            except KafkaException as exc:
+                if not _not_known_yet(exc) or time.monotonic() > deadline:
+                    raise
+                # a new client: this one may never refresh the metadata of a topic it found unknown
+                consumer.close()
+                consumer = Consumer(consumer_conf(conns, f"benchanchor-watch-{uuid.uuid4().hex[:8]}"))
+                time.sleep(0.5)  # the deadline still bounds the wait
+                continue
             now = time.monotonic()
             if total != last:
                 last, reached_ms, still_since = total, time.time_ns() // 1_000_000, now
