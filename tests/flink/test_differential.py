@@ -175,6 +175,56 @@ def test_timestamp_filters_over_iso_text(flink_checker: Any) -> None:
         assert not by_text[never], never
 
 
+def _iso_texts(rng: random.Random, n: int) -> list[str]:
+    """``n`` ISO-8601 texts over years 0001-9999 (century and leap years often, month ends, any
+    fraction length, offsets); some name a day that does not exist (29, 30, 31 in any month)."""
+    years = [1, 4, 100, 400, 1582, 1900, 1969, 2000, 2100, 9999]
+    texts = []
+    for _ in range(n):
+        year = rng.choice([rng.randint(1, 9999), rng.choice(years)])
+        day = rng.choice([rng.randint(1, 28), rng.randint(1, 28), 29, 30, 31])
+        hms = [rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59)]
+        text = f"{year:04d}-{rng.randint(1, 12):02d}-{day:02d}T" + ":".join(f"{v:02d}" for v in hms)
+        if rng.random() < 0.6:
+            text += "." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9)))
+        offset = f"{rng.choice('+-')}{rng.randint(0, 23):02d}:{rng.choice([0, 30, 45, 59]):02d}"
+        texts.append(text + ("Z" if rng.random() < 0.4 else offset))
+    return texts
+
+
+def test_iso_text_reads_the_exact_instant(flink_checker: Any) -> None:
+    """The generated SQL reads ISO-8601 text as exactly the instant Python's ``datetime`` gives
+    (the oracle: ``sqlsem.parse_iso_timestamp_ms``), to the nanosecond, over the whole range of
+    years and offsets, and NULL where the day or the year 0000 does not exist. The filter tests
+    above compare instants near 2023 only; a day off in 1582 or 0004 would pass them."""
+    from cdcrouter.backends.flink_sql import timestamp_ms_sql
+    from cdcrouter.backends.sqlsem import parse_iso_timestamp_ms
+
+    texts = [*_iso_texts(random.Random(SEED), 400), *TS_TEXTS]
+    texts += [
+        "0000-03-01T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2000-02-29T12:00:00-00:30",
+        "0001-01-01T00:00:00+23:59",
+    ]
+    want = [parse_iso_timestamp_ms(t) for t in texts]
+    assert sum(v is not None for v in want) > 250, "most texts must be real instants"
+    # each event carries its text and Python's reading of it: one predicate compares the two
+    events = [
+        {**gen_event(RandomDraw(random.Random(i)), i), "eventBody": {"entities": [ent]}}
+        for i, ent in enumerate(
+            {"entityType": "T", "entityId": f"T{i}", "updatedAttributes": {"ts": t, "want": w}}
+            for i, (t, w) in enumerate(zip(texts, (None if w is None else str(w) for w in want), strict=True))
+        )
+    ]
+    attrs = "`eventBody`.`entities`[1].`updatedAttributes`"
+    read = timestamp_ms_sql(f"{attrs}['ts']")
+    exact = f"{read} IS NOT DISTINCT FROM TRY_CAST({attrs}['want'] AS DECIMAL(38, 10))"
+    hits = flink_checker.match_sets({"exact": exact}, events, columns=raw_columns())
+    wrong = [(t, str(w)) for t, w, h in zip(texts, want, hits, strict=True) if "exact" not in h]
+    assert not wrong, f"{len(wrong)} texts read differently from Python (text, python); first: {wrong[:6]}"
+
+
 @settings(
     max_examples=int(os.environ.get("CDCROUTER_DIFF_EXAMPLES", "12")),
     deadline=None,

@@ -79,7 +79,7 @@ def utf16_key(s: str) -> bytes:
 # The ISO-8601 text a ``valueType: timestamp`` test reads besides epoch-ms numbers: what capture
 # writes (``2024-05-01T08:00:00.25Z``), plus a numeric offset (``+05:30``) for other producers.
 # Years 0001-9999 only: capture's expanded years (``-0043-...``, ``+10000-...``) and ``infinity``
-# read NULL. The generated Flink SQL matches exactly this regex (flink_sql.iso_timestamp_ms_sql).
+# read NULL. The generated Flink SQL matches this regex too (flink_sql.timestamp_ms_sql, year 0000 out).
 ISO_TIMESTAMP_REGEX = (
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])"
     r"(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
