@@ -3,6 +3,7 @@ once, each key's in order, also when the queue runs full mid-batch; a refused re
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -88,3 +89,22 @@ def test_the_router_queueing_per_topic_routes_every_match_once_in_key_order(rout
             per_key.setdefault(m.key(), []).append(rank[u])
         assert all(r == sorted(r) for r in per_key.values()), f"{topic}: a key's records out of order"
     assert actual == expected_routing(env.filters_path.read_text(), events, env.filtered_topics)
+
+
+def test_the_hand_off_flush_does_not_wait_out_a_long_linger(
+    stack: Any, unique_name: Callable[[str], str], topic: str
+) -> None:
+    """From 100 filters the lanes linger 1 s (fewer ProduceRequests while a transaction fills); the
+    hand-off's flush must still send at once, or every commit would take a second longer."""
+    lane = _lane(stack, unique_name, **{"linger.ms": 1000})
+    # first a transaction that learns the new topic's metadata (the router knows its topics)
+    lane.begin()
+    lane.produce_batches({topic: [{"value": b"first", "key": b"k"}]})
+    assert lane.deliver(30) == 0
+    lane.commit([], lambda _fresh: None)
+    lane.begin()
+    lane.produce_batches({topic: [{"value": b"v%d" % i, "key": b"k%d" % i} for i in range(10)]})
+    started = time.monotonic()
+    assert lane.deliver(30) == 0
+    assert time.monotonic() - started < 0.5
+    lane.commit([], lambda _fresh: None)
