@@ -46,6 +46,21 @@ def test_yaml_syntax_error_is_a_positioned_diagnostic() -> None:
     assert (code, line) == ("Y001", 3) and "YAML syntax error" in msg and hint
 
 
+def test_unquoted_path_with_brackets_in_a_flow_mapping_gets_a_quoting_hint() -> None:
+    """`{field: eventBody.entities[0].entityType, ...}`: the `[` opens a YAML list. The hint used
+    to be the generic "check indentation, colons and quotes here"; now it shows the quoted form."""
+    text = (
+        "filters:\n  - id: a\n    consumerId: c\n    outputTopic: t\n    conditions:\n"
+        "      - {field: eventBody.entities[0].entityType, operator: equals, value: Loan}\n"
+    )
+    code, line, _col, _msg, hint = one(text, head=False)
+    assert (code, line) == ("Y001", 6)
+    assert hint and 'field: "eventBody.entities[0].entityType"' in hint, hint
+    assert load_filters_text(
+        text.replace("field: eventBody.entities[0].entityType", 'field: "eventBody.entities[0].entityType"')
+    )
+
+
 def test_bad_indentation_points_at_the_line() -> None:
     code, line, col, _msg, _ = one("filters:\n  - id: a\n   consumerId: b\n", head=False)
     assert (code, line, col) == ("Y001", 3, 4)

@@ -361,6 +361,21 @@ class _Builder:
         )
 
 
+# `{field: eventBody.entities[0].entityType, ...}`: in a flow mapping `[` starts a list, so YAML
+# fails at the path with "did not find expected ',' or '}'"; the usual slip in compact conditions
+_UNQUOTED_INDEX = re.compile(r"\{.*\b(field|value|values|min|max):\s*[^\s\"'\[{][^,}\"']*\[")
+
+
+def _syntax_hint(text: str, line: int) -> str:
+    lines = text.splitlines()
+    if 0 <= line < len(lines) and _UNQUOTED_INDEX.search(lines[line]):
+        return (
+            "inside { ... } a `[` starts a list: quote a value with brackets, "
+            'e.g. {field: "eventBody.entities[0].entityType", operator: equals, value: Loan}'
+        )
+    return "check indentation, colons and quotes here"
+
+
 def parse_raw(text: str, file: str, diags: Collector) -> RawFilterSet:
     """Parse YAML text into the raw model, adding ``Y`` diagnostics to ``diags``."""
     builder = _EventBuilder(file, diags)
@@ -374,7 +389,7 @@ def parse_raw(text: str, file: str, diags: Collector) -> RawFilterSet:
             "Y001",
             f"YAML syntax error: {exc.problem or 'invalid YAML'}{context}",
             span,
-            hint="check indentation, colons and quotes here",
+            hint=_syntax_hint(text, mark.line if mark else -1),
         )
         return RawFilterSet(file, (), Span(file, 1, 1))
     except yaml.YAMLError as exc:
