@@ -415,7 +415,10 @@ class CaptureEngine:
                     if isinstance(exc.__cause__, psycopg2.OperationalError) and outage.failed(
                         self.stats.kafka_commits
                     ):
-                        self.progress(f"PostgreSQL not reachable ({exc.message}); retrying")
+                        if "in use by another process" in exc.message:  # a second capture of this slot
+                            self.progress(f"{exc.message}; waiting for it to stop ({exc.hint})")
+                        else:
+                            self.progress(f"PostgreSQL not reachable ({exc.message}); retrying")
                         sink.abort()
                         stop.wait(1.0)
                         # a failover: the SQL connection must follow the replication one to the new primary
