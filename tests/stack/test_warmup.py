@@ -1,5 +1,6 @@
 """`stack up` warms a just-started broker: the internal topics exist when it returns, the warm-up
-ran (its transactions and its reader), and it left neither its topic nor its group behind."""
+ran (its transactions and its reader), and it left neither its topic nor its group behind. The
+broker compiles with the default JIT mode's compilers only."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from cdcrouter.stack.warmup import ENV_SWITCH, INTERNAL_TOPICS, WARMUP_GROUP, WARMUP_TOPIC, compiler_cpu_s
+from cdcrouter.errors import StackError
+from cdcrouter.stack.services.kafka import JIT_ENV, Kafka
+from cdcrouter.stack.warmup import (
+    ENV_SWITCH,
+    INTERNAL_TOPICS,
+    WARMUP_GROUP,
+    WARMUP_TOPIC,
+    compiler_cpu_s,
+    compiler_threads,
+)
 from cdcrouter_testing.stack_fixtures import private_service
 
 pytestmark = pytest.mark.integration
@@ -19,6 +29,7 @@ pytestmark = pytest.mark.integration
 def warmed_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A private broker started with the warm-up traffic on (the test plugin turns it off)."""
     monkeypatch.setenv(ENV_SWITCH, "1")
+    monkeypatch.delenv(JIT_ENV, raising=False)  # the default JIT mode
     with private_service("kafka", ("kafka", "kafka-controller")) as own:
         yield own
 
@@ -43,6 +54,18 @@ def test_stack_up_creates_internal_topics_and_warms_the_broker(warmed_kafka: Any
     assert rec is not None
     used = compiler_cpu_s(rec.pid)
     assert used is not None and used > 0
+    # the default mode (C1 only: docs/operations.md) runs no C2 compiler thread; tiered would
+    threads = compiler_threads(rec.pid)
+    assert threads is not None and {name[:2] for name, _ in threads} == {"C1"}, threads
+
+
+def test_an_unknown_jit_mode_is_a_user_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(JIT_ENV, "c3")
+    with pytest.raises(StackError) as err:
+        Kafka().jit_opts()
+    assert "c1, tiered" in (err.value.hint or "")
+    monkeypatch.setenv(JIT_ENV, "C1")
+    assert Kafka().jit_opts()[0] == "-XX:TieredStopAtLevel=1"
 
 
 def _records(stack: Any, topic: str, partitions: int) -> int:

@@ -187,25 +187,31 @@ def _cleanup(admin: AdminClient, topic: str) -> None:
         log.warning("could not remove the broker warm-up's topic or group: %s", exc)
 
 
-def compiler_cpu_s(pid: int) -> float | None:
-    """CPU seconds used so far by the JIT compiler threads of JVM ``pid`` (None: not readable)."""
-    tasks = Path(f"/proc/{pid}/task")
-    total, found = 0.0, False
+def compiler_threads(pid: int) -> list[tuple[str, float]] | None:
+    """``(name, CPU seconds used)`` of each JIT compiler thread of JVM ``pid``, e.g. ``("C2
+    CompilerThre", 3.1)`` (None: not readable)."""
     try:
-        tids = list(tasks.iterdir())
+        tids = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return None
     tick = os.sysconf("SC_CLK_TCK")
+    out = []
     for tid in tids:
         try:
-            if "CompilerThre" not in (tid / "comm").read_text():
+            name = (tid / "comm").read_text().strip()
+            if "CompilerThre" not in name:
                 continue
             fields = (tid / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        found = True
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total if found else None
+        out.append((name, (int(fields[11]) + int(fields[12])) / tick))
+    return out or None
+
+
+def compiler_cpu_s(pid: int) -> float | None:
+    """CPU seconds used so far by the JIT compiler threads of JVM ``pid`` (None: not readable)."""
+    threads = compiler_threads(pid)
+    return sum(cpu for _, cpu in threads) if threads else None
 
 
 def _wait_jit_quiet(pid: int | None, limit_s: float = 15.0, window_s: float = 0.5) -> float:

@@ -32,7 +32,13 @@ logger.reflections.level = ERROR
 """
 
 
-JIT_ENV = "CDCROUTER_STACK_KAFKA_JIT"  # "tiered": the JVM's default C1 + C2 compilation
+JIT_ENV = "CDCROUTER_STACK_KAFKA_JIT"
+# The broker's JIT compilers share 2 cores with the demo (docs/operations.md, "Kafka start-up",
+# has the measurements). "c1": C1 only, little to compile, so a just-started broker is fast soon
+# (the cold demo), but its code is slower (the warm fused p50 4x). "tiered": the JVM's own C1 + C2,
+# whose C2 backlog (10+ s of CPU on a fresh broker) competes with the first demo.
+JIT_MODES: dict[str, tuple[str, ...]] = {"c1": ("-XX:TieredStopAtLevel=1",), "tiered": ()}
+DEFAULT_JIT = "c1"
 
 
 def kafka_jars(ctx: StackContext) -> Path:
@@ -165,11 +171,15 @@ class Kafka(Service):
             )
 
     def jit_opts(self) -> tuple[str, ...]:
-        """C1 only (``TieredStopAtLevel=1``) unless ``CDCROUTER_STACK_KAFKA_JIT=tiered``. On 2 cores
-        a just-started broker's C2 compiler used 3-4 s of CPU in each of the first demo runs and
-        its p99 fell run by run (732, 471, 343, 143, 111 ms) as C2 finished; C1 alone compiled in
-        0.35 s and the first run's p99 was 267 ms (docs/operations.md, "Kafka start-up")."""
-        return () if os.environ.get(JIT_ENV, "").strip().lower() == "tiered" else ("-XX:TieredStopAtLevel=1",)
+        """The broker's JIT flags, :data:`JIT_MODES` by ``CDCROUTER_STACK_KAFKA_JIT`` (an unknown
+        mode is an error: a typo must not silently pick the other trade-off)."""
+        mode = os.environ.get(JIT_ENV, "").strip().lower() or DEFAULT_JIT
+        if mode not in JIT_MODES:
+            raise StackError(
+                f"{JIT_ENV}={mode!r} is not a JIT mode of the local Kafka",
+                hint=f"use one of {', '.join(JIT_MODES)} (default {DEFAULT_JIT}), or unset it",
+            )
+        return JIT_MODES[mode]
 
     def command(self, ctx: StackContext) -> list[str]:
         home = ctx.service_dir(self.name)
