@@ -230,8 +230,13 @@ def test_fencing_one_lane_mid_stream_loses_and_doubles_nothing(route_env: RouteE
     t = threading.Thread(target=router.run, args=(stop,), daemon=True)
     events: list[dict[str, Any]] = []
 
-    def paced() -> None:  # 8,000 events in 200-event chunks, ~2,000/s
+    fenced = threading.Event()
+
+    def paced() -> None:  # 200-event chunks, ~2,000/s, until the fence; then the rest of 8,000 at once
         for start in range(0, 8_000, 200):
+            if fenced.is_set():
+                events.extend(env.produce(start, 8_000 - start))
+                return
             events.extend(env.produce(start, 200))
             time.sleep(0.1)
 
@@ -247,6 +252,7 @@ def test_fencing_one_lane_mid_stream_loses_and_doubles_nothing(route_env: RouteE
         assert writer.is_alive(), "the fence did not land mid-stream"
         usurper = Producer(env.kafka(**{"transactional.id": router.opts.transactional_ids[1]}))
         usurper.init_transactions(30)
+        fenced.set()
         writer.join(120)
         env.wait_committed(group, 8_000)
     finally:
