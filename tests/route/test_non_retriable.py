@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
+from cdcrouter.consumer._replay import replay
 from cdcrouter.route.engine import Router, RouterOptions, RunStats
 from cdcrouter.route.events import encode_raw, event_key, make_event
 from cdcrouter.topics import admin_client
@@ -131,6 +132,10 @@ def test_a_record_larger_than_every_output_topic_is_dead_lettered_by_reference(e
     msg = c.poll(30)
     c.close()
     assert msg is not None and msg.error() is None and len(msg.value()) > 2_000_000
+    # a replay writes the record itself back, read from that position (not a record without a value)
+    assert replay(env.conns, env.dlq).replayed == 1
+    copies = [m.value() for m in read_topic(env.kafka(), env.raw) if m.key() == event_key(big)]
+    assert copies == [msg.value(), msg.value()]
 
 
 def test_a_change_the_raw_topic_takes_reaches_its_filtered_topics(env: RouteEnv) -> None:

@@ -238,6 +238,37 @@ def _into_app(
             result.targets[original.topic()] = result.targets.get(original.topic(), 0) + 1
 
 
+def _original_value(connections: Connections, rec: DlqRecord) -> bytes:
+    """The value a dead letter left out (it was too large for the DLQ), read where its headers say
+    the record is; replaying the letter as it is would write a record without a value."""
+    f = rec.failure
+    where = f"{f.get('topic')}[{f.get('partition')}]@{f.get('offset')}"
+    try:
+        tp = TopicPartition(f["topic"], int(f["partition"]), int(f["offset"]))
+    except (KeyError, ValueError):
+        tp = None
+    if tp is None or tp.partition < 0 or tp.offset < 0:
+        raise ConsumerError(
+            f"{rec.topic}[{rec.partition}]@{rec.offset} has no value and no position to read it "
+            f"from ({where})",
+            hint="produce the record yourself, then replay from the next offset (--from-offset)",
+        )
+    c = Consumer(_kafka.consumer_conf(connections, f"cdcrouter-dlq-read-{uuid.uuid4().hex[:8]}"))
+    try:
+        for msg in _kafka.read_range(
+            c, tp.topic, {tp.partition: (tp.offset, tp.offset + 1)}, idle_timeout=15
+        ):
+            if msg.value() is not None:
+                return msg.value()
+    finally:
+        c.close()
+    raise ConsumerError(
+        f"{rec.topic}[{rec.partition}]@{rec.offset} left its value out, and {where} no longer holds it",
+        hint="the record is past the topic's retention; produce it yourself, then replay from the "
+        "next offset (--from-offset)",
+    )
+
+
 def _to_topic(
     connections: Connections,
     c: Consumer,
@@ -284,7 +315,10 @@ def _to_topic(
                 *_dlq.strip(rec.headers),
                 (REPLAY_HEADER, f"{topic}:{rec.partition}:{rec.offset}".encode()),
             ]
-            producer.produce(target, key=rec.key, value=rec.value, headers=headers)
+            value = rec.value
+            if value is None and "value.omitted" in rec.failure:  # too large for the DLQ: fetch it
+                value = _original_value(connections, rec)
+            producer.produce(target, key=rec.key, value=value, headers=headers)
             pending[rec.partition] = rec.offset + 1
             in_txn += 1
             result.replayed += 1
