@@ -66,7 +66,7 @@ def _run(conns, src: str) -> tuple[ConsumerApp, list[str]]:  # type: ignore[no-u
     @app.on(src)
     def handle(ev) -> None:  # type: ignore[no-untyped-def]
         seen.append(ev.entity.entity_id)
-        if len(ev.entity.attr("bio") or "") >= BIG:
+        if len(ev.entity.attr("bio") or "") >= BIG and not seen.count("fixed"):
             raise ValueError("cannot store a 2 MB bio")
 
     stats = app.run(timeout=60, max_messages=2)
@@ -95,3 +95,7 @@ def test_a_dead_letter_topic_too_small_gets_the_reference_without_the_value(conn
     assert rec.value is None and rec.key == b"C-big"
     assert "left out" in rec.failure["value.omitted"], rec.failure
     assert (rec.failure["topic"], rec.failure["offset"]) == (src, "0")
+    # replayed into the (fixed) handler with the value read back from that position
+    seen.append("fixed")  # the handler now stores large bios
+    assert replay(conns, app.dlq_topic(src), app=app).replayed == 1
+    assert seen[-1] == "C-big" and app.stats.processed == 2

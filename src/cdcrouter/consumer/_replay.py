@@ -9,6 +9,7 @@ offsets are committed in one Kafka transaction. Replaying into a handler is at-l
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -218,7 +219,7 @@ def replay(
             # count the records skipped, not the offsets (markers of a transactional DLQ take some)
             result.skipped = sum(1 for _ in _kafka.read_range(c, topic, moved))
         if app is not None:
-            _into_app(c, topic, bounds, app, result)
+            _into_app(connections, c, topic, bounds, app, result)
         else:
             _to_topic(connections, c, topic, bounds, to_topic, chunk, result)
     finally:
@@ -227,10 +228,17 @@ def replay(
 
 
 def _into_app(
-    c: Consumer, topic: str, bounds: dict[int, tuple[int, int]], app: ConsumerApp, result: ReplayResult
+    connections: Connections,
+    c: Consumer,
+    topic: str,
+    bounds: dict[int, tuple[int, int]],
+    app: ConsumerApp,
+    result: ReplayResult,
 ) -> None:
     with app:
         for rec in _read(c, topic, bounds):
+            if rec.value is None and "value.omitted" in rec.failure:  # too large for the DLQ: fetch it
+                rec = dataclasses.replace(rec, value=_original_value(connections, rec))
             original = _AsOriginal(rec)
             app.handle(original, topic=original.topic())
             c.commit(offsets=[TopicPartition(topic, rec.partition, rec.offset + 1)], asynchronous=False)
