@@ -62,7 +62,11 @@ def test_flink_and_embedded_route_identically(flink_stack, unique_name, tmp_path
     with RegistryClient(conns.registry.to_client_conf()) as reg:  # the embedded engine's subjects
         apply_schemas(reg, plan_schemas(reg, desired_subjects(raw, emb_topics)))
 
-    events = [make_event(i, seed=3) for i in range(2500)] + s.make_events(1000, seed=5)
+    # 1,500 events: every non-empty topic still gets 30+ records (all but the two filters no
+    # generated event matches); the per-event work is not what this test measures
+    events = [make_event(i, seed=3) for i in range(1000)] + s.make_events(500, seed=5)
+    # both engines come from one compiler: the oracle reads the YAML itself
+    oracle = expected_routing((tmp_path / "emb.yaml").read_text(), events, emb_topics)
     s.produce(bootstrap, raw, registry, events)
 
     stats = Router(
@@ -82,9 +86,12 @@ def test_flink_and_embedded_route_identically(flink_stack, unique_name, tmp_path
         plan, script = dep.plan(script_text)
         assert (len(script.sinks) == 1) == (sink_shape == "one-sink"), script.sinks
         dep.apply(plan, script)
-        embedded = s.consume_topics(bootstrap, emb_topics, idle_s=2.0)
+        # a doubled record fails the multiset comparisons even when it completes a count early
+        embedded = s.consume_topics(
+            bootstrap, emb_topics, expect=sum(c.total() for c in oracle.values()), idle_s=1.0
+        )
         want = sum(len(v) for v in embedded.values())
-        flink = s.consume_topics(bootstrap, flk_topics, expect=want, idle_s=3.0)
+        flink = s.consume_topics(bootstrap, flk_topics, expect=want, idle_s=1.5)
         for e_topic, f_topic in zip(emb_topics, flk_topics, strict=True):
             e_set, f_set = s.multiset(embedded[e_topic], decode), s.multiset(flink[f_topic], decode)
             missing, extra = e_set - f_set, f_set - e_set
@@ -92,8 +99,6 @@ def test_flink_and_embedded_route_identically(flink_stack, unique_name, tmp_path
                 f"{e_topic} vs {f_topic}: {sum(missing.values())} only in embedded, "
                 f"{sum(extra.values())} only in Flink; first: {next(iter(missing or extra))[:400]}"
             )
-        # both engines come from one compiler: the oracle reads the YAML itself
-        oracle = expected_routing((tmp_path / "emb.yaml").read_text(), events, emb_topics)
         for e_topic in emb_topics:
             got = Counter(decode(v)["eventHeader"]["uuid"] for _, v in embedded[e_topic])
             assert got == oracle[e_topic], f"{e_topic}: the engines agree, not with the oracle"
