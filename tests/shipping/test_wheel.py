@@ -87,6 +87,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     dist = root / "dist"
     # the build itself needs cargo: rustup's default place may be missing from a non-login PATH
     build_env = {**os.environ, "PATH": os.environ["PATH"] + os.pathsep + str(Path.home() / ".cargo/bin")}
+    # cargo's target dir of the source tree (gitignored; `pip install -e .` filled it): the copy's
+    # dependencies (pyo3 ...) are already compiled there. The crate itself still compiles from the
+    # copy's sources (cargo keys a path crate's artifacts by its path), and the wheel carries that.
+    build_env.setdefault("CARGO_TARGET_DIR", str(REPO / "native" / "target"))
     build = subprocess.run(
         [sys.executable, "-m", "build", "--outdir", str(dist), str(_clean_tree(root / "src"))],
         env=build_env,
