@@ -15,6 +15,7 @@ from cdcrouter.stack.services.kafka import JIT_ENV, Kafka
 from cdcrouter.stack.warmup import (
     ENV_SWITCH,
     INTERNAL_TOPICS,
+    LIMIT_ENV,
     WARMUP_GROUP,
     WARMUP_TOPIC,
     compiler_cpu_s,
@@ -27,8 +28,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def warmed_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A private broker started with the warm-up traffic on (the test plugin turns it off)."""
+    """A private broker started with the warm-up traffic on (the test plugin turns it off), for at
+    most 3 s: its transactions and reader still run, only the wait for the JIT is cut short."""
     monkeypatch.setenv(ENV_SWITCH, "1")
+    monkeypatch.setenv(LIMIT_ENV, "3")
     monkeypatch.delenv(JIT_ENV, raising=False)  # the default JIT mode
     with private_service("kafka", ("kafka", "kafka-controller")) as own:
         yield own

@@ -26,6 +26,9 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cdcrouter.config.durations import env_seconds
+from cdcrouter.errors import StackError
+
 log = logging.getLogger("cdcrouter.stack")
 
 WARMUP_TOPIC = "cdcrouter-stack-warmup"
@@ -42,6 +45,8 @@ _COORDINATOR_ERRORS = (
     KafkaError.COORDINATOR_NOT_AVAILABLE,
 )
 ENV_SWITCH = "CDCROUTER_STACK_WARMUP"  # "0" skips the traffic (the internal topics are still made)
+LIMIT_ENV = "CDCROUTER_STACK_WARMUP_LIMIT_S"  # seconds: caps the stream and the JIT wait (tests)
+JIT_WAIT_S = 15.0  # the wait for the compile queue to drain after the stream, at most
 
 
 @dataclass
@@ -98,7 +103,7 @@ def warm_broker(bootstrap: str, pid: int | None, *, traffic: bool | None = None)
         consumer.close()
     if topic:
         _cleanup(admin, topic)
-        report.jit_wait_s = _wait_jit_quiet(pid)
+        report.jit_wait_s = _wait_jit_quiet(pid, min(JIT_WAIT_S, _limit_s()))
     return report
 
 
@@ -123,12 +128,13 @@ def _stream(
     """Transactions over every partition, each also committing the consumer's position (the
     router's path), read back read_committed as they commit: at least ``MIN_TRANSACTIONS``, then
     until the broker's compiler threads went quiet (all this traffic touches is compiled), at most
-    ``LIMIT_S``."""
+    ``LIMIT_S`` (or ``CDCROUTER_STACK_WARMUP_LIMIT_S``)."""
     consumer.subscribe([topic])
     started = time.monotonic()
     took: list[float] = []
     jit = _JitWatch(pid)
-    while time.monotonic() - started < LIMIT_S:
+    limit_s = _limit_s()
+    while time.monotonic() - started < limit_s:
         began = time.monotonic()
         producer.begin_transaction()
         for j in range(RECORDS_PER_TXN):
@@ -214,7 +220,11 @@ def compiler_cpu_s(pid: int) -> float | None:
     return sum(cpu for _, cpu in threads) if threads else None
 
 
-def _wait_jit_quiet(pid: int | None, limit_s: float = 15.0, window_s: float = 0.5) -> float:
+def _limit_s() -> float:
+    return env_seconds(LIMIT_ENV, LIMIT_S, StackError)
+
+
+def _wait_jit_quiet(pid: int | None, limit_s: float = JIT_WAIT_S, window_s: float = 0.5) -> float:
     """Wait until the compiler threads used under 10% of a core over one window (the compile
     queue the warm-up filled has drained), at most ``limit_s``; return the seconds waited."""
     if pid is None:
