@@ -135,6 +135,9 @@ def _sched_s(pid: int | None) -> tuple[float, float] | None:
     return cpu / 1e9, wait / 1e9
 
 
+MIN_CPU_WINDOW_S = 0.5  # a shorter first-to-last-record window times CPU against the reader's lag
+
+
 def _window_cpu_s(ticks: tuple[float, float], sched: tuple[Any, Any]) -> float:
     """CPU seconds between two probes. /proc/<pid>/stat counts 10 ms ticks (a short window of a
     3 us/change engine reads 0), while the per-thread scheduler sums are exact but lose a thread
@@ -442,6 +445,11 @@ def _throughput_run(conns: Connections, e: _Engine, n: int, report: Callable[[st
             "peak_rss_mb": rss,
             "load_1m": load,
         }
+        if w.last - w.first < MIN_CPU_WINDOW_S:
+            # the reader sees a short run late: the engine may have done its work before the first
+            # record was read, so the window's CPU says nothing; count from the slot turning active
+            steady, cpu_a, sched_a = n, cpu0, sched0
+            row["cpu_window"] = "from slot active (run too short for a steady window)"
         if cpu_a is not None and cpu_b is not None:
             cpu = _window_cpu_s((cpu_a, cpu_b), (sched_a, sched_b))
             row["cpu_us_per_change"] = round(cpu / steady * 1e6, 2)
