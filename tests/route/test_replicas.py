@@ -20,7 +20,7 @@ import pytest
 
 from cdcrouter.errors import RouteError
 from cdcrouter.route.engine import RouterOptions
-from cdcrouter.route.instance import InstanceLock
+from cdcrouter.route.instance import InstanceLock, lock_dir
 
 from .routekit import RouteEnv
 from .test_router import _actual, _expected
@@ -65,9 +65,11 @@ def test_a_second_router_with_the_default_id_on_one_host_is_refused_at_once(
         assert "already runs as instance" in said and "--instance-id" in said, said
         assert "Traceback" not in said
         assert refused_after < 30  # at once, not after a fencing war
-        # the lock the first one holds is in the state directory, and nothing is left in /tmp
+        # the lock the first one holds is where lock_dir() says for the routers' environment (the
+        # state dir, the user's runtime dir or ./.cdcrouter: CI sets none of them), never in /tmp
         held = f"pid {first.pid}".encode()
-        locks = Path(os.environ["CDCROUTER_STATE_DIR"]) / "locks"
+        locks = lock_dir()
+        assert locks != Path(tempfile.gettempdir()).resolve()
         assert [p.read_bytes() for p in locks.glob("cdcrouter-router-*.lock")].count(held) == 1
         in_tmp = Path(tempfile.gettempdir()).glob("cdcrouter-router-*.lock")
         assert held not in [p.read_bytes() for p in in_tmp]

@@ -283,10 +283,9 @@ class ConsumerApp:
             for topic in self.topics:
                 _kafka.ensure_topic(self.connections, self.dlq_topic(topic), config=limit)
             # librdkafka's 1 MB default would refuse to dead-letter any larger event
-            conf = _kafka.producer_conf(
-                self.connections, **{"message.max.bytes": _kafka.DLQ_MAX_MESSAGE_BYTES}
+            self._producer = Producer(
+                _kafka.producer_conf(self.connections, **{"message.max.bytes": _kafka.DLQ_MAX_MESSAGE_BYTES})
             )
-            self._producer = Producer(conf)
         if not subscribe:
             return
         conf = _kafka.consumer_conf(
