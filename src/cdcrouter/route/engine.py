@@ -430,7 +430,7 @@ class Router(_Setup, _Refusals, _Ordering, _Rebalance):
         careful = self._careful  # after a failure: each record's delivery is watched
         # Many topics: topic -> its records from this batch, in order, queued per topic at the end
         # (Lane.produce_batches). produce() finds its topic by name in a list, on every call.
-        batched = not careful and len(routes) >= self.opts.batched_from_filters
+        batched = not careful and self._many_topics(routes)
         batches: dict[str, list[dict[str, Any]]] = {}
         errors = 0
         for msg in msgs:

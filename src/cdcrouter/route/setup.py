@@ -185,7 +185,12 @@ class _Setup:
         filters: 44.7 -> 32.0 us of CPU per event (docs/routing.md, "Many consumers"). Below that,
         5 ms: records leave while the transaction fills, so a commit's flush is short (latency)."""
         assert self._table is not None
-        return 1000 if len(self._table.routes) >= self.opts.batched_from_filters else 5
+        return 1000 if self._many_topics(self._table.routes) else 5
+
+    def _many_topics(self, routes: Any) -> bool:
+        """From ``batched_from_filters`` filters on, the router works for many output topics: lanes
+        linger while a transaction fills, and a batch's records are queued per topic."""
+        return len(routes) >= self.opts.batched_from_filters
 
     def _sizing(self) -> dict[str, Any]:
         raw = self.opts.raw_topic
